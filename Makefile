@@ -1,0 +1,181 @@
+# SPDX-License-Identifier: MIT
+# deputy build. Everything generated lands under $(BUILD) (ignored by git).
+#   make            build deputyd, deputy, libdeputy.so, BPF objects
+#   make test       build and run every test (tests/run.sh prints "N passed, N failed")
+#   make demo       install missing packages, build, show deputy at work
+#   make bench      run the benchmarks under tests/bench
+#   make install DESTDIR=… PREFIX=…
+#   SAN=1           build with ASan+UBSan (into build/san)
+#   V=1             show the commands
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+CLANG   ?= clang
+BPFTOOL ?= bpftool
+PYTHON  ?= /usr/bin/python3
+
+ifeq ($(SAN),1)
+BUILD    ?= build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# The shim is preloaded into programs built without ASan: ASan's runtime must be the first
+# library of a process, so the shim gets UBSan only.
+SHIM_SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
+else
+BUILD    ?= build
+endif
+
+V ?= 0
+ifeq ($(V),1)
+Q :=
+msg :=
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+CFLAGS   ?= -O2 -g
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -Idaemon -I$(BUILD)
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
+LDLIBS_D := -lbpf -lelf -lz -lcurl -ljansson -lssl -lcrypto -lpthread
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+# ---- sources ---------------------------------------------------------------
+MAINS        := daemon/deputyd.c daemon/deputy.c
+DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard daemon/*.c))
+DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
+SHIM_SRCS    := $(wildcard preload/*.c)
+SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
+BPF_SRCS     := $(wildcard bpf/*.bpf.c)
+BPF_SKELS    := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/%.skel.h)
+UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
+UNIT_BINS    := $(UNIT_SRCS:%.c=$(BUILD)/%)
+PROG_SRCS    := $(wildcard tests/progs/*.c)
+PROG_BINS    := $(PROG_SRCS:%.c=$(BUILD)/%)
+BACKEND_SRCS := $(wildcard tests/backend/*.c)
+BENCH_SRCS   := $(wildcard tests/bench/*.c)
+BENCH_BINS   := $(BENCH_SRCS:%.c=$(BUILD)/%)
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
+
+COMMON_LIB := $(BUILD)/libdeputy-common.a
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so
+
+.PHONY: all test check demo bench deps install clean fuzz tests-build
+all: $(BINS)
+
+# ---- BPF: vmlinux.h -> .bpf.o -> skeleton ---------------------------------
+$(BUILD)/vmlinux.h:
+	$(call msg,GEN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BUILD)/bpf/%.tmp.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(wildcard include/deputy/*.h bpf/*.h)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+		-I$(BUILD) -Iinclude -Ibpf -c $< -o $@
+
+$(BUILD)/bpf/%.bpf.o: $(BUILD)/bpf/%.tmp.o
+	$(Q)$(BPFTOOL) gen object $@ $<
+
+$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< > $@
+
+# ---- daemon, CLI, common library -------------------------------------------
+$(BUILD)/daemon/%.o: daemon/%.c | $(BPF_SKELS)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(COMMON_LIB): $(DAEMON_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/deputyd: $(BUILD)/daemon/deputyd.o $(COMMON_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
+
+$(BUILD)/deputy: $(BUILD)/daemon/deputy.o $(COMMON_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
+
+# ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
+$(BUILD)/preload/%.pic.o: preload/%.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP -fPIC -fvisibility=hidden \
+		$(SHIM_SANFLAGS) $(EXTRA_CFLAGS) -c $< -o $@
+
+$(BUILD)/libdeputy.so: $(SHIM_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -fPIC $(LDFLAGS) $(SHIM_SANFLAGS) -Wl,-z,defs -Wl,-z,now -o $@ $^ -ldl -lpthread
+
+# ---- tests ------------------------------------------------------------------
+TEST_LDLIBS := $(LDLIBS_D) -luring -ldl
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
+
+$(BUILD)/tests/progs/%: tests/progs/%.c $(COMMON_LIB)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
+
+$(BUILD)/tests/bench/%: tests/bench/%.c $(COMMON_LIB)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
+
+$(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
+	$(call msg,LD,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(COMMON_LIB) $(TEST_LDLIBS)
+
+# Fuzz targets: libFuzzer under clang; each also links a plain replay main for gcc builds.
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
+	$(call msg,FUZZ,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(CPPFLAGS) -Ipreload -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(LDLIBS_D) -ldl
+
+TEST_BINS := $(UNIT_BINS) $(PROG_BINS) $(if $(BACKEND_SRCS),$(BUILD)/tests/backend)
+tests-build: all $(TEST_BINS)
+fuzz: $(FUZZ_BINS)
+
+test check: deps
+	$(Q)$(MAKE) --no-print-directory tests-build fuzz
+	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/run.sh
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all tests-build
+	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/demo.sh
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all tests-build $(BENCH_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/bench/run.sh
+
+deps:
+	$(Q)scripts/deps.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/deputy \
+		$(DESTDIR)$(PREFIX)/include/deputy
+	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
+	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
+	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
+	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
+	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

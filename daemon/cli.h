@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli: the deputy command's subcommands. Each takes argc/argv starting at its own name,
+ * returns the process exit status, prints its errors as "deputy: <what>: <why>".
+ */
+#ifndef DEPUTY_CLI_H
+#define DEPUTY_CLI_H
+
+#include "util.h"
+
+int cmd_grant(int argc, char **argv);    /* cli_token.c */
+int cmd_verify(int argc, char **argv);   /* cli_token.c */
+int cmd_run(int argc, char **argv);      /* cli_session.c */
+int cmd_sessions(int argc, char **argv); /* cli_session.c */
+int cmd_logs(int argc, char **argv);     /* cli_session.c */
+int cmd_audit(int argc, char **argv);    /* cli_session.c */
+
+/* "deputy: <what>: <why>" on stderr; returns 1 (the failure exit status). */
+int cli_fail(const char *what, const char *fmt, ...) DP_PRINTF(2, 3);
+/* True when argv[i] is -h or --help. */
+int cli_is_help(const char *arg);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config: deputyd's JSON configuration (design: Config). Every key is validated; an unknown
+ * key, a wrong type or an impossible value is an error naming the key, e.g.
+ *   "routes[2].port: must be an integer from 1 to 65535".
+ */
+#ifndef DEPUTY_CONFIG_H
+#define DEPUTY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+#define DP_DEFAULT_CONFIG "/etc/deputy/deputy.json"
+
+enum dp_action { DP_ACTION_DELEGATE, DP_ACTION_PASSTHROUGH, DP_ACTION_DENY };
+enum dp_unrouted { DP_UNROUTED_DENY, DP_UNROUTED_MONITOR };
+enum dp_binding { DP_BINDING_REQUEST, DP_BINDING_SESSION };
+
+struct dp_route {
+	char *host;   /* exact host name or address, lower-case */
+	int port;     /* 1..65535 */
+	char *method; /* upper-case; NULL = any */
+	char *path;   /* glob (fnmatch, '*' crosses '/'); NULL = any */
+	enum dp_action action;
+	char *audience; /* delegate only */
+	char *scope;    /* delegate only: exactly one scope token */
+	char *header;   /* delegate only; default "Authorization" */
+};
+
+struct dp_trusted_issuer {
+	char *issuer;
+	char *jwks_file; /* exactly one of jwks_file, jwks_uri */
+	char *jwks_uri;  /* https:// */
+};
+
+struct dp_cidr {
+	int family;    /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	int prefix;
+	char *text;    /* as written */
+};
+
+struct dp_config {
+	char *path; /* where it was loaded from, for SIGHUP */
+	char *issuer;
+	char *socket;      /* default /run/deputy/deputy.sock */
+	char *state_dir;   /* default /var/lib/deputy */
+	char *signing_key; /* default <state_dir>/signing-key.pem */
+	int token_ttl;     /* seconds, default 60, 5..86400 */
+	char *http_listen; /* default 127.0.0.1:8471; "" or "off" disables */
+	struct dp_trusted_issuer *issuers;
+	size_t n_issuers;
+	struct dp_route *routes;
+	size_t n_routes;
+	struct dp_cidr *allow_cidrs;
+	size_t n_allow_cidrs;
+	enum dp_unrouted unrouted; /* default deny */
+	bool enforce;              /* default true */
+	bool kernel;               /* "kernel": "on" (default) / "off" */
+	enum dp_binding token_binding; /* default request */
+	bool allow_resolvers;          /* default true: nameservers of /etc/resolv.conf, port 53 */
+	int resolve_interval;          /* seconds between re-resolving route hosts, default 300 */
+};
+
+/* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
+int config_load(const char *path, struct dp_config **out, struct dp_err *err) DP_WUR;
+int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err) DP_WUR;
+void config_free(struct dp_config *cfg);
+
+/* Route matching (first match wins, in config order). host compared case-insensitively,
+ * method exactly (upper-case), path as a glob against the request path without query.
+ * NULL when no route matches. */
+const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host,
+					  int port, const char *method, const char *path);
+
+const char *config_action_name(enum dp_action a);
+
+#endif

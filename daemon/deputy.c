@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+/* deputy: the command line. Dispatches to the subcommands in cli_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+} commands[] = {
+	{ "run", cmd_run, "run a command as a session of an agent for a user" },
+	{ "sessions", cmd_sessions, "list sessions, open and closed" },
+	{ "logs", cmd_logs, "show a session's connections and actions" },
+	{ "audit", cmd_audit, "verify a session log's hash chain and signature" },
+	{ "grant", cmd_grant, "issue a grant JWT from an issuer key (no IdP)" },
+	{ "verify", cmd_verify, "verify a delegation token as a backend does" },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: deputy COMMAND [ARG…]\n\ncommands:\n");
+	for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\n'deputy COMMAND --help' tells more. deputyd is found at --socket PATH,\n"
+		     "$DEPUTY_SOCKET, or /run/deputy/deputy.sock.\n");
+}
+
+int main(int argc, char **argv)
+{
+	dp_log_init("deputy", DP_LOG_WARN);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].fn(argc - 1, argv + 1);
+	cli_fail(argv[1], "unknown command (see 'deputy --help')");
+	return 2;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * jws: the only place that builds or parses a JWS (RFC 7515 compact form) and handles JWKs.
+ * OpenSSL EVP directly: libjwt 1.10 cannot emit typ "at+jwt" and accepts HS256 keyed with a
+ * public key PEM (algorithm confusion), so the algorithm here is always pinned to the key.
+ */
+#ifndef DEPUTY_JWS_H
+#define DEPUTY_JWS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "util.h"
+
+#define DP_JWS_MAX_LEN 16384 /* larger tokens are refused before parsing */
+
+struct dp_key; /* a public or private key with its alg ("ES256", "RS256", …) and kid */
+
+/* deputyd's signing key: load the PEM at path, or create a P-256 key there (mode 0600,
+ * atomic) when it does not exist. kid = RFC 7638 thumbprint. */
+struct dp_key *dp_key_load_or_create(const char *path, struct dp_err *err);
+/* A private key PEM (EC P-256 -> ES256, RSA -> RS256) for `deputy grant`. */
+struct dp_key *dp_key_load_private_pem(const char *path, struct dp_err *err);
+void dp_key_free(struct dp_key *key);
+const char *dp_key_kid(const struct dp_key *key);
+const char *dp_key_alg(const struct dp_key *key);
+/* {"keys":[<public JWK>]} as a malloc'd string. */
+char *dp_key_jwks_json(const struct dp_key *key);
+/* RFC 7638 thumbprint of a public JWK object (EC or RSA) into out (base64url, 43 chars). */
+int dp_jwk_thumbprint(const json_t *jwk, char out[48], struct dp_err *err) DP_WUR;
+
+/* A set of public keys parsed from JWKS JSON; keys without a usable kty/alg are skipped. */
+struct dp_keyset;
+struct dp_keyset *dp_keyset_parse(const char *json, size_t len, struct dp_err *err);
+const struct dp_key *dp_keyset_find(const struct dp_keyset *ks, const char *kid);
+size_t dp_keyset_count(const struct dp_keyset *ks);
+void dp_keyset_free(struct dp_keyset *ks);
+
+/* Sign claims with key: header {"alg": key's alg, "typ": typ, "kid": key's kid}.
+ * Returns a malloc'd compact JWS, NULL with err on failure. */
+char *dp_jws_sign(const struct dp_key *key, const char *typ, const json_t *claims,
+		  struct dp_err *err);
+
+/* A parsed but not yet verified JWS. */
+struct dp_jws {
+	json_t *header;
+	json_t *claims;
+	const char *alg; /* from header, borrowed */
+	const char *kid; /* from header, borrowed; NULL if absent */
+	const char *typ; /* from header, borrowed; NULL if absent */
+	/* internal: signing input and decoded signature */
+	char *signing_input;
+	size_t signing_input_len;
+	unsigned char *sig;
+	size_t sig_len;
+};
+/* Split and decode; refuses > DP_JWS_MAX_LEN, bad base64url, bad JSON, non-object parts. */
+int dp_jws_parse(const char *token, struct dp_jws *out, struct dp_err *err) DP_WUR;
+/* Verify the signature with key; the header alg must equal the key's alg exactly (no "none",
+ * no HMAC, ever). */
+int dp_jws_verify(const struct dp_jws *jws, const struct dp_key *key, struct dp_err *err) DP_WUR;
+void dp_jws_clear(struct dp_jws *jws);
+
+#endif

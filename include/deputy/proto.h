@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shim/CLI <-> deputyd wire protocol, over deputyd's Unix stream socket.
+ *
+ * The agent side is untrusted: deputyd parses every frame strictly and decides everything.
+ * A frame is a fixed 12-byte header followed by `len` bytes of fields. A field is
+ * tag (u16) | length (u16) | value. Integers are little-endian u64 values of length 8,
+ * strings are raw bytes (no NUL on the wire, none allowed inside). Unknown tags are an
+ * error, as are duplicates of non-repeatable tags, so no two parsers can disagree.
+ *
+ * Every request gets exactly one reply with the same seq, unless it carries DP_F_NOREPLY.
+ * A malformed frame closes the connection. These helpers allocate nothing, so the shim can
+ * use them on its request path.
+ */
+#ifndef DEPUTY_PROTO_H
+#define DEPUTY_PROTO_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define DP_PROTO_VERSION 1
+#define DP_PROTO_HDR_LEN 12
+#define DP_PROTO_MAX_PAYLOAD 32768 /* a grant is at most 16 KiB */
+
+enum dp_msg_type {
+	DP_MSG_OK = 1,            /* reply: nothing to say */
+	DP_MSG_ERROR = 2,         /* reply: DP_T_REASON */
+	DP_MSG_SESSION_OPEN = 10, /* GRANT, AGENT, ARGV… -> SESSION_OPENED */
+	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER */
+	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
+	DP_MSG_DECIDE = 20,   /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
+	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
+	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
+	DP_MSG_CONN = 23,     /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
+	DP_MSG_DENY_REPORT = 24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
+	DP_MSG_SESSIONS = 30,    /* -> DATA (JSON array) */
+	DP_MSG_LOG_READ = 31,    /* SESSION, OFFSET -> LOG_DATA */
+	DP_MSG_LOG_DATA = 32,    /* DATA, OFFSET (next), STATUS (1 = session closed) */
+	DP_MSG_JWKS = 33,        /* -> DATA (deputyd's JWKS JSON) */
+};
+
+enum dp_tag {
+	DP_T_REASON = 1,
+	DP_T_GRANT = 2,
+	DP_T_AGENT = 3,
+	DP_T_ARGV = 4, /* repeatable */
+	DP_T_SESSION = 5,
+	DP_T_USER = 6,
+	DP_T_STATUS = 7,
+	DP_T_SCHEME = 8,
+	DP_T_HOST = 9,
+	DP_T_PORT = 10,
+	DP_T_METHOD = 11,
+	DP_T_TARGET = 12,
+	DP_T_COOKIE = 13,
+	DP_T_VERDICT = 14,
+	DP_T_HEADER = 15,
+	DP_T_TOKEN = 16,
+	DP_T_JTI = 17,
+	DP_T_SCOPE = 18,
+	DP_T_PID = 19,
+	DP_T_FAMILY = 20, /* AF_INET / AF_INET6 */
+	DP_T_ADDR = 21,   /* 4 or 16 raw bytes */
+	DP_T_OFFSET = 22,
+	DP_T_DATA = 23,
+	DP_T_MAX_ = 24,
+};
+
+enum dp_verdict {
+	DP_VERDICT_DENY = 0,
+	DP_VERDICT_DELEGATE = 1,
+	DP_VERDICT_PASSTHROUGH = 2,
+};
+
+#define DP_F_NOREPLY 0x01
+
+struct dp_hdr {
+	uint32_t len; /* payload bytes after the header */
+	uint8_t version;
+	uint8_t flags;
+	uint16_t type;
+	uint32_t seq;
+};
+_Static_assert(sizeof(struct dp_hdr) == DP_PROTO_HDR_LEN, "wire header is 12 bytes");
+
+/* A message under construction in a caller-provided buffer. */
+struct dp_msg {
+	uint8_t *buf;
+	size_t cap;
+	size_t len;
+	int err; /* sticky: first error of a put */
+};
+
+static inline void dp_msg_init(struct dp_msg *m, void *buf, size_t cap, uint16_t type, uint32_t seq,
+			       uint8_t flags)
+{
+	struct dp_hdr h = { 0, DP_PROTO_VERSION, flags, type, seq };
+
+	m->buf = (uint8_t *)buf;
+	m->cap = cap;
+	m->len = 0;
+	m->err = 0;
+	if (cap < DP_PROTO_HDR_LEN) {
+		m->err = -ENOSPC;
+		return;
+	}
+	memcpy(m->buf, &h, sizeof(h));
+	m->len = DP_PROTO_HDR_LEN;
+}
+
+static inline void dp_msg_put(struct dp_msg *m, uint16_t tag, const void *val, size_t n)
+{
+	uint16_t t = tag, l = (uint16_t)n;
+
+	if (m->err)
+		return;
+	if (n > 0xffff || m->len + 4 + n > m->cap ||
+	    m->len - DP_PROTO_HDR_LEN + 4 + n > DP_PROTO_MAX_PAYLOAD) {
+		m->err = -ENOSPC;
+		return;
+	}
+	memcpy(m->buf + m->len, &t, 2);
+	memcpy(m->buf + m->len + 2, &l, 2);
+	if (n)
+		memcpy(m->buf + m->len + 4, val, n);
+	m->len += 4 + n;
+}
+
+static inline void dp_msg_put_str(struct dp_msg *m, uint16_t tag, const char *s)
+{
+	dp_msg_put(m, tag, s, s ? strlen(s) : 0);
+}
+
+static inline void dp_msg_put_u64(struct dp_msg *m, uint16_t tag, uint64_t v)
+{
+	dp_msg_put(m, tag, &v, sizeof(v));
+}
+
+/* Finish: write the payload length into the header. 0 or the sticky error. */
+static inline int dp_msg_finish(struct dp_msg *m)
+{
+	uint32_t plen;
+
+	if (m->err)
+		return m->err;
+	plen = (uint32_t)(m->len - DP_PROTO_HDR_LEN);
+	memcpy(m->buf, &plen, sizeof(plen));
+	return 0;
+}
+
+/* Check a received header. 0, or -EPROTO (version) / -EMSGSIZE (length). */
+static inline int dp_hdr_check(const struct dp_hdr *h)
+{
+	if (h->version != DP_PROTO_VERSION)
+		return -EPROTO;
+	if (h->len > DP_PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	return 0;
+}
+
+/* Walk the fields of a payload. Returns 1 with tag/val/vlen set, 0 at the end, -EBADMSG on a
+ * field that runs past the payload. */
+static inline int dp_field_next(const uint8_t *p, size_t len, size_t *off, uint16_t *tag,
+				const uint8_t **val, uint16_t *vlen)
+{
+	if (*off == len)
+		return 0;
+	if (len - *off < 4)
+		return -EBADMSG;
+	memcpy(tag, p + *off, 2);
+	memcpy(vlen, p + *off + 2, 2);
+	if (len - *off - 4 < *vlen)
+		return -EBADMSG;
+	*val = p + *off + 4;
+	*off += 4 + (size_t)*vlen;
+	return 1;
+}
+
+#endif
