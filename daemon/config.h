@@ -62,6 +62,7 @@ struct dp_config {
 	enum dp_binding token_binding; /* default request */
 	bool allow_resolvers;          /* default true: nameservers of /etc/resolv.conf, port 53 */
 	int resolve_interval;          /* seconds between re-resolving route hosts, default 300 */
+	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
