@@ -74,9 +74,6 @@ void dp_jws_printable(const char *in, char *out, size_t outsz)
 	out[o] = '\0';
 }
 
-/* Untrusted string for a reason: at most 64 characters, no control bytes. */
-#define SAFE(buf, s) (dp_jws_printable((s), (buf), sizeof(buf)), (buf))
-
 static char *b64url_alloc(const void *in, size_t n)
 {
 	char *out = malloc(DP_B64URL_LEN(n));
@@ -192,7 +189,7 @@ int dp_jwk_thumbprint(const json_t *jwk, char out[48], struct dp_err *err)
 	} else {
 		char k[64];
 
-		dp_err_set(err, "unsupported JWK kty \"%s\"", SAFE(k, kty));
+		dp_err_set(err, "unsupported JWK kty \"%s\"", DP_SAFE(k, kty));
 		return -EINVAL;
 	}
 	if (n < 0 || (size_t)n >= need ||
@@ -619,7 +616,7 @@ struct dp_key *dp_key_from_jwk(const json_t *jwk, struct dp_err *err)
 		}
 	}
 	if (use && strcmp(use, "sig") != 0) {
-		dp_err_set(err, "JWK use \"%s\" is not sig", SAFE(b, use));
+		dp_err_set(err, "JWK use \"%s\" is not sig", DP_SAFE(b, use));
 		return NULL;
 	}
 	if (json_object_get(jwk, "d") || json_object_get(jwk, "k")) {
@@ -631,7 +628,7 @@ struct dp_key *dp_key_from_jwk(const json_t *jwk, struct dp_err *err)
 	} else if (strcmp(kty, "RSA") == 0) {
 		pkey = jwk_rsa_pkey(jwk);
 	} else {
-		dp_err_set(err, "unsupported JWK kty \"%s\"", SAFE(b, kty));
+		dp_err_set(err, "unsupported JWK kty \"%s\"", DP_SAFE(b, kty));
 		return NULL;
 	}
 	if (!pkey) {
@@ -642,7 +639,7 @@ struct dp_key *dp_key_from_jwk(const json_t *jwk, struct dp_err *err)
 	if (key && alg && strcmp(alg, key->alg) != 0) {
 		/* A key announced for another alg (PS256, ES384…) is not used at all, rather
 		 * than used with an alg its owner did not mean. */
-		dp_err_set(err, "JWK alg \"%s\" is not %s", SAFE(b, alg), key->alg);
+		dp_err_set(err, "JWK alg \"%s\" is not %s", DP_SAFE(b, alg), key->alg);
 		dp_key_free(key);
 		return NULL;
 	}
@@ -1002,11 +999,11 @@ int dp_jws_verify(const struct dp_jws *jws, const struct dp_key *key, struct dp_
 		return -EACCES;
 	}
 	if (dp_jws_alg_is_hmac(jws->alg)) {
-		dp_err_set(err, "HMAC alg \"%s\" refused", SAFE(b, jws->alg));
+		dp_err_set(err, "HMAC alg \"%s\" refused", DP_SAFE(b, jws->alg));
 		return -EACCES;
 	}
 	if (strcmp(jws->alg, key->alg) != 0) {
-		dp_err_set(err, "alg \"%s\" does not match the key's %s", SAFE(b, jws->alg),
+		dp_err_set(err, "alg \"%s\" does not match the key's %s", DP_SAFE(b, jws->alg),
 			   key->alg);
 		return -EACCES;
 	}

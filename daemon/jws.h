@@ -82,5 +82,7 @@ bool dp_scope_has(const char *scopes, const char *scope);
 /* An untrusted string fit for a one-line reason or log: control bytes replaced by '?',
  * cut to outsz-1 bytes ending in "..." when longer. */
 void dp_jws_printable(const char *in, char *out, size_t outsz);
+/* dp_jws_printable into a char array, as an expression for a format argument. */
+#define DP_SAFE(buf, s) (dp_jws_printable((s), (buf), sizeof(buf)), (const char *)(buf))
 
 #endif
