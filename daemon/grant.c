@@ -39,7 +39,7 @@ struct dp_trust {
 
 static void issuer_reload(struct trust_issuer *ti, int64_t now)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_keyset *ks;
 
 	ti->loaded_at = now;
@@ -76,8 +76,8 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 		const char *src = ci->jwks_file ? ci->jwks_file : ci->jwks_uri;
 
 		if (!ci->issuer || !src) {
-			dp_err_set(err, "trusted_issuers[%zu]: needs issuer and jwks_file or jwks_uri",
-				   i);
+			dp_err_set(
+			    err, "trusted_issuers[%zu]: needs issuer and jwks_file or jwks_uri", i);
 			trust_free(t);
 			return NULL;
 		}
@@ -209,8 +209,8 @@ static int copy_resources(const json_t *res, struct dp_grant *g, struct dp_err *
 }
 
 /* The claim checks, after the signature: every one a distinct reason. */
-static int grant_check_claims(const json_t *c, const char *audience, const char *agent,
-			      int64_t now, struct dp_err *err)
+static int grant_check_claims(const json_t *c, const char *audience, const char *agent, int64_t now,
+			      struct dp_err *err)
 {
 	const json_t *may_act, *scope, *res, *e;
 	const char *act_sub;
@@ -305,8 +305,7 @@ static int grant_check_claims(const json_t *c, const char *audience, const char 
 	return 0;
 }
 
-static struct dp_grant *grant_from_claims(const json_t *c, const char *token,
-					  struct dp_err *err)
+static struct dp_grant *grant_from_claims(const json_t *c, const char *token, struct dp_err *err)
 {
 	struct dp_grant *g = calloc(1, sizeof(*g));
 	int64_t t;
@@ -340,11 +339,11 @@ oom:
 	return NULL;
 }
 
-int grant_verify(struct dp_trust *trust, const char *token, const char *audience,
-		 const char *agent, int64_t now, struct dp_grant **out, struct dp_err *err)
+int grant_verify(struct dp_trust *trust, const char *token, const char *audience, const char *agent,
+		 int64_t now, struct dp_grant **out, struct dp_err *err)
 {
 	struct dp_jws jws;
-	struct dp_err perr = { "" };
+	struct dp_err perr = {""};
 	struct trust_issuer *ti = NULL;
 	const struct dp_key *key;
 	const char *iss;

@@ -88,7 +88,7 @@ static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 int jwks_fetch_url(const char *url, char **out, size_t *len, struct dp_err *err)
 {
-	struct fetch_buf b = { 0 };
+	struct fetch_buf b = {0};
 	char cerr[CURL_ERROR_SIZE] = "";
 	const char *ca = getenv("DEPUTY_CA_FILE");
 	long status = 0;

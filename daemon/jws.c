@@ -171,8 +171,9 @@ int dp_jwk_thumbprint(const json_t *jwk, char out[48], struct dp_err *err)
 		canon = malloc(need);
 		if (!canon)
 			return -ENOMEM;
-		n = snprintf(canon, need, "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}",
-			     crv, x, y);
+		n = snprintf(canon, need,
+			     "{\"crv\":\"%s\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", crv, x,
+			     y);
 	} else if (strcmp(kty, "RSA") == 0) {
 		const char *e = json_string_value(json_object_get(jwk, "e"));
 		const char *nn = json_string_value(json_object_get(jwk, "n"));
@@ -215,8 +216,8 @@ static bool pkey_is_p256(EVP_PKEY *pkey)
 
 	if (!EVP_PKEY_is_a(pkey, "EC"))
 		return false;
-	if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
-					    sizeof(group), &glen))
+	if (!EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					    &glen))
 		return false;
 	return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
 }
@@ -259,8 +260,7 @@ out:
 }
 
 /* Wraps pkey (taking ownership) into a dp_key with its alg, public JWK and kid. */
-static struct dp_key *key_wrap(EVP_PKEY *pkey, bool private, const char *kid,
-			       struct dp_err *err)
+static struct dp_key *key_wrap(EVP_PKEY *pkey, bool private, const char *kid, struct dp_err *err)
 {
 	struct dp_key *key = calloc(1, sizeof(*key));
 	char thumb[48];
@@ -397,8 +397,9 @@ static int key_file_read(const char *path, bool strict_mode, char **out, size_t 
 	 * not quietly repaired, because it may already have leaked; the operator decides. */
 	if (strict_mode && (st.st_mode & 077)) {
 		close(fd);
-		dp_err_set(err, "%s: key is accessible by group or others (mode %04o); "
-				"chmod 600 it, or remove it to have a new one created",
+		dp_err_set(err,
+			   "%s: key is accessible by group or others (mode %04o); "
+			   "chmod 600 it, or remove it to have a new one created",
 			   path, (unsigned)(st.st_mode & 07777));
 		return -EPERM;
 	}
@@ -535,15 +536,14 @@ static EVP_PKEY *jwk_ec_pkey(const json_t *jwk)
 	if (!crv || strcmp(crv, "P-256") != 0)
 		return NULL;
 	if (jwk_member_bytes(jwk, "x", P256_COORD, &x, &xl) ||
-	    jwk_member_bytes(jwk, "y", P256_COORD, &y, &yl) || xl != P256_COORD ||
-	    yl != P256_COORD)
+	    jwk_member_bytes(jwk, "y", P256_COORD, &y, &yl) || xl != P256_COORD || yl != P256_COORD)
 		goto out;
 	point[0] = 0x04; /* SEC1 uncompressed */
 	memcpy(point + 1, x, P256_COORD);
 	memcpy(point + 1 + P256_COORD, y, P256_COORD);
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
-	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point,
-						      sizeof(point));
+	params[1] =
+	    OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point));
 	params[2] = OSSL_PARAM_construct_end();
 	pkey = pkey_fromdata("EC", params);
 	if (!pkey)
@@ -675,7 +675,7 @@ struct dp_keyset *dp_keyset_parse(const char *json, size_t len, struct dp_err *e
 	}
 	json_array_foreach(keys, i, jwk)
 	{
-		struct dp_err kerr = { "" };
+		struct dp_err kerr = {""};
 		struct dp_key *key;
 
 		if (ks->n == JWKS_MAX_KEYS) {
@@ -790,8 +790,8 @@ out:
 	return err;
 }
 
-char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *payload,
-		      size_t len, struct dp_err *err)
+char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *payload, size_t len,
+		      struct dp_err *err)
 {
 	char header[256];
 	unsigned char sig[RSA_MAX_BITS / 8];
@@ -807,8 +807,9 @@ char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *pay
 	/* kid is a thumbprint or came from a JWKS we checked to be a string; typ is ours.
 	 * Neither holds a quote, so this is valid JSON without an encoder. */
 	if (typ)
-		n = snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"%s\",\"kid\":\"%s\"}",
-			     key->alg, typ, key->kid);
+		n = snprintf(header, sizeof(header),
+			     "{\"alg\":\"%s\",\"typ\":\"%s\",\"kid\":\"%s\"}", key->alg, typ,
+			     key->kid);
 	else
 		n = snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"kid\":\"%s\"}", key->alg,
 			     key->kid);

@@ -111,14 +111,14 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 {
 	const struct dp_grant *g = req->grant;
 	char stackbuf[MINT_STACK_BUF], b[72];
-	struct jbuf jb = { stackbuf, 0, sizeof(stackbuf) };
+	struct jbuf jb = {stackbuf, 0, sizeof(stackbuf)};
 	size_t strs;
 	int64_t e;
 	int r;
 
 	*token = NULL;
-	if (!g || !req->issuer || !req->agent || !req->session || !req->audience ||
-	    !req->scope || req->ttl <= 0) {
+	if (!g || !req->issuer || !req->agent || !req->session || !req->audience || !req->scope ||
+	    req->ttl <= 0) {
 		dp_err_set(err, "incomplete mint request");
 		return -EINVAL;
 	}
@@ -150,8 +150,8 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		e = g->exp;
 
 	strs = strlen(req->issuer) + strlen(g->sub) + strlen(req->agent) * 2 +
-	       strlen(req->audience) + strlen(req->scope) + strlen(req->session) +
-	       strlen(g->iss) + strlen(g->jti) + (req->htm ? strlen(req->htm) : 0) +
+	       strlen(req->audience) + strlen(req->scope) + strlen(req->session) + strlen(g->iss) +
+	       strlen(g->jti) + (req->htm ? strlen(req->htm) : 0) +
 	       (req->htu ? strlen(req->htu) : 0);
 	if (6 * strs + 512 > jb.cap) {
 		jb.cap = 6 * strs + 512;
@@ -216,11 +216,11 @@ int mint_htu(const char *scheme, const char *host, int port, const char *target,
 	bool v6;
 	int defport;
 
-#define PUT(c)                                                                                   \
-	do {                                                                                     \
-		if (o + 1 >= outsz)                                                              \
-			return -ENOSPC;                                                          \
-		out[o++] = (c);                                                                  \
+#define PUT(c)                                                                                     \
+	do {                                                                                       \
+		if (o + 1 >= outsz)                                                                \
+			return -ENOSPC;                                                            \
+		out[o++] = (c);                                                                    \
 	} while (0)
 
 	if (!scheme || !host || !out || outsz == 0)

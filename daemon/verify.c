@@ -42,7 +42,7 @@ static void set_reason(char *err, size_t errlen, const char *fmt, ...)
 
 deputy_verifier *deputy_verifier_new(const char *jwks, char *err, size_t errlen)
 {
-	struct dp_err e = { "" };
+	struct dp_err e = {""};
 	deputy_verifier *v;
 
 	if (!jwks || !*jwks) {
@@ -80,7 +80,8 @@ void deputy_verifier_free(deputy_verifier *v)
 static bool typ_is_at_jwt(const char *typ)
 {
 	/* RFC 9068 §2.1; RFC 7515 §4.1.9 lets the "application/" prefix be written or not. */
-	return typ && (strcasecmp(typ, "at+jwt") == 0 || strcasecmp(typ, "application/at+jwt") == 0);
+	return typ &&
+	       (strcasecmp(typ, "at+jwt") == 0 || strcasecmp(typ, "application/at+jwt") == 0);
 }
 
 static int check_claims(const json_t *c, const char *audience, const char *scope,
@@ -93,7 +94,8 @@ static int check_claims(const json_t *c, const char *audience, const char *scope
 
 	r = dp_jwt_time_claim(c, "exp", &exp);
 	if (r) {
-		set_reason(err, errlen, r == -ENOENT ? "token has no exp" : "token exp is not a number");
+		set_reason(err, errlen,
+			   r == -ENOENT ? "token has no exp" : "token exp is not a number");
 		return -1;
 	}
 	if (now >= exp) {
@@ -142,11 +144,10 @@ static int check_claims(const json_t *c, const char *audience, const char *scope
 	return 0;
 }
 
-int deputy_verify(deputy_verifier *v, const char *token, const char *audience,
-		  const char *scope, const char *issuer, char **claims_json, char *err,
-		  size_t errlen)
+int deputy_verify(deputy_verifier *v, const char *token, const char *audience, const char *scope,
+		  const char *issuer, char **claims_json, char *err, size_t errlen)
 {
-	struct dp_err e = { "" };
+	struct dp_err e = {""};
 	const struct dp_key *key;
 	struct dp_jws jws;
 	int64_t now = dp_now();

@@ -19,10 +19,13 @@
 #include "jws.h"
 #include "util.h"
 
+/* not every test uses every helper */
+#define TH_FN static __attribute__((unused))
+
 static char th_dir[] = "/tmp/deputy-unit.XXXXXX";
 static int th_dir_made;
 
-static const char *th_tmpdir(void)
+TH_FN const char *th_tmpdir(void)
 {
 	if (!th_dir_made) {
 		if (!mkdtemp(th_dir)) {
@@ -34,7 +37,7 @@ static const char *th_tmpdir(void)
 	return th_dir;
 }
 
-static void th_cleanup(void)
+TH_FN void th_cleanup(void)
 {
 	char cmd[128];
 
@@ -44,7 +47,7 @@ static void th_cleanup(void)
 }
 
 /* A new key of "EC" (P-256) or "RSA" (2048) written to <tmp>/<name>.pem; returns the path. */
-static const char *th_write_key(const char *type, const char *name)
+TH_FN const char *th_write_key(const char *type, const char *name)
 {
 	static char path[256];
 	EVP_PKEY *pkey = strcmp(type, "RSA") == 0 ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256");
@@ -61,7 +64,7 @@ static const char *th_write_key(const char *type, const char *name)
 	return path;
 }
 
-static char *th_b64(const void *p, size_t n)
+TH_FN char *th_b64(const void *p, size_t n)
 {
 	char *out = malloc(DP_B64URL_LEN(n));
 
@@ -71,7 +74,7 @@ static char *th_b64(const void *p, size_t n)
 }
 
 /* b64(header).b64(payload).b64(sig) from raw bytes; malloc'd. */
-static char *th_craft(const char *header, const char *payload, const void *sig, size_t siglen)
+TH_FN char *th_craft(const char *header, const char *payload, const void *sig, size_t siglen)
 {
 	char *h = th_b64(header, strlen(header)), *p = th_b64(payload, strlen(payload));
 	char *s = th_b64(sig, siglen);
@@ -87,8 +90,7 @@ static char *th_craft(const char *header, const char *payload, const void *sig, 
 
 /* An HS256 token keyed with secret (e.g. the issuer's public key PEM: the classic
  * algorithm-confusion attack on libraries that let the token pick the algorithm). */
-static char *th_hs256(const char *header, const char *payload, const void *secret,
-		      size_t secretlen)
+TH_FN char *th_hs256(const char *header, const char *payload, const void *secret, size_t secretlen)
 {
 	char *h = th_b64(header, strlen(header)), *p = th_b64(payload, strlen(payload));
 	size_t n = strlen(h) + strlen(p) + 2;
@@ -111,7 +113,7 @@ static char *th_hs256(const char *header, const char *payload, const void *secre
 }
 
 /* The public key of a private dp_key as PEM text (what an issuer publishes). */
-static char *th_public_pem(const char *private_pem_path)
+TH_FN char *th_public_pem(const char *private_pem_path)
 {
 	FILE *f = fopen(private_pem_path, "r");
 	EVP_PKEY *pkey = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
@@ -131,7 +133,7 @@ static char *th_public_pem(const char *private_pem_path)
 }
 
 /* The public keyset of a private key, as a JWKS would carry it. */
-static struct dp_keyset *th_keyset_of(const struct dp_key *key)
+TH_FN struct dp_keyset *th_keyset_of(const struct dp_key *key)
 {
 	char *jwks = dp_key_jwks_json(key);
 	struct dp_keyset *ks = dp_keyset_parse(jwks, strlen(jwks), NULL);
@@ -141,7 +143,7 @@ static struct dp_keyset *th_keyset_of(const struct dp_key *key)
 }
 
 /* Replaces the middle (payload) part of a token with b64(payload); malloc'd. */
-static char *th_swap_payload(const char *token, const char *payload)
+TH_FN char *th_swap_payload(const char *token, const char *payload)
 {
 	const char *d1 = strchr(token, '.'), *d2 = strrchr(token, '.');
 	char *p = th_b64(payload, strlen(payload));

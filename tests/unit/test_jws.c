@@ -9,8 +9,8 @@
 static void b64url_vectors(void)
 {
 	/* RFC 4648 §10 vectors, unpadded as RFC 7515 wants them */
-	static const char *in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
-	static const char *want[] = { "", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy" };
+	static const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	static const char *want[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
 	char out[32], back[32];
 
 	for (size_t i = 0; i < DP_ARRAY_SIZE(in); i++) {
@@ -31,9 +31,9 @@ static void b64url_refusals(void)
 {
 	char out[32];
 
-	check(dp_b64url_decode("Zg==", 4, out, sizeof(out)) == -EINVAL); /* padding */
-	check(dp_b64url_decode("Z", 1, out, sizeof(out)) == -EINVAL);    /* impossible length */
-	check(dp_b64url_decode("Zh", 2, out, sizeof(out)) == -EINVAL);   /* non-zero spare bits */
+	check(dp_b64url_decode("Zg==", 4, out, sizeof(out)) == -EINVAL);   /* padding */
+	check(dp_b64url_decode("Z", 1, out, sizeof(out)) == -EINVAL);	   /* impossible length */
+	check(dp_b64url_decode("Zh", 2, out, sizeof(out)) == -EINVAL);	   /* non-zero spare bits */
 	check(dp_b64url_decode("Zm9v+A", 6, out, sizeof(out)) == -EINVAL); /* '+' is not url-safe */
 	check(dp_b64url_decode("Zm9v/A", 6, out, sizeof(out)) == -EINVAL);
 	check(dp_b64url_decode("Zm 9v", 5, out, sizeof(out)) == -EINVAL);
@@ -45,14 +45,15 @@ static void thumbprint_rfc7638(void)
 {
 	/* RFC 7638 §3.1 example */
 	static const char jwk_text[] =
-		"{\"kty\":\"RSA\",\"n\":\"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT8"
-		"6zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl9"
-		"3lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL"
-		"5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0L"
-		"s1jF44-csFCur-kEgU8awapJzKnqDKgw\",\"e\":\"AQAB\",\"alg\":\"RS256\","
-		"\"kid\":\"2011-04-29\"}";
+	    "{\"kty\":\"RSA\",\"n\":"
+	    "\"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT8"
+	    "6zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl9"
+	    "3lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL"
+	    "5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0L"
+	    "s1jF44-csFCur-kEgU8awapJzKnqDKgw\",\"e\":\"AQAB\",\"alg\":\"RS256\","
+	    "\"kid\":\"2011-04-29\"}";
 	json_t *jwk = json_loads(jwk_text, 0, NULL);
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *key;
 	char tp[48];
 
@@ -71,7 +72,7 @@ static void thumbprint_rfc7638(void)
 
 static void thumbprint_refusals(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	char tp[48];
 	json_t *j;
 
@@ -90,7 +91,7 @@ static void thumbprint_refusals(void)
 static void key_create_and_reload(void)
 {
 	char path[256];
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k1, *k2;
 	struct stat st;
 	char kid[128], tp[48];
@@ -122,7 +123,7 @@ static void key_create_and_reload(void)
 static void key_refuses_loose_mode(void)
 {
 	char path[256];
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k;
 
 	snprintf(path, sizeof(path), "%s/loose-key.pem", th_tmpdir());
@@ -139,7 +140,7 @@ static void key_refuses_loose_mode(void)
 static void key_refuses_rsa_signing_key(void)
 {
 	const char *path = th_write_key("RSA", "rsa-signing");
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k;
 
 	check(chmod(path, 0600) == 0);
@@ -156,7 +157,7 @@ static void key_refuses_rsa_signing_key(void)
 static void key_refuses_garbage(void)
 {
 	char path[256];
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/garbage.pem", th_tmpdir());
@@ -171,7 +172,7 @@ static void key_refuses_garbage(void)
 
 static void round_trip(const char *type)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k = dp_key_load_private_pem(th_write_key(type, "rt"), &err);
 	struct dp_keyset *ks;
 	json_t *claims = json_pack("{s:s, s:i}", "sub", "alice", "n", 7);
@@ -224,7 +225,7 @@ static int verify_text(const char *tok, const struct dp_key *k, struct dp_err *e
 
 static void tamper_detected(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k = dp_key_load_private_pem(th_write_key("EC", "tamper"), &err);
 	json_t *claims = json_pack("{s:s}", "scope", "read");
 	char *tok = dp_jws_sign(k, "JWT", claims, &err), *bad;
@@ -253,7 +254,7 @@ static void tamper_detected(void)
 
 static void alg_confusion_refused(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	const char *ec_path = th_write_key("EC", "conf-ec");
 	struct dp_key *ec = dp_key_load_private_pem(ec_path, &err);
 	struct dp_key *rsa = dp_key_load_private_pem(th_write_key("RSA", "conf-rsa"), &err);
@@ -285,7 +286,8 @@ static void alg_confusion_refused(void)
 	check_str(err.msg, "alg \"RS256\" does not match the key's ES256");
 	free(good);
 	/* ES384 claimed for a P-256 key */
-	tok = th_craft("{\"alg\":\"ES384\"}", "{}", "0123456789012345678901234567890123456789012345678901234567890123", 64);
+	tok = th_craft("{\"alg\":\"ES384\"}", "{}",
+		       "0123456789012345678901234567890123456789012345678901234567890123", 64);
 	check(verify_text(tok, ec, &err) == -EACCES);
 	check_str(err.msg, "alg \"ES384\" does not match the key's ES256");
 	free(tok);
@@ -300,26 +302,26 @@ static void parse_refusals(void)
 	static const struct {
 		const char *tok, *why;
 	} cases[] = {
-		{ "abc", "not a compact JWS (need 3 parts)" },
-		{ "a.b", "not a compact JWS (need 3 parts)" },
-		{ "a.b.c.d", "not a compact JWS (need 3 parts)" },
-		{ "e30.e30.e30.", "not a compact JWS (need 3 parts)" },
-		{ "e3=.e30.", "bad base64url in header" },
-		{ "e30.e3+.", "bad base64url in payload" },
-		{ "eyJhbGciOiJFUzI1NiJ9.e30.AA=", "bad base64url in signature" },
-		{ "bm90IGpzb24.e30.", "header is not JSON" },            /* "not json" */
-		{ "W10.e30.", "header is not a JSON object" },            /* [] */
-		{ "eyJhbGciOiJFUzI1NiJ9.WzFd.", "payload is not a JSON object" }, /* [1] */
-		{ "eyJhbGciOiJFUzI1NiJ9.IngifQ.", "payload is not JSON" },
-		{ "e30.e30.", "header has no alg" },
-		{ "eyJhbGciOjF9.e30.", "header has no alg" },           /* {"alg":1} */
-		/* {"alg":"ES256","kid":5} */
-		{ "eyJhbGciOiJFUzI1NiIsImtpZCI6NX0.e30.", "header kid is not a string" },
-		/* {"alg":"ES256","crit":["b64"]} */
-		{ "eyJhbGciOiJFUzI1NiIsImNyaXQiOlsiYjY0Il19.e30.",
-		  "header has crit extensions (none are supported)" },
-		/* {"alg":"none","alg":"ES256"}: duplicate members */
-		{ "eyJhbGciOiJub25lIiwiYWxnIjoiRVMyNTYifQ.e30.", "header is not JSON" },
+	    {"abc", "not a compact JWS (need 3 parts)"},
+	    {"a.b", "not a compact JWS (need 3 parts)"},
+	    {"a.b.c.d", "not a compact JWS (need 3 parts)"},
+	    {"e30.e30.e30.", "not a compact JWS (need 3 parts)"},
+	    {"e3=.e30.", "bad base64url in header"},
+	    {"e30.e3+.", "bad base64url in payload"},
+	    {"eyJhbGciOiJFUzI1NiJ9.e30.AA=", "bad base64url in signature"},
+	    {"bm90IGpzb24.e30.", "header is not JSON"},			    /* "not json" */
+	    {"W10.e30.", "header is not a JSON object"},		    /* [] */
+	    {"eyJhbGciOiJFUzI1NiJ9.WzFd.", "payload is not a JSON object"}, /* [1] */
+	    {"eyJhbGciOiJFUzI1NiJ9.IngifQ.", "payload is not JSON"},
+	    {"e30.e30.", "header has no alg"},
+	    {"eyJhbGciOjF9.e30.", "header has no alg"}, /* {"alg":1} */
+	    /* {"alg":"ES256","kid":5} */
+	    {"eyJhbGciOiJFUzI1NiIsImtpZCI6NX0.e30.", "header kid is not a string"},
+	    /* {"alg":"ES256","crit":["b64"]} */
+	    {"eyJhbGciOiJFUzI1NiIsImNyaXQiOlsiYjY0Il19.e30.",
+	     "header has crit extensions (none are supported)"},
+	    /* {"alg":"none","alg":"ES256"}: duplicate members */
+	    {"eyJhbGciOiJub25lIiwiYWxnIjoiRVMyNTYifQ.e30.", "header is not JSON"},
 	};
 	struct dp_err err;
 	struct dp_jws jws;
@@ -337,7 +339,7 @@ static void parse_refuses_oversized(void)
 {
 	size_t n = DP_JWS_MAX_LEN + 100;
 	char *big = malloc(n + 1);
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_jws jws;
 
 	memset(big, 'A', n);
@@ -351,7 +353,7 @@ static void parse_refuses_oversized(void)
 
 static void jwk_refusals(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *k;
 	json_t *j;
 
@@ -365,10 +367,11 @@ static void jwk_refusals(void)
 	check(!k);
 	check_str(err.msg, "invalid EC JWK");
 	/* an RSA key of 1024 bits */
-	j = json_loads("{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-		       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-		       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE\"}",
-		       0, NULL);
+	j = json_loads(
+	    "{\"kty\":\"RSA\",\"e\":\"AQAB\",\"n\":\"wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE\"}",
+	    0, NULL);
 	k = dp_key_from_jwk(j, &err);
 	json_decref(j);
 	check(!k);
@@ -383,7 +386,7 @@ static void jwk_refusals(void)
 
 static void jwk_alg_must_match(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *ec = dp_key_load_private_pem(th_write_key("EC", "jwkalg"), &err);
 	json_t *jwk = json_deep_copy(dp_key_jwk(ec));
 	struct dp_key *k;
@@ -408,7 +411,7 @@ static void jwk_alg_must_match(void)
 
 static void keyset_skips_bad_keys(void)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_key *ec = dp_key_load_private_pem(th_write_key("EC", "ks"), &err);
 	char *pub = json_dumps(dp_key_jwk(ec), JSON_COMPACT);
 	char text[2048];
