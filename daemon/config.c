@@ -444,6 +444,8 @@ static bool cgroup_path_ok(const char *s)
 	return true;
 }
 
+static void path_normalize(const char *in, size_t n, char *out);
+
 /* ---- objects ----------------------------------------------------------------------- */
 
 static int check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
@@ -562,6 +564,17 @@ static int parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		if (strlen(s) > CFG_MAX_GLOB || has_ctl_or_space(s))
 			return cfg_fail(c, "path", "must be at most %d bytes without spaces or control characters",
 					CFG_MAX_GLOB);
+		/* matched against the path without query or fragment: '#' could never match */
+		if (strchr(s, '#'))
+			return cfg_fail(c, "path", "must not contain '#'");
+		/* requests are normalised before matching, so a pattern that is not could
+		 * never match what it seems to say */
+		char norm[CFG_MAX_GLOB + 1];
+
+		path_normalize(s, strlen(s), norm);
+		if (strcmp(norm, s) != 0)
+			return cfg_fail(c, "path", "must be normalised (no \".\" or \"..\" segments, no %%-escaped letters or digits): \"%s\"",
+					norm);
 		if ((r = dup_string(c, "path", s, &rt->path)))
 			return r;
 	}
@@ -931,6 +944,72 @@ void config_free(struct dp_config *cfg)
 
 /* ---- matching ---------------------------------------------------------------------- */
 
+static int hexval(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (unsigned char)tolower(ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/*
+ * The request path as the backend will understand it, so that "/%61dmin" or
+ * "/x/../admin" cannot slip past a route written for "/admin*": percent-encoded
+ * unreserved characters decoded (RFC 3986 §6.2.2.2), then dot segments removed (§5.2.4).
+ * Other escapes (%2F, %00, …) stay encoded: decoding them would change the path's meaning.
+ * out has room for strlen(in) + 1; the result is never longer than the input.
+ */
+static void path_normalize(const char *in, size_t n, char *out)
+{
+	char dec[CFG_MAX_PATH + 1];
+	size_t d = 0, o = 0;
+	const char *p;
+
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+
+		if (in[i] == '%' && i + 2 < n &&
+		    (hi = hexval((unsigned char)in[i + 1])) >= 0 &&
+		    (lo = hexval((unsigned char)in[i + 2])) >= 0) {
+			unsigned char ch = (unsigned char)(hi << 4 | lo);
+
+			if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+				dec[d++] = (char)ch;
+				i += 2;
+				continue;
+			}
+		}
+		dec[d++] = in[i];
+	}
+	dec[d] = '\0';
+
+	p = dec;
+	while (*p) {
+		if (strncmp(p, "../", 3) == 0) {
+			p += 3;
+		} else if (strncmp(p, "./", 2) == 0) {
+			p += 2;
+		} else if (strncmp(p, "/./", 3) == 0) {
+			p += 2;
+		} else if (strcmp(p, "/.") == 0) {
+			p = "/";
+		} else if (strncmp(p, "/../", 4) == 0 || strcmp(p, "/..") == 0) {
+			p = p[3] ? p + 3 : "/";
+			while (o > 0 && out[o - 1] != '/')
+				o--;
+			if (o > 0)
+				o--;
+		} else if (strcmp(p, ".") == 0 || strcmp(p, "..") == 0) {
+			break;
+		} else {
+			do
+				out[o++] = *p++;
+			while (*p && *p != '/');
+		}
+	}
+	out[o] = '\0';
+}
+
 const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host,
 					  int port, const char *method, const char *path)
 {
@@ -959,8 +1038,7 @@ const struct dp_route *config_match_route(const struct dp_config *cfg, const cha
 
 		if (plen > CFG_MAX_PATH)
 			return NULL; /* longer than any sane request path: never matches */
-		memcpy(pbuf, path, plen);
-		pbuf[plen] = '\0';
+		path_normalize(path, plen, pbuf);
 	}
 
 	for (size_t i = 0; i < cfg->n_routes; i++) {

@@ -407,6 +407,9 @@ static void test_bad_routes(void)
 	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"api/*\""), "routes[0].path: must start with '/' or '*'");
 	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"\""), "routes[0].path: must start with");
 	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a b\""), "routes[0].path: must be at most");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a#b\""), "routes[0].path: must not contain '#'");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a/../admin*\""), "routes[0].path: must be normalised");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/%61dmin\""), "routes[0].path: must be normalised");
 	check_refused(CFG("", DELEGATE ", \"header\": \"X Token\"}"), "routes[0].header: must be an HTTP header name");
 	check_refused(CFG("", DELEGATE ", \"header\": \"X-Token:\"}"), "routes[0].header: must be an HTTP header name");
 	check_refused(CFG("", DELEGATE ", \"header\": \"content-length\"}"), "routes[0].header: \"content-length\" cannot carry");
@@ -523,6 +526,16 @@ static void test_match(void)
 	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send") == r0);
 	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send/x?y=1") == r0);
 	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/sendmail#frag") == r0);
+	/* the path the backend will see: escaped unreserved characters and dot segments */
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/%73en%64") == r0);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/x/../api/send") == r0);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/./api/./send/.") == r0);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/../../api/send") == r0);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/%2e%2E/api/send") == r0);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api%2fsend") == r2);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send/..") == r1);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/%zzsend") == r1);
+	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send%") == r0);
 	/* first match wins: the same path with another method falls to route 1 */
 	check(config_match_route(cfg, "mail.internal", 443, "GET", "/api/send") == r1);
 	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/other") == r1);
