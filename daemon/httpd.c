@@ -33,8 +33,8 @@
 #define HTTPD_MAX_CLIENTS 64
 #define HTTPD_HEAD_MAX 8192
 #define HTTPD_TARGET_MAX 2048
-#define HTTPD_TIMEOUT_MS 5000   /* to send a whole head, and to take a whole response */
-#define HTTPD_LINGER_MS 1000    /* reading what a client still sends after our response */
+#define HTTPD_TIMEOUT_MS 5000 /* to send a whole head, and to take a whole response */
+#define HTTPD_LINGER_MS 1000  /* reading what a client still sends after our response */
 #define HTTPD_LINGER_BYTES 65536
 #define HTTPD_ACCEPT_PAUSE_MS 100 /* after EMFILE and friends */
 
@@ -63,7 +63,7 @@ struct dp_httpd {
 	struct httpd_client cl[HTTPD_MAX_CLIENTS];
 };
 
-static int64_t now_ms(void)
+static int64_t httpd_now_ms(void)
 {
 	struct timespec ts;
 
@@ -71,7 +71,7 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void client_close(struct httpd_client *c)
+static void httpd_client_close(struct httpd_client *c)
 {
 	if (c->state == CL_FREE)
 		return;
@@ -84,7 +84,7 @@ static void client_close(struct httpd_client *c)
 
 /* ---- responses --------------------------------------------------------------------- */
 
-static const char *status_text(int status)
+static const char *httpd_status_text(int status)
 {
 	switch (status) {
 	case 200:
@@ -103,20 +103,22 @@ static const char *status_text(int status)
 }
 
 /* Builds the whole response in c->out, to be written as the socket allows. */
-static void client_respond(struct httpd_client *c, int status, const char *body, bool head_only)
+static void httpd_client_respond(struct httpd_client *c, int status, const char *body,
+				 bool head_only)
 {
 	char err_body[64];
 	size_t blen, hlen;
 	int n;
 
 	if (!body) {
-		snprintf(err_body, sizeof(err_body), "{\"error\":\"%s\"}\n", status_text(status));
+		snprintf(err_body, sizeof(err_body), "{\"error\":\"%s\"}\n",
+			 httpd_status_text(status));
 		body = err_body;
 	}
 	blen = strlen(body);
 	c->out = malloc(256 + blen);
 	if (!c->out) {
-		client_close(c);
+		httpd_client_close(c);
 		return;
 	}
 	n = snprintf(c->out, 256,
@@ -127,7 +129,7 @@ static void client_respond(struct httpd_client *c, int status, const char *body,
 		     "X-Content-Type-Options: nosniff\r\n"
 		     "%s"
 		     "Connection: close\r\n\r\n",
-		     status, status_text(status), blen,
+		     status, httpd_status_text(status), blen,
 		     status == 405 ? "Allow: GET, HEAD\r\n" : "");
 	hlen = n > 0 && n < 256 ? (size_t)n : 0;
 	if (!head_only)
@@ -135,10 +137,10 @@ static void client_respond(struct httpd_client *c, int status, const char *body,
 	c->out_len = hlen + (head_only ? 0 : blen);
 	c->out_off = 0;
 	c->state = CL_WRITE;
-	c->deadline = now_ms() + HTTPD_TIMEOUT_MS;
+	c->deadline = httpd_now_ms() + HTTPD_TIMEOUT_MS;
 }
 
-static bool is_tchar(unsigned char ch)
+static bool httpd_is_tchar(unsigned char ch)
 {
 	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
 	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
@@ -149,15 +151,15 @@ static bool is_tchar(unsigned char ch)
  * leniency (no extra spaces, no absolute-form, no HTTP/0.9), since nothing legitimate
  * needs it. Returns the HTTP minor version (0 or 1), or -1.
  */
-static int parse_request_line(const char *line, size_t len, const char **method, size_t *mlen,
-			      const char **target, size_t *tlen)
+static int httpd_parse_request_line(const char *line, size_t len, const char **method, size_t *mlen,
+				    const char **target, size_t *tlen)
 {
 	const char *sp1 = memchr(line, ' ', len), *sp2;
 
 	if (!sp1 || sp1 == line || sp1 - line > 16)
 		return -1;
 	for (const char *p = line; p < sp1; p++)
-		if (!is_tchar((unsigned char)*p))
+		if (!httpd_is_tchar((unsigned char)*p))
 			return -1;
 	sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - line));
 	if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/' || sp2 - sp1 - 1 > HTTPD_TARGET_MAX)
@@ -176,7 +178,7 @@ static int parse_request_line(const char *line, size_t len, const char **method,
 }
 
 /* Header fields: "name: value" lines; only Host is looked at (once, and required by 1.1). */
-static bool parse_fields(const char *p, const char *end, int minor)
+static bool httpd_parse_fields(const char *p, const char *end, int minor)
 {
 	int hosts = 0;
 
@@ -190,7 +192,7 @@ static bool parse_fields(const char *p, const char *end, int minor)
 		if (!colon || colon == p)
 			return false;
 		for (const char *q = p; q < colon; q++)
-			if (!is_tchar((unsigned char)*q))
+			if (!httpd_is_tchar((unsigned char)*q))
 				return false;
 		for (const char *q = colon + 1; q < eol; q++)
 			if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
@@ -202,7 +204,7 @@ static bool parse_fields(const char *p, const char *end, int minor)
 	return minor == 0 ? hosts <= 1 : hosts == 1;
 }
 
-static void client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_t head_len)
+static void httpd_client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_t head_len)
 {
 	const char *method, *target, *line_end, *q;
 	size_t mlen, tlen, plen;
@@ -211,10 +213,11 @@ static void client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_
 	int minor, status;
 
 	line_end = memmem(c->in, head_len, "\r\n", 2);
-	minor = parse_request_line(c->in, (size_t)(line_end - c->in), &method, &mlen, &target, &tlen);
+	minor = httpd_parse_request_line(c->in, (size_t)(line_end - c->in), &method, &mlen, &target,
+					 &tlen);
 	/* fields run from after the request line to the blank line ending the head */
-	if (minor < 0 || !parse_fields(line_end + 2, c->in + head_len - 2, minor)) {
-		client_respond(c, 400, NULL, false);
+	if (minor < 0 || !httpd_parse_fields(line_end + 2, c->in + head_len - 2, minor)) {
+		httpd_client_respond(c, 400, NULL, false);
 		return;
 	}
 	is_get = mlen == 3 && memcmp(method, "GET", 3) == 0;
@@ -226,7 +229,8 @@ static void client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_
 	pthread_mutex_lock(&h->lock);
 	if (plen == strlen(HTTPD_JWKS_PATH) && memcmp(target, HTTPD_JWKS_PATH, plen) == 0)
 		doc = h->jwks ? strdup(h->jwks) : NULL;
-	else if (plen == strlen(HTTPD_METADATA_PATH) && memcmp(target, HTTPD_METADATA_PATH, plen) == 0)
+	else if (plen == strlen(HTTPD_METADATA_PATH) &&
+		 memcmp(target, HTTPD_METADATA_PATH, plen) == 0)
 		doc = h->meta ? strdup(h->meta) : NULL;
 	pthread_mutex_unlock(&h->lock);
 
@@ -236,12 +240,12 @@ static void client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_
 		status = 405;
 	else
 		status = 200;
-	client_respond(c, status, status == 200 ? doc : NULL, is_head);
+	httpd_client_respond(c, status, status == 200 ? doc : NULL, is_head);
 	free(doc);
 }
 
 /* New bytes arrived: refuse as early as the bytes allow, answer once the head is complete. */
-static void client_check_input(struct dp_httpd *h, struct httpd_client *c, size_t old_len)
+static void httpd_client_check_input(struct dp_httpd *h, struct httpd_client *c, size_t old_len)
 {
 	size_t from = old_len > 3 ? old_len - 3 : 0;
 	const char *end;
@@ -252,14 +256,14 @@ static void client_check_input(struct dp_httpd *h, struct httpd_client *c, size_
 		/* NUL anywhere, a bare LF, a CR not before LF, or a first byte no method has */
 		if (ch == '\0' || (ch == '\n' && (i == 0 || c->in[i - 1] != '\r')) ||
 		    (i > 0 && c->in[i - 1] == '\r' && ch != '\n') ||
-		    (i == 0 && !is_tchar((unsigned char)ch))) {
-			client_respond(c, 400, NULL, false);
+		    (i == 0 && !httpd_is_tchar((unsigned char)ch))) {
+			httpd_client_respond(c, 400, NULL, false);
 			return;
 		}
 	}
 	end = memmem(c->in + from, c->in_len - from, "\r\n\r\n", 4);
 	if (end) {
-		client_handle_head(h, c, (size_t)(end - c->in) + 4);
+		httpd_client_handle_head(h, c, (size_t)(end - c->in) + 4);
 		return;
 	}
 	/* The request line alone may already be wrong (an HTTP/2 preface, say). */
@@ -268,41 +272,41 @@ static void client_check_input(struct dp_httpd *h, struct httpd_client *c, size_
 		const char *m, *t;
 		size_t ml, tl;
 
-		if (parse_request_line(c->in, (size_t)(end - c->in), &m, &ml, &t, &tl) < 0) {
-			client_respond(c, 400, NULL, false);
+		if (httpd_parse_request_line(c->in, (size_t)(end - c->in), &m, &ml, &t, &tl) < 0) {
+			httpd_client_respond(c, 400, NULL, false);
 			return;
 		}
 	} else if (c->in_len > HTTPD_TARGET_MAX + 32) {
-		client_respond(c, 400, NULL, false);
+		httpd_client_respond(c, 400, NULL, false);
 		return;
 	}
 	if (c->in_len == sizeof(c->in))
-		client_respond(c, 400, NULL, false);
+		httpd_client_respond(c, 400, NULL, false);
 }
 
-static void client_read(struct dp_httpd *h, struct httpd_client *c)
+static void httpd_client_read(struct dp_httpd *h, struct httpd_client *c)
 {
 	size_t old = c->in_len;
 	ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
 
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			client_close(c);
+			httpd_client_close(c);
 		return;
 	}
 	if (n == 0) {
 		/* half-closed mid-head: it may still read our answer */
 		if (c->in_len > 0)
-			client_respond(c, 400, NULL, false);
+			httpd_client_respond(c, 400, NULL, false);
 		else
-			client_close(c);
+			httpd_client_close(c);
 		return;
 	}
 	c->in_len += (size_t)n;
-	client_check_input(h, c, old);
+	httpd_client_check_input(h, c, old);
 }
 
-static void client_write(struct httpd_client *c)
+static void httpd_client_write(struct httpd_client *c)
 {
 	while (c->out_off < c->out_len) {
 		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
@@ -311,7 +315,7 @@ static void client_write(struct httpd_client *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
-			client_close(c);
+			httpd_client_close(c);
 			return;
 		}
 		c->out_off += (size_t)n;
@@ -323,10 +327,10 @@ static void client_write(struct httpd_client *c)
 	c->out = NULL;
 	c->state = CL_LINGER;
 	c->discarded = 0;
-	c->deadline = now_ms() + HTTPD_LINGER_MS;
+	c->deadline = httpd_now_ms() + HTTPD_LINGER_MS;
 }
 
-static void client_linger(struct httpd_client *c)
+static void httpd_client_linger(struct httpd_client *c)
 {
 	char sink[4096];
 	ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
@@ -334,26 +338,26 @@ static void client_linger(struct httpd_client *c)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0 || (c->discarded += (size_t)n) > HTTPD_LINGER_BYTES)
-		client_close(c);
+		httpd_client_close(c);
 }
 
-static void client_expire(struct httpd_client *c)
+static void httpd_client_expire(struct httpd_client *c)
 {
 	if (c->state == CL_READ && c->in_len > 0) {
-		static const char timeout[] =
-			"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+		static const char timeout[] = "HTTP/1.1 408 Request Timeout\r\nContent-Length: "
+					      "0\r\nConnection: close\r\n\r\n";
 
 		/* best effort: a client too slow to send a head gets one try to hear why */
 		if (send(c->fd, timeout, sizeof(timeout) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 			/* it is going away either way */
 		}
 	}
-	client_close(c);
+	httpd_client_close(c);
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
-static struct httpd_client *slot_for_new_client(struct dp_httpd *h)
+static struct httpd_client *httpd_slot_for_new_client(struct dp_httpd *h)
 {
 	struct httpd_client *victim = NULL;
 
@@ -368,44 +372,45 @@ static struct httpd_client *slot_for_new_client(struct dp_httpd *h)
 		     c->deadline < victim->deadline))
 			victim = c;
 	}
-	client_close(victim);
+	httpd_client_close(victim);
 	return victim;
 }
 
-static void accept_clients(struct dp_httpd *h)
+static void httpd_accept_clients(struct dp_httpd *h)
 {
 	for (int i = 0; i < HTTPD_MAX_CLIENTS; i++) {
 		struct httpd_client *c;
 		int fd = accept4(h->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				pr_warn("httpd: accept: %s; pausing", strerror(errno));
-				h->accept_paused_until = now_ms() + HTTPD_ACCEPT_PAUSE_MS;
+				h->accept_paused_until = httpd_now_ms() + HTTPD_ACCEPT_PAUSE_MS;
 			}
 			return; /* EAGAIN, or the client already gave up (ECONNABORTED) */
 		}
-		c = slot_for_new_client(h);
+		c = httpd_slot_for_new_client(h);
 		c->fd = fd;
 		c->state = CL_READ;
 		c->in_len = 0;
-		c->deadline = now_ms() + HTTPD_TIMEOUT_MS;
+		c->deadline = httpd_now_ms() + HTTPD_TIMEOUT_MS;
 	}
 }
 
-static void *httpd_loop(void *arg)
+static void *httpd_thread_main(void *arg)
 {
 	struct dp_httpd *h = arg;
 	struct pollfd pfd[2 + HTTPD_MAX_CLIENTS];
 	int idx[2 + HTTPD_MAX_CLIENTS];
 
 	for (;;) {
-		int64_t now = now_ms(), next = -1;
+		int64_t now = httpd_now_ms(), next = -1;
 		int nfds = 0, timeout, r;
 
-		pfd[nfds++] = (struct pollfd){ .fd = h->wakefd, .events = POLLIN };
+		pfd[nfds++] = (struct pollfd){.fd = h->wakefd, .events = POLLIN};
 		if (now >= h->accept_paused_until)
-			pfd[nfds++] = (struct pollfd){ .fd = h->lfd, .events = POLLIN };
+			pfd[nfds++] = (struct pollfd){.fd = h->lfd, .events = POLLIN};
 		else
 			next = h->accept_paused_until;
 		for (int i = 0; i < HTTPD_MAX_CLIENTS; i++) {
@@ -414,8 +419,8 @@ static void *httpd_loop(void *arg)
 			if (c->state == CL_FREE)
 				continue;
 			idx[nfds] = i;
-			pfd[nfds++] = (struct pollfd){ .fd = c->fd,
-						       .events = c->state == CL_WRITE ? POLLOUT : POLLIN };
+			pfd[nfds++] = (struct pollfd){
+			    .fd = c->fd, .events = c->state == CL_WRITE ? POLLOUT : POLLIN};
 			if (next < 0 || c->deadline < next)
 				next = c->deadline;
 		}
@@ -434,34 +439,34 @@ static void *httpd_loop(void *arg)
 			if (!pfd[k].revents)
 				continue;
 			if (pfd[k].fd == h->lfd) {
-				accept_clients(h);
+				httpd_accept_clients(h);
 				continue;
 			}
 			c = &h->cl[idx[k]];
-			/* accept_clients may have evicted (and reused) this slot meanwhile */
+			/* httpd_accept_clients may have evicted (and reused) this slot meanwhile */
 			if (c->state == CL_FREE || c->fd != pfd[k].fd)
 				continue;
 			if (c->state == CL_READ)
-				client_read(h, c);
+				httpd_client_read(h, c);
 			else if (c->state == CL_WRITE)
-				client_write(c);
+				httpd_client_write(c);
 			else if (c->state == CL_LINGER)
-				client_linger(c);
+				httpd_client_linger(c);
 			/* a response ready now need not wait for the next poll round */
 			if (c->state == CL_WRITE)
-				client_write(c);
+				httpd_client_write(c);
 		}
-		now = now_ms();
+		now = httpd_now_ms();
 		for (int i = 0; i < HTTPD_MAX_CLIENTS; i++)
 			if (h->cl[i].state != CL_FREE && h->cl[i].deadline <= now)
-				client_expire(&h->cl[i]);
+				httpd_client_expire(&h->cl[i]);
 	}
 	return NULL;
 }
 
 /* ---- lifecycle --------------------------------------------------------------------- */
 
-static int listen_on(const char *listen_addr, int *port, struct dp_err *err)
+static int httpd_listen_on(const char *listen_addr, int *port, struct dp_err *err)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -518,7 +523,7 @@ struct dp_httpd *httpd_start(const char *listen_addr, const char *jwks_json,
 		dp_err_set(err, "httpd: out of memory");
 		goto fail;
 	}
-	h->lfd = listen_on(listen_addr, &h->port, err);
+	h->lfd = httpd_listen_on(listen_addr, &h->port, err);
 	if (h->lfd < 0)
 		goto fail;
 	h->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -529,7 +534,7 @@ struct dp_httpd *httpd_start(const char *listen_addr, const char *jwks_json,
 	/* The thread inherits this mask: signals are deputyd's main loop's business. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(&h->thread, NULL, httpd_loop, h);
+	r = pthread_create(&h->thread, NULL, httpd_thread_main, h);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r) {
 		dp_err_set(err, "httpd: pthread_create: %s", strerror(r));
@@ -557,7 +562,8 @@ int httpd_set_documents(struct dp_httpd *h, const char *jwks_json, const char *m
 {
 	char *j = NULL, *m = NULL;
 
-	if ((jwks_json && !(j = strdup(jwks_json))) || (metadata_json && !(m = strdup(metadata_json)))) {
+	if ((jwks_json && !(j = strdup(jwks_json))) ||
+	    (metadata_json && !(m = strdup(metadata_json)))) {
 		free(j);
 		return -ENOMEM;
 	}
@@ -584,7 +590,7 @@ void httpd_stop(struct dp_httpd *h)
 		pr_warn("httpd: cannot wake the server thread: %s", strerror(errno));
 	pthread_join(h->thread, NULL);
 	for (size_t i = 0; i < HTTPD_MAX_CLIENTS; i++)
-		client_close(&h->cl[i]);
+		httpd_client_close(&h->cl[i]);
 	close(h->lfd);
 	close(h->wakefd);
 	pthread_mutex_destroy(&h->lock);

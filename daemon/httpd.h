@@ -27,7 +27,8 @@ struct dp_httpd *httpd_start(const char *listen, const char *jwks_json, const ch
 int httpd_port(const struct dp_httpd *h);
 /* Replaces the served documents (NULL leaves one as it is), e.g. after a key rotation.
  * Requests already answered keep what they got. 0 or -ENOMEM. */
-int httpd_set_documents(struct dp_httpd *h, const char *jwks_json, const char *metadata_json) DP_WUR;
+int httpd_set_documents(struct dp_httpd *h, const char *jwks_json,
+			const char *metadata_json) DP_WUR;
 /* Stops the thread, closes every socket, frees h. NULL is a no-op. */
 void httpd_stop(struct dp_httpd *h);
 

@@ -17,7 +17,8 @@
 #include "httpd.h"
 #include "unit.h"
 
-#define JWKS "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"x\",\"y\":\"y\"}]}"
+#define JWKS                                                                                       \
+	"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"x\",\"y\":\"y\"}]}"
 #define META "{\"issuer\":\"https://deputy.test\"}"
 
 static struct dp_httpd *srv;
@@ -42,8 +43,8 @@ static int count_fds(void)
  * as a failure, not a hang. */
 static int client_connect(int family, int port)
 {
-	struct timeval tv = { .tv_sec = 20 };
-	struct sockaddr_storage ss = { 0 };
+	struct timeval tv = {.tv_sec = 20};
+	struct sockaddr_storage ss = {0};
 	socklen_t sl;
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -160,19 +161,19 @@ static void expect_status(const char *req, size_t len, int want, char *buf, size
 	}
 }
 
-#define check_status(req, len, want)                                                     \
-	do {                                                                             \
-		char buf_[16384];                                                        \
-		const char *why_;                                                        \
-		expect_status(req, len, want, buf_, sizeof(buf_), &why_);               \
-		if (why_)                                                                \
-			fail("%s: %s", #req, why_);                                      \
+#define check_status(req, len, want)                                                               \
+	do {                                                                                       \
+		char buf_[16384];                                                                  \
+		const char *why_;                                                                  \
+		expect_status(req, len, want, buf_, sizeof(buf_), &why_);                          \
+		if (why_)                                                                          \
+			fail("%s: %s", #req, why_);                                                \
 	} while (0)
 #define check_status_str(req, want) check_status(req, strlen(req), want)
 
 static void test_start(void)
 {
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	srv = httpd_start("127.0.0.1:0", JWKS, META, &err);
 	if (!srv)
@@ -196,7 +197,8 @@ static void test_jwks(void)
 	check_str(body_of(buf), JWKS);
 
 	/* a query string does not change the resource */
-	n = exchange(GET(HTTPD_JWKS_PATH "?x=1"), strlen(GET(HTTPD_JWKS_PATH "?x=1")), buf, sizeof(buf));
+	n = exchange(GET(HTTPD_JWKS_PATH "?x=1"), strlen(GET(HTTPD_JWKS_PATH "?x=1")), buf,
+		     sizeof(buf));
 	check(n > 0 && status_of(buf) == 200);
 	check_str(body_of(buf), JWKS);
 
@@ -209,7 +211,8 @@ static void test_jwks(void)
 static void test_metadata(void)
 {
 	char buf[16384];
-	ssize_t n = exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf, sizeof(buf));
+	ssize_t n =
+	    exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf, sizeof(buf));
 
 	check(n > 0);
 	check(status_of(buf) == 200);
@@ -254,7 +257,8 @@ static void test_head(void)
 static void test_not_found_and_method(void)
 {
 	char buf[16384];
-	const char post[] = "POST " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+	const char post[] =
+	    "POST " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
 
 	check_status_str(GET("/"), 404);
 	check_status_str(GET("/.well-known/jwks.json/"), 404);
@@ -275,17 +279,18 @@ static void test_malformed(void)
 	static const char nul[] = "GET /.well-known/jwks.json\0 HTTP/1.1\r\nHost: x\r\n\r\n";
 
 	check_status_str("hello world\r\n\r\n", 400);
-	check_status_str("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400); /* a TLS ClientHello */
+	check_status_str("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+			 400); /* a TLS ClientHello */
 	check_status(h2, sizeof(h2) - 1, 400);
 	check_status(nul, sizeof(nul) - 1, 400);
-	check_status_str("GET " HTTPD_JWKS_PATH "\r\n\r\n", 400);                 /* HTTP/0.9 */
+	check_status_str("GET " HTTPD_JWKS_PATH "\r\n\r\n", 400); /* HTTP/0.9 */
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.2\r\nHost: x\r\n\r\n", 400);
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/2\r\nHost: x\r\n\r\n", 400);
 	check_status_str("GET  " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\n\r\n", 400);
 	check_status_str("GET http://x" HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\n\r\n", 400);
-	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\nHost: x\n\n", 400);   /* bare LF */
+	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\nHost: x\n\n", 400); /* bare LF */
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\rHost: x\r\n\r\n", 400);
-	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\r\n\r\n", 400);        /* no Host */
+	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\r\n\r\n", 400); /* no Host */
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400);
 	check_status_str("GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400);
@@ -319,7 +324,8 @@ static void test_oversized(void)
 	check_status(req, 9005, 400);
 
 	/* a head that is too large, sent complete */
-	n = (size_t)snprintf(req, sizeof(req), "GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nX-Big: ");
+	n = (size_t)snprintf(req, sizeof(req),
+			     "GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nX-Big: ");
 	memset(req + n, 'b', 9000);
 	n += 9000;
 	memcpy(req + n, "\r\n\r\n", 4);
@@ -339,7 +345,8 @@ static void test_oversized(void)
 	check_status(req, n, 400);
 
 	/* and a head just under the cap is served */
-	n = (size_t)snprintf(req, sizeof(req), "GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+	n = (size_t)snprintf(req, sizeof(req),
+			     "GET " HTTPD_JWKS_PATH " HTTP/1.1\r\nHost: x\r\nX-Pad: ");
 	memset(req + n, 'p', 8192 - n - 4);
 	memcpy(req + 8192 - 4, "\r\n\r\n", 4);
 	check_status(req, 8192, 200);
@@ -348,7 +355,7 @@ static void test_oversized(void)
 /* True when fd is still open from the server's side: no EOF, no response, no error. */
 static bool still_pending(int fd)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 
 	return poll(&p, 1, 0) == 0;
 }
@@ -441,10 +448,12 @@ static void test_swap_documents(void)
 	check(httpd_set_documents(srv, "{\"keys\":[]}", NULL) == 0);
 	check(exchange(GET(HTTPD_JWKS_PATH), strlen(GET(HTTPD_JWKS_PATH)), buf, sizeof(buf)) > 0);
 	check_str(body_of(buf), "{\"keys\":[]}");
-	check(exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf, sizeof(buf)) > 0);
+	check(exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf,
+		       sizeof(buf)) > 0);
 	check_str(body_of(buf), META);
 	check(httpd_set_documents(srv, JWKS, "{}") == 0);
-	check(exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf, sizeof(buf)) > 0);
+	check(exchange(GET(HTTPD_METADATA_PATH), strlen(GET(HTTPD_METADATA_PATH)), buf,
+		       sizeof(buf)) > 0);
 	check_str(body_of(buf), "{}");
 }
 
@@ -462,7 +471,7 @@ static void test_stop(void)
 
 static void test_refused_addresses(void)
 {
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	check(httpd_start("0.0.0.0:0", JWKS, META, &err) == NULL);
 	check(strstr(err.msg, "not a loopback address") != NULL);
@@ -474,7 +483,7 @@ static void test_refused_addresses(void)
 
 static void test_port_in_use(void)
 {
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 	struct dp_httpd *a = httpd_start("127.0.0.1:0", JWKS, META, &err), *b;
 	char addr[32];
 
@@ -493,7 +502,7 @@ static void test_port_in_use(void)
 static void test_no_fd_leak(void)
 {
 	int before = count_fds();
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	for (int i = 0; i < 20; i++) {
 		struct dp_httpd *h = httpd_start("127.0.0.1:0", JWKS, META, &err);
@@ -512,7 +521,7 @@ static void test_no_fd_leak(void)
 
 static bool ipv6_available(void)
 {
-	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&s6, sizeof(s6)) == 0;
 
@@ -523,7 +532,7 @@ static bool ipv6_available(void)
 
 static void test_ipv6(void)
 {
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 	char buf[16384];
 
 	srv = httpd_start("[::1]:0", JWKS, META, &err);
