@@ -60,10 +60,10 @@ enum kernel_prog {
 };
 
 static const char *const kernel_prog_names[KP_N_] = {
-	[KP_CONNECT4] = "connect4",       [KP_CONNECT6] = "connect6",
-	[KP_SENDMSG4] = "sendmsg4",       [KP_SENDMSG6] = "sendmsg6",
-	[KP_SOCK_CREATE] = "sock_create", [KP_CONNECT_UNIX] = "connect_unix",
-	[KP_SOCK_STATE] = "sock_state",   [KP_SOCKET_ENTER] = "socket_enter",
+    [KP_CONNECT4] = "connect4",	      [KP_CONNECT6] = "connect6",
+    [KP_SENDMSG4] = "sendmsg4",	      [KP_SENDMSG6] = "sendmsg6",
+    [KP_SOCK_CREATE] = "sock_create", [KP_CONNECT_UNIX] = "connect_unix",
+    [KP_SOCK_STATE] = "sock_state",   [KP_SOCKET_ENTER] = "socket_enter",
 };
 
 struct dp_kernel {
@@ -318,8 +318,8 @@ static bool kernel_pins_current(const struct dp_kernel *k)
 	if (fd < 0)
 		return errno == ENOENT; /* nothing attached yet: maps alone may be reused */
 	memset(&info, 0, sizeof(info));
-	ok = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-	     info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id == k->parent_cgid;
+	ok = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == BPF_LINK_TYPE_CGROUP &&
+	     info.cgroup.cgroup_id == k->parent_cgid;
 	close(fd);
 	return ok;
 }
@@ -356,18 +356,18 @@ static int kernel_unix_connect_type(void)
 
 static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct dp_err *err)
 {
-	struct bpf_map *maps[] = { k->skel->maps.sessions, k->skel->maps.allow,
-				   k->skel->maps.events,   k->skel->maps.lost,
-				   k->skel->maps.conns,    k->skel->maps.udp_seen };
+	struct bpf_map *maps[] = {k->skel->maps.sessions, k->skel->maps.allow,
+				  k->skel->maps.events,	  k->skel->maps.lost,
+				  k->skel->maps.conns,	  k->skel->maps.udp_seen};
 	char path[PATH_MAX];
 	int r, unix_type;
 
 	k->skel->rodata->session_level = session_level;
 	k->skel->rodata->have_current_task =
-		libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
-					BPF_FUNC_get_current_task, NULL) == 1 &&
-		libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_get_current_task,
-					NULL) == 1;
+	    libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_task,
+				    NULL) == 1 &&
+	    libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_get_current_task, NULL) ==
+		1;
 	if (!k->skel->rodata->have_current_task)
 		pr_info("kernel: bpf_get_current_task unavailable: io_uring workers are named "
 			"by their thread name");
@@ -486,7 +486,8 @@ static int kernel_attach_one(struct dp_kernel *k, enum kernel_prog p, struct dp_
 	if (bpf_obj_pin(fd, path) != 0) {
 		r = -errno;
 		if (!kernel_on_cgroup(p)) {
-			/* An old kernel's perf-event attachment: works, just not across restarts. */
+			/* An old kernel's perf-event attachment: works, just not across restarts.
+			 */
 			pr_info("kernel: %s: cannot pin (%s)", kernel_prog_names[p], strerror(-r));
 			return 0;
 		}
@@ -527,8 +528,8 @@ static int kernel_on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx,
-		struct dp_kernel **out, struct dp_err *err)
+int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, struct dp_kernel **out,
+		struct dp_err *err)
 {
 	char abs[PATH_MAX], name[NAME_MAX + 1];
 	const char *rel;
@@ -752,7 +753,7 @@ int kernel_session_set(struct dp_kernel *k, uint64_t cgid, bool enforce,
 		       const struct dp_kallow *allow, size_t n)
 {
 	int afd = bpf_map__fd(k->skel->maps.allow), sfd = bpf_map__fd(k->skel->maps.sessions);
-	struct dp_session_val val = { 0 };
+	struct dp_session_val val = {0};
 	struct dp_allow_key *keys;
 	uint32_t one = 1;
 	int r = 0;

@@ -51,8 +51,8 @@ struct dp_kernel_stats {
 /* Load and attach onto the parent cgroup: an absolute path, or one relative to the cgroup2
  * mount ("deputy"). The cgroup must exist. Mounts bpffs on /sys/fs/bpf if needed.
  * 0 or -errno with err saying what failed. */
-int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx,
-		struct dp_kernel **out, struct dp_err *err) DP_WUR;
+int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, struct dp_kernel **out,
+		struct dp_err *err) DP_WUR;
 
 /* Detach everything and remove the pinned state. Sessions are no longer enforced. */
 void kernel_close(struct dp_kernel *k);
@@ -63,7 +63,8 @@ void kernel_release(struct dp_kernel *k);
 int kernel_fd(const struct dp_kernel *k);
 /* Deliver every pending event to fn; the number delivered or -errno. Never blocks. */
 int kernel_consume(struct dp_kernel *k);
-/* Events the kernel could not queue because the ring buffer was full, since load. */
+/* Events the kernel could not queue because the ring buffer was full, since the maps were
+ * created (an adopting kernel_open() keeps counting). */
 uint64_t kernel_lost_events(const struct dp_kernel *k);
 
 /* Register the session cgroup `cgid` or replace its policy: n allow rules, enforce or only

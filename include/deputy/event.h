@@ -23,11 +23,11 @@ typedef uint64_t dp_u64;
 #endif
 
 enum dp_event_type {
-	DP_EV_CONNECT = 1,      /* connect() (TCP, or UDP "connect"), incl. TCP Fast Open sendto */
-	DP_EV_SENDMSG = 2,      /* unconnected UDP sendto/sendmsg (deduplicated, see deputy.bpf.c) */
+	DP_EV_CONNECT = 1, /* connect() (TCP, or UDP "connect"), incl. TCP Fast Open sendto */
+	DP_EV_SENDMSG = 2, /* unconnected UDP sendto/sendmsg (deduplicated, see deputy.bpf.c) */
 	DP_EV_SOCK_REFUSED = 3, /* socket() refused in a session: raw, ping, other protocols;
 				 * AF_PACKET: the process is killed instead (DP_EVF_KILLED) */
-	DP_EV_CLOSE = 4,        /* a TCP connection of a session reached CLOSE (duration known) */
+	DP_EV_CLOSE = 4,	/* a TCP connection of a session reached CLOSE (duration known) */
 	DP_EV_UNIX_CONNECT = 5, /* connect() on an AF_UNIX socket (log only, never blocked) */
 };
 
@@ -41,32 +41,32 @@ enum dp_event_verdict {
 #define DP_EV_PROTO_UDP 17
 
 /* dp_event.flags */
-#define DP_EVF_V4MAPPED 0x01    /* destination was ::ffff:a.b.c.d on an AF_INET6 socket */
-#define DP_EVF_ESTABLISHED 0x02 /* DP_EV_CLOSE: the connection reached ESTABLISHED */
+#define DP_EVF_V4MAPPED 0x01	  /* destination was ::ffff:a.b.c.d on an AF_INET6 socket */
+#define DP_EVF_ESTABLISHED 0x02	  /* DP_EV_CLOSE: the connection reached ESTABLISHED */
 #define DP_EVF_UNIX_ABSTRACT 0x04 /* DP_EV_UNIX_CONNECT: abstract name (path[0] was NUL) */
-#define DP_EVF_KILLED 0x08 /* DP_EV_SOCK_REFUSED: the process was killed (AF_PACKET) */
+#define DP_EVF_KILLED 0x08	  /* DP_EV_SOCK_REFUSED: the process was killed (AF_PACKET) */
 
 #define DP_EV_COMM_LEN 16
 #define DP_EV_PATH_LEN 108 /* sizeof(sun_path) */
 
 struct dp_event {
-	dp_u64 ts_ns;      /* CLOCK_BOOTTIME, ns (kernel_event_realtime() converts) */
-	dp_u64 cgid;       /* the session's cgroup id (kernfs id of the session cgroup) */
-	dp_u64 cookie;     /* socket cookie, as getsockopt(SO_COOKIE) returns it; 0 if none */
+	dp_u64 ts_ns;	    /* CLOCK_BOOTTIME, ns (kernel_event_realtime() converts) */
+	dp_u64 cgid;	    /* the session's cgroup id (kernfs id of the session cgroup) */
+	dp_u64 cookie;	    /* socket cookie, as getsockopt(SO_COOKIE) returns it; 0 if none */
 	dp_u64 duration_ns; /* DP_EV_CLOSE: time from connect() to CLOSE */
-	dp_u32 pid;        /* thread id of the caller (0 for DP_EV_CLOSE from softirq context) */
-	dp_u32 tgid;       /* process id */
-	dp_u16 type;       /* enum dp_event_type */
-	dp_u16 family;     /* AF_INET / AF_INET6 / AF_UNIX / AF_PACKET… (effective family:
-			    * a v4-mapped destination is reported as AF_INET, see flags) */
-	dp_u16 protocol;   /* DP_EV_PROTO_TCP / _UDP; for DP_EV_SOCK_REFUSED the socket's */
-	dp_u16 port;       /* destination port, host byte order; DP_EV_SOCK_REFUSED: sock type */
-	dp_u8 verdict;     /* enum dp_event_verdict */
-	dp_u8 enforced;    /* 1 if a block verdict really blocked (session enforce on) */
-	dp_u8 flags;       /* DP_EVF_* */
+	dp_u32 pid;	    /* thread id of the caller (DP_EV_CLOSE: of the connect) */
+	dp_u32 tgid;	    /* process id */
+	dp_u16 type;	    /* enum dp_event_type */
+	dp_u16 family;	    /* AF_INET / AF_INET6 / AF_UNIX / AF_PACKET… (effective family:
+			     * a v4-mapped destination is reported as AF_INET, see flags) */
+	dp_u16 protocol;    /* DP_EV_PROTO_TCP / _UDP; for DP_EV_SOCK_REFUSED the socket's */
+	dp_u16 port;	    /* destination port, host byte order; DP_EV_SOCK_REFUSED: sock type */
+	dp_u8 verdict;	    /* enum dp_event_verdict */
+	dp_u8 enforced;	    /* 1 if a block verdict really blocked (session enforce on) */
+	dp_u8 flags;	    /* DP_EVF_* */
 	dp_u8 pad_;
-	dp_u32 path_len;   /* DP_EV_UNIX_CONNECT: bytes of path used (<= DP_EV_PATH_LEN) */
-	dp_u8 addr[16];    /* destination: 4 bytes (AF_INET, network order) or 16 */
+	dp_u32 path_len;	   /* DP_EV_UNIX_CONNECT: bytes of path used (<= DP_EV_PATH_LEN) */
+	dp_u8 addr[16];		   /* destination: 4 bytes (AF_INET, network order) or 16 */
 	char comm[DP_EV_COMM_LEN]; /* the process's name (thread-group leader's comm) */
 	char path[DP_EV_PATH_LEN]; /* DP_EV_UNIX_CONNECT: sun_path, not NUL-terminated */
 	dp_u8 pad2_[4];
@@ -82,10 +82,10 @@ struct dp_event {
 #define DP_SESSION_ENFORCE 0x1
 
 struct dp_session_val {
-	dp_u32 flags;    /* DP_SESSION_* */
+	dp_u32 flags; /* DP_SESSION_* */
 	dp_u32 pad_;
-	dp_u64 n_allow;  /* connects + first UDP sends allowed */
-	dp_u64 n_block;  /* ... with a block verdict (blocked or, unenforced, would be) */
+	dp_u64 n_allow;	  /* connects + first UDP sends allowed */
+	dp_u64 n_block;	  /* ... with a block verdict (blocked or, unenforced, would be) */
 	dp_u64 n_refused; /* sockets refused at socket() */
 };
 
@@ -94,10 +94,10 @@ struct dp_session_val {
 
 struct dp_allow_key {
 	dp_u32 prefixlen; /* DP_ALLOW_FIXED_BITS + address prefix length */
-	dp_u32 cgid[2];   /* the session's cgroup id, as two halves (keeps the key unpadded) */
-	dp_u16 family;    /* AF_INET / AF_INET6 */
-	dp_u16 port;      /* network byte order; 0 = any port */
-	dp_u8 addr[16];   /* network order; IPv4 uses the first 4 bytes */
+	dp_u32 cgid[2];	  /* the session's cgroup id, as two halves (keeps the key unpadded) */
+	dp_u16 family;	  /* AF_INET / AF_INET6 */
+	dp_u16 port;	  /* network byte order; 0 = any port */
+	dp_u8 addr[16];	  /* network order; IPv4 uses the first 4 bytes */
 };
 
 #ifndef __bpf__

@@ -46,8 +46,8 @@ int main(int argc, char **argv)
 		if (un->sun_path[0] == '@')
 			un->sun_path[0] = '\0';
 		len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
-		return netaddr_report("connect", connect_once(AF_UNIX, SOCK_STREAM,
-							      (struct sockaddr *)&ss, len));
+		return netaddr_report(
+		    "connect", connect_once(AF_UNIX, SOCK_STREAM, (struct sockaddr *)&ss, len));
 	}
 	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
 		if (strcmp(argv[i], "--udp") == 0)

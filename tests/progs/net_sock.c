@@ -14,14 +14,14 @@ static const struct {
 	const char *name;
 	int family, type, protocol;
 } kinds[] = {
-	{ "raw", AF_INET, SOCK_RAW, IPPROTO_ICMP },
-	{ "raw6", AF_INET6, SOCK_RAW, IPPROTO_ICMPV6 },
-	{ "packet", AF_PACKET, SOCK_RAW, 0 }, /* protocol 0: no traffic, only the socket */
-	{ "ping", AF_INET, SOCK_DGRAM, IPPROTO_ICMP },
-	{ "sctp", AF_INET, SOCK_STREAM, IPPROTO_SCTP },
-	{ "tcp", AF_INET, SOCK_STREAM, 0 },
-	{ "udp", AF_INET6, SOCK_DGRAM, 0 },
-	{ "netlink", AF_NETLINK, SOCK_RAW, NETLINK_ROUTE },
+    {"raw", AF_INET, SOCK_RAW, IPPROTO_ICMP},
+    {"raw6", AF_INET6, SOCK_RAW, IPPROTO_ICMPV6},
+    {"packet", AF_PACKET, SOCK_RAW, 0}, /* protocol 0: no traffic, only the socket */
+    {"ping", AF_INET, SOCK_DGRAM, IPPROTO_ICMP},
+    {"sctp", AF_INET, SOCK_STREAM, IPPROTO_SCTP},
+    {"tcp", AF_INET, SOCK_STREAM, 0},
+    {"udp", AF_INET6, SOCK_DGRAM, 0},
+    {"netlink", AF_NETLINK, SOCK_RAW, NETLINK_ROUTE},
 };
 
 int main(int argc, char **argv)

@@ -37,34 +37,34 @@
 
 /* unit.h's RUN, plus cases that can be skipped (a feature this kernel lacks). */
 static int case_skipped;
-#define skip(...)                                                                          \
-	do {                                                                               \
-		printf("SKIP: %s: ", unit_case);                                           \
-		printf(__VA_ARGS__);                                                       \
-		printf("\n");                                                              \
-		case_skipped = 1;                                                          \
-		return;                                                                    \
+#define skip(...)                                                                                  \
+	do {                                                                                       \
+		printf("SKIP: %s: ", unit_case);                                                   \
+		printf(__VA_ARGS__);                                                               \
+		printf("\n");                                                                      \
+		case_skipped = 1;                                                                  \
+		return;                                                                            \
 	} while (0)
-#define KRUN(fn)                                                                           \
-	do {                                                                               \
-		case_skipped = 0;                                                          \
-		RUN_IF_NOT_SKIPPED(fn);                                                    \
+#define KRUN(fn)                                                                                   \
+	do {                                                                                       \
+		case_skipped = 0;                                                                  \
+		RUN_IF_NOT_SKIPPED(fn);                                                            \
 	} while (0)
-#define RUN_IF_NOT_SKIPPED(fn)                                                             \
-	do {                                                                               \
-		int before_ = unit_failed;                                                 \
-		unit_failed = 0;                                                           \
-		unit_case = #fn;                                                           \
-		fflush(stdout);                                                            \
-		fn();                                                                      \
-		if (!unit_failed && !case_skipped)                                         \
-			printf("PASS: %s\n", #fn);                                         \
-		unit_failed |= before_;                                                    \
-		fflush(stdout);                                                            \
+#define RUN_IF_NOT_SKIPPED(fn)                                                                     \
+	do {                                                                                       \
+		int before_ = unit_failed;                                                         \
+		unit_failed = 0;                                                                   \
+		unit_case = #fn;                                                                   \
+		fflush(stdout);                                                                    \
+		fn();                                                                              \
+		if (!unit_failed && !case_skipped)                                                 \
+			printf("PASS: %s\n", #fn);                                                 \
+		unit_failed |= before_;                                                            \
+		fflush(stdout);                                                                    \
 	} while (0)
 
 static char cg_parent[PATH_MAX], cg_s1[PATH_MAX], cg_s2[PATH_MAX], cg_sub[PATH_MAX],
-	cg_other[PATH_MAX];
+    cg_other[PATH_MAX];
 static uint64_t id_s1, id_s2;
 static struct dp_kernel *kern;
 static char progs[PATH_MAX];
@@ -73,7 +73,8 @@ static pid_t child = -1;
 static bool own_netns;
 
 static uint16_t port_a, port_b; /* a: allowed, b: not */
-static int lis_a4 = -1, lis_a6 = -1, lis_b4 = -1, lis_b6 = -1, udp_a = -1, udp_b = -1, unix_lis = -1;
+static int lis_a4 = -1, lis_a6 = -1, lis_b4 = -1, lis_b6 = -1, udp_a = -1, udp_b = -1,
+	   unix_lis = -1;
 
 static struct dp_event *evs;
 static size_t n_evs, cap_evs;
@@ -108,14 +109,14 @@ static void cleanup(void)
 		kernel_close(kern);
 		kern = NULL;
 	}
-	int fds[] = { lis_a4, lis_a6, lis_b4, lis_b6, udp_a, udp_b, unix_lis };
+	int fds[] = {lis_a4, lis_a6, lis_b4, lis_b6, udp_a, udp_b, unix_lis};
 	for (size_t i = 0; i < DP_ARRAY_SIZE(fds); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	lis_a4 = lis_a6 = lis_b4 = lis_b6 = udp_a = udp_b = unix_lis = -1;
 	if (unix_path[0])
 		unlink(unix_path);
-	const char *dirs[] = { cg_sub, cg_s1, cg_s2, cg_other, cg_parent };
+	const char *dirs[] = {cg_sub, cg_s1, cg_s2, cg_other, cg_parent};
 	for (size_t i = 0; i < DP_ARRAY_SIZE(dirs); i++)
 		if (dirs[i][0] && rmdir(dirs[i]) != 0 && errno != ENOENT)
 			fprintf(stderr, "test_kernel: rmdir %s: %s\n", dirs[i], strerror(errno));
@@ -130,7 +131,7 @@ static void on_signal(int sig)
 
 static int bind_port(int family, int type, uint16_t port)
 {
-	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_storage ss = {0};
 	socklen_t len;
 	int fd = socket(family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
 
@@ -212,7 +213,7 @@ static int write_file(const char *path, const char *s)
 
 static struct dp_kallow rule(int family, const char *addr, int prefix, uint16_t port)
 {
-	struct dp_kallow a = { .family = family, .prefix = prefix, .port = port };
+	struct dp_kallow a = {.family = family, .prefix = prefix, .port = port};
 
 	inet_pton(family, addr, a.addr);
 	return a;
@@ -221,9 +222,8 @@ static struct dp_kallow rule(int family, const char *addr, int prefix, uint16_t 
 static int set_policy(uint64_t cgid, bool enforce, uint16_t port)
 {
 	struct dp_kallow allow[] = {
-		rule(AF_INET, "127.0.0.1", 32, port),
-		rule(AF_INET6, "::1", 128, port),
-		rule(AF_INET, "192.0.2.0", 24, 0), /* a CIDR, any port, never used by a test */
+	    rule(AF_INET, "127.0.0.1", 32, port), rule(AF_INET6, "::1", 128, port),
+	    rule(AF_INET, "192.0.2.0", 24, 0), /* a CIDR, any port, never used by a test */
 	};
 
 	return kernel_session_set(kern, cgid, enforce, allow, DP_ARRAY_SIZE(allow));
@@ -245,7 +245,8 @@ static int run_in(const char *cg, pid_t *pid, const char *const *argv)
 	time_t deadline = time(NULL) + RUN_TIMEOUT_S;
 	int status = 0;
 
-	if (argv[0][0] == '/' ? fmt_path(path, "%s", argv[0]) : fmt_path(path, "%s/%s", progs, argv[0]))
+	if (argv[0][0] == '/' ? fmt_path(path, "%s", argv[0])
+			      : fmt_path(path, "%s/%s", progs, argv[0]))
 		return -1;
 	if (cg && fmt_path(procs, "%s/cgroup.procs", cg))
 		return -1;
@@ -277,7 +278,7 @@ static int run_in(const char *cg, pid_t *pid, const char *const *argv)
 			break;
 		}
 		if (kern) {
-			struct pollfd p = { .fd = kernel_fd(kern), .events = POLLIN };
+			struct pollfd p = {.fd = kernel_fd(kern), .events = POLLIN};
 
 			poll(&p, 1, 5);
 		} else {
@@ -343,7 +344,7 @@ static char pa[8], pb[8];
 static const char *ev_wrong(const struct dp_event *e, uint64_t cgid, int verdict, int enforced,
 			    int family, int proto, uint16_t port, const char *addr)
 {
-	uint8_t want[16] = { 0 };
+	uint8_t want[16] = {0};
 
 	if (!e)
 		return "no event";
@@ -367,18 +368,18 @@ static const char *ev_wrong(const struct dp_event *e, uint64_t cgid, int verdict
 	return NULL;
 }
 
-#define check_ev(e, ...)                                                                   \
-	do {                                                                               \
-		const char *w_ = ev_wrong((e), __VA_ARGS__);                               \
-		if (w_)                                                                    \
-			fail("event: %s", w_);                                             \
+#define check_ev(e, ...)                                                                           \
+	do {                                                                                       \
+		const char *w_ = ev_wrong((e), __VA_ARGS__);                                       \
+		if (w_)                                                                            \
+			fail("event: %s", w_);                                                     \
 	} while (0)
 
 /* ---- cases ----------------------------------------------------------------------------- */
 
 static void tcp4_blocked(void)
 {
-	const char *argv[] = { "net_connect", "127.0.0.1", pb, NULL };
+	const char *argv[] = {"net_connect", "127.0.0.1", pb, NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
@@ -393,7 +394,7 @@ static void tcp4_blocked(void)
 
 static void tcp4_allowed_and_closed(void)
 {
-	const char *argv[] = { "net_connect", "127.0.0.1", pa, NULL };
+	const char *argv[] = {"net_connect", "127.0.0.1", pa, NULL};
 	const struct dp_event *e, *c = NULL;
 	pid_t pid;
 
@@ -418,8 +419,8 @@ static void tcp4_allowed_and_closed(void)
 
 static void tcp6_loopback(void)
 {
-	const char *blocked[] = { "net_connect", "::1", pb, NULL };
-	const char *allowed[] = { "net_connect", "::1", pa, NULL };
+	const char *blocked[] = {"net_connect", "::1", pb, NULL};
+	const char *allowed[] = {"net_connect", "::1", pa, NULL};
 	pid_t pid;
 
 	check(run_in(cg_s1, &pid, blocked) == EPERM);
@@ -434,8 +435,8 @@ static void tcp6_loopback(void)
 
 static void v4mapped_gets_ipv4_rules(void)
 {
-	const char *blocked[] = { "net_connect", "::ffff:127.0.0.1", pb, NULL };
-	const char *allowed[] = { "net_connect", "::ffff:127.0.0.1", pa, NULL };
+	const char *blocked[] = {"net_connect", "::ffff:127.0.0.1", pb, NULL};
+	const char *allowed[] = {"net_connect", "::ffff:127.0.0.1", pa, NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
@@ -445,48 +446,49 @@ static void v4mapped_gets_ipv4_rules(void)
 	check(e->flags & DP_EVF_V4MAPPED);
 	check(drain(lis_b4) == 0);
 	check(run_in(cg_s1, &pid, allowed) == 0);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET,
-		 DP_EV_PROTO_TCP, port_a, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET, DP_EV_PROTO_TCP,
+		 port_a, "127.0.0.1");
 	check(drain(lis_a4) == 1);
 }
 
 static void io_uring_connect(void)
 {
-	const char *blocked[] = { "net_uring", "127.0.0.1", pb, NULL };
-	const char *async_blocked[] = { "net_uring", "--async", "127.0.0.1", pb, NULL };
-	const char *allowed[] = { "net_uring", "127.0.0.1", pa, NULL };
+	const char *blocked[] = {"net_uring", "127.0.0.1", pb, NULL};
+	const char *async_blocked[] = {"net_uring", "--async", "127.0.0.1", pb, NULL};
+	const char *allowed[] = {"net_uring", "127.0.0.1", pa, NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
 	check(run_in(cg_s1, &pid, blocked) == EPERM);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_TCP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_TCP,
+		 port_b, "127.0.0.1");
 	/* On an io-wq worker: the event must still name the process, not "iou-wrk-N". */
 	check(run_in(cg_s1, &pid, async_blocked) == EPERM);
 	e = find_ev(pid, DP_EV_CONNECT, NULL);
 	check_ev(e, id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_TCP, port_b, "127.0.0.1");
 	check_str(e->comm, "net_uring");
+	check(e->pid != e->tgid); /* it did run on the worker thread */
 	check(drain(lis_b4) == 0);
 	check(run_in(cg_s1, &pid, allowed) == 0);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET,
-		 DP_EV_PROTO_TCP, port_a, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET, DP_EV_PROTO_TCP,
+		 port_a, "127.0.0.1");
 	check(drain(lis_a4) == 1);
 }
 
 static void udp_sendto(void)
 {
-	const char *blocked[] = { "net_udp", "127.0.0.1", pb, NULL };
-	const char *blocked6[] = { "net_udp", "::1", pb, NULL };
-	const char *mapped[] = { "net_udp", "::ffff:127.0.0.1", pb, NULL };
-	const char *allowed[] = { "net_udp", "--count", "50", "127.0.0.1", pa, NULL };
-	const char *connected[] = { "net_connect", "--udp", "127.0.0.1", pb, NULL };
+	const char *blocked[] = {"net_udp", "127.0.0.1", pb, NULL};
+	const char *blocked6[] = {"net_udp", "::1", pb, NULL};
+	const char *mapped[] = {"net_udp", "::ffff:127.0.0.1", pb, NULL};
+	const char *allowed[] = {"net_udp", "--count", "50", "127.0.0.1", pa, NULL};
+	const char *connected[] = {"net_connect", "--udp", "127.0.0.1", pb, NULL};
 	const struct dp_event *e;
 	size_t n;
 	pid_t pid;
 
 	check(run_in(cg_s1, &pid, blocked) == EPERM);
-	check_ev(find_ev(pid, DP_EV_SENDMSG, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_UDP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_SENDMSG, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_UDP,
+		 port_b, "127.0.0.1");
 	check(run_in(cg_s1, &pid, blocked6) == EPERM);
 	check_ev(find_ev(pid, DP_EV_SENDMSG, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET6,
 		 DP_EV_PROTO_UDP, port_b, "::1");
@@ -495,8 +497,8 @@ static void udp_sendto(void)
 	check_ev(e, id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_UDP, port_b, "127.0.0.1");
 	check(drain_udp(udp_b) == 0);
 	check(run_in(cg_s1, &pid, connected) == EPERM);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_UDP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_UDP,
+		 port_b, "127.0.0.1");
 	/* 50 datagrams to one destination: all delivered, one event. */
 	check(run_in(cg_s1, &pid, allowed) == 0);
 	e = find_ev(pid, DP_EV_SENDMSG, &n);
@@ -507,27 +509,27 @@ static void udp_sendto(void)
 
 static void tcp_fast_open(void)
 {
-	const char *blocked[] = { "net_tfo", "127.0.0.1", pb, NULL };
-	const char *allowed[] = { "net_tfo", "127.0.0.1", pa, NULL };
+	const char *blocked[] = {"net_tfo", "127.0.0.1", pb, NULL};
+	const char *allowed[] = {"net_tfo", "127.0.0.1", pa, NULL};
 	pid_t pid;
 
 	check(run_in(cg_s1, &pid, blocked) == EPERM);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_TCP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_TCP,
+		 port_b, "127.0.0.1");
 	check(drain(lis_b4) == 0);
 	check(run_in(cg_s1, &pid, allowed) == 0);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET,
-		 DP_EV_PROTO_TCP, port_a, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_ALLOW, 0, AF_INET, DP_EV_PROTO_TCP,
+		 port_a, "127.0.0.1");
 	check(drain(lis_a4) == 1);
 }
 
 static void bypass_sockets_refused(void)
 {
-	static const char *const refused[] = { "raw", "raw6", "ping", "sctp" };
-	static const char *const fine[] = { "tcp", "udp", "netlink" };
+	static const char *const refused[] = {"raw", "raw6", "ping", "sctp"};
+	static const char *const fine[] = {"tcp", "udp", "netlink"};
 
 	for (size_t i = 0; i < DP_ARRAY_SIZE(refused); i++) {
-		const char *argv[] = { "net_sock", refused[i], NULL };
+		const char *argv[] = {"net_sock", refused[i], NULL};
 		const struct dp_event *e;
 		pid_t pid;
 		int st = run_in(cg_s1, &pid, argv);
@@ -548,7 +550,7 @@ static void bypass_sockets_refused(void)
 	}
 	/* AF_PACKET is refused by killing the process (no cgroup hook covers it). */
 	{
-		const char *argv[] = { "net_sock", "packet", NULL };
+		const char *argv[] = {"net_sock", "packet", NULL};
 		const struct dp_event *e;
 		pid_t pid;
 		int st = run_in(cg_s1, &pid, argv);
@@ -560,7 +562,7 @@ static void bypass_sockets_refused(void)
 			fail("socket packet: no refusal event");
 	}
 	for (size_t i = 0; i < DP_ARRAY_SIZE(fine); i++) {
-		const char *argv[] = { "net_sock", fine[i], NULL };
+		const char *argv[] = {"net_sock", fine[i], NULL};
 		pid_t pid;
 
 		if (run_in(cg_s1, &pid, argv) != 0)
@@ -571,7 +573,7 @@ static void bypass_sockets_refused(void)
 
 static void busybox_static(void)
 {
-	const char *argv[] = { "/bin/busybox", "nc", "127.0.0.1", pb, NULL };
+	const char *argv[] = {"/bin/busybox", "nc", "127.0.0.1", pb, NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
@@ -587,8 +589,8 @@ static void busybox_static(void)
 
 static void outside_sessions_unaffected(void)
 {
-	const char *argv[] = { "net_connect", "127.0.0.1", pb, NULL };
-	const char *raw[] = { "net_sock", "raw", NULL };
+	const char *argv[] = {"net_connect", "127.0.0.1", pb, NULL};
+	const char *raw[] = {"net_sock", "raw", NULL};
 	pid_t pid;
 
 	check(run_in(NULL, &pid, argv) == 0); /* our own cgroup */
@@ -603,31 +605,31 @@ static void outside_sessions_unaffected(void)
 
 static void sub_cgroup_counts_as_session(void)
 {
-	const char *argv[] = { "net_connect", "127.0.0.1", pb, NULL };
+	const char *argv[] = {"net_connect", "127.0.0.1", pb, NULL};
 	pid_t pid;
 
 	check(run_in(cg_sub, &pid, argv) == EPERM);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_TCP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_TCP,
+		 port_b, "127.0.0.1");
 	check(drain(lis_b4) == 0);
 }
 
 static void unenforced_logs_only(void)
 {
-	const char *tcp[] = { "net_connect", "127.0.0.1", pb, NULL };
-	const char *udp[] = { "net_udp", "127.0.0.1", pb, NULL };
-	const char *raw[] = { "net_sock", "raw", NULL };
-	const char *packet[] = { "net_sock", "packet", NULL };
+	const char *tcp[] = {"net_connect", "127.0.0.1", pb, NULL};
+	const char *udp[] = {"net_udp", "127.0.0.1", pb, NULL};
+	const char *raw[] = {"net_sock", "raw", NULL};
+	const char *packet[] = {"net_sock", "packet", NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
 	check(run_in(cg_s2, &pid, tcp) == 0);
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s2, DP_EV_BLOCK, 0, AF_INET,
-		 DP_EV_PROTO_TCP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s2, DP_EV_BLOCK, 0, AF_INET, DP_EV_PROTO_TCP,
+		 port_b, "127.0.0.1");
 	check(drain(lis_b4) == 1);
 	check(run_in(cg_s2, &pid, udp) == 0);
-	check_ev(find_ev(pid, DP_EV_SENDMSG, NULL), id_s2, DP_EV_BLOCK, 0, AF_INET,
-		 DP_EV_PROTO_UDP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_SENDMSG, NULL), id_s2, DP_EV_BLOCK, 0, AF_INET, DP_EV_PROTO_UDP,
+		 port_b, "127.0.0.1");
 	check(drain_udp(udp_b) == 1);
 	check(run_in(cg_s2, &pid, raw) == 0);
 	e = find_ev(pid, DP_EV_SOCK_REFUSED, NULL);
@@ -639,8 +641,8 @@ static void unenforced_logs_only(void)
 
 static void policy_replace_and_stats(void)
 {
-	const char *to_a[] = { "net_connect", "127.0.0.1", pa, NULL };
-	const char *to_b[] = { "net_connect", "127.0.0.1", pb, NULL };
+	const char *to_a[] = {"net_connect", "127.0.0.1", pa, NULL};
+	const char *to_b[] = {"net_connect", "127.0.0.1", pb, NULL};
 	struct dp_kernel_stats st;
 	uint64_t ids[8];
 	pid_t pid;
@@ -663,8 +665,8 @@ static void policy_replace_and_stats(void)
 
 static void unix_connect_logged(void)
 {
-	struct sockaddr_un un = { .sun_family = AF_UNIX };
-	const char *argv[] = { "net_connect", "--unix", unix_path, NULL };
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	const char *argv[] = {"net_connect", "--unix", unix_path, NULL};
 	const struct dp_event *e;
 	pid_t pid;
 
@@ -679,13 +681,14 @@ static void unix_connect_logged(void)
 		skip("no Unix connect events (kernel without connect_unix hooks)");
 	}
 	check(e->cgid == id_s1 && e->family == AF_UNIX && e->verdict == DP_EV_ALLOW);
-	check(e->path_len >= strlen(unix_path) && memcmp(e->path, unix_path, strlen(unix_path)) == 0);
+	check(e->path_len >= strlen(unix_path) &&
+	      memcmp(e->path, unix_path, strlen(unix_path)) == 0);
 	check(drain(unix_lis) == 1);
 }
 
 static void burst_no_event_lost(void)
 {
-	const char *argv[] = { "net_connect", "--count", "10000", "127.0.0.1", pb, NULL };
+	const char *argv[] = {"net_connect", "--count", "10000", "127.0.0.1", pb, NULL};
 	uint64_t lost = kernel_lost_events(kern);
 	size_t n;
 	pid_t pid;
@@ -700,8 +703,8 @@ static void burst_no_event_lost(void)
 
 static void restart_keeps_enforcing(void)
 {
-	const char *argv[] = { "net_connect", "127.0.0.1", pb, NULL };
-	struct dp_err err = { { 0 } };
+	const char *argv[] = {"net_connect", "127.0.0.1", pb, NULL};
+	struct dp_err err = {{0}};
 	char pins[PATH_MAX];
 	uint64_t ids[8];
 	struct stat st;
@@ -714,8 +717,8 @@ static void restart_keeps_enforcing(void)
 	if (kernel_open(cg_parent, on_event, NULL, &kern, &err) != 0)
 		fail("kernel_open again: %s", err.msg);
 	consume();
-	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET,
-		 DP_EV_PROTO_TCP, port_b, "127.0.0.1");
+	check_ev(find_ev(pid, DP_EV_CONNECT, NULL), id_s1, DP_EV_BLOCK, 1, AF_INET, DP_EV_PROTO_TCP,
+		 port_b, "127.0.0.1");
 	check(kernel_session_list(kern, ids, DP_ARRAY_SIZE(ids)) == 2);
 	check(run_in(cg_s1, &pid, argv) == EPERM);
 	check(find_ev(pid, DP_EV_CONNECT, NULL) != NULL);
@@ -738,7 +741,7 @@ static void restart_keeps_enforcing(void)
  * sockets can be enabled for the refusal test without touching the host's sysctls. */
 static void enter_netns(void)
 {
-	struct ifreq ifr = { 0 };
+	struct ifreq ifr = {0};
 	int fd;
 
 	if (unshare(CLONE_NEWNET) != 0) {
@@ -802,7 +805,8 @@ static int setup(struct dp_err *err)
 		dp_err_set(err, "cgroup ids");
 		return -1;
 	}
-	if (open_port(&port_a, &lis_a4, &lis_a6, &udp_a) || open_port(&port_b, &lis_b4, &lis_b6, &udp_b)) {
+	if (open_port(&port_a, &lis_a4, &lis_a6, &udp_a) ||
+	    open_port(&port_b, &lis_b4, &lis_b6, &udp_b)) {
 		dp_err_set(err, "no free loopback ports");
 		return -1;
 	}
@@ -819,8 +823,9 @@ static int setup(struct dp_err *err)
 
 int main(void)
 {
-	bool require = getenv("DEPUTY_REQUIRE_BPF") && strcmp(getenv("DEPUTY_REQUIRE_BPF"), "1") == 0;
-	struct dp_err err = { { 0 } };
+	bool require =
+	    getenv("DEPUTY_REQUIRE_BPF") && strcmp(getenv("DEPUTY_REQUIRE_BPF"), "1") == 0;
+	struct dp_err err = {{0}};
 
 	dp_log_init("test_kernel", getenv("DEPUTY_DEBUG") ? DP_LOG_DEBUG : DP_LOG_WARN);
 	if (kernel_available(&err) != 0) {
