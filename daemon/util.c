@@ -180,8 +180,12 @@ void dp_timestamp(char out[DP_TS_LEN])
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(out, DP_TS_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+	/* Checking the result keeps gcc's -Wformat-truncation quiet: it cannot see that
+	 * gmtime_r's fields are small. Years past 9999 do not fit; leave them empty. */
+	if (snprintf(out, DP_TS_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+		     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		     ts.tv_nsec / 1000) >= DP_TS_LEN)
+		out[0] = '\0';
 }
 
 int dp_read_file(const char *path, size_t max, char **out, size_t *len)
