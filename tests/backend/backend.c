@@ -1387,7 +1387,8 @@ static void bk_accept(int lfd)
 		return;
 	}
 	c->fd = fd;
-	snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+	snprintf(c->peer, sizeof(c->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
+		 port);
 	pthread_mutex_lock(&conns_lock);
 	if (conns_count >= BK_MAX_CONNS || stopping) {
 		pthread_mutex_unlock(&conns_lock);
