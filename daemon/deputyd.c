@@ -37,24 +37,6 @@ static int fail(const char *what, const char *fmt, ...)
 	return 1;
 }
 
-static char *metadata_json(const struct dp_config *cfg)
-{
-	char jwks_uri[512];
-	json_t *m;
-	char *text;
-
-	snprintf(jwks_uri, sizeof(jwks_uri), "http://%s/.well-known/jwks.json", cfg->http_listen);
-	/* RFC 8414: deputyd issues tokens but has no endpoints for clients to call. */
-	m = json_pack("{s:s, s:s, s:[s], s:[], s:[s], s:[s]}", "issuer", cfg->issuer, "jwks_uri",
-		      jwks_uri, "token_endpoint_auth_methods_supported", "none",
-		      "response_types_supported", "grant_types_supported",
-		      "urn:ietf:params:oauth:grant-type:token-exchange",
-		      "id_token_signing_alg_values_supported", "ES256");
-	text = m ? json_dumps(m, JSON_INDENT(2)) : NULL;
-	json_decref(m);
-	return text;
-}
-
 static int setup_dirs(struct deputyd *d)
 {
 	int rc = dp_mkdir_p(d->cfg->state_dir, 0700);
@@ -179,15 +161,16 @@ int main(int argc, char **argv)
 	}
 	if (setup_cgroups(&d) || setup_kernel(&d))
 		goto out;
-	if (d.cfg->http_listen && *d.cfg->http_listen && strcmp(d.cfg->http_listen, "off") != 0) {
-		char *meta = metadata_json(d.cfg);
+	if (d.cfg->http_listen) {
+		char *meta = httpd_metadata_json(d.cfg->issuer, d.cfg->http_listen);
 
 		httpd = meta ? httpd_start(d.cfg->http_listen, d.jwks_json, meta, &err) : NULL;
-		free(meta);
 		if (!httpd) {
 			fail("http_listen", "%s", meta ? err.msg : "out of memory");
+			free(meta);
 			goto out;
 		}
+		free(meta);
 	}
 	if (!foreground) {
 		if (daemon(0, 0) < 0) {
