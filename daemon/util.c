@@ -9,11 +9,13 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char *log_prog = "deputy";
 static enum dp_log_level log_max = DP_LOG_INFO;
+static int log_syslog;
 
 void dp_err_set(struct dp_err *err, const char *fmt, ...)
 {
@@ -32,13 +34,24 @@ void dp_log_init(const char *prog, enum dp_log_level max)
 	log_max = max;
 }
 
+void dp_log_use_syslog(void)
+{
+	openlog(log_prog, LOG_PID, LOG_DAEMON);
+	log_syslog = 1;
+}
+
 void dp_vlog(enum dp_log_level lvl, const char *fmt, va_list ap)
 {
+	static const int prio[] = { LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	char line[1024];
 	int n;
 
 	if (lvl > log_max)
 		return;
+	if (log_syslog) {
+		vsyslog(prio[lvl], fmt, ap);
+		return;
+	}
 	n = snprintf(line, sizeof(line), "%s: ", log_prog);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
@@ -177,11 +190,16 @@ void dp_timestamp(char out[DP_TS_LEN])
 {
 	struct timespec ts;
 	struct tm tm;
+	char buf[128]; /* roomy: gcc cannot see that tm's fields are small */
+	size_t n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(out, DP_TS_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+	n = strnlen(buf, DP_TS_LEN - 1);
+	memcpy(out, buf, n);
+	out[n] = '\0';
 }
 
 int dp_read_file(const char *path, size_t max, char **out, size_t *len)
