@@ -1,0 +1,439 @@
+# SPDX-License-Identifier: MIT
+"""What deputy costs an agent, measured against the same work without it, in one run.
+
+Run by tests/bench/run.sh (`make bench`) with Debian's /usr/bin/python3. Prints one table and
+writes the same numbers to $BUILD/bench.json. Every "with deputy" number has its "without"
+twin measured in the same run, alternating rounds, because absolute times on a shared
+machine mean little. Nothing here passes or fails on a timing: a benchmark reports.
+
+Rows:
+  request   keep-alive HTTPS loop (tests/bench/req_loop.c, libcurl) to tests/backend:
+            outside deputy, in a session with the kernel layer only, and with the shim
+            (per-request and session-bound tokens) once build/libdeputy.so hooks SSL_write
+  mint      DECIDE round trips over deputyd's socket from inside a session
+            (tests/bench/mint_rtt.c), throughput at 1/2/4/16 clients, openssl speed
+  connect   connect()+close() to a loopback listener inside vs outside a session
+            (tests/bench/connect_rate.c), and the kernel layer's lost events
+  memory    deputyd VmRSS idle and with 100 open sessions; the shim's added client RSS
+"""
+import atexit
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
+
+import deputytest as dt  # noqa: E402
+from backend import Backend, TempDir, make_certs  # noqa: E402
+
+BUILD = dt.BUILD
+BENCH = os.path.join(BUILD, 'tests', 'bench')
+REQ_LOOP = os.path.join(BENCH, 'req_loop')
+MINT_RTT = os.path.join(BENCH, 'mint_rtt')
+CONNECT_RATE = os.path.join(BENCH, 'connect_rate')
+
+REQUESTS = int(os.environ.get('BENCH_REQUESTS', '5000'))
+ROUNDS = int(os.environ.get('BENCH_ROUNDS', '3'))
+SESSIONS = int(os.environ.get('BENCH_SESSIONS', '100'))
+CONNECT_MS = int(os.environ.get('BENCH_CONNECT_MS', '2000'))
+MINT_N = int(os.environ.get('BENCH_MINT_N', '2000'))
+
+rows = []      # the table, in order
+env_info = {}  # machine and build facts
+
+
+def log(msg):
+    print('bench: ' + msg, file=sys.stderr, flush=True)
+
+
+def row(section, what, how, without=None, with_=None, result=None, target=None, met=None,
+        unit='', **extra):
+    r = {'section': section, 'what': what, 'how': how, 'without': without, 'with': with_,
+         'result': result, 'target': target, 'met': met, 'unit': unit}
+    r.update(extra)
+    rows.append(r)
+    return r
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def shim_hooks_ssl():
+    """The shim's request rows run only once libdeputy.so exports SSL_write."""
+    try:
+        out = subprocess.run(['nm', '-D', '--defined-only', dt.SHIM], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(l.split()[-1] == 'SSL_write' for l in out.splitlines() if l.strip())
+
+
+def run_json(cmd, env=None, timeout=300):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith('{'):
+            return json.loads(line), r
+    raise RuntimeError('%s printed no result (exit %d): %s' % (
+        os.path.basename(cmd[0]), r.returncode, (r.stderr or r.stdout)[-600:]))
+
+
+def in_session(d, grant, cmd, shim=True):
+    """cmd run as a session of deputyd d (`deputy run`); without the shim unless shim.
+    Returns (session id, result JSON)."""
+    inner = 'echo "session=$DEPUTY_SESSION"; exec %s"$@"' % ('' if shim else 'env -u LD_PRELOAD ')
+    full = [dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--',
+            'sh', '-c', inner, 'sh'] + cmd
+    res, r = run_json(full, env=d.env())
+    m = re.search(r'^session=(\S+)', r.stdout, re.M)
+    return (m.group(1) if m else None), res
+
+
+def read_times(path):
+    with open(path) as f:
+        return [float(x) for x in f if x.strip()]
+
+
+def quantile(v, q):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else 0.0
+
+
+def openssl_sign_rate(seconds=2):
+    """ECDSA P-256 signatures per CPU second (openssl speed counts user time)."""
+    r = subprocess.run(['openssl', 'speed', '-seconds', str(seconds), 'ecdsap256'],
+                       capture_output=True, text=True, timeout=120)
+    for line in r.stdout.splitlines():
+        if 'nistp256' in line:
+            return float(line.split()[-2])
+    return None
+
+
+def proc_rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return None
+
+
+def session_close_counts(d, sid):
+    recs = d.wait_closed(sid, timeout=60, kernel=True)
+    return recs, recs[-1].get('counts', {})
+
+
+def new_deputyd(backend_port, **config):
+    routes = [{'host': 'api.test', 'port': backend_port, 'method': 'POST', 'path': '/send*',
+               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send'}]
+    d = dt.Deputyd(routes=routes, allow_cidrs=['127.0.0.0/8'], **config).start()
+    return d
+
+
+def grant_for(d):
+    return d.grant_file(d.idp.grant(user='alice', agent='mailbot', scope='email:send',
+                                    resource=['https://api.test'], ttl=3600))
+
+
+# ---- 1. request overhead --------------------------------------------------------------------
+
+def bench_requests(tmp, certs, be, have_shim):
+    url = 'https://api.test:%d/send' % be.port
+    base_cmd = [REQ_LOOP, '-c', certs.ca, '-R', be.resolve('api.test'), '-n', str(REQUESTS),
+                '-w', '200', '-s', '64']
+    runs = {}
+
+    def one(name, d=None, grant=None, shim=False):
+        out = os.path.join(tmp, '%s-%d.times' % (name, len(runs.get(name, []))))
+        cmd = base_cmd + ['-o', out, url]
+        if d is None:
+            res, _ = run_json(cmd)
+        else:
+            _, res = in_session(d, grant, cmd, shim=shim)
+        res['times'] = read_times(out)
+        runs.setdefault(name, []).append(res)
+        if res['errors']:
+            log('%s: %d of %d requests failed (last status %d)' % (
+                name, res['errors'], res['n'], res['last_status']))
+
+    def summary(name):
+        rs = runs[name]
+        times = [t for r in rs for t in r['times']]
+        return {'wall_us': statistics.median(r['wall_us'] for r in rs),
+                'per_req_us': statistics.median(r['wall_us'] for r in rs) / rs[0]['n'],
+                'p50_us': quantile(times, 0.5), 'p99_us': quantile(times, 0.99),
+                'errors': sum(r['errors'] for r in rs), 'rss_kib': rs[-1]['rss_kib'],
+                'rounds': len(rs), 'n': rs[0]['n']}
+
+    how = ('req_loop: libcurl, one keep-alive HTTPS/1.1 connection, %d POSTs of 64 B to '
+           'tests/backend on loopback after 200 warm-up; median wall of %d alternating '
+           'rounds; added p50/p99 from all per-request times' % (REQUESTS, ROUNDS))
+
+    def add_row(what, name, limit, extra_how=''):
+        b, w = summary('base:' + name), summary(name)
+        target = '≤ %.2f× wall' % limit if limit else None
+        ratio = w['wall_us'] / b['wall_us']
+        add50, add99 = w['p50_us'] - b['p50_us'], w['p99_us'] - b['p99_us']
+        row('request', what, how + extra_how,
+            without='%.1f µs/req' % b['per_req_us'], with_='%.1f µs/req' % w['per_req_us'],
+            result='%.3f× wall; +%.1f µs p50, +%.1f µs p99' % (ratio, add50, add99),
+            target=target, met=(ratio <= limit) if limit else None,
+            ratio=ratio, added_p50_us=add50, added_p99_us=add99, base=b, deputy=w)
+        return w
+
+    # Phase A: per-request tokens (the default), kernel layer on when it can be.
+    d = new_deputyd(be.port)
+    env_info['kernel_layer'] = d.config['kernel']
+    grant = grant_for(d)
+    try:
+        for _ in range(ROUNDS):
+            one('base:kernel')
+            one('kernel', d, grant, shim=False)
+            if have_shim:
+                one('base:shim-request')
+                one('shim-request', d, grant, shim=True)
+    finally:
+        d.cleanup()
+    add_row('in a session, kernel layer only (no shim)', 'kernel', None,
+            '; LD_PRELOAD removed, so this is the cgroup hooks and nothing else')
+    if have_shim:
+        w = add_row('shim, per-request tokens', 'shim-request', 1.20)
+        shim_rss = w['rss_kib'] - summary('kernel')['rss_kib']
+    else:
+        row('request', 'shim, per-request tokens', how, result='n/a (shim not built)',
+            target='≤ 1.20× wall')
+        shim_rss = None
+
+    # Phase B: session-bound tokens.
+    if have_shim:
+        d = new_deputyd(be.port, token_binding='session')
+        grant = grant_for(d)
+        try:
+            for _ in range(ROUNDS):
+                one('base:shim-session')
+                one('shim-session', d, grant, shim=True)
+        finally:
+            d.cleanup()
+        add_row('shim, "token_binding": "session"', 'shim-session', 1.05)
+    else:
+        row('request', 'shim, "token_binding": "session"', how, result='n/a (shim not built)',
+            target='≤ 1.05× wall')
+    return shim_rss
+
+
+# ---- 2. mint round trip -----------------------------------------------------------------------
+
+def bench_mint(be, sign_rate):
+    d = new_deputyd(be.port)
+    grant = grant_for(d)
+    try:
+        time.sleep(0.5)  # deputyd idle after start, as it is between an agent's bursts
+        _, res = in_session(d, grant, [MINT_RTT, '-P', str(be.port), '-n', str(MINT_N),
+                                       '-w', '100', '-T', '1,2,4,16', '-d', '1500',
+                                       '-p', str(d.proc.pid)], shim=False)
+    finally:
+        d.cleanup()
+        stats = re.findall(r'presign pool: (\d+) hits, (\d+) misses', d.log_text())
+    lat = res['latency']
+    how = ('mint_rtt in a session speaks proto.h: %d sequential DECIDEs for a delegate route '
+           '(decision + ES256 mint + audit record) over the Unix socket' % lat['n'])
+    if stats:
+        how += '; presign pool over the whole run: %s hits, %s misses' % stats[-1]
+    row('mint', 'mint round trip latency', how,
+        result='p50 %.1f µs, p99 %.1f µs' % (lat['p50_us'], lat['p99_us']),
+        target='p50 ≤ 30 µs, p99 ≤ 150 µs',
+        met=lat['p50_us'] <= 30 and lat['p99_us'] <= 150, unit='µs', latency=lat,
+        errors=lat['errors'])
+    row('mint', 'openssl speed ecdsap256', 'openssl speed -seconds 2 ecdsap256 (per CPU second)',
+        result='%.0f sign/s' % sign_rate if sign_rate else 'n/a', sign_per_s=sign_rate)
+    for t in res['throughput']:
+        per_core = (t['tokens'] / t['daemon_cpu_s']) if t['daemon_cpu_s'] > 0 else None
+        frac = per_core / sign_rate if per_core and sign_rate else None
+        row('mint', 'daemon throughput, %d client%s' % (t['clients'], 's' if t['clients'] > 1
+                                                         else ''),
+            '%d threads, one connection each, back-to-back DECIDEs for %.1f s; per core = '
+            'tokens / deputyd CPU seconds (/proc/PID/stat)' % (t['clients'], t['secs']),
+            result='%.0f tokens/s, %.2f cores, %s/core = %s of openssl' % (
+                t['tokens_per_s'], t['daemon_cpu_s'] / t['secs'],
+                '%.0f' % per_core if per_core else 'n/a',
+                '%.0f%%' % (100 * frac) if frac else 'n/a'),
+            target='≥ 80% of openssl sign/s per core', met=(frac >= 0.8) if frac else None,
+            tokens_per_s=t['tokens_per_s'], daemon_cores=t['daemon_cpu_s'] / t['secs'],
+            per_core=per_core, of_openssl=frac, errors=t['errors'])
+
+
+# ---- 3. connect() ------------------------------------------------------------------------------
+
+def bench_connect(be):
+    listener = subprocess.Popen([CONNECT_RATE, '-l'], stdout=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+    try:
+        port = int(listener.stdout.readline().split()[1])
+        d = new_deputyd(be.port)
+        grant = grant_for(d)
+        kernel = d.config['kernel'] == 'on'
+        base, inside, lost = [], [], []
+        try:
+            for _ in range(2):
+                base.append(run_json([CONNECT_RATE, '-d', str(CONNECT_MS), str(port)])[0])
+                sid, res = in_session(d, grant, [CONNECT_RATE, '-d', str(CONNECT_MS),
+                                                 str(port)], shim=False)
+                recs, counts = session_close_counts(d, sid)
+                res['logged'] = sum(1 for r in recs if r['type'] == 'connect' and
+                                    r.get('dport') == port)
+                res['lost_total'] = counts.get('lost_events', 0)
+                inside.append(res)
+            sid, paced = in_session(d, grant, [CONNECT_RATE, '-d', str(CONNECT_MS), '-r',
+                                               '20000', str(port)], shim=False)
+            recs, counts = session_close_counts(d, sid)
+            paced['logged'] = sum(1 for r in recs if r['type'] == 'connect' and
+                                  r.get('dport') == port)
+            paced['lost_total'] = counts.get('lost_events', 0)
+        finally:
+            d.cleanup()
+    finally:
+        listener.terminate()
+        listener.wait()
+    b = statistics.median(r['per_s'] for r in base)
+    i = statistics.median(r['per_s'] for r in inside)
+    how = ('connect_rate: socket+connect+close(SO_LINGER 0) to a loopback listener outside '
+           'any session, %d ms, median of 2 alternating rounds; kernel layer %s' % (
+               CONNECT_MS, 'on' if kernel else 'OFF (no BPF here)'))
+    row('connect', 'connects/s, inside vs outside a session', how,
+        without='%.0f/s' % b, with_='%.0f/s' % i, result='%.3f× time per connect' % (b / i),
+        target='≤ 1.05×', met=(b / i) <= 1.05, ratio=b / i, base=base, inside=inside)
+    # lost_events is deputyd's kernel-wide counter: the last session's value covers all runs.
+    worst = max(inside, key=lambda r: r['per_s'])
+    row('connect', 'lost events at the highest rate',
+        'the fastest in-session run (%.0f connects/s); lost = kernel ring buffer drops '
+        '(session_close counts.lost_events), logged = its connect records' % worst['per_s'],
+        result='%d lost; %d of %d connects logged' % (worst['lost_total'], worst['logged'],
+                                                      worst['connects']),
+        target='0 lost', met=worst['lost_total'] == 0 and worst['logged'] == worst['connects'],
+        lost=worst['lost_total'], logged=worst['logged'], connects=worst['connects'])
+    row('connect', 'lost events at 20,000 connects/s',
+        'connect_rate -r 20000 in a session for %d ms' % CONNECT_MS,
+        result='%.0f/s reached; %d lost; %d of %d connects logged' % (
+            paced['per_s'], paced['lost_total'], paced['logged'], paced['connects']),
+        target='0 lost at 20,000/s',
+        met=paced['lost_total'] == 0 and paced['logged'] == paced['connects'],
+        lost=paced['lost_total'], logged=paced['logged'], connects=paced['connects'],
+        per_s=paced['per_s'])
+
+
+# ---- 4. memory ----------------------------------------------------------------------------------
+
+def bench_memory(be, shim_rss):
+    d = new_deputyd(be.port)
+    grant = grant_for(d)
+    procs = []
+    try:
+        time.sleep(0.5)
+        idle = proc_rss_kib(d.proc.pid)
+        for _ in range(SESSIONS):
+            procs.append(subprocess.Popen(
+                [dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--', 'sleep', '600'],
+                env=d.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        deadline = time.time() + 60
+        open_n = 0
+        while time.time() < deadline:
+            open_n = sum(1 for s in d.sessions() if s.get('state') == 'open')
+            if open_n >= SESSIONS:
+                break
+            time.sleep(0.2)
+        time.sleep(0.3)
+        busy = proc_rss_kib(d.proc.pid)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        d.cleanup()
+    row('memory', 'deputyd RSS with %d open sessions' % open_n,
+        'VmRSS of deputyd (/proc/PID/status) idle after start, then with %d `deputy run -- '
+        'sleep` sessions open' % open_n,
+        without='%.1f MiB idle' % (idle / 1024), with_='%.1f MiB' % (busy / 1024),
+        result='+%.1f KiB per session' % ((busy - idle) / max(open_n, 1)),
+        idle_kib=idle, busy_kib=busy, sessions=open_n)
+    row('memory', "shim's added RSS in a client",
+        'VmRSS of req_loop at its end, with the shim vs in a session without it',
+        result=('%+d KiB' % shim_rss) if shim_rss is not None else 'n/a (shim not built)',
+        added_kib=shim_rss)
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+def print_table():
+    cols = [('what', 44), ('without', 16), ('with', 16), ('result', 52), ('target', 30)]
+    line = '  '.join('%-*s' % (w, n) for n, w in cols) + '  met'
+    print(line)
+    print('-' * len(line))
+    section = None
+    for r in rows:
+        if r['section'] != section:
+            section = r['section']
+            print('[%s]' % section)
+        cells = []
+        for n, w in cols:
+            v = r.get(n if n != 'with' else 'with') or ''
+            cells.append('%-*s' % (w, v))
+        met = {True: 'yes', False: 'NO', None: ''}[r['met']]
+        print('  '.join(cells) + '  ' + met)
+    print()
+    print('How each row was measured:')
+    for r in rows:
+        print('  %s: %s' % (r['what'], r['how']))
+
+
+def main():
+    started = time.time()
+    for p in (REQ_LOOP, MINT_RTT, CONNECT_RATE, dt.DEPUTYD, dt.DEPUTY):
+        if not os.access(p, os.X_OK):
+            sys.exit('bench: %s is not built (make bench builds it)' % p)
+    if not dt.is_root():
+        sys.exit('bench: run as root: deputyd creates cgroups and loads the kernel layer')
+    atexit.register(dt.Deputyd.stop_all)
+    have_shim = shim_hooks_ssl()
+    env_info.update({'host': platform.node(), 'kernel': platform.release(),
+                     'cpus': os.cpu_count(), 'shim': have_shim,
+                     'load_before': os.getloadavg()[0]})
+    log('openssl speed ecdsap256 (2 s)')
+    sign_rate = openssl_sign_rate()
+    with TempDir(prefix='deputy-bench-') as tmp:
+        os.chmod(tmp, 0o755)
+        certs = make_certs(tmp)
+        with Backend(tmp, certs=certs) as be:
+            log('request overhead (%d requests x %d rounds)' % (REQUESTS, ROUNDS))
+            shim_rss = bench_requests(tmp, certs, be, have_shim)
+            log('mint round trip')
+            bench_mint(be, sign_rate)
+            log('connect()')
+            bench_connect(be)
+            log('memory (%d sessions)' % SESSIONS)
+            bench_memory(be, shim_rss)
+    env_info['load_after'] = os.getloadavg()[0]
+    env_info['seconds'] = round(time.time() - started, 1)
+    print()
+    print('deputy cost, %s, %d CPUs, kernel %s, kernel layer %s, shim %s, %.0f s' % (
+        time.strftime('%Y-%m-%d'), env_info['cpus'], env_info['kernel'],
+        env_info.get('kernel_layer', '?'), 'built' if have_shim else 'not built',
+        env_info['seconds']))
+    print_table()
+    out = os.path.join(BUILD, 'bench.json')
+    with open(out, 'w') as f:
+        json.dump({'env': env_info, 'rows': rows}, f, indent=1, default=str)
+    print('\nJSON: %s' % out)
+
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    main()
