@@ -5,13 +5,27 @@
  * is verified only when its header alg equals its key's alg, so "none", HMAC and any
  * algorithm confusion are refused here, whoever calls.
  *
- * A struct dp_key is immutable once built, so one key may be used from several threads.
+ * A struct dp_key is immutable once built, so one key may be used from several threads;
+ * its optional presign pool (below) is the one mutable part and has its own lock.
+ *
+ * Presign pool (deputyd's ES256 key only): an ECDSA signature is s = k⁻¹(z + r·d) with
+ * r = (kG).x; everything but the last multiplication depends on the nonce k alone, and that
+ * is ~90% of the work. deputyd precomputes (k⁻¹, r) pairs in idle time with
+ * ECDSA_sign_setup, and a token takes one: ECDSA_do_sign_ex then costs a few microseconds.
+ * A pair is popped under the lock, used for exactly one signature and wiped; reusing one
+ * would reveal the private key, so a forked child (which would hold a copy of the pool)
+ * drops every pair it inherited. An empty pool is never waited for: the token gets a
+ * normal signature. The nonce API is deprecated in OpenSSL 3 but present, hence the
+ * API level below, for this file only.
  */
+#define OPENSSL_API_COMPAT 0x10100000L
+
 #include "jws.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +37,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
@@ -35,6 +50,20 @@
 
 enum key_kty { KTY_EC, KTY_RSA };
 
+struct presign_pair {
+	BIGNUM *kinv, *r;
+};
+
+struct presign_pool {
+	pthread_mutex_t lock;
+	EC_KEY *ec;  /* the same private key, as the nonce API wants it */
+	EVP_MD *sha256;
+	struct presign_pair *pairs;
+	size_t cap, n;
+	unsigned fork_gen; /* presign_fork_gen when the pairs were made */
+	uint64_t hits, misses;
+};
+
 struct dp_key {
 	EVP_PKEY *pkey;
 	enum key_kty kty;
@@ -45,6 +74,7 @@ struct dp_key {
 	/* A signing context initialised once and copied per signature: a fresh
 	 * EVP_DigestSignInit costs more than the ECDSA signature itself (provider fetches). */
 	EVP_MD_CTX *sign_tmpl;
+	struct presign_pool *pool; /* NULL unless dp_key_presign_enable */
 };
 
 struct dp_keyset {
@@ -325,10 +355,13 @@ fail:
 	return NULL;
 }
 
+static void presign_pool_free(struct presign_pool *p);
+
 void dp_key_free(struct dp_key *key)
 {
 	if (!key)
 		return;
+	presign_pool_free(key->pool);
 	EVP_MD_CTX_free(key->sign_tmpl);
 	EVP_PKEY_free(key->pkey);
 	json_decref(key->jwk);
@@ -775,14 +808,187 @@ static int ecdsa_raw_to_der(const unsigned char raw[64], unsigned char **der, si
 	return 0;
 }
 
+/* ---- presign pool ----------------------------------------------------------------------- */
+
+static unsigned presign_fork_gen;
+static pthread_once_t presign_once = PTHREAD_ONCE_INIT;
+
+static void presign_on_fork_child(void)
+{
+	presign_fork_gen++;
+}
+
+static void presign_register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, presign_on_fork_child);
+}
+
+static void presign_pair_wipe(struct presign_pair *pp)
+{
+	BN_clear_free(pp->kinv);
+	BN_clear_free(pp->r);
+	pp->kinv = pp->r = NULL;
+}
+
+/* Caller holds the lock. After a fork, nothing inherited may sign: drop it all. */
+static void presign_pool_check_fork(struct presign_pool *p)
+{
+	if (p->fork_gen == presign_fork_gen)
+		return;
+	while (p->n > 0)
+		presign_pair_wipe(&p->pairs[--p->n]);
+	p->fork_gen = presign_fork_gen;
+}
+
+static void presign_pool_free(struct presign_pool *p)
+{
+	if (!p)
+		return;
+	while (p->n > 0)
+		presign_pair_wipe(&p->pairs[--p->n]);
+	free(p->pairs);
+	EC_KEY_free(p->ec); /* clears the private scalar */
+	EVP_MD_free(p->sha256);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+int dp_key_presign_enable(struct dp_key *key, size_t cap)
+{
+	struct presign_pool *p;
+
+	if (key->pool || !key->private || key->kty != KTY_EC || cap == 0)
+		return key->pool ? 0 : -EINVAL;
+	pthread_once(&presign_once, presign_register_atfork);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	p->cap = cap;
+	p->fork_gen = presign_fork_gen;
+	p->pairs = calloc(cap, sizeof(*p->pairs));
+	p->ec = EVP_PKEY_get1_EC_KEY(key->pkey);
+	p->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!p->pairs || !p->ec || !p->sha256) {
+		presign_pool_free(p);
+		return -ENOMEM;
+	}
+	key->pool = p;
+	return 0;
+}
+
+bool dp_key_presign_wanted(const struct dp_key *key)
+{
+	struct presign_pool *p = key->pool;
+	bool want;
+
+	if (!p)
+		return false;
+	pthread_mutex_lock(&p->lock);
+	presign_pool_check_fork(p);
+	want = p->n < p->cap;
+	pthread_mutex_unlock(&p->lock);
+	return want;
+}
+
+size_t dp_key_presign_fill(const struct dp_key *key, size_t max)
+{
+	struct presign_pool *p = key->pool;
+	size_t added = 0;
+
+	if (!p)
+		return 0;
+	for (; added < max; added++) {
+		struct presign_pair pp = { NULL, NULL };
+
+		/* outside the lock: this is the expensive part */
+		if (ECDSA_sign_setup(p->ec, NULL, &pp.kinv, &pp.r) != 1) {
+			presign_pair_wipe(&pp);
+			break;
+		}
+		pthread_mutex_lock(&p->lock);
+		presign_pool_check_fork(p);
+		if (p->n == p->cap) {
+			pthread_mutex_unlock(&p->lock);
+			presign_pair_wipe(&pp);
+			break;
+		}
+		p->pairs[p->n++] = pp;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return added;
+}
+
+void dp_key_presign_stats(const struct dp_key *key, size_t *available, uint64_t *hits,
+			  uint64_t *misses)
+{
+	struct presign_pool *p = key->pool;
+
+	*available = 0;
+	*hits = *misses = 0;
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	presign_pool_check_fork(p);
+	*available = p->n;
+	*hits = p->hits;
+	*misses = p->misses;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ES256 over in with one pooled pair, into the 64-byte r||s. -EAGAIN when the pool is empty
+ * (the caller signs normally). The pair is wiped whatever happens. */
+static int presign_sign(struct presign_pool *p, const char *in, size_t inlen,
+			unsigned char out[64])
+{
+	struct presign_pair pp = { NULL, NULL };
+	unsigned char digest[32];
+	unsigned int dlen = 0;
+	ECDSA_SIG *sig = NULL;
+	const BIGNUM *r, *s;
+	int err = -EINVAL;
+
+	pthread_mutex_lock(&p->lock);
+	presign_pool_check_fork(p);
+	if (p->n > 0) {
+		pp = p->pairs[--p->n];
+		p->pairs[p->n] = (struct presign_pair){ NULL, NULL };
+		p->hits++;
+	} else {
+		p->misses++;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!pp.kinv)
+		return -EAGAIN;
+	if (EVP_Digest(in, inlen, digest, &dlen, p->sha256, NULL) != 1 || dlen != sizeof(digest))
+		goto out;
+	/* s == 0 (probability ~2^-256) fails here; the caller then signs with a fresh nonce. */
+	sig = ECDSA_do_sign_ex(digest, sizeof(digest), pp.kinv, pp.r, p->ec);
+	if (!sig)
+		goto out;
+	ECDSA_SIG_get0(sig, &r, &s);
+	if (BN_bn2binpad(r, out, 32) == 32 && BN_bn2binpad(s, out + 32, 32) == 32)
+		err = 0;
+out:
+	ECDSA_SIG_free(sig);
+	presign_pair_wipe(&pp);
+	OPENSSL_cleanse(digest, sizeof(digest));
+	return err;
+}
+
 static int pkey_sign(const struct dp_key *key, const char *in, size_t inlen, unsigned char *out,
 		     size_t *outlen)
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_MD_CTX *md;
 	unsigned char der[80];
 	size_t dlen = sizeof(der);
 	int err = -EINVAL;
 
+	if (key->kty == KTY_EC && key->pool && presign_sign(key->pool, in, inlen, out) == 0) {
+		*outlen = 64;
+		return 0;
+	}
+	md = EVP_MD_CTX_new();
 	if (!md)
 		return -ENOMEM;
 	if (EVP_MD_CTX_copy_ex(md, key->sign_tmpl) != 1)

@@ -35,6 +35,17 @@ struct dp_key *dp_key_from_jwk(const json_t *jwk, struct dp_err *err);
 /* RFC 7638 thumbprint of a public JWK object (EC or RSA) into out (base64url, 43 chars). */
 int dp_jwk_thumbprint(const json_t *jwk, char out[48], struct dp_err *err) DP_WUR;
 
+/* Presigning (deputyd's ES256 key): keep up to cap ECDSA nonce pairs (k⁻¹, r) precomputed,
+ * so a signature on the request path costs a few microseconds instead of a full ECDSA
+ * sign. Each pair signs exactly once and is wiped; an empty pool means a normal signature,
+ * never a wait. fill computes up to max pairs (each ~ one signature's work) and returns how
+ * many it added: call it when idle. -EINVAL for keys that are not private ES256. */
+int dp_key_presign_enable(struct dp_key *key, size_t cap);
+bool dp_key_presign_wanted(const struct dp_key *key);
+size_t dp_key_presign_fill(const struct dp_key *key, size_t max);
+void dp_key_presign_stats(const struct dp_key *key, size_t *available, uint64_t *hits,
+			  uint64_t *misses);
+
 /* A set of public keys parsed from JWKS JSON; keys without a usable kty/alg are skipped. */
 struct dp_keyset;
 struct dp_keyset *dp_keyset_parse(const char *json, size_t len, struct dp_err *err);

@@ -236,8 +236,9 @@ def bench_mint(be, sign_rate):
                                        '-w', '100', '-T', '1,2,4,16', '-d', '1500',
                                        '-p', str(d.proc.pid)], shim=False)
     finally:
-        d.cleanup()
+        d.stop()
         stats = re.findall(r'presign pool: (\d+) hits, (\d+) misses', d.log_text())
+        d.cleanup()
     lat = res['latency']
     how = ('mint_rtt in a session speaks proto.h: %d sequential DECIDEs for a delegate route '
            '(decision + ES256 mint + audit record) over the Unix socket' % lat['n'])
