@@ -11,7 +11,9 @@
  * Phase 1: latency of N sequential round trips on one connection (-g sleeps between them,
  * as an agent does between requests). Phase 2: for each client count in -T, that many
  * threads, each with its own connection, send back-to-back for -d ms; tokens/s, and the
- * CPU deputyd used meanwhile (from /proc/PID/stat) when -p names it.
+ * CPU deputyd used meanwhile (from /proc/PID/stat) when -p names it. Phase 3: N/4 more
+ * sequential round trips right after the busiest step, when deputyd has had no idle time
+ * to precompute signing nonces: the latency of a token signed in full.
  * Prints one JSON object on stdout.
  */
 #include <deputy/proto.h>
@@ -102,6 +104,33 @@ static int mr_decide(int fd, uint32_t seq)
 	return verdict == DP_VERDICT_DELEGATE && token ? 0 : -1;
 }
 
+/* n sequential round trips on a new connection; prints the "name":{…} member. */
+static long mr_latency(const char *name, long n, long gap_us, uint64_t *lat)
+{
+	long errors = 0;
+	int fd = mr_connect();
+
+	if (fd < 0)
+		return -1;
+	for (long i = 0; i < n; i++) {
+		uint64_t t0;
+
+		if (gap_us)
+			usleep((useconds_t)gap_us);
+		t0 = bench_now_ns();
+		if (mr_decide(fd, (uint32_t)i + 1) != 0)
+			errors++;
+		lat[i] = bench_now_ns() - t0;
+	}
+	close(fd);
+	printf("\"%s\":{\"n\":%ld,\"gap_us\":%ld,\"errors\":%ld,", name, n, gap_us, errors);
+	printf("\"p50_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.50));
+	printf("\"p90_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.90));
+	printf("\"p99_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.99));
+	printf("\"max_us\":%.2f}", bench_quantile_us(lat, (size_t)n, 1.0));
+	return errors;
+}
+
 struct mr_worker {
 	pthread_t th;
 	int fd;
@@ -173,22 +202,16 @@ int main(int argc, char **argv)
 	for (long i = 0; i < warmup; i++)
 		if (mr_decide(fd, (uint32_t)i + 1) != 0)
 			errors++;
-	for (long i = 0; i < n; i++) {
-		uint64_t t0;
-
-		if (gap_us)
-			usleep((useconds_t)gap_us);
-		t0 = bench_now_ns();
-		if (mr_decide(fd, (uint32_t)(warmup + i + 1)) != 0)
-			errors++;
-		lat[i] = bench_now_ns() - t0;
-	}
 	close(fd);
-	printf("{\"latency\":{\"n\":%ld,\"gap_us\":%ld,\"errors\":%ld,", n, gap_us, errors);
-	printf("\"p50_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.50));
-	printf("\"p90_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.90));
-	printf("\"p99_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.99));
-	printf("\"max_us\":%.2f},\"throughput\":[", bench_quantile_us(lat, (size_t)n, 1.0));
+	if (errors) {
+		fprintf(stderr, "mint_rtt: %ld of %ld warm-up decisions did not delegate\n", errors,
+			warmup);
+		return 1;
+	}
+	printf("{");
+	if (mr_latency("latency", n, gap_us, lat) < 0)
+		return 1;
+	printf(",\"throughput\":[");
 	for (long s = 0; s < nsteps; s++) {
 		long long cpu0 = pid ? bench_cpu_ticks((int)pid) : -1, cpu1;
 		uint64_t t0, t1, ok = 0, err = 0;
@@ -221,7 +244,10 @@ int main(int argc, char **argv)
 		       (double)(t1 - t0) / 1e9, (double)ok / ((double)(t1 - t0) / 1e9),
 		       cpu0 >= 0 && cpu1 >= 0 ? (double)(cpu1 - cpu0) / (double)clk : -1.0);
 	}
-	printf("]}\n");
+	printf("],");
+	if (mr_latency("latency_full_sign", n / 4 > 0 ? n / 4 : 1, gap_us, lat) < 0)
+		return 1;
+	printf("}\n");
 	free(lat);
 	return 0;
 }
