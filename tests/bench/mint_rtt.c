@@ -8,6 +8,8 @@
  *   mint_rtt [-H HOST] [-P PORT] [-m METHOD] [-u TARGET] [-n N] [-w WARMUP] [-g GAP_US]
  *            [-T 1,2,4,16] [-d MS] [-p DEPUTYD_PID]
  *
+ * Phase 0: the same N round trips to an echo process over a socketpair, answering each
+ * DECIDE with a reply as long as deputyd's: what the socket alone costs ("without").
  * Phase 1: latency of N sequential round trips on one connection (-g sleeps between them,
  * as an agent does between requests). Phase 2: for each client count in -T, that many
  * threads, each with its own connection, send back-to-back for -d ms; tokens/s, and the
@@ -22,6 +24,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -131,6 +134,68 @@ static long mr_latency(const char *name, long n, long gap_us, uint64_t *lat)
 	return errors;
 }
 
+/* The echo side of phase 0: reads frames, answers each with reply_len bytes. */
+static void mr_echo_child(int fd, size_t reply_len)
+{
+	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
+	struct dp_hdr h;
+
+	for (;;) {
+		if (mr_read_full(fd, &h, sizeof(h)) != 0 || dp_hdr_check(&h) != 0 ||
+		    mr_read_full(fd, buf, h.len) != 0)
+			_exit(0);
+		h.len = (uint32_t)(reply_len - DP_PROTO_HDR_LEN);
+		h.type = DP_MSG_DECISION;
+		memcpy(buf, &h, sizeof(h));
+		if (write(fd, buf, reply_len) != (ssize_t)reply_len)
+			_exit(1);
+	}
+}
+
+/* Round trips to the echo child: no decision, no token, just the socket and a wakeup. */
+static int mr_echo_latency(long n, uint64_t *lat)
+{
+	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
+	struct dp_hdr h;
+	struct dp_msg m;
+	int sv[2], status;
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		close(sv[0]);
+		mr_echo_child(sv[1], 700); /* about a DECISION with a token */
+	}
+	close(sv[1]);
+	for (long i = 0; i < n + 100; i++) {
+		uint64_t t0 = bench_now_ns();
+
+		dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECIDE, (uint32_t)i, 0);
+		dp_msg_put_str(&m, DP_T_SESSION, session);
+		dp_msg_put_str(&m, DP_T_SCHEME, "https");
+		dp_msg_put_str(&m, DP_T_HOST, host);
+		dp_msg_put_u64(&m, DP_T_PORT, (uint64_t)port);
+		dp_msg_put_str(&m, DP_T_METHOD, method);
+		dp_msg_put_str(&m, DP_T_TARGET, target);
+		if (dp_msg_finish(&m) != 0 || write(sv[0], m.buf, m.len) != (ssize_t)m.len ||
+		    mr_read_full(sv[0], &h, sizeof(h)) != 0 || mr_read_full(sv[0], buf, h.len) != 0)
+			return -1;
+		if (i >= 100) /* the first 100 warm up */
+			lat[i - 100] = bench_now_ns() - t0;
+	}
+	close(sv[0]);
+	waitpid(pid, &status, 0);
+	printf("\"echo\":{\"n\":%ld,", n);
+	printf("\"p50_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.50));
+	printf("\"p90_us\":%.2f,", bench_quantile_us(lat, (size_t)n, 0.90));
+	printf("\"p99_us\":%.2f},", bench_quantile_us(lat, (size_t)n, 0.99));
+	return 0;
+}
+
 struct mr_worker {
 	pthread_t th;
 	int fd;
@@ -209,6 +274,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("{");
+	if (mr_echo_latency(n, lat) < 0)
+		return 1;
 	if (mr_latency("latency", n, gap_us, lat) < 0)
 		return 1;
 	printf(",\"throughput\":[");
