@@ -91,6 +91,17 @@ int dp_cgroup2_mount(char *out, size_t outsz);
  * error with errno set. */
 uint64_t dp_cgroup_id(const char *path);
 
+/* Names for the audit log (design: Audit log, `connect`): "inet", "inet6", "unix",
+ * "packet" or "other"; "tcp", "udp" or "other"; "allow" / "block"; and the event type
+ * ("connect", "sendmsg", "socket_refused", "close", "unix_connect", "unknown"). */
+const char *kernel_family_name(unsigned int family);
+const char *kernel_protocol_name(unsigned int protocol);
+const char *kernel_verdict_name(unsigned int verdict);
+const char *kernel_event_type_name(unsigned int type);
+/* The event's destination address as text (inet_ntop); "" for events without one.
+ * 0 or -ENOSPC (out needs 46 bytes for any address). */
+int kernel_event_addr(const struct dp_event *ev, char *out, size_t outsz);
+
 /* An event timestamp (CLOCK_BOOTTIME ns) as wall-clock time. */
 struct timespec kernel_event_realtime(uint64_t ts_ns);
 

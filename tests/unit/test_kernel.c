@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -29,6 +30,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <bpf/bpf.h>
 
 #include "kernel.h"
 #include "unit.h"
@@ -64,7 +67,7 @@ static int case_skipped;
 	} while (0)
 
 static char cg_parent[PATH_MAX], cg_s1[PATH_MAX], cg_s2[PATH_MAX], cg_sub[PATH_MAX],
-    cg_other[PATH_MAX];
+    cg_other[PATH_MAX], cg_other_s[PATH_MAX + 8];
 static uint64_t id_s1, id_s2;
 static struct dp_kernel *kern;
 static char progs[PATH_MAX];
@@ -116,10 +119,30 @@ static void cleanup(void)
 	lis_a4 = lis_a6 = lis_b4 = lis_b6 = udp_a = udp_b = unix_lis = -1;
 	if (unix_path[0])
 		unlink(unix_path);
-	const char *dirs[] = {cg_sub, cg_s1, cg_s2, cg_other, cg_parent};
+	const char *dirs[] = {cg_sub, cg_s1, cg_s2, cg_other_s, cg_other, cg_parent};
 	for (size_t i = 0; i < DP_ARRAY_SIZE(dirs); i++)
 		if (dirs[i][0] && rmdir(dirs[i]) != 0 && errno != ENOENT)
 			fprintf(stderr, "test_kernel: rmdir %s: %s\n", dirs[i], strerror(errno));
+	/* Pins a failed case may have left (released, never closed). */
+	if (cg_parent[0]) {
+		const char *base = strrchr(cg_parent, '/') + 1;
+		char pins[2][PATH_MAX];
+
+		snprintf(pins[0], sizeof(pins[0]), "/sys/fs/bpf/deputy/%s", base);
+		snprintf(pins[1], sizeof(pins[1]), "/sys/fs/bpf/deputy/%s_other", base);
+		for (int i = 0; i < 2; i++) {
+			DIR *d = opendir(pins[i]);
+			struct dirent *de;
+
+			while (d && (de = readdir(d)))
+				if (de->d_name[0] != '.')
+					unlinkat(dirfd(d), de->d_name, 0);
+			if (d)
+				closedir(d);
+			rmdir(pins[i]);
+		}
+		rmdir("/sys/fs/bpf/deputy");
+	}
 }
 
 static void on_signal(int sig)
@@ -735,6 +758,95 @@ static void restart_keeps_enforcing(void)
 	check(drain(lis_b4) == 1);
 }
 
+static char *dirname_of(const char *path)
+{
+	static char dir[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = '\0';
+	return dir;
+}
+
+/* A parent cgroup removed and created again has a new id: the pins left for the old one are
+ * stale (their links defunct) and must be replaced, not adopted. */
+static void stale_pins_replaced(void)
+{
+	const char *argv[] = {"net_connect", "127.0.0.1", pb, NULL};
+	struct dp_err err = {{0}};
+	char *sess = cg_other_s, pin[PATH_MAX];
+	struct dp_kernel *k = NULL;
+	int fd;
+	uint64_t ids[4];
+	pid_t pid;
+
+	check(fmt_path(cg_other_s, "%s/s", cg_other) == 0);
+	/* A map of another layout (an older deputyd's) must not make loading fail. */
+	check(fmt_path(pin, "/sys/fs/bpf/deputy/%s_other/sessions", strrchr(cg_parent, '/') + 1) ==
+	      0);
+	check(dp_mkdir_p(dirname_of(pin), 0700) == 0);
+	fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, NULL, 4, 4, 1, NULL);
+	check(fd >= 0);
+	check(bpf_obj_pin(fd, pin) == 0);
+	close(fd);
+	if (kernel_open(cg_other, on_event, NULL, &k, &err) != 0)
+		fail("kernel_open: %s", err.msg);
+	kern = k; /* so cleanup() closes it if a check fails */
+	check(mkdir(sess, 0755) == 0);
+	check(set_policy(dp_cgroup_id(sess), true, port_a) == 0);
+	check(run_in(sess, &pid, argv) == EPERM);
+	kernel_release(k);
+	kern = k = NULL;
+	check(rmdir(sess) == 0 && rmdir(cg_other) == 0);
+	check(mkdir(cg_other, 0755) == 0 && mkdir(sess, 0755) == 0);
+	if (kernel_open(cg_other, on_event, NULL, &k, &err) != 0)
+		fail("kernel_open after re-creation: %s", err.msg);
+	kern = k;
+	check(kernel_session_list(k, ids, DP_ARRAY_SIZE(ids)) == 0);
+	check(run_in(sess, &pid, argv) == 0);
+	check(drain(lis_b4) == 1);
+	check(set_policy(dp_cgroup_id(sess), true, port_a) == 0);
+	check(run_in(sess, &pid, argv) == EPERM);
+	kernel_close(k);
+	kern = NULL;
+	check(rmdir(sess) == 0);
+}
+
+/* Pure helpers: run without root or BPF. */
+static void cgroup2_found(void)
+{
+	char root[PATH_MAX], path[PATH_MAX + 32];
+
+	check(dp_cgroup2_mount(root, sizeof(root)) == 0);
+	check(fmt_path(path, "%s/cgroup.controllers", root) == 0);
+	check(access(path, F_OK) == 0);
+	check(dp_cgroup_id(root) != 0);
+	check(dp_cgroup2_mount(root, 2) == -ENAMETOOLONG || strlen(root) < 2);
+}
+
+static void audit_names(void)
+{
+	struct dp_event ev = {.family = AF_INET6, .addr = {[15] = 1}};
+	char buf[64];
+
+	check_str(kernel_family_name(AF_INET), "inet");
+	check_str(kernel_family_name(AF_INET6), "inet6");
+	check_str(kernel_family_name(12345), "other");
+	check_str(kernel_protocol_name(DP_EV_PROTO_TCP), "tcp");
+	check_str(kernel_protocol_name(DP_EV_PROTO_UDP), "udp");
+	check_str(kernel_verdict_name(DP_EV_BLOCK), "block");
+	check_str(kernel_event_type_name(DP_EV_CONNECT), "connect");
+	check_str(kernel_event_type_name(999), "unknown");
+	check(kernel_event_addr(&ev, buf, sizeof(buf)) == 0);
+	check_str(buf, "::1");
+	check(kernel_event_addr(&ev, buf, 3) == -ENOSPC && buf[0] == '\0');
+	ev.family = AF_INET;
+	memcpy(ev.addr, (uint8_t[]){192, 0, 2, 7}, 4);
+	check(kernel_event_addr(&ev, buf, sizeof(buf)) == 0);
+	check_str(buf, "192.0.2.7");
+	ev.family = AF_UNIX;
+	check(kernel_event_addr(&ev, buf, sizeof(buf)) == 0 && buf[0] == '\0');
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 /* A network namespace of our own: the listeners and clients meet no host traffic, and ping
@@ -828,9 +940,11 @@ int main(void)
 	struct dp_err err = {{0}};
 
 	dp_log_init("test_kernel", getenv("DEPUTY_DEBUG") ? DP_LOG_DEBUG : DP_LOG_WARN);
+	KRUN(audit_names);
+	KRUN(cgroup2_found);
 	if (kernel_available(&err) != 0) {
 		printf("%s: kernel: BPF unavailable: %s\n", require ? "FAIL" : "SKIP", err.msg);
-		return require ? 1 : 0;
+		return require || unit_failed ? 1 : 0;
 	}
 	enter_netns();
 	atexit(cleanup);
@@ -857,6 +971,7 @@ int main(void)
 	KRUN(unix_connect_logged);
 	KRUN(burst_no_event_lost);
 	KRUN(restart_keeps_enforcing);
+	KRUN(stale_pins_replaced);
 	cleanup();
 	UNIT_EXIT();
 }
