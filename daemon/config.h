@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "util.h"
 
@@ -49,7 +50,7 @@ struct dp_config {
 	char *state_dir;   /* default /var/lib/deputy */
 	char *signing_key; /* default <state_dir>/signing-key.pem */
 	int token_ttl;     /* seconds, default 60, 5..86400 */
-	char *http_listen; /* default 127.0.0.1:8471; "" or "off" disables */
+	char *http_listen; /* default 127.0.0.1:8471; NULL when disabled ("off" or "") */
 	struct dp_trusted_issuer *issuers;
 	size_t n_issuers;
 	struct dp_route *routes;
@@ -70,12 +71,19 @@ int config_load(const char *path, struct dp_config **out, struct dp_err *err) DP
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err) DP_WUR;
 void config_free(struct dp_config *cfg);
 
-/* Route matching (first match wins, in config order). host compared case-insensitively,
- * method exactly (upper-case), path as a glob against the request path without query.
- * NULL when no route matches. */
+/* Route matching (first match wins, in config order). host compared case-insensitively
+ * (brackets around an IPv6 literal and one trailing dot ignored), method exactly
+ * (upper-case), path as a glob against the request path without query or fragment.
+ * A NULL method or path matches only routes that leave it unset. NULL when none matches. */
 const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host,
 					  int port, const char *method, const char *path);
 
 const char *config_action_name(enum dp_action a);
+
+/* "127.0.0.1:8471" or "[::1]:8471" into a socket address. Only loopback addresses
+ * (127.0.0.0/8, ::1): -EADDRNOTAVAIL for others, -EINVAL for bad syntax. Port 0 (any)
+ * only with allow_port0, for tests. */
+int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_storage *ss,
+			socklen_t *sslen) DP_WUR;
 
 #endif

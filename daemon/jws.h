@@ -26,6 +26,12 @@ const char *dp_key_kid(const struct dp_key *key);
 const char *dp_key_alg(const struct dp_key *key);
 /* {"keys":[<public JWK>]} as a malloc'd string. */
 char *dp_key_jwks_json(const struct dp_key *key);
+/* The public JWK (kty, crv/x/y or n/e, kid, alg, use), borrowed. */
+const json_t *dp_key_jwk(const struct dp_key *key);
+bool dp_key_is_private(const struct dp_key *key);
+/* A public key from one JWK object (EC P-256 or RSA 2048..8192 bits); kid = its "kid", or
+ * the thumbprint when it has none. A JWK with an "alg" other than the key's is refused. */
+struct dp_key *dp_key_from_jwk(const json_t *jwk, struct dp_err *err);
 /* RFC 7638 thumbprint of a public JWK object (EC or RSA) into out (base64url, 43 chars). */
 int dp_jwk_thumbprint(const json_t *jwk, char out[48], struct dp_err *err) DP_WUR;
 
@@ -40,6 +46,9 @@ void dp_keyset_free(struct dp_keyset *ks);
  * Returns a malloc'd compact JWS, NULL with err on failure. */
 char *dp_jws_sign(const struct dp_key *key, const char *typ, const json_t *claims,
 		  struct dp_err *err);
+/* The same over an already encoded JSON payload (the minting fast path). typ may be NULL. */
+char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *payload,
+		      size_t len, struct dp_err *err);
 
 /* A parsed but not yet verified JWS. */
 struct dp_jws {
@@ -60,5 +69,20 @@ int dp_jws_parse(const char *token, struct dp_jws *out, struct dp_err *err) DP_W
  * no HMAC, ever). */
 int dp_jws_verify(const struct dp_jws *jws, const struct dp_key *key, struct dp_err *err) DP_WUR;
 void dp_jws_clear(struct dp_jws *jws);
+bool dp_jws_alg_is_none(const char *alg); /* any case of "none" */
+bool dp_jws_alg_is_hmac(const char *alg); /* HS256, HS384, HS512, any case */
+
+/* Claim helpers for grant and token checks. A NumericDate claim: 0, -ENOENT when absent,
+ * -EINVAL when not a number. */
+int dp_jwt_time_claim(const json_t *claims, const char *name, int64_t *out) DP_WUR;
+/* aud is the string, or an array that holds it. */
+bool dp_jwt_aud_has(const json_t *claims, const char *aud);
+/* scope is one of the space-separated tokens of scopes. */
+bool dp_scope_has(const char *scopes, const char *scope);
+/* An untrusted string fit for a one-line reason or log: control bytes replaced by '?',
+ * cut to outsz-1 bytes ending in "..." when longer. */
+void dp_jws_printable(const char *in, char *out, size_t outsz);
+/* dp_jws_printable into a char array, as an expression for a format argument. */
+#define DP_SAFE(buf, s) (dp_jws_printable((s), (buf), sizeof(buf)), (const char *)(buf))
 
 #endif

@@ -9,11 +9,13 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char *log_prog = "deputy";
 static enum dp_log_level log_max = DP_LOG_INFO;
+static int log_syslog;
 
 void dp_err_set(struct dp_err *err, const char *fmt, ...)
 {
@@ -32,13 +34,24 @@ void dp_log_init(const char *prog, enum dp_log_level max)
 	log_max = max;
 }
 
+void dp_log_use_syslog(void)
+{
+	openlog(log_prog, LOG_PID, LOG_DAEMON);
+	log_syslog = 1;
+}
+
 void dp_vlog(enum dp_log_level lvl, const char *fmt, va_list ap)
 {
+	static const int prio[] = { LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	char line[1024];
 	int n;
 
 	if (lvl > log_max)
 		return;
+	if (log_syslog) {
+		vsyslog(prio[lvl], fmt, ap);
+		return;
+	}
 	n = snprintf(line, sizeof(line), "%s: ", log_prog);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;

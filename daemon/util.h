@@ -24,6 +24,8 @@ void dp_err_set(struct dp_err *err, const char *fmt, ...) DP_PRINTF(2, 3);
 /* Logging. deputyd logs to stderr (journald adds time); the CLI prints "deputy: …". */
 enum dp_log_level { DP_LOG_WARN, DP_LOG_INFO, DP_LOG_DEBUG };
 void dp_log_init(const char *prog, enum dp_log_level max);
+/* From now on log to syslog (LOG_DAEMON) instead of stderr: for a detached deputyd. */
+void dp_log_use_syslog(void);
 void dp_log(enum dp_log_level lvl, const char *fmt, ...) DP_PRINTF(2, 3);
 void dp_vlog(enum dp_log_level lvl, const char *fmt, va_list ap);
 #define pr_warn(...) dp_log(DP_LOG_WARN, __VA_ARGS__)

@@ -35,10 +35,11 @@ enum dp_msg_type {
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
 	DP_MSG_CONN = 23,     /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
 	DP_MSG_DENY_REPORT = 24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
-	DP_MSG_SESSIONS = 30,    /* -> DATA (JSON array) */
+	DP_MSG_SESSIONS = 30,    /* -> DATA_REPLY (JSON array) */
 	DP_MSG_LOG_READ = 31,    /* SESSION, OFFSET -> LOG_DATA */
 	DP_MSG_LOG_DATA = 32,    /* DATA, OFFSET (next), STATUS (1 = session closed) */
-	DP_MSG_JWKS = 33,        /* -> DATA (deputyd's JWKS JSON) */
+	DP_MSG_JWKS = 33,        /* -> DATA_REPLY (deputyd's JWKS JSON) */
+	DP_MSG_DATA_REPLY = 34,  /* reply: DATA */
 };
 
 enum dp_tag {

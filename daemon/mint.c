@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+/*
+ * mint: deputyd's delegation tokens (RFC 9068 access-token JWTs carrying RFC 8693 "act").
+ * The containment check (scope in the grant's scope, audience in its resource) lives here,
+ * next to the signature, so no caller can mint outside a grant by forgetting to check.
+ *
+ * The claims are written as JSON text directly (no jansson tree per call): minting sits on
+ * every request of an agent. Strings from the grant and the config are valid UTF-8 (jansson
+ * checked them when parsing); the request-derived htm and htu are checked to be ASCII here.
+ */
+#include "mint.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MINT_TYP "at+jwt"
+#define MINT_STACK_BUF 2048
+
+struct jbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static void jb_raw(struct jbuf *b, const char *s, size_t n)
+{
+	/* cap was computed as an upper bound, so this never truncates; stay safe anyway */
+	if (b->len + n >= b->cap)
+		n = b->len + 1 < b->cap ? b->cap - b->len - 1 : 0;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void jb_lit(struct jbuf *b, const char *s)
+{
+	jb_raw(b, s, strlen(s));
+}
+
+/* A JSON string: quotes and backslashes escaped, control bytes as \u00XX (at most 6x). */
+static void jb_str(struct jbuf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	char esc[6];
+
+	jb_raw(b, "\"", 1);
+	for (const char *run = s;; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c != '\0' && c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		jb_raw(b, run, (size_t)(s - run));
+		if (c == '\0')
+			break;
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			jb_raw(b, esc, 2);
+		} else {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			jb_raw(b, esc, 6);
+		}
+		run = s + 1;
+	}
+	jb_raw(b, "\"", 1);
+}
+
+static void jb_member(struct jbuf *b, const char *name, const char *value)
+{
+	jb_raw(b, ",\"", 2);
+	jb_lit(b, name);
+	jb_raw(b, "\":", 2);
+	jb_str(b, value);
+}
+
+static void jb_int(struct jbuf *b, const char *name, int64_t v)
+{
+	char num[48];
+
+	snprintf(num, sizeof(num), ",\"%s\":%" PRId64, name, v);
+	jb_lit(b, num);
+}
+
+/* RFC 9110 token characters: a method is nothing else. */
+static bool is_http_token(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+			return false;
+	return true;
+}
+
+static bool is_printable_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+int mint_token(const struct dp_key *key, const struct mint_request *req, char **token,
+	       char jti[DP_ID_LEN], int64_t *exp, struct dp_err *err)
+{
+	const struct dp_grant *g = req->grant;
+	char stackbuf[MINT_STACK_BUF], b[72];
+	struct jbuf jb = {stackbuf, 0, sizeof(stackbuf)};
+	size_t strs;
+	int64_t e;
+	int r;
+
+	*token = NULL;
+	if (!g || !req->issuer || !req->agent || !req->session || !req->audience || !req->scope ||
+	    req->ttl <= 0) {
+		dp_err_set(err, "incomplete mint request");
+		return -EINVAL;
+	}
+	if (!grant_has_scope(g, req->scope)) {
+		dp_err_set(err, "scope \"%s\" is not in the grant", DP_SAFE(b, req->scope));
+		return -EACCES;
+	}
+	if (!grant_has_resource(g, req->audience)) {
+		dp_err_set(err, "audience \"%s\" is not in the grant's resource",
+			   DP_SAFE(b, req->audience));
+		return -EACCES;
+	}
+	if (g->exp && req->now >= g->exp) {
+		dp_err_set(err, "grant expired");
+		return -EACCES;
+	}
+	if ((req->htm && !is_http_token(req->htm)) || (req->htu && !is_printable_ascii(req->htu))) {
+		dp_err_set(err, "htm or htu is not a valid method or URL");
+		return -EINVAL;
+	}
+	r = dp_random_id(jti);
+	if (r) {
+		dp_err_set(err, "no randomness: %s", strerror(-r));
+		return r;
+	}
+	/* A delegation never outlives the consent it derives from. */
+	e = req->now + req->ttl;
+	if (g->exp && e > g->exp)
+		e = g->exp;
+
+	strs = strlen(req->issuer) + strlen(g->sub) + strlen(req->agent) * 2 +
+	       strlen(req->audience) + strlen(req->scope) + strlen(req->session) + strlen(g->iss) +
+	       strlen(g->jti) + (req->htm ? strlen(req->htm) : 0) +
+	       (req->htu ? strlen(req->htu) : 0);
+	if (6 * strs + 512 > jb.cap) {
+		jb.cap = 6 * strs + 512;
+		jb.p = malloc(jb.cap);
+		if (!jb.p) {
+			dp_err_set(err, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	jb.p[0] = '\0';
+	/* RFC 9068 §2.2 claims, then RFC 8693 act, then the RFC 9449-style request binding. */
+	jb_lit(&jb, "{\"iss\":");
+	jb_str(&jb, req->issuer);
+	jb_member(&jb, "sub", g->sub);
+	jb_lit(&jb, ",\"act\":{\"sub\":");
+	jb_str(&jb, req->agent);
+	jb_lit(&jb, "}");
+	jb_member(&jb, "client_id", req->agent);
+	jb_member(&jb, "aud", req->audience);
+	jb_member(&jb, "scope", req->scope);
+	jb_int(&jb, "iat", req->now);
+	jb_int(&jb, "exp", e);
+	jb_member(&jb, "jti", jti);
+	jb_member(&jb, "sid", req->session);
+	jb_lit(&jb, ",\"grant\":{\"iss\":");
+	jb_str(&jb, g->iss);
+	jb_member(&jb, "jti", g->jti);
+	jb_lit(&jb, "}");
+	if (req->htm)
+		jb_member(&jb, "htm", req->htm);
+	if (req->htu)
+		jb_member(&jb, "htu", req->htu);
+	jb_lit(&jb, "}");
+
+	*token = dp_jws_sign_raw(key, MINT_TYP, jb.p, jb.len, err);
+	if (jb.p != stackbuf)
+		free(jb.p);
+	if (!*token)
+		return -EIO;
+	if (exp)
+		*exp = e;
+	return 0;
+}
+
+/* RFC 3986 leaves these out of URIs; a normalised htu carries them percent-encoded. */
+static bool url_needs_escape(unsigned char c)
+{
+	return c <= 0x20 || c >= 0x7f || strchr("\"<>\\^`{|}", c);
+}
+
+static bool host_char_ok(unsigned char c)
+{
+	return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == ':';
+}
+
+int mint_htu(const char *scheme, const char *host, int port, const char *target, char *out,
+	     size_t outsz)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *path = "/", *h = host;
+	size_t o = 0, hn;
+	bool v6;
+	int defport;
+
+#define PUT(c)                                                                                     \
+	do {                                                                                       \
+		if (o + 1 >= outsz)                                                                \
+			return -ENOSPC;                                                            \
+		out[o++] = (c);                                                                    \
+	} while (0)
+
+	if (!scheme || !host || !out || outsz == 0)
+		return -EINVAL;
+	if (strcasecmp(scheme, "https") == 0)
+		defport = 443;
+	else if (strcasecmp(scheme, "http") == 0)
+		defport = 80;
+	else
+		return -EINVAL;
+	if (port < 0 || port > 65535)
+		return -EINVAL;
+	hn = strlen(h);
+	if (hn >= 2 && h[0] == '[' && h[hn - 1] == ']') {
+		h++;
+		hn -= 2;
+	}
+	if (hn == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < hn; i++)
+		if (!host_char_ok((unsigned char)h[i]))
+			return -EINVAL;
+	v6 = memchr(h, ':', hn) != NULL;
+
+	if (target && *target) {
+		if (target[0] == '/') {
+			path = target;
+		} else if (strncasecmp(target, "http://", 7) == 0 ||
+			   strncasecmp(target, "https://", 8) == 0) {
+			/* absolute-form (a proxy request): its path; the authority is ours */
+			const char *a = strstr(target, "://") + 3;
+
+			a += strcspn(a, "/?#");
+			path = *a == '/' ? a : "/";
+		} else {
+			return -EINVAL; /* authority-form and asterisk-form have no path */
+		}
+	}
+
+	for (const char *s = defport == 443 ? "https://" : "http://"; *s; s++)
+		PUT(*s);
+	if (v6)
+		PUT('[');
+	for (size_t i = 0; i < hn; i++)
+		PUT((char)tolower((unsigned char)h[i]));
+	if (v6)
+		PUT(']');
+	if (port > 0 && port != defport) {
+		char num[8];
+
+		snprintf(num, sizeof(num), ":%d", port);
+		for (const char *s = num; *s; s++)
+			PUT(*s);
+	}
+	for (const char *s = path; *s && *s != '?' && *s != '#'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (url_needs_escape(c)) {
+			PUT('%');
+			PUT(hex[c >> 4]);
+			PUT(hex[c & 15]);
+		} else {
+			PUT((char)c);
+		}
+	}
+	out[o] = '\0';
+	return 0;
+#undef PUT
+}
