@@ -24,6 +24,12 @@
  * enforced. IPv4-mapped IPv6 destinations are matched against the IPv4 rules, since the
  * kernel then talks IPv4 without ever running the connect4/sendmsg4 hooks.
  *
+ * Limits. The cgroup hooks run for sockets created in a cgroup below the parent: a socket
+ * created outside (before a process joined its session, or passed in over a Unix socket by
+ * a process outside) is not seen, so whoever starts a session must not leak sockets into it.
+ * A session process with root privileges can leave its cgroup or detach programs; sessions
+ * are meant for unprivileged agents. AF_PACKET is refused by SIGKILL, not EPERM.
+ *
  * UDP: a DNS-heavy agent sends many datagrams, often one socket per query. A sendmsg event
  * is emitted for the first datagram of a (session, process, destination) and again when the
  * verdict changes or UDP_RELOG_NS passed since the last one, so every distinct destination
