@@ -148,9 +148,8 @@ static const char *family_name(int family)
 	}
 }
 
-void policy_on_kernel_event(void *ctx, const void *data)
+void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 {
-	const struct dp_event *ev = data;
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
