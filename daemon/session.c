@@ -323,7 +323,8 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 				 back);
 	}
 	cgroup_kill(s->cg_path);
-	session_tick(d);
+	/* session_tick() finishes it once the cgroup is empty: not from here, since callers
+	 * (session_tick itself among them) still hold s. */
 }
 
 static void session_finish(struct deputyd *d, struct session *s)
