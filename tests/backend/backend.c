@@ -109,12 +109,16 @@ struct bk_conn {
 	unsigned char *buf;
 	size_t off, len, cap;
 	uint64_t bytes_in, requests;
+	pthread_t thread;
 	struct bk_conn *prev, *next;
 };
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t conns_empty = PTHREAD_COND_INITIALIZER;
 static struct bk_conn *conns;
+/* Finished connections whose threads main still has to join: joined, not detached, so
+ * OpenSSL's per-thread state is gone before the process exits. */
+static struct bk_conn *conns_done;
 static unsigned conns_count;
 static uint64_t conns_next_id = 1;
 static bool stopping;
@@ -1283,8 +1287,16 @@ static int bk_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
 	return SSL_TLSEXT_ERR_OK;
 }
 
-static void bk_conn_free(struct bk_conn *c)
+/* Releases a connection and moves it to the list main joins (joined: whether a thread
+ * ran for it). */
+static void bk_conn_finish(struct bk_conn *c, bool joinable)
 {
+	/* Everything of the connection goes first: once the count drops, main may free the
+	 * TLS context and exit. */
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	free(c->buf);
+	c->buf = NULL;
 	pthread_mutex_lock(&conns_lock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -1292,14 +1304,34 @@ static void bk_conn_free(struct bk_conn *c)
 		conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	close(c->fd);
+	c->fd = -1;
+	if (joinable) {
+		c->prev = NULL;
+		c->next = conns_done;
+		conns_done = c;
+	}
 	conns_count--;
 	if (conns_count == 0)
 		pthread_cond_broadcast(&conns_empty);
 	pthread_mutex_unlock(&conns_lock);
-	SSL_free(c->ssl);
-	close(c->fd);
-	free(c->buf);
-	free(c);
+	if (!joinable)
+		free(c);
+}
+
+static void bk_reap(void)
+{
+	struct bk_conn *c, *next;
+
+	pthread_mutex_lock(&conns_lock);
+	c = conns_done;
+	conns_done = NULL;
+	pthread_mutex_unlock(&conns_lock);
+	for (; c; c = next) {
+		next = c->next;
+		pthread_join(c->thread, NULL);
+		free(c);
+	}
 }
 
 static void *bk_conn_main(void *arg)
@@ -1349,7 +1381,7 @@ static void *bk_conn_main(void *arg)
 	bk_log_record(rec);
 out:
 	ERR_clear_error();
-	bk_conn_free(c);
+	bk_conn_finish(c, true);
 	return NULL;
 }
 
@@ -1359,8 +1391,6 @@ static void bk_accept(int lfd)
 	socklen_t sl = sizeof(ss);
 	struct timeval tv = { BK_IDLE_TIMEOUT_S, 0 };
 	struct bk_conn *c;
-	pthread_attr_t attr;
-	pthread_t th;
 	char host[INET6_ADDRSTRLEN] = "?";
 	int port = 0, one = 1;
 	int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
@@ -1402,13 +1432,13 @@ static void bk_accept(int lfd)
 		conns->prev = c;
 	conns = c;
 	conns_count++;
+	/* Created under the lock: the thread's own finish must see c->thread set. */
+	if (pthread_create(&c->thread, NULL, bk_conn_main, c) != 0) {
+		pthread_mutex_unlock(&conns_lock);
+		bk_conn_finish(c, false);
+		return;
+	}
 	pthread_mutex_unlock(&conns_lock);
-
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &attr, bk_conn_main, c) != 0)
-		bk_conn_free(c);
-	pthread_attr_destroy(&attr);
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -1613,7 +1643,8 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct pollfd pfd[2] = { { lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
 
-		if (poll(pfd, 2, -1) < 0) {
+		bk_reap();
+		if (poll(pfd, 2, 1000) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_warn("poll: %s", strerror(errno));
@@ -1634,6 +1665,7 @@ int main(int argc, char **argv)
 	while (conns_count > 0)
 		pthread_cond_wait(&conns_empty, &conns_lock);
 	pthread_mutex_unlock(&conns_lock);
+	bk_reap();
 	close(sfd);
 #if BK_HAVE_VERIFY
 	deputy_verifier_free(verifier);

@@ -472,6 +472,8 @@ static inline long tc_parse_response(const char *buf, size_t len, bool eof, bool
 	size_t used;
 
 	memset(r, 0, sizeof(*r));
+	if (len == 0)
+		return eof ? -1 : 0;
 	hend = memmem(buf, len, "\r\n\r\n", 4);
 	if (!hend)
 		return eof && len ? -1 : 0;
