@@ -10,11 +10,13 @@
  * split request would otherwise go unnoticed.
  *
  *   backend --listen 127.0.0.1:0 [--cert F --key F] [--log FILE]
- *           [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]] [--echo] [--h2]
+ *           [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]]
+ *           [--token-header NAME] [--echo] [--h2]
  *
- * "--listen HOST:0" prints "port N" as the first line of stdout once it accepts. One
- * thread per connection; SIGTERM or SIGINT closes every connection and exits 0.
- * Loopback addresses only: this server exists for tests and never faces a network.
+ * The token is read from "NAME: Bearer <token>" (default Authorization; a route may name
+ * another header). "--listen HOST:0" prints "port N" as the first line of stdout once it accepts.
+ * One thread per connection; SIGTERM or SIGINT closes every connection and exits 0. Loopback
+ * addresses only: this server exists for tests and never faces a network.
  *
  * Query parameters shape the response, for tests of response handling:
  *   status=NNN (200..599), close=1 (Connection: close), chunked=1 (chunked response),
@@ -82,6 +84,7 @@ struct bk_opts {
 	const char *audience;
 	const char *scope;
 	const char *issuer;
+	const char *token_header;
 	bool echo;
 	bool h2;
 };
@@ -390,15 +393,15 @@ static void bk_check_token(const char *const *auth, size_t nauth, struct bk_toke
 	const char *token;
 
 	if (nauth == 0) {
-		bk_token_result(t, false, json_false(), "no Authorization header", NULL);
+		bk_token_result(t, false, json_false(), "no token header", NULL);
 		return;
 	}
 	if (nauth > 1) {
-		bk_token_result(t, true, json_false(), "more than one Authorization header", NULL);
+		bk_token_result(t, true, json_false(), "more than one token header", NULL);
 		return;
 	}
 	if (strncasecmp(auth[0], "Bearer ", 7) != 0) {
-		bk_token_result(t, true, json_false(), "Authorization is not a Bearer token", NULL);
+		bk_token_result(t, true, json_false(), "token header is not a Bearer token", NULL);
 		return;
 	}
 	token = auth[0] + 7;
@@ -915,7 +918,7 @@ static int bk_serve_request(struct bk_conn *c)
 				keep_alive = false;
 			else if (bk_hvalue_has(h, "keep-alive"))
 				keep_alive = true;
-		} else if (bk_hname_is(h, "Authorization")) {
+		} else if (bk_hname_is(h, opts.token_header)) {
 			/* Terminated in place (on the CR or trailing space after it); the
 			 * head's hash is already taken and headers are logged by length. */
 			((char *)h->value)[h->value_len] = '\0';
@@ -1566,20 +1569,27 @@ static void bk_usage(void)
 {
 	fprintf(stderr, "usage: backend --listen ADDR:PORT [--cert F --key F] [--log FILE]\n"
 			"               [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]]\n"
-			"               [--echo] [--h2]\n");
+			"               [--token-header NAME] [--echo] [--h2]\n");
 }
 
 static int bk_parse_args(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-	    {"listen", required_argument, NULL, 'l'}, {"cert", required_argument, NULL, 'c'},
-	    {"key", required_argument, NULL, 'k'},    {"log", required_argument, NULL, 'L'},
-	    {"jwks", required_argument, NULL, 'j'},   {"audience", required_argument, NULL, 'a'},
-	    {"scope", required_argument, NULL, 's'},  {"issuer", required_argument, NULL, 'i'},
-	    {"echo", no_argument, NULL, 'e'},	      {"h2", no_argument, NULL, '2'},
-	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
+	static const struct option lopts[] = {{"listen", required_argument, NULL, 'l'},
+					      {"cert", required_argument, NULL, 'c'},
+					      {"key", required_argument, NULL, 'k'},
+					      {"log", required_argument, NULL, 'L'},
+					      {"jwks", required_argument, NULL, 'j'},
+					      {"audience", required_argument, NULL, 'a'},
+					      {"scope", required_argument, NULL, 's'},
+					      {"issuer", required_argument, NULL, 'i'},
+					      {"echo", no_argument, NULL, 'e'},
+					      {"h2", no_argument, NULL, '2'},
+					      {"token-header", required_argument, NULL, 't'},
+					      {"help", no_argument, NULL, 'h'},
+					      {NULL, 0, NULL, 0}};
 	int o;
 
+	opts.token_header = "Authorization";
 	while ((o = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (o) {
 		case 'l':
@@ -1611,6 +1621,9 @@ static int bk_parse_args(int argc, char **argv)
 			break;
 		case '2':
 			opts.h2 = true;
+			break;
+		case 't':
+			opts.token_header = optarg;
 			break;
 		case 'h':
 			bk_usage();

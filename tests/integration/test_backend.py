@@ -280,6 +280,16 @@ def token_two_headers(be, certs):
     check_eq(rec['token']['valid'], False, 'two Authorization headers are invalid')
 
 
+def token_custom_header(d, certs):
+    with Backend(d, certs=certs, token_header='X-Deputy-Token', name='hdr') as beh:
+        r = run([prog('tls_onebyte'), '-c', certs.ca, '-r', '127.0.0.1', '-H',
+                 'X-Deputy-Token: Bearer abc', beh.url(path='/custom-header')])
+        client_ok(r, 'tls_onebyte')
+        [rec] = recs_for(beh, '/custom-header', 1)
+        check(rec['token']['present'], 'token in X-Deputy-Token not found: %r' % rec['token'])
+        check_eq(header(rec, 'Authorization'), [SERVICE_ACCOUNT], 'Authorization untouched')
+
+
 def token_cases(be, certs, issuer):
     good = issuer.token(AUD, 'api:read', sub='alice', htm='GET',
                         htu='https://api.test/tok-good')
@@ -458,6 +468,7 @@ def main():
             t.run('token_absent', token_absent, be, certs)
             t.run('token_two_authorization_headers', token_two_headers, be, certs)
             t.run('token_valid_and_invalid', token_cases, be, certs, issuer)
+            t.run('token_custom_header', token_custom_header, d, certs)
             t.run('backend_refuses_malformed', refuses_malformed, be, certs)
             t.run('backend_response_shaping', status_shaping, be, certs)
             t.run('backend_h2_hostile_frames', h2_hostile_frames, be_h2, certs)

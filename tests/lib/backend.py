@@ -192,7 +192,8 @@ class Backend:
     """One running tests/backend. Use as a context manager, or call start()/stop()."""
 
     def __init__(self, workdir, certs=None, h2=False, echo=False, jwks=None, audience=None,
-                 scope=None, issuer=None, listen='127.0.0.1:0', name=None, extra=()):
+                 scope=None, issuer=None, listen='127.0.0.1:0', name=None, extra=(),
+                 token_header=None):
         self.workdir = workdir
         self.certs = certs
         self.h2, self.echo = h2, echo
@@ -202,6 +203,7 @@ class Backend:
         self.log = os.path.join(workdir, self.name + '.jsonl')
         self.stderr_path = os.path.join(workdir, self.name + '.stderr')
         self.extra = list(extra)
+        self.token_header = token_header
         self.proc = None
         self.port = None
         self.exit_status = None
@@ -220,6 +222,8 @@ class Backend:
             cmd += ['--scope', self.scope]
         if self.issuer:
             cmd += ['--issuer', self.issuer]
+        if self.token_header:
+            cmd += ['--token-header', self.token_header]
         if self.h2:
             cmd.append('--h2')
         if self.echo:
