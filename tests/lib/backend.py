@@ -358,6 +358,10 @@ def urllib_opener(cafile, addr='127.0.0.1'):
 
 # ---- a throwaway token issuer (for backend tests without deputyd) ------------------------
 
+def _b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+
+
 class TestIssuer:
     """An ES256 key, its JWKS file, and tokens shaped like deputy delegation tokens."""
 
@@ -367,9 +371,13 @@ class TestIssuer:
         self._jwt = jwt
         self.iss = iss
         self.key = ec.generate_private_key(ec.SECP256R1())
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        # Built by hand: PyJWT's to_jwk drops leading zero bytes of x and y (1 key in 128),
+        # which RFC 7518 §6.2.1.2 forbids and a strict verifier rightly refuses.
+        nums = self.key.public_key().public_numbers()
         self.kid = 'test-kid-1'
-        jwk.update({'kid': self.kid, 'alg': 'ES256', 'use': 'sig'})
+        jwk = {'kty': 'EC', 'crv': 'P-256', 'x': _b64url(nums.x.to_bytes(32, 'big')),
+               'y': _b64url(nums.y.to_bytes(32, 'big')), 'kid': self.kid, 'alg': 'ES256',
+               'use': 'sig'}
         self.jwks = os.path.join(d, 'jwks.json')
         with open(self.jwks, 'w') as f:
             json.dump({'keys': [jwk]}, f)
