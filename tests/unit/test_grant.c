@@ -413,8 +413,8 @@ static void key_rotation_refetch_is_rate_limited(void)
 	check_str(reason_at(strdup(tok), trust_made + 31), "");
 	free(tok);
 	/* the old key is gone from the new set, and the next reload is 30 s away */
-	check(strstr(reason_at(sign_claims(idp_ec, claims_ok(ISS)), trust_made + 32),
-		     "unknown kid"));
+	check(
+	    strstr(reason_at(sign_claims(idp_ec, claims_ok(ISS)), trust_made + 32), "unknown kid"));
 	write_jwks(jwks_ec_path, idp_ec);
 	check_str(reason_at(sign_claims(idp_ec, claims_ok(ISS)), trust_made + 62), "");
 	dp_key_free(next);
