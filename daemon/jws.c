@@ -477,13 +477,17 @@ static void key_make_parent(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	char dir[4096];
+	int r;
 
 	if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir))
 		return;
 	memcpy(dir, path, (size_t)(slash - path));
 	dir[slash - path] = '\0';
-	if (access(dir, F_OK) != 0 && dp_mkdir_p(dir, 0700) != 0)
-		pr_warn("cannot create %s: %s", dir, strerror(errno));
+	if (access(dir, F_OK) == 0)
+		return;
+	r = dp_mkdir_p(dir, 0700);
+	if (r)
+		pr_warn("cannot create %s: %s", dir, strerror(-r));
 }
 
 struct dp_key *dp_key_load_or_create(const char *path, struct dp_err *err)
