@@ -289,6 +289,18 @@ ok "deputyd is running (pid $deputyd_pid), kernel layer on"
 show curl -sS "http://127.0.0.1:$http_port/.well-known/jwks.json"
 expect "deputyd serves its JWKS (backends verify tokens with it)" grep -q '"keys"' <<<"$out"
 
+# Agents run as an unprivileged user, as in a real deployment (root inside a session could
+# leave its cgroup). deputy and the shim are copied where that user can read them.
+mkdir -p bin
+cp "$BUILD/deputy" "$BUILD/libdeputy.so" bin/
+if id nobody >/dev/null 2>&1 && command -v runuser >/dev/null; then
+	as_agent=(runuser -u nobody --)
+	agent_user=nobody
+else
+	as_agent=()
+	agent_user=root
+fi
+
 # -------------------------------------------------------------------------------------------
 heading "A user grants an agent some rights: the grant"
 say "alice lets the agent \"mailbot\" read her mail on https://mail.test, for 15 minutes. \
@@ -299,16 +311,17 @@ jwt_claims <grant.jwt | sed 's/^/  /'
 
 say ""
 say "deputyd verifies a grant whenever a session opens (signature by a trusted issuer, \
-audience, expiry, and the agent named in may_act):"
-show deputy run --grant grant.jwt --agent mailbot -- sh -c 'echo "agent running in session $DEPUTY_SESSION"'
+audience, expiry, and the agent named in may_act). deputyd runs as root; the agents of this \
+demo run as the unprivileged user $agent_user, with deputy and libdeputy.so copied to bin/:"
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- sh -c 'echo "agent running in session $DEPUTY_SESSION"'
 expect "the grant opens a session for mailbot" test "$rc" -eq 0
-show deputy run --grant grant.jwt --agent otherbot -- echo never printed
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent otherbot -- echo never printed
 expect "the grant is refused for another agent" test "$rc" -ne 0 -a "${out#*grant refused}" != "$out"
 openssl ecparam -name prime256v1 -genkey -noout -out forger.key
 deputy grant --key forger.key --iss https://idp.demo --user alice@example.com --agent mailbot \
 	--scope "email:read email:send" --resource https://mail.test >forged.jwt
 say "A grant signed with some other key:"
-show deputy run --grant forged.jwt --agent mailbot -- echo never printed
+show "${as_agent[@]}" bin/deputy run --grant forged.jwt --agent mailbot -- echo never printed
 expect "a forged grant is refused" test "$rc" -ne 0 -a "${out#*grant refused}" != "$out"
 
 # -------------------------------------------------------------------------------------------
@@ -333,7 +346,7 @@ if [ "$have_shim" -eq 0 ]; then
 	skipped "shim not built yet: skipping (curl under the shim: token injected, 403 on refusal)"
 else
 	before=$(api_requests)
-	show deputy run --grant grant.jwt --agent mailbot -- ./agent.sh
+	show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- ./agent.sh
 	expect "the agent ran (exit 0)" test "$rc" -eq 0
 	session_curl=$(newest_session)
 	req=$(api_last_request)
@@ -402,7 +415,7 @@ if [ "$have_shim" -eq 0 ]; then
 	skipped "shim not built yet: skipping (Python's ssl module under the shim)"
 else
 	before=$(api_requests)
-	show deputy run --grant grant.jwt --agent mailbot -- "$PYTHON" agent.py
+	show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- "$PYTHON" agent.py
 	expect "the Python agent ran" test "$rc" -eq 0
 	expect "the read got a 200 and the send a 403 from deputy" \
 		grep -q -- '-> 403 {"error": "deputy_denied"' <<<"$out"
@@ -435,7 +448,7 @@ say "Anything in the agent's process tree can skip the shim. The kernel layer (e
 session's cgroup) cannot be skipped: it allows connections only to the routes' \
 destinations (and configured CIDRs and nameservers), and logs every one. The rogue agent:"
 sed 's/^/  | /' rogue.sh
-show deputy run --grant grant.jwt --agent mailbot -- ./rogue.sh
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- ./rogue.sh
 session_rogue=$(newest_session)
 expect "curl without the shim reached the API (a route's destination) without a deputy token; the API refused the token" \
 	grep -q '"token":{"valid":false' <<<"$out"
