@@ -40,9 +40,9 @@ fi
 # ---- presentation --------------------------------------------------------------------------
 
 if [ -t 1 ]; then
-	B=$'\e[1m' DIM=$'\e[2m' GRN=$'\e[32m' RED=$'\e[31m' YEL=$'\e[33m' N=$'\e[0m'
+	B=$'\e[1m' GRN=$'\e[32m' RED=$'\e[31m' YEL=$'\e[33m' N=$'\e[0m'
 else
-	B='' DIM='' GRN='' RED='' YEL='' N=''
+	B='' GRN='' RED='' YEL='' N=''
 fi
 step=0
 failures=()
