@@ -8,6 +8,9 @@
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
 .DELETE_ON_ERROR:
+# Keep the BPF object and skeleton: they are intermediate files, but regenerating them
+# on every make would rebuild the loader each time.
+.SECONDARY:
 .SUFFIXES:
 
 PREFIX  ?= /usr/local

@@ -17,7 +17,7 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v]\n"
+	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v] [-t]\n"
 		     "  -c FILE   configuration (JSON; default " DP_DEFAULT_CONFIG ")\n"
 		     "  -f        stay in the foreground (otherwise detach and log to syslog)\n"
 		     "  -v        log debug messages too (also DEPUTY_DEBUG=1)\n"
@@ -142,8 +142,15 @@ int main(int argc, char **argv)
 	if (config_load(config_path, &d.cfg, &err) != 0)
 		return fail("config", "%s", err.msg);
 	if (check_only) {
+		/* Also load the issuers' key sets: a config naming a missing jwks_file is not ok. */
+		d.trust = trust_new(d.cfg, &err);
+		if (!d.trust) {
+			config_free(d.cfg);
+			return fail("trusted_issuers", "%s", err.msg);
+		}
 		printf("%s: ok (%zu routes, %zu trusted issuers)\n", config_path, d.cfg->n_routes,
 		       d.cfg->n_issuers);
+		trust_free(d.trust);
 		config_free(d.cfg);
 		return 0;
 	}

@@ -99,7 +99,21 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 			return NULL;
 		}
 		t->n++;
-		issuer_reload(ti, now);
+		if (ci->jwks_file) {
+			/* A key file is local configuration: unreadable means misconfigured, and
+			 * deputyd refuses to start. A jwks_uri may be down for a while: logged. */
+			struct dp_err lerr = { "" };
+
+			ti->loaded_at = now;
+			ti->keys = jwks_load(ti->source, &lerr);
+			if (!ti->keys) {
+				dp_err_set(err, "trusted_issuers[%zu].jwks_file: %s", i, lerr.msg);
+				trust_free(t);
+				return NULL;
+			}
+		} else {
+			issuer_reload(ti, now);
+		}
 	}
 	return t;
 }

@@ -186,6 +186,9 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 		     i++)
 			path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
 		path[o] = '\0';
+		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
+		if (strcmp(path, d->cfg->socket) == 0)
+			break;
 		session_log(s, "connect",
 			    json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:b}", "pid",
 				      (json_int_t)ev->tgid, "comm", comm, "family", "unix", "path",
