@@ -63,25 +63,25 @@ static int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
 /* ---- character classes ------------------------------------------------------------- */
 
 /* RFC 9110 §5.6.2 tchar: what a method or a header field name may consist of. */
-static bool is_tchar(unsigned char ch)
+static bool cfg_is_tchar(unsigned char ch)
 {
 	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
-static bool is_http_token(const char *s, size_t max)
+static bool cfg_is_http_token(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
 	if (n == 0 || n > max)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!is_tchar((unsigned char)s[i]))
+		if (!cfg_is_tchar((unsigned char)s[i]))
 			return false;
 	return true;
 }
 
 /* RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
-static bool is_scope_token(const char *s)
+static bool cfg_is_scope_token(const char *s)
 {
 	size_t n = strlen(s);
 
@@ -96,7 +96,7 @@ static bool is_scope_token(const char *s)
 	return true;
 }
 
-static bool has_ctl_or_space(const char *s)
+static bool cfg_has_ctl_or_space(const char *s)
 {
 	for (; *s; s++)
 		if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
@@ -104,7 +104,7 @@ static bool has_ctl_or_space(const char *s)
 	return false;
 }
 
-static void str_lower(char *s)
+static void cfg_str_lower(char *s)
 {
 	for (; *s; s++)
 		*s = (char)tolower((unsigned char)*s);
@@ -112,7 +112,7 @@ static void str_lower(char *s)
 
 /* ---- value checkers: each takes the JSON value of one key --------------------------- */
 
-static int get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out)
+static int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out)
 {
 	if (!json_is_string(v))
 		return cfg_fail(c, key, "must be a string");
@@ -120,7 +120,7 @@ static int get_string(struct cfg_ctx *c, const char *key, json_t *v, const char 
 	return 0;
 }
 
-static int dup_string(struct cfg_ctx *c, const char *key, const char *s, char **out)
+static int cfg_dup_string(struct cfg_ctx *c, const char *key, const char *s, char **out)
 {
 	free(*out);
 	*out = strdup(s);
@@ -131,7 +131,7 @@ static int dup_string(struct cfg_ctx *c, const char *key, const char *s, char **
 	return 0;
 }
 
-static int get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, int *out)
+static int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, int *out)
 {
 	json_int_t i;
 
@@ -144,7 +144,7 @@ static int get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi
 	return 0;
 }
 
-static int get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
+static int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
 {
 	if (!json_is_boolean(v))
 		return cfg_fail(c, key, "must be true or false");
@@ -153,8 +153,8 @@ static int get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
 }
 
 /* One of two words; *out is 0 for the first, 1 for the second. */
-static int get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
-		      const char *b, int *out)
+static int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
+			  const char *b, int *out)
 {
 	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
 
@@ -167,10 +167,10 @@ static int get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char 
 	return 0;
 }
 
-static int get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, char **out)
+static int cfg_get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, char **out)
 {
 	const char *s = NULL;
-	int r = get_string(c, key, v, &s);
+	int r = cfg_get_string(c, key, v, &s);
 
 	if (r)
 		return r;
@@ -178,15 +178,15 @@ static int get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t ma
 		return cfg_fail(c, key, "must be an absolute path");
 	if (strlen(s) > max)
 		return cfg_fail(c, key, "path too long (at most %zu bytes)", max);
-	return dup_string(c, key, s, out);
+	return cfg_dup_string(c, key, s, out);
 }
 
 /*
  * An http(s) URI as issuers and audiences are written: scheme, a non-empty authority, no
  * fragment, no whitespace. It is compared byte for byte elsewhere, so it is not normalised.
  */
-static int check_uri(struct cfg_ctx *c, const char *key, const char *s, bool *is_https,
-		     char *host, size_t hostsz)
+static int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, bool *is_https,
+			 char *host, size_t hostsz)
 {
 	const char *auth, *end;
 	size_t alen;
@@ -202,7 +202,7 @@ static int check_uri(struct cfg_ctx *c, const char *key, const char *s, bool *is
 	}
 	if (strlen(s) > CFG_MAX_URI)
 		return cfg_fail(c, key, "URI too long (at most %d bytes)", CFG_MAX_URI);
-	if (has_ctl_or_space(s))
+	if (cfg_has_ctl_or_space(s))
 		return cfg_fail(c, key, "URI must not contain spaces or control characters");
 	if (strchr(s, '#'))
 		return cfg_fail(c, key, "URI must not have a fragment");
@@ -231,12 +231,12 @@ static int check_uri(struct cfg_ctx *c, const char *key, const char *s, bool *is
 			return cfg_fail(c, key, "URI has a bad host");
 		memcpy(host, h, (size_t)(he - h));
 		host[he - h] = '\0';
-		str_lower(host);
+		cfg_str_lower(host);
 	}
 	return 0;
 }
 
-static bool host_is_loopback(const char *h)
+static bool cfg_host_is_loopback(const char *h)
 {
 	struct in_addr a4;
 	struct in6_addr a6;
@@ -255,7 +255,7 @@ static bool host_is_loopback(const char *h)
  * an IPv6 literal with or without brackets. Stored lower-case, IPv6 in canonical text, so
  * that matching is a plain comparison.
  */
-static int normalize_host(const char *in, char *out, size_t outsz)
+static int cfg_normalize_host(const char *in, char *out, size_t outsz)
 {
 	char buf[INET6_ADDRSTRLEN + 2];
 	struct in6_addr a6;
@@ -299,7 +299,7 @@ static int normalize_host(const char *in, char *out, size_t outsz)
 	if (strspn(last, "0123456789") == strlen(last))
 		return -EINVAL;
 	memcpy(out, in, n + 1);
-	str_lower(out);
+	cfg_str_lower(out);
 	return 0;
 }
 
@@ -368,7 +368,7 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
  * are refused rather than silently masked: "10.1.2.3/8" is more likely a typo for a /32
  * than a wish to open a whole /8.
  */
-static int parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct dp_cidr *out)
+static int cfg_parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct dp_cidr *out)
 {
 	char addr[INET6_ADDRSTRLEN + 1];
 	const char *slash = strchr(s, '/');
@@ -403,15 +403,17 @@ static int parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct 
 			prefix = prefix * 10 + (*p - '0');
 		}
 		if (prefix > maxp)
-			return cfg_fail(c, key, "\"%s\": prefix length must be at most %d", s, maxp);
+			return cfg_fail(c, key, "\"%s\": prefix length must be at most %d", s,
+					maxp);
 	}
 	for (int bit = prefix; bit < maxp; bit++) {
 		if (out->addr[bit / 8] & (0x80 >> (bit % 8)))
-			return cfg_fail(c, key, "\"%s\": address has bits set beyond the /%d prefix",
-					s, prefix);
+			return cfg_fail(c, key,
+					"\"%s\": address has bits set beyond the /%d prefix", s,
+					prefix);
 	}
 	out->prefix = prefix;
-	return dup_string(c, key, s, &out->text);
+	return cfg_dup_string(c, key, s, &out->text);
 }
 
 /*
@@ -419,7 +421,7 @@ static int parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct 
  * them "." or "..", no leading, trailing or doubled '/'. deputyd creates and removes
  * directories under it as root, so nothing may point outside the hierarchy.
  */
-static bool cgroup_path_ok(const char *s)
+static bool cfg_cgroup_path_ok(const char *s)
 {
 	size_t n = strlen(s);
 	const char *comp = s;
@@ -444,16 +446,17 @@ static bool cgroup_path_ok(const char *s)
 	return true;
 }
 
-static void path_normalize(const char *in, size_t n, char *out);
+static void cfg_path_normalize(const char *in, size_t n, char *out);
 
 /* ---- objects ----------------------------------------------------------------------- */
 
-static int check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
+static int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
 {
 	const char *key;
 	json_t *v;
 
-	json_object_foreach(obj, key, v) {
+	json_object_foreach(obj, key, v)
+	{
 		size_t i;
 
 		for (i = 0; i < n; i++)
@@ -473,9 +476,9 @@ static int check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed
 	return 0;
 }
 
-static int parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti)
+static int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti)
 {
-	static const char *const keys[] = { "issuer", "jwks_file", "jwks_uri" };
+	static const char *const keys[] = {"issuer", "jwks_file", "jwks_uri"};
 	json_t *v;
 	const char *s = NULL;
 	bool https;
@@ -483,43 +486,45 @@ static int parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_
 
 	if (!json_is_object(obj))
 		return cfg_fail(c, NULL, "must be an object");
-	if ((r = check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
+	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
 		return r;
 	v = json_object_get(obj, "issuer");
 	if (!v)
 		return cfg_fail(c, "issuer", "required");
-	if ((r = get_string(c, "issuer", v, &s)) || (r = check_uri(c, "issuer", s, &https, NULL, 0)) ||
-	    (r = dup_string(c, "issuer", s, &ti->issuer)))
+	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &https, NULL, 0)) ||
+	    (r = cfg_dup_string(c, "issuer", s, &ti->issuer)))
 		return r;
 	if (json_object_get(obj, "jwks_file") && json_object_get(obj, "jwks_uri"))
 		return cfg_fail(c, NULL, "give either jwks_file or jwks_uri, not both");
 	if ((v = json_object_get(obj, "jwks_file")))
-		return get_abs_path(c, "jwks_file", v, CFG_MAX_PATH, &ti->jwks_file);
+		return cfg_get_abs_path(c, "jwks_file", v, CFG_MAX_PATH, &ti->jwks_file);
 	if ((v = json_object_get(obj, "jwks_uri"))) {
 		char host[CFG_MAX_HOST + 1];
 
-		if ((r = get_string(c, "jwks_uri", v, &s)) ||
-		    (r = check_uri(c, "jwks_uri", s, &https, host, sizeof(host))))
+		if ((r = cfg_get_string(c, "jwks_uri", v, &s)) ||
+		    (r = cfg_check_uri(c, "jwks_uri", s, &https, host, sizeof(host))))
 			return r;
 		/* Keys fetched in clear text could be swapped on the way; only a local
 		 * issuer (a test IdP, a sidecar) may be reached over plain http. */
-		if (!https && !host_is_loopback(host))
-			return cfg_fail(c, "jwks_uri", "must be https:// (http:// only for loopback hosts)");
-		return dup_string(c, "jwks_uri", s, &ti->jwks_uri);
+		if (!https && !cfg_host_is_loopback(host))
+			return cfg_fail(c, "jwks_uri",
+					"must be https:// (http:// only for loopback hosts)");
+		return cfg_dup_string(c, "jwks_uri", s, &ti->jwks_uri);
 	}
 	return cfg_fail(c, NULL, "needs jwks_file or jwks_uri");
 }
 
 /* Header fields whose replacement would change the message framing or its target. */
-static const char *const forbidden_headers[] = {
-	"host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
-	"trailer", "keep-alive", "proxy-connection", "expect",
+static const char *const cfg_forbidden_headers[] = {
+    "host", "content-length", "transfer-encoding", "connection",       "upgrade",
+    "te",   "trailer",	      "keep-alive",	   "proxy-connection", "expect",
 };
 
-static int parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
+static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
-	static const char *const keys[] = { "host",   "port",     "method", "path",
-					    "action", "audience", "scope",  "header" };
+	static const char *const keys[] = {"host",   "port",	 "method", "path",
+					   "action", "audience", "scope",  "header"};
 	char host[INET6_ADDRSTRLEN + CFG_MAX_HOST];
 	json_t *v;
 	const char *s = NULL;
@@ -528,42 +533,44 @@ static int parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 
 	if (!json_is_object(obj))
 		return cfg_fail(c, NULL, "must be an object");
-	if ((r = check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
+	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
 		return r;
 
 	if (!(v = json_object_get(obj, "host")))
 		return cfg_fail(c, "host", "required");
-	if ((r = get_string(c, "host", v, &s)))
+	if ((r = cfg_get_string(c, "host", v, &s)))
 		return r;
-	if (normalize_host(s, host, sizeof(host)))
+	if (cfg_normalize_host(s, host, sizeof(host)))
 		return cfg_fail(c, "host", "must be a host name, an IPv4 or an IPv6 address");
-	if ((r = dup_string(c, "host", host, &rt->host)))
+	if ((r = cfg_dup_string(c, "host", host, &rt->host)))
 		return r;
 
 	if (!(v = json_object_get(obj, "port")))
 		return cfg_fail(c, "port", "required");
-	if ((r = get_int(c, "port", v, 1, 65535, &rt->port)))
+	if ((r = cfg_get_int(c, "port", v, 1, 65535, &rt->port)))
 		return r;
 
 	if ((v = json_object_get(obj, "method"))) {
-		if ((r = get_string(c, "method", v, &s)))
+		if ((r = cfg_get_string(c, "method", v, &s)))
 			return r;
-		if (!is_http_token(s, CFG_MAX_TOKEN))
+		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "method", "must be an HTTP method such as \"POST\"");
-		if ((r = dup_string(c, "method", s, &rt->method)))
+		if ((r = cfg_dup_string(c, "method", s, &rt->method)))
 			return r;
 		for (char *p = rt->method; *p; p++)
 			*p = (char)toupper((unsigned char)*p);
 	}
 
 	if ((v = json_object_get(obj, "path"))) {
-		if ((r = get_string(c, "path", v, &s)))
+		if ((r = cfg_get_string(c, "path", v, &s)))
 			return r;
 		if (s[0] != '/' && s[0] != '*')
 			return cfg_fail(c, "path", "must start with '/' or '*'");
-		if (strlen(s) > CFG_MAX_GLOB || has_ctl_or_space(s))
-			return cfg_fail(c, "path", "must be at most %d bytes without spaces or control characters",
-					CFG_MAX_GLOB);
+		if (strlen(s) > CFG_MAX_GLOB || cfg_has_ctl_or_space(s))
+			return cfg_fail(
+			    c, "path",
+			    "must be at most %d bytes without spaces or control characters",
+			    CFG_MAX_GLOB);
 		/* matched against the path without query or fragment: '#' could never match */
 		if (strchr(s, '#'))
 			return cfg_fail(c, "path", "must not contain '#'");
@@ -571,11 +578,13 @@ static int parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		 * never match what it seems to say */
 		char norm[CFG_MAX_GLOB + 1];
 
-		path_normalize(s, strlen(s), norm);
+		cfg_path_normalize(s, strlen(s), norm);
 		if (strcmp(norm, s) != 0)
-			return cfg_fail(c, "path", "must be normalised (no \".\" or \"..\" segments, no %%-escaped letters or digits): \"%s\"",
+			return cfg_fail(c, "path",
+					"must be normalised (no \".\" or \"..\" segments, no "
+					"%%-escaped letters or digits): \"%s\"",
 					norm);
-		if ((r = dup_string(c, "path", s, &rt->path)))
+		if ((r = cfg_dup_string(c, "path", s, &rt->path)))
 			return r;
 	}
 
@@ -592,48 +601,50 @@ static int parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		return cfg_fail(c, "action", "must be \"delegate\", \"passthrough\" or \"deny\"");
 
 	if (rt->action != DP_ACTION_DELEGATE) {
-		static const char *const only_delegate[] = { "audience", "scope", "header" };
+		static const char *const only_delegate[] = {"audience", "scope", "header"};
 
 		for (size_t k = 0; k < DP_ARRAY_SIZE(only_delegate); k++)
 			if (json_object_get(obj, only_delegate[k]))
-				return cfg_fail(c, only_delegate[k], "only allowed with \"action\": \"delegate\"");
+				return cfg_fail(c, only_delegate[k],
+						"only allowed with \"action\": \"delegate\"");
 		return 0;
 	}
 
 	if (!(v = json_object_get(obj, "audience")))
 		return cfg_fail(c, "audience", "required with \"action\": \"delegate\"");
-	if ((r = get_string(c, "audience", v, &s)) ||
-	    (r = check_uri(c, "audience", s, &https, NULL, 0)) ||
-	    (r = dup_string(c, "audience", s, &rt->audience)))
+	if ((r = cfg_get_string(c, "audience", v, &s)) ||
+	    (r = cfg_check_uri(c, "audience", s, &https, NULL, 0)) ||
+	    (r = cfg_dup_string(c, "audience", s, &rt->audience)))
 		return r;
 
 	if (!(v = json_object_get(obj, "scope")))
 		return cfg_fail(c, "scope", "required with \"action\": \"delegate\"");
-	if ((r = get_string(c, "scope", v, &s)))
+	if ((r = cfg_get_string(c, "scope", v, &s)))
 		return r;
-	if (!is_scope_token(s))
-		return cfg_fail(c, "scope", "must be one scope (printable, no spaces, at most %d bytes)",
+	if (!cfg_is_scope_token(s))
+		return cfg_fail(c, "scope",
+				"must be one scope (printable, no spaces, at most %d bytes)",
 				CFG_MAX_SCOPE);
-	if ((r = dup_string(c, "scope", s, &rt->scope)))
+	if ((r = cfg_dup_string(c, "scope", s, &rt->scope)))
 		return r;
 
 	s = "Authorization";
 	if ((v = json_object_get(obj, "header"))) {
-		if ((r = get_string(c, "header", v, &s)))
+		if ((r = cfg_get_string(c, "header", v, &s)))
 			return r;
-		if (!is_http_token(s, CFG_MAX_TOKEN))
+		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "header", "must be an HTTP header name");
-		for (i = 0; i < (int)DP_ARRAY_SIZE(forbidden_headers); i++)
-			if (strcasecmp(s, forbidden_headers[i]) == 0)
+		for (i = 0; i < (int)DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
+			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
 				return cfg_fail(c, "header", "\"%s\" cannot carry a token", s);
 	}
-	return dup_string(c, "header", s, &rt->header);
+	return cfg_dup_string(c, "header", s, &rt->header);
 }
 
 /* Arrays of objects: counted, bounded, each element parsed with its index in the path. */
-static int parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
-		       size_t elsize, void **out, size_t *n_out,
-		       int (*parse_one)(struct cfg_ctx *, json_t *, void *))
+static int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
+			   size_t elsize, void **out, size_t *n_out,
+			   int (*parse_one)(struct cfg_ctx *, json_t *, void *))
 {
 	size_t n;
 	char *items;
@@ -651,7 +662,7 @@ static int parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t m
 	*out = items;
 	*n_out = n; /* config_free frees partially filled arrays too */
 	for (size_t i = 0; i < n; i++) {
-		struct cfg_ctx sub = { .err = c->err };
+		struct cfg_ctx sub = {.err = c->err};
 		int r;
 
 		snprintf(sub.where, sizeof(sub.where), "%s[%zu]", key, i);
@@ -662,24 +673,24 @@ static int parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t m
 	return 0;
 }
 
-static int parse_issuer_cb(struct cfg_ctx *c, json_t *v, void *item)
+static int cfg_parse_issuer_cb(struct cfg_ctx *c, json_t *v, void *item)
 {
-	return parse_issuer_entry(c, v, item);
+	return cfg_parse_issuer_entry(c, v, item);
 }
 
-static int parse_route_cb(struct cfg_ctx *c, json_t *v, void *item)
+static int cfg_parse_route_cb(struct cfg_ctx *c, json_t *v, void *item)
 {
-	return parse_route(c, v, item);
+	return cfg_parse_route(c, v, item);
 }
 
-static int parse_cidr_cb(struct cfg_ctx *c, json_t *v, void *item)
+static int cfg_parse_cidr_cb(struct cfg_ctx *c, json_t *v, void *item)
 {
 	if (!json_is_string(v))
 		return cfg_fail(c, NULL, "must be a string such as \"10.0.0.0/8\"");
-	return parse_cidr(c, NULL, json_string_value(v), item);
+	return cfg_parse_cidr(c, NULL, json_string_value(v), item);
 }
 
-static int set_defaults(struct dp_config *cfg)
+static int cfg_set_defaults(struct dp_config *cfg)
 {
 	cfg->socket = strdup("/run/deputy/deputy.sock");
 	cfg->state_dir = strdup("/var/lib/deputy");
@@ -697,13 +708,13 @@ static int set_defaults(struct dp_config *cfg)
 	return 0;
 }
 
-static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	static const char *const keys[] = {
-		"issuer",	"socket",	"state_dir",   "signing_key",	  "token_ttl",
-		"http_listen", "trusted_issuers", "routes",   "allow_cidrs",	  "unrouted",
-		"enforce",	"kernel",	"token_binding", "allow_resolvers", "resolve_interval",
-		"cgroup",
+	    "issuer",	     "socket",		"state_dir",	    "signing_key",
+	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
+	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
+	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	};
 	json_t *v;
 	const char *s = NULL;
@@ -712,24 +723,25 @@ static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 
 	if (!json_is_object(root))
 		return cfg_fail(c, NULL, "the config must be a JSON object");
-	if ((r = check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
+	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
 		return r;
 
 	if (!(v = json_object_get(root, "issuer")))
 		return cfg_fail(c, "issuer", "required");
-	if ((r = get_string(c, "issuer", v, &s)) || (r = check_uri(c, "issuer", s, &https, NULL, 0)) ||
-	    (r = dup_string(c, "issuer", s, &cfg->issuer)))
+	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &https, NULL, 0)) ||
+	    (r = cfg_dup_string(c, "issuer", s, &cfg->issuer)))
 		return r;
 
 	if ((v = json_object_get(root, "socket"))) {
-		if ((r = get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
+		if ((r = cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
 			return r;
 	}
 	if ((v = json_object_get(root, "state_dir")) &&
-	    (r = get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
+	    (r = cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
 		return r;
 	if ((v = json_object_get(root, "signing_key"))) {
-		if ((r = get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
+		if ((r = cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
 			return r;
 	} else {
 		size_t n = strlen(cfg->state_dir) + sizeof("/signing-key.pem");
@@ -742,14 +754,14 @@ static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 			 cfg->state_dir[strlen(cfg->state_dir) - 1] == '/' ? "" : "/");
 	}
 	if ((v = json_object_get(root, "token_ttl")) &&
-	    (r = get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
+	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
 		return r;
 
 	if ((v = json_object_get(root, "http_listen"))) {
 		struct sockaddr_storage ss;
 		socklen_t sl;
 
-		if ((r = get_string(c, "http_listen", v, &s)))
+		if ((r = cfg_get_string(c, "http_listen", v, &s)))
 			return r;
 		if (s[0] == '\0' || strcmp(s, "off") == 0) {
 			free(cfg->http_listen);
@@ -757,19 +769,22 @@ static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 		} else {
 			r = config_parse_listen(s, false, &ss, &sl);
 			if (r == -EADDRNOTAVAIL)
-				return cfg_fail(c, "http_listen", "must be a loopback address (127.0.0.0/8 or [::1])");
+				return cfg_fail(
+				    c, "http_listen",
+				    "must be a loopback address (127.0.0.0/8 or [::1])");
 			if (r)
 				return cfg_fail(c, "http_listen",
-						"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", \"[::1]:8471\") or \"off\"");
-			if ((r = dup_string(c, "http_listen", s, &cfg->http_listen)))
+						"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", "
+						"\"[::1]:8471\") or \"off\"");
+			if ((r = cfg_dup_string(c, "http_listen", s, &cfg->http_listen)))
 				return r;
 		}
 	}
 
 	if (!(v = json_object_get(root, "trusted_issuers")))
 		return cfg_fail(c, "trusted_issuers", "required");
-	if ((r = parse_array(c, "trusted_issuers", v, CFG_MAX_ISSUERS, sizeof(*cfg->issuers),
-			     (void **)&cfg->issuers, &cfg->n_issuers, parse_issuer_cb)))
+	if ((r = cfg_parse_array(c, "trusted_issuers", v, CFG_MAX_ISSUERS, sizeof(*cfg->issuers),
+				 (void **)&cfg->issuers, &cfg->n_issuers, cfg_parse_issuer_cb)))
 		return r;
 	if (cfg->n_issuers == 0)
 		return cfg_fail(c, "trusted_issuers", "must name at least one issuer");
@@ -784,45 +799,48 @@ static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 
 	if (!(v = json_object_get(root, "routes")))
 		return cfg_fail(c, "routes", "required");
-	if ((r = parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
-			     (void **)&cfg->routes, &cfg->n_routes, parse_route_cb)))
+	if ((r = cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
+				 (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb)))
 		return r;
 
 	if ((v = json_object_get(root, "allow_cidrs")) &&
-	    (r = parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
-			     (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs, parse_cidr_cb)))
+	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
+				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
+				 cfg_parse_cidr_cb)))
 		return r;
 
 	if ((v = json_object_get(root, "unrouted"))) {
-		if ((r = get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
+		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
 			return r;
 		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
 	}
-	if ((v = json_object_get(root, "enforce")) && (r = get_bool(c, "enforce", v, &cfg->enforce)))
+	if ((v = json_object_get(root, "enforce")) &&
+	    (r = cfg_get_bool(c, "enforce", v, &cfg->enforce)))
 		return r;
 	if ((v = json_object_get(root, "kernel"))) {
-		if ((r = get_choice(c, "kernel", v, "on", "off", &choice)))
+		if ((r = cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
 			return r;
 		cfg->kernel = choice == 0;
 	}
 	if ((v = json_object_get(root, "token_binding"))) {
-		if ((r = get_choice(c, "token_binding", v, "request", "session", &choice)))
+		if ((r = cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
 			return r;
 		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
 	}
 	if ((v = json_object_get(root, "allow_resolvers")) &&
-	    (r = get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
+	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
 		return r;
 	if ((v = json_object_get(root, "resolve_interval")) &&
-	    (r = get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
+	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
 		return r;
 	if ((v = json_object_get(root, "cgroup"))) {
-		if ((r = get_string(c, "cgroup", v, &s)))
+		if ((r = cfg_get_string(c, "cgroup", v, &s)))
 			return r;
-		if (!cgroup_path_ok(s))
+		if (!cfg_cgroup_path_ok(s))
 			return cfg_fail(c, "cgroup",
-					"must be a relative cgroup path of [A-Za-z0-9._-] components (no \"..\", no leading '/')");
-		if ((r = dup_string(c, "cgroup", s, &cfg->cgroup)))
+					"must be a relative cgroup path of [A-Za-z0-9._-] "
+					"components (no \"..\", no leading '/')");
+		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
 			return r;
 	}
 	return 0;
@@ -830,7 +848,7 @@ static int parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
 {
-	struct cfg_ctx c = { .err = err };
+	struct cfg_ctx c = {.err = err};
 	struct dp_config *cfg;
 	json_error_t jerr;
 	json_t *root;
@@ -857,13 +875,13 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 		return -EINVAL;
 	}
 	cfg = calloc(1, sizeof(*cfg));
-	if (!cfg || set_defaults(cfg)) {
+	if (!cfg || cfg_set_defaults(cfg)) {
 		config_free(cfg);
 		json_decref(root);
 		dp_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	r = parse_top(&c, root, cfg);
+	r = cfg_parse_top(&c, root, cfg);
 	json_decref(root);
 	if (r) {
 		if (r == -ENOMEM && err && !err->msg[0])
@@ -877,7 +895,7 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 
 int config_load(const char *path, struct dp_config **out, struct dp_err *err)
 {
-	struct dp_err perr = { { 0 } };
+	struct dp_err perr = {{0}};
 	char *text;
 	size_t len;
 	int r;
@@ -944,7 +962,7 @@ void config_free(struct dp_config *cfg)
 
 /* ---- matching ---------------------------------------------------------------------- */
 
-static int hexval(unsigned char ch)
+static int cfg_hexval(unsigned char ch)
 {
 	if (ch >= '0' && ch <= '9')
 		return ch - '0';
@@ -959,7 +977,7 @@ static int hexval(unsigned char ch)
  * Other escapes (%2F, %00, …) stay encoded: decoding them would change the path's meaning.
  * out has room for strlen(in) + 1; the result is never longer than the input.
  */
-static void path_normalize(const char *in, size_t n, char *out)
+static void cfg_path_normalize(const char *in, size_t n, char *out)
 {
 	char dec[CFG_MAX_PATH + 1];
 	size_t d = 0, o = 0;
@@ -968,9 +986,8 @@ static void path_normalize(const char *in, size_t n, char *out)
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
 
-		if (in[i] == '%' && i + 2 < n &&
-		    (hi = hexval((unsigned char)in[i + 1])) >= 0 &&
-		    (lo = hexval((unsigned char)in[i + 2])) >= 0) {
+		if (in[i] == '%' && i + 2 < n && (hi = cfg_hexval((unsigned char)in[i + 1])) >= 0 &&
+		    (lo = cfg_hexval((unsigned char)in[i + 2])) >= 0) {
 			unsigned char ch = (unsigned char)(hi << 4 | lo);
 
 			if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
@@ -1010,8 +1027,8 @@ static void path_normalize(const char *in, size_t n, char *out)
 	out[o] = '\0';
 }
 
-const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host,
-					  int port, const char *method, const char *path)
+const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host, int port,
+					  const char *method, const char *path)
 {
 	char want[INET6_ADDRSTRLEN + CFG_MAX_HOST];
 	char pbuf[CFG_MAX_PATH + 1];
@@ -1028,9 +1045,9 @@ const struct dp_route *config_match_route(const struct dp_config *cfg, const cha
 			return NULL;
 		memcpy(tmp, host, hlen - 1);
 		tmp[hlen - 1] = '\0';
-		if (normalize_host(tmp, want, sizeof(want)))
+		if (cfg_normalize_host(tmp, want, sizeof(want)))
 			return NULL;
-	} else if (normalize_host(host, want, sizeof(want))) {
+	} else if (cfg_normalize_host(host, want, sizeof(want))) {
 		return NULL;
 	}
 	if (path) {
@@ -1038,7 +1055,7 @@ const struct dp_route *config_match_route(const struct dp_config *cfg, const cha
 
 		if (plen > CFG_MAX_PATH)
 			return NULL; /* longer than any sane request path: never matches */
-		path_normalize(path, plen, pbuf);
+		cfg_path_normalize(path, plen, pbuf);
 	}
 
 	for (size_t i = 0; i < cfg->n_routes; i++) {

@@ -42,6 +42,9 @@ struct dp_key {
 	char alg[8];
 	char kid[128];
 	json_t *jwk; /* public JWK with kid, alg and use */
+	/* A signing context initialised once and copied per signature: a fresh
+	 * EVP_DigestSignInit costs more than the ECDSA signature itself (provider fetches). */
+	EVP_MD_CTX *sign_tmpl;
 };
 
 struct dp_keyset {
@@ -302,6 +305,14 @@ static struct dp_key *key_wrap(EVP_PKEY *pkey, bool private, const char *kid, st
 		goto fail;
 	}
 	strcpy(key->kid, kid);
+	if (private) {
+		key->sign_tmpl = EVP_MD_CTX_new();
+		if (!key->sign_tmpl ||
+		    EVP_DigestSignInit(key->sign_tmpl, NULL, EVP_sha256(), NULL, pkey) != 1) {
+			dp_err_set(err, "cannot set up signing with this key");
+			goto fail;
+		}
+	}
 	if (json_object_set_new(key->jwk, "kid", json_string(key->kid)) ||
 	    json_object_set_new(key->jwk, "alg", json_string(key->alg)) ||
 	    json_object_set_new(key->jwk, "use", json_string("sig"))) {
@@ -318,6 +329,7 @@ void dp_key_free(struct dp_key *key)
 {
 	if (!key)
 		return;
+	EVP_MD_CTX_free(key->sign_tmpl);
 	EVP_PKEY_free(key->pkey);
 	json_decref(key->jwk);
 	free(key);
@@ -773,7 +785,7 @@ static int pkey_sign(const struct dp_key *key, const char *in, size_t inlen, uns
 
 	if (!md)
 		return -ENOMEM;
-	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key->pkey) != 1)
+	if (EVP_MD_CTX_copy_ex(md, key->sign_tmpl) != 1)
 		goto out;
 	if (key->kty == KTY_EC) {
 		if (EVP_DigestSign(md, der, &dlen, (const unsigned char *)in, inlen) != 1)

@@ -10,7 +10,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dp_config *cfg = NULL;
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	if (config_parse((const char *)data, size, &cfg, &err) != 0) {
 		if (cfg || !err.msg[0] || strchr(err.msg, '\n'))
@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct dp_route *rt = &cfg->routes[i];
 		const struct dp_route *m =
-			config_match_route(cfg, rt->host, rt->port, rt->method, rt->path);
+		    config_match_route(cfg, rt->host, rt->port, rt->method, rt->path);
 
 		/* a route's own fields, used as a request, match it or an earlier route */
 		if (m && m > rt)

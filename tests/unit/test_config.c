@@ -11,35 +11,41 @@
 
 /* The example of the design's "Config" section, verbatim. */
 static const char example[] =
-	"{\n"
-	"  \"issuer\": \"https://deputy.example.internal\",\n"
-	"  \"socket\": \"/run/deputy/deputy.sock\",\n"
-	"  \"state_dir\": \"/var/lib/deputy\",\n"
-	"  \"signing_key\": \"/var/lib/deputy/signing-key.pem\",\n"
-	"  \"token_ttl\": 60,\n"
-	"  \"http_listen\": \"127.0.0.1:8471\",\n"
-	"  \"trusted_issuers\": [\n"
-	"    {\"issuer\": \"https://idp.example.internal\", \"jwks_file\": \"/etc/deputy/idp-jwks.json\"},\n"
-	"    {\"issuer\": \"https://login.example.com\", \"jwks_uri\": \"https://login.example.com/jwks\"}\n"
-	"  ],\n"
-	"  \"routes\": [\n"
-	"    {\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": \"/api/send*\",\n"
-	"     \"action\": \"delegate\", \"audience\": \"https://mail.internal\", \"scope\": \"email:send\"},\n"
-	"    {\"host\": \"api.llm-provider.example\", \"port\": 443, \"action\": \"passthrough\"}\n"
-	"  ],\n"
-	"  \"allow_cidrs\": [\"127.0.0.53/32\"],\n"
-	"  \"unrouted\": \"deny\",\n"
-	"  \"enforce\": true,\n"
-	"  \"kernel\": \"on\",\n"
-	"  \"token_binding\": \"request\"\n"
-	"}\n";
+    "{\n"
+    "  \"issuer\": \"https://deputy.example.internal\",\n"
+    "  \"socket\": \"/run/deputy/deputy.sock\",\n"
+    "  \"state_dir\": \"/var/lib/deputy\",\n"
+    "  \"signing_key\": \"/var/lib/deputy/signing-key.pem\",\n"
+    "  \"token_ttl\": 60,\n"
+    "  \"http_listen\": \"127.0.0.1:8471\",\n"
+    "  \"trusted_issuers\": [\n"
+    "    {\"issuer\": \"https://idp.example.internal\", \"jwks_file\": "
+    "\"/etc/deputy/idp-jwks.json\"},\n"
+    "    {\"issuer\": \"https://login.example.com\", \"jwks_uri\": "
+    "\"https://login.example.com/jwks\"}\n"
+    "  ],\n"
+    "  \"routes\": [\n"
+    "    {\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": "
+    "\"/api/send*\",\n"
+    "     \"action\": \"delegate\", \"audience\": \"https://mail.internal\", \"scope\": "
+    "\"email:send\"},\n"
+    "    {\"host\": \"api.llm-provider.example\", \"port\": 443, \"action\": \"passthrough\"}\n"
+    "  ],\n"
+    "  \"allow_cidrs\": [\"127.0.0.53/32\"],\n"
+    "  \"unrouted\": \"deny\",\n"
+    "  \"enforce\": true,\n"
+    "  \"kernel\": \"on\",\n"
+    "  \"token_binding\": \"request\"\n"
+    "}\n";
 
-#define MIN_ISSUERS "\"trusted_issuers\": [{\"issuer\": \"https://idp.test\", \"jwks_file\": \"/j.json\"}]"
+#define MIN_ISSUERS                                                                                \
+	"\"trusted_issuers\": [{\"issuer\": \"https://idp.test\", \"jwks_file\": \"/j.json\"}]"
 #define MIN_HEAD "{\"issuer\": \"https://deputy.test\", " MIN_ISSUERS
 /* A minimal config with extra top-level members appended, and routes given. */
 #define CFG(extra, routes) MIN_HEAD ", \"routes\": [" routes "]" extra "}"
-#define DELEGATE "{\"host\": \"a.test\", \"port\": 443, \"action\": \"delegate\", " \
-		 "\"audience\": \"https://a.test\", \"scope\": \"s:x\""
+#define DELEGATE                                                                                   \
+	"{\"host\": \"a.test\", \"port\": 443, \"action\": \"delegate\", "                         \
+	"\"audience\": \"https://a.test\", \"scope\": \"s:x\""
 
 static struct dp_config *parse_ok(const char *text, struct dp_err *err)
 {
@@ -56,7 +62,7 @@ static const char *refused(const char *text, const char *want)
 {
 	static char why[700];
 	struct dp_config *cfg = NULL;
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 	int r = config_parse(text, strlen(text), &cfg, &err);
 
 	if (r == 0) {
@@ -79,11 +85,11 @@ static const char *refused(const char *text, const char *want)
 	return NULL;
 }
 
-#define check_refused(text, want)                                                        \
-	do {                                                                             \
-		const char *why_ = refused(text, want);                                  \
-		if (why_)                                                                \
-			fail("%s", why_);                                                \
+#define check_refused(text, want)                                                                  \
+	do {                                                                                       \
+		const char *why_ = refused(text, want);                                            \
+		if (why_)                                                                          \
+			fail("%s", why_);                                                          \
 	} while (0)
 
 static void test_example(void)
@@ -158,13 +164,16 @@ static void test_defaults(void)
 static void test_non_defaults(void)
 {
 	struct dp_err err;
-	struct dp_config *cfg = parse_ok(
-		CFG(", \"state_dir\": \"/srv/dp\", \"http_listen\": \"[::1]:9000\", \"unrouted\": \"monitor\","
-		    " \"enforce\": false, \"kernel\": \"off\", \"token_binding\": \"session\","
-		    " \"allow_resolvers\": false, \"resolve_interval\": 10, \"cgroup\": \"test/dp-1.x_y\","
-		    " \"token_ttl\": 86400, \"allow_cidrs\": [\"10.0.0.0/8\", \"fd00::/8\", \"::1\", \"0.0.0.0/0\"]",
-		    DELEGATE ", \"header\": \"X-Deputy-Token\", \"method\": \"post\"}"),
-		&err);
+	struct dp_config *cfg =
+	    parse_ok(CFG(", \"state_dir\": \"/srv/dp\", \"http_listen\": \"[::1]:9000\", "
+			 "\"unrouted\": \"monitor\","
+			 " \"enforce\": false, \"kernel\": \"off\", \"token_binding\": \"session\","
+			 " \"allow_resolvers\": false, \"resolve_interval\": 10, \"cgroup\": "
+			 "\"test/dp-1.x_y\","
+			 " \"token_ttl\": 86400, \"allow_cidrs\": [\"10.0.0.0/8\", \"fd00::/8\", "
+			 "\"::1\", \"0.0.0.0/0\"]",
+			 DELEGATE ", \"header\": \"X-Deputy-Token\", \"method\": \"post\"}"),
+		     &err);
 
 	if (!cfg)
 		fail("refused: %s", err.msg);
@@ -194,13 +203,13 @@ static void test_non_defaults(void)
 static void test_hosts_normalised(void)
 {
 	struct dp_err err;
-	struct dp_config *cfg = parse_ok(
-		CFG("", "{\"host\": \"Mail.Internal\", \"port\": 1, \"action\": \"deny\"},"
-			"{\"host\": \"[2001:DB8:0:0::1]\", \"port\": 2, \"action\": \"deny\"},"
-			"{\"host\": \"::1\", \"port\": 3, \"action\": \"deny\"},"
-			"{\"host\": \"192.0.2.7\", \"port\": 65535, \"action\": \"deny\"},"
-			"{\"host\": \"_svc.x-y.test\", \"port\": 5, \"action\": \"deny\"}"),
-		&err);
+	struct dp_config *cfg =
+	    parse_ok(CFG("", "{\"host\": \"Mail.Internal\", \"port\": 1, \"action\": \"deny\"},"
+			     "{\"host\": \"[2001:DB8:0:0::1]\", \"port\": 2, \"action\": \"deny\"},"
+			     "{\"host\": \"::1\", \"port\": 3, \"action\": \"deny\"},"
+			     "{\"host\": \"192.0.2.7\", \"port\": 65535, \"action\": \"deny\"},"
+			     "{\"host\": \"_svc.x-y.test\", \"port\": 5, \"action\": \"deny\"}"),
+		     &err);
 
 	if (!cfg)
 		fail("refused: %s", err.msg);
@@ -216,12 +225,12 @@ static void test_hosts_normalised(void)
 static void test_http_loopback_jwks(void)
 {
 	struct dp_err err;
-	struct dp_config *cfg = parse_ok(
-		"{\"issuer\": \"http://localhost:9\", \"routes\": [], \"trusted_issuers\": ["
-		"{\"issuer\": \"https://a\", \"jwks_uri\": \"http://127.0.0.1:8000/jwks\"},"
-		"{\"issuer\": \"https://b\", \"jwks_uri\": \"http://[::1]/jwks\"},"
-		"{\"issuer\": \"https://c\", \"jwks_uri\": \"http://LOCALHOST:1/j\"}]}",
-		&err);
+	struct dp_config *cfg =
+	    parse_ok("{\"issuer\": \"http://localhost:9\", \"routes\": [], \"trusted_issuers\": ["
+		     "{\"issuer\": \"https://a\", \"jwks_uri\": \"http://127.0.0.1:8000/jwks\"},"
+		     "{\"issuer\": \"https://b\", \"jwks_uri\": \"http://[::1]/jwks\"},"
+		     "{\"issuer\": \"https://c\", \"jwks_uri\": \"http://LOCALHOST:1/j\"}]}",
+		     &err);
 
 	if (!cfg)
 		fail("refused: %s", err.msg);
@@ -236,7 +245,7 @@ static void test_http_loopback_jwks(void)
 static void test_bad_json(void)
 {
 	struct dp_config *cfg = NULL;
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	check_refused("", "empty");
 	check_refused("  \n\t ", "empty");
@@ -257,13 +266,17 @@ static void test_missing_required(void)
 	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": []}",
 		      "trusted_issuers: must name at least one issuer");
 	check_refused(CFG("", "{\"port\": 1, \"action\": \"deny\"}"), "routes[0].host: required");
-	check_refused(CFG("", "{\"host\": \"h\", \"action\": \"deny\"}"), "routes[0].port: required");
+	check_refused(CFG("", "{\"host\": \"h\", \"action\": \"deny\"}"),
+		      "routes[0].port: required");
 	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1}"), "routes[0].action: required");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", \"scope\": \"s\"}"),
-		      "routes[0].audience: required");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", \"audience\": \"https://h\"}"),
+	check_refused(
+	    CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", \"scope\": \"s\"}"),
+	    "routes[0].audience: required");
+	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", "
+			      "\"audience\": \"https://h\"}"),
 		      "routes[0].scope: required");
-	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [{\"jwks_file\": \"/j\"}]}",
+	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": "
+		      "[{\"jwks_file\": \"/j\"}]}",
 		      "trusted_issuers[0].issuer: required");
 }
 
@@ -278,7 +291,8 @@ static void test_unknown_keys(void)
 
 static void test_wrong_types(void)
 {
-	check_refused("{\"issuer\": 1, \"routes\": [], " MIN_ISSUERS "}", "issuer: must be a string");
+	check_refused("{\"issuer\": 1, \"routes\": [], " MIN_ISSUERS "}",
+		      "issuer: must be a string");
 	check_refused(CFG(", \"socket\": true", ""), "socket: must be a string");
 	check_refused(CFG(", \"state_dir\": [\"/x\"]", ""), "state_dir: must be a string");
 	check_refused(CFG(", \"signing_key\": null", ""), "signing_key: must be a string");
@@ -287,30 +301,41 @@ static void test_wrong_types(void)
 	check_refused(CFG(", \"http_listen\": 8471", ""), "http_listen: must be a string");
 	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": {}}",
 		      "trusted_issuers: must be an array");
-	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [\"https://i\"]}",
-		      "trusted_issuers[0]: must be an object");
+	check_refused(
+	    "{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [\"https://i\"]}",
+	    "trusted_issuers[0]: must be an object");
 	check_refused(MIN_HEAD ", \"routes\": {}}", "routes: must be an array");
 	check_refused(CFG("", "[]"), "routes[0]: must be an object");
-	check_refused(CFG(", \"allow_cidrs\": \"10.0.0.0/8\"", ""), "allow_cidrs: must be an array");
+	check_refused(CFG(", \"allow_cidrs\": \"10.0.0.0/8\"", ""),
+		      "allow_cidrs: must be an array");
 	check_refused(CFG(", \"allow_cidrs\": [10]", ""), "allow_cidrs[0]: must be a string");
-	check_refused(CFG(", \"unrouted\": false", ""), "unrouted: must be \"deny\" or \"monitor\"");
+	check_refused(CFG(", \"unrouted\": false", ""),
+		      "unrouted: must be \"deny\" or \"monitor\"");
 	check_refused(CFG(", \"enforce\": \"yes\"", ""), "enforce: must be true or false");
 	check_refused(CFG(", \"enforce\": 1", ""), "enforce: must be true or false");
 	check_refused(CFG(", \"kernel\": true", ""), "kernel: must be \"on\" or \"off\"");
-	check_refused(CFG(", \"token_binding\": 1", ""), "token_binding: must be \"request\" or \"session\"");
-	check_refused(CFG(", \"allow_resolvers\": \"true\"", ""), "allow_resolvers: must be true or false");
-	check_refused(CFG(", \"resolve_interval\": \"300\"", ""), "resolve_interval: must be an integer");
+	check_refused(CFG(", \"token_binding\": 1", ""),
+		      "token_binding: must be \"request\" or \"session\"");
+	check_refused(CFG(", \"allow_resolvers\": \"true\"", ""),
+		      "allow_resolvers: must be true or false");
+	check_refused(CFG(", \"resolve_interval\": \"300\"", ""),
+		      "resolve_interval: must be an integer");
 	check_refused(CFG(", \"cgroup\": 5", ""), "cgroup: must be a string");
-	check_refused(CFG("", "{\"host\": 1, \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be a string");
+	check_refused(CFG("", "{\"host\": 1, \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be a string");
 	check_refused(CFG("", "{\"host\": \"h\", \"port\": \"443\", \"action\": \"deny\"}"),
 		      "routes[0].port: must be an integer from 1 to 65535");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"deny\", \"method\": [\"GET\"]}"),
-		      "routes[0].method: must be a string");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"deny\", \"path\": null}"),
-		      "routes[0].path: must be a string");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": 0}"), "routes[0].action: must be");
+	check_refused(
+	    CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"deny\", \"method\": [\"GET\"]}"),
+	    "routes[0].method: must be a string");
+	check_refused(
+	    CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"deny\", \"path\": null}"),
+	    "routes[0].path: must be a string");
+	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": 0}"),
+		      "routes[0].action: must be");
 	check_refused(CFG("", DELEGATE ", \"header\": 5}"), "routes[0].header: must be a string");
-	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", \"audience\": 1, \"scope\": \"s\"}"),
+	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", "
+			      "\"audience\": 1, \"scope\": \"s\"}"),
 		      "routes[0].audience: must be a string");
 	check_refused("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": ["
 		      "{\"issuer\": \"https://i\", \"jwks_file\": 1}]}",
@@ -321,30 +346,48 @@ static void test_impossible_values(void)
 {
 	check_refused("{\"issuer\": \"deputy.example\", \"routes\": [], " MIN_ISSUERS "}",
 		      "issuer: must be an https:// or http:// URI");
-	check_refused("{\"issuer\": \"https://\", \"routes\": [], " MIN_ISSUERS "}", "issuer: URI must have a host");
-	check_refused("{\"issuer\": \"https://a b\", \"routes\": [], " MIN_ISSUERS "}", "issuer: URI must not contain");
-	check_refused(CFG(", \"socket\": \"run/deputy.sock\"", ""), "socket: must be an absolute path");
-	check_refused(CFG(", \"socket\": \"/run/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"", ""),
+	check_refused("{\"issuer\": \"https://\", \"routes\": [], " MIN_ISSUERS "}",
+		      "issuer: URI must have a host");
+	check_refused("{\"issuer\": \"https://a b\", \"routes\": [], " MIN_ISSUERS "}",
+		      "issuer: URI must not contain");
+	check_refused(CFG(", \"socket\": \"run/deputy.sock\"", ""),
+		      "socket: must be an absolute path");
+	check_refused(CFG(", \"socket\": "
+			  "\"/run/"
+			  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+			  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"",
+			  ""),
 		      "socket: path too long");
-	check_refused(CFG(", \"state_dir\": \"var/lib\"", ""), "state_dir: must be an absolute path");
-	check_refused(CFG(", \"signing_key\": \"key.pem\"", ""), "signing_key: must be an absolute path");
-	check_refused(CFG(", \"token_ttl\": 4", ""), "token_ttl: must be an integer from 5 to 86400");
-	check_refused(CFG(", \"token_ttl\": 86401", ""), "token_ttl: must be an integer from 5 to 86400");
+	check_refused(CFG(", \"state_dir\": \"var/lib\"", ""),
+		      "state_dir: must be an absolute path");
+	check_refused(CFG(", \"signing_key\": \"key.pem\"", ""),
+		      "signing_key: must be an absolute path");
+	check_refused(CFG(", \"token_ttl\": 4", ""),
+		      "token_ttl: must be an integer from 5 to 86400");
+	check_refused(CFG(", \"token_ttl\": 86401", ""),
+		      "token_ttl: must be an integer from 5 to 86400");
 	check_refused(CFG(", \"token_ttl\": -60", ""), "token_ttl: must be");
 	check_refused(CFG(", \"token_ttl\": 99999999999999999", ""), "token_ttl: must be");
-	check_refused(CFG(", \"resolve_interval\": 9", ""), "resolve_interval: must be an integer from 10 to 86400");
-	check_refused(CFG(", \"http_listen\": \"0.0.0.0:8471\"", ""), "http_listen: must be a loopback address");
-	check_refused(CFG(", \"http_listen\": \"[::]:8471\"", ""), "http_listen: must be a loopback address");
-	check_refused(CFG(", \"http_listen\": \"10.1.2.3:80\"", ""), "http_listen: must be a loopback address");
-	check_refused(CFG(", \"http_listen\": \"127.0.0.1\"", ""), "http_listen: must be \"ADDRESS:PORT\"");
+	check_refused(CFG(", \"resolve_interval\": 9", ""),
+		      "resolve_interval: must be an integer from 10 to 86400");
+	check_refused(CFG(", \"http_listen\": \"0.0.0.0:8471\"", ""),
+		      "http_listen: must be a loopback address");
+	check_refused(CFG(", \"http_listen\": \"[::]:8471\"", ""),
+		      "http_listen: must be a loopback address");
+	check_refused(CFG(", \"http_listen\": \"10.1.2.3:80\"", ""),
+		      "http_listen: must be a loopback address");
+	check_refused(CFG(", \"http_listen\": \"127.0.0.1\"", ""),
+		      "http_listen: must be \"ADDRESS:PORT\"");
 	check_refused(CFG(", \"http_listen\": \"127.0.0.1:0\"", ""), "http_listen: must be");
 	check_refused(CFG(", \"http_listen\": \"127.0.0.1:65536\"", ""), "http_listen: must be");
 	check_refused(CFG(", \"http_listen\": \"::1:8471\"", ""), "http_listen: must be");
 	check_refused(CFG(", \"http_listen\": \"localhost:8471\"", ""), "http_listen: must be");
-	check_refused(CFG(", \"unrouted\": \"allow\"", ""), "unrouted: must be \"deny\" or \"monitor\"");
+	check_refused(CFG(", \"unrouted\": \"allow\"", ""),
+		      "unrouted: must be \"deny\" or \"monitor\"");
 	check_refused(CFG(", \"kernel\": \"yes\"", ""), "kernel: must be \"on\" or \"off\"");
 	check_refused(CFG(", \"token_binding\": \"connection\"", ""), "token_binding: must be");
-	check_refused(CFG(", \"cgroup\": \"/deputy\"", ""), "cgroup: must be a relative cgroup path");
+	check_refused(CFG(", \"cgroup\": \"/deputy\"", ""),
+		      "cgroup: must be a relative cgroup path");
 	check_refused(CFG(", \"cgroup\": \"deputy/../..\"", ""), "cgroup: must be a relative");
 	check_refused(CFG(", \"cgroup\": \"a//b\"", ""), "cgroup: must be a relative");
 	check_refused(CFG(", \"cgroup\": \"a/\"", ""), "cgroup: must be a relative");
@@ -354,9 +397,12 @@ static void test_impossible_values(void)
 
 static void test_bad_issuers(void)
 {
-#define ISS(entries) "{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [" entries "]}"
-	check_refused(ISS("{\"issuer\": \"https://i\"}"), "trusted_issuers[0]: needs jwks_file or jwks_uri");
-	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_file\": \"/j\", \"jwks_uri\": \"https://i/j\"}"),
+#define ISS(entries)                                                                               \
+	"{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [" entries "]}"
+	check_refused(ISS("{\"issuer\": \"https://i\"}"),
+		      "trusted_issuers[0]: needs jwks_file or jwks_uri");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_file\": \"/j\", \"jwks_uri\": "
+			  "\"https://i/j\"}"),
 		      "trusted_issuers[0]: give either jwks_file or jwks_uri, not both");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_file\": \"/j\"},"
 			  "{\"issuer\": \"https://i\", \"jwks_file\": \"/k\"}"),
@@ -367,8 +413,9 @@ static void test_bad_issuers(void)
 		      "trusted_issuers[0].jwks_file: must be an absolute path");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"/jwks\"}"),
 		      "trusted_issuers[0].jwks_uri: must be an https:// or http:// URI");
-	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"http://127.0.0.1.evil.example/j\"}"),
-		      "trusted_issuers[0].jwks_uri: must be https://");
+	check_refused(
+	    ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"http://127.0.0.1.evil.example/j\"}"),
+	    "trusted_issuers[0].jwks_uri: must be https://");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"https://u@i/j\"}"),
 		      "trusted_issuers[0].jwks_uri: URI must have a host");
 #undef ISS
@@ -401,28 +448,50 @@ static void test_bad_routes(void)
 	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"delegate\", "
 			      "\"audience\": \"mail.internal\", \"scope\": \"s\"}"),
 		      "routes[0].audience: must be an https:// or http:// URI");
-	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"GE T\""), "routes[0].method: must be an HTTP method");
-	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"\""), "routes[0].method: must be an HTTP method");
-	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"G(ET\""), "routes[0].method: must be an HTTP method");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"api/*\""), "routes[0].path: must start with '/' or '*'");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"\""), "routes[0].path: must start with");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a b\""), "routes[0].path: must be at most");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a#b\""), "routes[0].path: must not contain '#'");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a/../admin*\""), "routes[0].path: must be normalised");
-	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/%61dmin\""), "routes[0].path: must be normalised");
-	check_refused(CFG("", DELEGATE ", \"header\": \"X Token\"}"), "routes[0].header: must be an HTTP header name");
-	check_refused(CFG("", DELEGATE ", \"header\": \"X-Token:\"}"), "routes[0].header: must be an HTTP header name");
-	check_refused(CFG("", DELEGATE ", \"header\": \"content-length\"}"), "routes[0].header: \"content-length\" cannot carry");
+	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"GE T\""),
+		      "routes[0].method: must be an HTTP method");
+	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"\""),
+		      "routes[0].method: must be an HTTP method");
+	check_refused(ROUTE("\"action\": \"deny\", \"method\": \"G(ET\""),
+		      "routes[0].method: must be an HTTP method");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"api/*\""),
+		      "routes[0].path: must start with '/' or '*'");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"\""),
+		      "routes[0].path: must start with");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a b\""),
+		      "routes[0].path: must be at most");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a#b\""),
+		      "routes[0].path: must not contain '#'");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/a/../admin*\""),
+		      "routes[0].path: must be normalised");
+	check_refused(ROUTE("\"action\": \"deny\", \"path\": \"/%61dmin\""),
+		      "routes[0].path: must be normalised");
+	check_refused(CFG("", DELEGATE ", \"header\": \"X Token\"}"),
+		      "routes[0].header: must be an HTTP header name");
+	check_refused(CFG("", DELEGATE ", \"header\": \"X-Token:\"}"),
+		      "routes[0].header: must be an HTTP header name");
+	check_refused(CFG("", DELEGATE ", \"header\": \"content-length\"}"),
+		      "routes[0].header: \"content-length\" cannot carry");
 	check_refused(CFG("", DELEGATE ", \"header\": \"Host\"}"), "routes[0].header:");
-	check_refused(CFG("", "{\"host\": \"\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be a host name");
-	check_refused(CFG("", "{\"host\": \"a..b\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"*.example\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"h/x\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"10.1.2.300\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"[::1\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"1:2:3\", \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
-	check_refused(CFG("", "{\"host\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b\","
-			      " \"port\": 1, \"action\": \"deny\"}"), "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be a host name");
+	check_refused(CFG("", "{\"host\": \"a..b\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"*.example\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"h/x\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"10.1.2.300\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"[::1\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(CFG("", "{\"host\": \"1:2:3\", \"port\": 1, \"action\": \"deny\"}"),
+		      "routes[0].host: must be");
+	check_refused(
+	    CFG("",
+		"{\"host\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b\","
+		" \"port\": 1, \"action\": \"deny\"}"),
+	    "routes[0].host: must be");
 #undef ROUTE
 }
 
@@ -430,12 +499,17 @@ static void test_bad_cidrs(void)
 {
 	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/8\", \"10.1.2.3/8\"]", ""),
 		      "allow_cidrs[1]: \"10.1.2.3/8\": address has bits set beyond the /8 prefix");
-	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/33\"]", ""), "allow_cidrs[0]: \"10.0.0.0/33\": prefix length must be at most 32");
-	check_refused(CFG(", \"allow_cidrs\": [\"fd00::/129\"]", ""), "allow_cidrs[0]: \"fd00::/129\": prefix length must be at most 128");
-	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/\"]", ""), "allow_cidrs[0]: \"10.0.0.0/\": bad prefix length");
-	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/-1\"]", ""), "allow_cidrs[0]: \"10.0.0.0/-1\": bad prefix length");
+	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/33\"]", ""),
+		      "allow_cidrs[0]: \"10.0.0.0/33\": prefix length must be at most 32");
+	check_refused(CFG(", \"allow_cidrs\": [\"fd00::/129\"]", ""),
+		      "allow_cidrs[0]: \"fd00::/129\": prefix length must be at most 128");
+	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/\"]", ""),
+		      "allow_cidrs[0]: \"10.0.0.0/\": bad prefix length");
+	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/-1\"]", ""),
+		      "allow_cidrs[0]: \"10.0.0.0/-1\": bad prefix length");
 	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0.0/08\"]", ""), "bad prefix length");
-	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0/8\"]", ""), "allow_cidrs[0]: \"10.0.0/8\" is not an address or CIDR");
+	check_refused(CFG(", \"allow_cidrs\": [\"10.0.0/8\"]", ""),
+		      "allow_cidrs[0]: \"10.0.0/8\" is not an address or CIDR");
 	check_refused(CFG(", \"allow_cidrs\": [\"example.com/32\"]", ""), "is not an address");
 	check_refused(CFG(", \"allow_cidrs\": [\"\"]", ""), "allow_cidrs[0]:");
 }
@@ -445,10 +519,11 @@ static void test_error_is_one_line_and_bounded(void)
 	/* a long hostile key is cut and control bytes hidden in the message */
 	char text[4096];
 	struct dp_config *cfg = NULL;
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 
 	snprintf(text, sizeof(text), CFG(", \"%s\\nx\": 1", ""),
-		 "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
+		 "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+		 "kkkkk");
 	check(config_parse(text, strlen(text), &cfg, &err) == -EINVAL);
 	check(strstr(err.msg, "unknown key \"kkk") != NULL);
 	check(strchr(err.msg, '\n') == NULL);
@@ -459,7 +534,7 @@ static void test_load(void)
 {
 	char path[] = "/tmp/deputy-test-config.XXXXXX";
 	struct dp_config *cfg = NULL;
-	struct dp_err err = { { 0 } };
+	struct dp_err err = {{0}};
 	int fd = mkstemp(path);
 	FILE *f;
 
@@ -506,14 +581,19 @@ static void test_load(void)
 static void test_match(void)
 {
 	static const char text[] = CFG(
-		"",
-		"{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": \"/api/send*\","
-		" \"action\": \"delegate\", \"audience\": \"https://mail.internal\", \"scope\": \"email:send\"},"
-		"{\"host\": \"mail.internal\", \"port\": 443, \"path\": \"/api/*\", \"action\": \"deny\"},"
-		"{\"host\": \"mail.internal\", \"port\": 443, \"action\": \"passthrough\"},"
-		"{\"host\": \"mail.internal\", \"port\": 8443, \"method\": \"GET\", \"action\": \"passthrough\"},"
-		"{\"host\": \"[2001:db8::1]\", \"port\": 80, \"path\": \"/v?/x\", \"action\": \"deny\"},"
-		"{\"host\": \"10.0.0.1\", \"port\": 80, \"path\": \"*\", \"action\": \"passthrough\"}");
+	    "",
+	    "{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": "
+	    "\"/api/send*\","
+	    " \"action\": \"delegate\", \"audience\": \"https://mail.internal\", \"scope\": "
+	    "\"email:send\"},"
+	    "{\"host\": \"mail.internal\", \"port\": 443, \"path\": \"/api/*\", \"action\": "
+	    "\"deny\"},"
+	    "{\"host\": \"mail.internal\", \"port\": 443, \"action\": \"passthrough\"},"
+	    "{\"host\": \"mail.internal\", \"port\": 8443, \"method\": \"GET\", \"action\": "
+	    "\"passthrough\"},"
+	    "{\"host\": \"[2001:db8::1]\", \"port\": 80, \"path\": \"/v?/x\", \"action\": "
+	    "\"deny\"},"
+	    "{\"host\": \"10.0.0.1\", \"port\": 80, \"path\": \"*\", \"action\": \"passthrough\"}");
 	struct dp_err err;
 	struct dp_config *cfg = parse_ok(text, &err);
 	const struct dp_route *r0, *r1, *r2, *r3, *r4, *r5;

@@ -1,0 +1,542 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+/*
+ * deputy's kernel layer: cgroup socket hooks that see, and may refuse, every connection a
+ * session makes, whatever the process does in userspace (static binaries, raw syscalls,
+ * io_uring, children without LD_PRELOAD). Attached to deputy's parent cgroup, they run for
+ * every session below it; a session is the ancestor cgroup at `session_level`, so processes
+ * in deeper sub-cgroups still count, and a process not in a registered session is ignored.
+ *
+ *  - cgroup/connect4, connect6: TCP connect (incl. TCP Fast Open sendto) and UDP connect.
+ *  - cgroup/sendmsg4, sendmsg6: unconnected UDP sends.
+ *  - cgroup/sock_create: refuses sockets that would never reach the hooks above (raw,
+ *    packet, ping, SCTP, MPTCP…), so they cannot be used to go around them.
+ *  - tracepoint syscalls/sys_enter_socket: AF_PACKET sockets. The sock_create hook only runs
+ *    for IP sockets, and a tracepoint cannot fail a syscall, so an enforced session's
+ *    process that asks for a packet socket is killed (SIGKILL, sent before the socket
+ *    exists, reaches every thread before the call returns).
+ *  - raw_tp/inet_sock_set_state: connection lifecycle, a close event with the duration.
+ *  - connect_unix (loaded only where the kernel has BPF_CGROUP_UNIX_CONNECT): logs the
+ *    path of Unix-socket connects, never blocks them.
+ *
+ * Verdict: a destination is allowed when an allow rule of the session matches; no implicit
+ * allow for loopback. A block returns 0, which fails the syscall with EPERM, unless the
+ * session is not enforced: then the call goes through and the event says block/not
+ * enforced. IPv4-mapped IPv6 destinations are matched against the IPv4 rules, since the
+ * kernel then talks IPv4 without ever running the connect4/sendmsg4 hooks.
+ *
+ * UDP: a DNS-heavy agent sends many datagrams, often one socket per query. A sendmsg event
+ * is emitted for the first datagram of a (session, process, destination) and again when the
+ * verdict changes or UDP_RELOG_NS passed since the last one, so every distinct destination
+ * is logged without a flood. Every datagram still gets a verdict, and every block is counted.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "deputy/event.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define AF_PACKET 17
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+
+#define UDP_RELOG_NS (60ULL * 1000 * 1000 * 1000)
+
+/* Set by the loader before load: the cgroup level of the session cgroups (parent's + 1). */
+const volatile __u32 session_level = 2;
+/* Set by the loader when bpf_get_current_task is callable from cgroup programs. */
+const volatile __u8 have_current_task = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct dp_session_val);
+} sessions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct dp_allow_key);
+	__type(value, __u32);
+} allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* What the close event needs to know about a TCP connection it did not see start. */
+struct conn_val {
+	__u64 cgid;
+	__u64 start_ns;
+	__u32 pid;
+	__u32 tgid;
+	__u16 family;
+	__u16 port;
+	__u8 verdict;
+	__u8 enforced;
+	__u8 flags;
+	__u8 pad_;
+	__u8 addr[16];
+	char comm[DP_EV_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct conn_val);
+} conns SEC(".maps");
+
+struct udp_key {
+	__u64 cgid;
+	__u32 tgid;
+	__u16 family;
+	__u16 port;
+	__u8 addr[16];
+};
+
+struct udp_val {
+	__u64 last_ns;
+	__u32 verdict; /* verdict | enforced << 8 of the last event */
+	__u32 pad_;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct udp_key);
+	__type(value, struct udp_val);
+} udp_seen SEC(".maps");
+
+/* A destination as the hooks see it, normalised (v4-mapped -> AF_INET). */
+struct dest {
+	__u32 addr[4]; /* network order */
+	__u16 family;
+	__u16 port; /* network order */
+	__u8 flags;
+};
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+static __always_inline struct dp_session_val *session_of(__u64 *cgid)
+{
+	__u64 id = bpf_get_current_ancestor_cgroup_id(session_level);
+
+	if (!id)
+		return NULL;
+	*cgid = id;
+	return bpf_map_lookup_elem(&sessions, &id);
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1; /* per-CPU: no other writer */
+}
+
+static __always_inline struct dp_event *event_new(__u16 type, __u64 cgid)
+{
+	struct dp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count_lost();
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->cgid = cgid;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	return e;
+}
+
+/* Caller identity. io_uring workers (iou-wrk-N) and other threads are named after their
+ * thread-group leader, which is the process the audit log should name. */
+static __always_inline void event_task(struct dp_event *e)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	if (have_current_task) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		struct task_struct *leader = BPF_CORE_READ(t, group_leader);
+
+		if (bpf_core_read_str(e->comm, sizeof(e->comm), &leader->comm) > 0)
+			return;
+	}
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+static __always_inline int rule_match(__u64 cgid, const struct dest *d, __u16 port)
+{
+	struct dp_allow_key k = {};
+
+	k.prefixlen = DP_ALLOW_FIXED_BITS + (d->family == AF_INET ? 32 : 128);
+	k.cgid[0] = (__u32)cgid;
+	k.cgid[1] = cgid >> 32;
+	k.family = d->family;
+	k.port = port;
+	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
+	return bpf_map_lookup_elem(&allow, &k) != NULL;
+}
+
+static __always_inline int dest_allowed(__u64 cgid, const struct dest *d)
+{
+	return rule_match(cgid, d, d->port) || rule_match(cgid, d, 0);
+}
+
+static __always_inline void dest_v6(struct dest *d, struct bpf_sock_addr *ctx)
+{
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+
+	d->port = (__u16)ctx->user_port;
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff)) {
+		d->family = AF_INET;
+		d->flags = DP_EVF_V4MAPPED;
+		d->addr[0] = a3;
+		return;
+	}
+	d->family = AF_INET6;
+	d->addr[0] = a0;
+	d->addr[1] = a1;
+	d->addr[2] = a2;
+	d->addr[3] = a3;
+}
+
+static __always_inline void dest_v4(struct dest *d, struct bpf_sock_addr *ctx)
+{
+	d->family = AF_INET;
+	d->port = (__u16)ctx->user_port;
+	d->addr[0] = ctx->user_ip4;
+}
+
+static __always_inline void event_dest(struct dp_event *e, const struct dest *d)
+{
+	e->family = d->family;
+	e->port = bpf_ntohs(d->port);
+	e->flags = d->flags;
+	__builtin_memcpy(e->addr, d->addr, sizeof(e->addr)); /* unused bytes are 0 */
+}
+
+/* Remember a TCP connection so the state tracepoint can report its close. */
+static __always_inline void conn_track(struct dp_event *e)
+{
+	struct conn_val c = {};
+
+	if (!e->cookie)
+		return;
+	c.cgid = e->cgid;
+	c.start_ns = e->ts_ns;
+	c.pid = e->pid;
+	c.tgid = e->tgid;
+	c.family = e->family;
+	c.port = e->port;
+	c.verdict = e->verdict;
+	c.enforced = e->enforced;
+	c.flags = e->flags;
+	__builtin_memcpy(c.addr, e->addr, sizeof(c.addr));
+	__builtin_memcpy(c.comm, e->comm, sizeof(c.comm));
+	bpf_map_update_elem(&conns, &e->cookie, &c, BPF_ANY);
+}
+
+/* Returns 1 (let the call go on) or 0 (EPERM). */
+static __always_inline int on_connect(struct bpf_sock_addr *ctx, const struct dest *d,
+				      struct dp_session_val *s, __u64 cgid)
+{
+	int ok = dest_allowed(cgid, d);
+	int enforce = s->flags & DP_SESSION_ENFORCE;
+	__u16 proto = ctx->type == SOCK_STREAM ? DP_EV_PROTO_TCP : DP_EV_PROTO_UDP;
+	struct dp_event *e;
+
+	__sync_fetch_and_add(ok ? &s->n_allow : &s->n_block, 1);
+	e = event_new(DP_EV_CONNECT, cgid);
+	if (e) {
+		event_task(e);
+		event_dest(e, d);
+		e->protocol = proto;
+		e->verdict = ok ? DP_EV_ALLOW : DP_EV_BLOCK;
+		e->enforced = !ok && enforce;
+		e->cookie = bpf_get_socket_cookie(ctx);
+		if (proto == DP_EV_PROTO_TCP && (ok || !enforce))
+			conn_track(e);
+		bpf_ringbuf_submit(e, 0);
+	}
+	return ok || !enforce;
+}
+
+static __always_inline int udp_should_log(__u64 cgid, const struct dest *d, __u32 verdict)
+{
+	struct udp_key k = {};
+	struct udp_val v = {}, *old;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	k.cgid = cgid;
+	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.family = d->family;
+	k.port = d->port;
+	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
+	old = bpf_map_lookup_elem(&udp_seen, &k);
+	if (old && old->verdict == verdict && now - old->last_ns < UDP_RELOG_NS)
+		return 0;
+	v.last_ns = now;
+	v.verdict = verdict;
+	bpf_map_update_elem(&udp_seen, &k, &v, BPF_ANY);
+	return 1;
+}
+
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct dest *d,
+				      struct dp_session_val *s, __u64 cgid)
+{
+	int ok = dest_allowed(cgid, d);
+	int enforce = s->flags & DP_SESSION_ENFORCE;
+	__u8 verdict = ok ? DP_EV_ALLOW : DP_EV_BLOCK;
+	__u8 enforced = !ok && enforce;
+	struct dp_event *e;
+
+	if (!ok)
+		__sync_fetch_and_add(&s->n_block, 1);
+	if (udp_should_log(cgid, d, verdict | (__u32)enforced << 8)) {
+		if (ok)
+			__sync_fetch_and_add(&s->n_allow, 1);
+		e = event_new(DP_EV_SENDMSG, cgid);
+		if (e) {
+			event_task(e);
+			event_dest(e, d);
+			e->protocol = DP_EV_PROTO_UDP;
+			e->verdict = verdict;
+			e->enforced = enforced;
+			e->cookie = bpf_get_socket_cookie(ctx);
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return ok || !enforce;
+}
+
+SEC("cgroup/connect4")
+int deputy_connect4(struct bpf_sock_addr *ctx)
+{
+	struct dp_session_val *s;
+	struct dest d = {};
+	__u64 cgid;
+
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	dest_v4(&d, ctx);
+	return on_connect(ctx, &d, s, cgid);
+}
+
+SEC("cgroup/connect6")
+int deputy_connect6(struct bpf_sock_addr *ctx)
+{
+	struct dp_session_val *s;
+	struct dest d = {};
+	__u64 cgid;
+
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	dest_v6(&d, ctx);
+	return on_connect(ctx, &d, s, cgid);
+}
+
+SEC("cgroup/sendmsg4")
+int deputy_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct dp_session_val *s;
+	struct dest d = {};
+	__u64 cgid;
+
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	dest_v4(&d, ctx);
+	return on_sendmsg(ctx, &d, s, cgid);
+}
+
+SEC("cgroup/sendmsg6")
+int deputy_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct dp_session_val *s;
+	struct dest d = {};
+	__u64 cgid;
+
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	dest_v6(&d, ctx);
+	return on_sendmsg(ctx, &d, s, cgid);
+}
+
+/* Only TCP and UDP over IP reach the connect/sendmsg hooks; anything else could carry
+ * traffic around them. AF_NETLINK (SOCK_RAW too), AF_UNIX etc. are not IP and stay open. */
+static __always_inline int sock_bypasses_hooks(__u32 family, __u32 type, __u32 protocol)
+{
+	if (family == AF_PACKET)
+		return 1;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (type == SOCK_STREAM)
+		return protocol != IPPROTO_TCP;
+	if (type == SOCK_DGRAM)
+		return protocol != IPPROTO_UDP;
+	return 1;
+}
+
+SEC("cgroup/sock_create")
+int deputy_sock_create(struct bpf_sock *sk)
+{
+	__u32 family = sk->family, type = sk->type, protocol = sk->protocol;
+	struct dp_session_val *s;
+	struct dp_event *e;
+	__u64 cgid;
+	int enforce;
+
+	if (!sock_bypasses_hooks(family, type, protocol))
+		return 1;
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	enforce = s->flags & DP_SESSION_ENFORCE;
+	__sync_fetch_and_add(&s->n_refused, 1);
+	e = event_new(DP_EV_SOCK_REFUSED, cgid);
+	if (e) {
+		event_task(e);
+		e->family = family;
+		e->protocol = protocol;
+		e->port = type;
+		e->verdict = DP_EV_BLOCK;
+		e->enforced = enforce;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return !enforce;
+}
+
+SEC("tracepoint/syscalls/sys_enter_socket")
+int deputy_socket_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	struct dp_session_val *s;
+	struct dp_event *e;
+	__u64 cgid;
+	int enforce;
+
+	if (ctx->args[0] != AF_PACKET)
+		return 0;
+	s = session_of(&cgid);
+	if (!s)
+		return 0;
+	enforce = s->flags & DP_SESSION_ENFORCE;
+	__sync_fetch_and_add(&s->n_refused, 1);
+	e = event_new(DP_EV_SOCK_REFUSED, cgid);
+	if (e) {
+		event_task(e);
+		e->family = AF_PACKET;
+		e->port = ctx->args[1] & 0xf; /* without SOCK_NONBLOCK / SOCK_CLOEXEC */
+		e->protocol = bpf_ntohs((__u16)ctx->args[2]);
+		e->verdict = DP_EV_BLOCK;
+		e->enforced = enforce;
+		e->flags = enforce ? DP_EVF_KILLED : 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (enforce)
+		bpf_send_signal(9 /* SIGKILL */);
+	return 0;
+}
+
+/* Attached as BPF_CGROUP_UNIX_CONNECT by the loader (libbpf 1.1 does not know the section
+ * name), and only where the kernel has it. The path is read from the kernel's copy of the
+ * address: the sockaddr buffer there is a sockaddr_storage, so sun_path is always in it. */
+SEC("cgroup/connect4")
+int deputy_connect_unix(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock_addr_kern *kctx;
+	struct dp_session_val *s;
+	struct sockaddr *sa;
+	struct dp_event *e;
+	__u32 len;
+	__u64 cgid;
+
+	s = session_of(&cgid);
+	if (!s || !bpf_cast_to_kern_ctx)
+		return 1;
+	e = event_new(DP_EV_UNIX_CONNECT, cgid);
+	if (!e)
+		return 1;
+	event_task(e);
+	e->family = AF_UNIX;
+	e->cookie = bpf_get_socket_cookie(ctx);
+	kctx = bpf_cast_to_kern_ctx(ctx);
+	len = kctx->uaddrlen;
+	sa = kctx->uaddr;
+	len = len > 2 ? len - 2 : 0;
+	if (len > DP_EV_PATH_LEN)
+		len = DP_EV_PATH_LEN;
+	e->path_len = len;
+	if (sa && bpf_probe_read_kernel(e->path, sizeof(e->path), sa->sa_data) == 0 && len &&
+	    e->path[0] == 0)
+		e->flags = DP_EVF_UNIX_ABSTRACT;
+	bpf_ringbuf_submit(e, 0);
+	return 1;
+}
+
+/* Runs in whatever context changes the state (often softirq), so who and where come from
+ * what the connect hook stored under the socket cookie. The cookie is read from the socket
+ * rather than generated: a socket the hooks never saw has none and is skipped cheaply. */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(deputy_sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct conn_val *c;
+	struct dp_event *e;
+	__u64 cookie;
+
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+		return 0;
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		return 0;
+	c = bpf_map_lookup_elem(&conns, &cookie);
+	if (!c)
+		return 0;
+	if (newstate == TCP_ESTABLISHED) {
+		c->flags |= DP_EVF_ESTABLISHED;
+		return 0;
+	}
+	e = event_new(DP_EV_CLOSE, c->cgid);
+	if (e) {
+		e->cookie = cookie;
+		e->duration_ns = e->ts_ns - c->start_ns;
+		e->pid = c->pid;
+		e->tgid = c->tgid;
+		e->family = c->family;
+		e->protocol = DP_EV_PROTO_TCP;
+		e->port = c->port;
+		e->verdict = c->verdict;
+		e->enforced = c->enforced;
+		e->flags = c->flags;
+		__builtin_memcpy(e->addr, c->addr, sizeof(e->addr));
+		__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&conns, &cookie);
+	return 0;
+}

@@ -1,0 +1,682 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cli_session: `deputy run`, `deputy sessions`, `deputy logs`, `deputy audit verify`.
+ *
+ * `deputy run` asks deputyd to open a session (deputyd verifies the grant and moves this
+ * process into the session's cgroup), then forks CMD with LD_PRELOAD, DEPUTY_SOCKET and
+ * DEPUTY_SESSION set, waits for it, and reports its exit status when closing the session.
+ * It stays connected meanwhile: if it dies, deputyd ends the session.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "cli.h"
+#include "client.h"
+#include "jws.h"
+
+/* ---- deputy run --------------------------------------------------------------------------- */
+
+static const char run_help[] =
+	"usage: deputy run --grant FILE --agent NAME [--socket PATH] -- CMD [ARG…]\n"
+	"Runs CMD as a session of agent \"agent:NAME\" for the user of the grant. deputyd\n"
+	"verifies the grant; CMD runs with LD_PRELOAD=libdeputy.so, DEPUTY_SOCKET and\n"
+	"DEPUTY_SESSION=<session id>. Exits with CMD's status (128+N if killed by signal N).\n"
+	"When CMD exits, the session ends and any process it left behind is killed.\n"
+	"  --grant FILE   the user's grant (a JWT; '-' reads it from standard input)\n"
+	"  --agent NAME   the agent's name (letters, digits, '.', '_', '-')\n"
+	"  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET or " DP_DEFAULT_SOCKET ")\n"
+	"The shim is $DEPUTY_PRELOAD if set, else libdeputy.so beside this program or in\n"
+	"../lib/deputy/.\n";
+
+static pid_t run_child = -1;
+
+static void run_forward(int sig)
+{
+	if (run_child > 0)
+		kill(run_child, sig);
+}
+
+static int find_shim(char *out, size_t outsz)
+{
+	const char *env = getenv("DEPUTY_PRELOAD");
+	char exe[PATH_MAX], *slash;
+	ssize_t n;
+
+	if (env && *env) {
+		snprintf(out, outsz, "%s", env);
+		return access(out, R_OK) == 0 ? 0 : -ENOENT;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return -ENOENT;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return -ENOENT;
+	*slash = '\0';
+	snprintf(out, outsz, "%s/libdeputy.so", exe);
+	if (access(out, R_OK) == 0)
+		return 0;
+	snprintf(out, outsz, "%s/../lib/deputy/libdeputy.so", exe);
+	return access(out, R_OK) == 0 ? 0 : -ENOENT;
+}
+
+static char *read_grant(const char *path)
+{
+	char *text = NULL;
+	size_t len = 0;
+
+	if (strcmp(path, "-") == 0) {
+		size_t cap = 0;
+		ssize_t r = getdelim(&text, &cap, '\0', stdin);
+
+		if (r < 0) {
+			free(text);
+			return NULL;
+		}
+		len = (size_t)r;
+	} else if (dp_read_file(path, 1 << 20, &text, &len) != 0) {
+		return NULL;
+	}
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+		text[--len] = '\0';
+	return text;
+}
+
+static int run_exec(char **cmd, const char *shim, const char *sock, const char *session)
+{
+	const char *old = getenv("LD_PRELOAD");
+	char *preload = NULL, abs_sock[PATH_MAX];
+
+	if (sock[0] != '/' && getcwd(abs_sock, sizeof(abs_sock)))
+		snprintf(abs_sock + strlen(abs_sock), sizeof(abs_sock) - strlen(abs_sock), "/%s",
+			 sock);
+	else
+		snprintf(abs_sock, sizeof(abs_sock), "%s", sock);
+	if (asprintf(&preload, "%s%s%s", shim, old && *old ? ":" : "", old ? old : "") < 0)
+		return 127;
+	setenv("LD_PRELOAD", preload, 1);
+	setenv("DEPUTY_SOCKET", abs_sock, 1);
+	setenv("DEPUTY_SESSION", session, 1);
+	free(preload);
+	execvp(cmd[0], cmd);
+	cli_fail("run", "%s: %s", cmd[0], strerror(errno));
+	return errno == ENOENT ? 127 : 126;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = { { "grant", required_argument, NULL, 'g' },
+					      { "agent", required_argument, NULL, 'a' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
+	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
+	static struct dpc c;
+	char shim[PATH_MAX], *grant, *session, *user;
+	struct sigaction sa = { .sa_handler = run_forward };
+	struct dp_msg m;
+	struct dp_err err;
+	int opt, status, rc;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "+g:a:s:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'g':
+			grant_path = optarg;
+			break;
+		case 'a':
+			agent = optarg;
+			break;
+		case 's':
+			sock_opt = optarg;
+			break;
+		case 'h':
+			fputs(run_help, stdout);
+			return 0;
+		default:
+			fputs(run_help, stderr);
+			return 2;
+		}
+	}
+	if (!grant_path || !agent || optind >= argc) {
+		cli_fail("run", "--grant, --agent and a command are required (see --help)");
+		return 2;
+	}
+	if (find_shim(shim, sizeof(shim)) != 0)
+		return cli_fail("run", "cannot find libdeputy.so (set DEPUTY_PRELOAD)");
+	grant = read_grant(grant_path);
+	if (!grant || !*grant) {
+		free(grant);
+		return cli_fail("run", "cannot read the grant from %s", grant_path);
+	}
+	sock = dpc_socket_path(sock_opt);
+	if (dpc_connect(&c, sock, &err) != 0) {
+		free(grant);
+		return cli_fail("run", "%s", err.msg);
+	}
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPEN, dpc_next_seq(&c), 0);
+	dp_msg_put_str(&m, DP_T_GRANT, grant);
+	dp_msg_put_str(&m, DP_T_AGENT, agent);
+	for (int i = optind; i < argc; i++)
+		dp_msg_put_str(&m, DP_T_ARGV, argv[i]);
+	free(grant);
+	rc = dpc_call(&c, &m, &err);
+	if (rc == -EPERM) {
+		/* deputyd's reason already reads "grant refused: …" or "session: …". */
+		fprintf(stderr, "deputy: %s\n", err.msg);
+		dpc_close(&c);
+		return 1;
+	}
+	if (rc != 0 || c.hdr.type != DP_MSG_SESSION_OPENED) {
+		dpc_close(&c);
+		return cli_fail("run", "%s", rc ? err.msg : "unexpected reply from deputyd");
+	}
+	session = dpc_field_str(&c, DP_T_SESSION);
+	user = dpc_field_str(&c, DP_T_USER);
+	if (!session) {
+		free(user);
+		dpc_close(&c);
+		return cli_fail("run", "deputyd sent no session id");
+	}
+	/* A terminal's SIGINT/SIGQUIT already reach CMD (same process group); others are
+	 * forwarded. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	run_child = fork();
+	if (run_child < 0) {
+		status = cli_fail("run", "fork: %s", strerror(errno));
+	} else if (run_child == 0) {
+		signal(SIGINT, SIG_DFL);
+		signal(SIGQUIT, SIG_DFL);
+		_exit(run_exec(argv + optind, shim, sock, session));
+	} else {
+		int ws;
+
+		while (waitpid(run_child, &ws, 0) < 0 && errno == EINTR)
+			;
+		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+	}
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c), 0);
+	dp_msg_put_str(&m, DP_T_SESSION, session);
+	dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
+	if (dpc_call(&c, &m, &err) != 0)
+		cli_fail("run", "closing session %s: %s", session, err.msg);
+	free(session);
+	free(user);
+	dpc_close(&c);
+	return status;
+}
+
+/* ---- requests that return data ---------------------------------------------------------- */
+
+static int simple_call(const char *what, const char *sock_opt, uint16_t type, const char *session,
+		       uint64_t offset, struct dpc *c, struct dp_err *err)
+{
+	static uint8_t buf[4096];
+	struct dp_msg m;
+
+	dp_msg_init(&m, buf, sizeof(buf), type, dpc_next_seq(c), 0);
+	if (session)
+		dp_msg_put_str(&m, DP_T_SESSION, session);
+	if (type == DP_MSG_LOG_READ)
+		dp_msg_put_u64(&m, DP_T_OFFSET, offset);
+	(void)what;
+	(void)sock_opt;
+	return dpc_call(c, &m, err);
+}
+
+/* Fetch a whole session log (or the part after *offset) into a growing buffer. */
+static int fetch_log(struct dpc *c, const char *session, char **text, size_t *len,
+		     uint64_t *offset, bool *closed, struct dp_err *err)
+{
+	for (;;) {
+		const uint8_t *v;
+		uint16_t n;
+		char *nt;
+		int rc = simple_call("logs", NULL, DP_MSG_LOG_READ, session, *offset, c, err);
+
+		if (rc)
+			return rc;
+		if (!dpc_field(c, DP_T_DATA, &v, &n))
+			n = 0;
+		*closed = dpc_field_u64(c, DP_T_STATUS, 0) == 1;
+		if (n == 0)
+			return 0;
+		nt = realloc(*text, *len + n + 1);
+		if (!nt) {
+			dp_err_set(err, "out of memory");
+			return -ENOMEM;
+		}
+		*text = nt;
+		memcpy(*text + *len, v, n);
+		*len += n;
+		(*text)[*len] = '\0';
+		*offset += n;
+	}
+}
+
+/* ---- deputy sessions ------------------------------------------------------------------------ */
+
+static const char sessions_help[] =
+	"usage: deputy sessions [--json] [--socket PATH]\n"
+	"Lists sessions, open and closed, with their counts (yours; root sees all).\n";
+
+static long long count_of(json_t *e, const char *k)
+{
+	return json_integer_value(json_object_get(json_object_get(e, "counts"), k));
+}
+
+static int by_opened(const void *a, const void *b)
+{
+	const char *x = json_string_value(json_object_get(*(json_t *const *)a, "opened"));
+	const char *y = json_string_value(json_object_get(*(json_t *const *)b, "opened"));
+
+	return strcmp(x ? x : "", y ? y : "");
+}
+
+int cmd_sessions(int argc, char **argv)
+{
+	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	static struct dpc c;
+	const char *sock_opt = NULL;
+	bool as_json = false;
+	struct dp_err err;
+	json_t *list, *e, **sorted;
+	char *data;
+	size_t i, n;
+	int opt;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "js:h", opts, NULL)) != -1) {
+		if (opt == 'j')
+			as_json = true;
+		else if (opt == 's')
+			sock_opt = optarg;
+		else if (opt == 'h')
+			return fputs(sessions_help, stdout), 0;
+		else
+			return fputs(sessions_help, stderr), 2;
+	}
+	if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0 ||
+	    simple_call("sessions", sock_opt, DP_MSG_SESSIONS, NULL, 0, &c, &err) != 0)
+		return cli_fail("sessions", "%s", err.msg);
+	data = dpc_field_str(&c, DP_T_DATA);
+	dpc_close(&c);
+	list = data ? json_loads(data, 0, NULL) : NULL;
+	free(data);
+	if (!json_is_array(list))
+		return cli_fail("sessions", "deputyd sent a malformed list");
+	n = json_array_size(list);
+	sorted = calloc(n + 1, sizeof(*sorted));
+	if (!sorted)
+		return cli_fail("sessions", "out of memory");
+	json_array_foreach(list, i, e) sorted[i] = e;
+	qsort(sorted, n, sizeof(*sorted), by_opened);
+	if (!as_json)
+		printf("%-22s  %-6s  %-27s  %-16s  %-20s  %6s %6s %8s %7s %10s\n", "SESSION",
+		       "STATE", "OPENED", "USER", "AGENT", "TOKENS", "DENIES", "CONNECTS",
+		       "BLOCKED", "UNMEDIATED");
+	for (i = 0; i < n; i++) {
+		e = sorted[i];
+		if (as_json) {
+			char *line = json_dumps(e, JSON_COMPACT);
+
+			if (line)
+				puts(line);
+			free(line);
+			continue;
+		}
+		printf("%-22s  %-6s  %-27s  %-16s  %-20s  %6lld %6lld %8lld %7lld %10lld\n",
+		       json_string_value(json_object_get(e, "session")) ?: "?",
+		       json_string_value(json_object_get(e, "state")) ?: "?",
+		       json_string_value(json_object_get(e, "opened")) ?: "?",
+		       json_string_value(json_object_get(e, "user")) ?: "?",
+		       json_string_value(json_object_get(e, "agent")) ?: "?", count_of(e, "tokens"),
+		       count_of(e, "denies"), count_of(e, "connects"), count_of(e, "blocked"),
+		       count_of(e, "unmediated"));
+	}
+	free(sorted);
+	json_decref(list);
+	return 0;
+}
+
+/* ---- deputy logs --------------------------------------------------------------------------- */
+
+static const char logs_help[] =
+	"usage: deputy logs SESSION [--json] [--follow] [--socket PATH]\n"
+	"Shows a session's records: time, pid/comm, what, verdict, and the chain\n"
+	"user→agent→scope→status. --json prints the raw records, one per line; --follow\n"
+	"keeps printing until the session closes.\n";
+
+struct log_view {
+	json_t *status_by_jti; /* jti -> response status, for the chain column */
+	char *user, *agent;
+};
+
+static const char *js(json_t *rec, const char *k)
+{
+	const char *v = json_string_value(json_object_get(rec, k));
+
+	return v ? v : "";
+}
+
+static void print_record(struct log_view *lv, json_t *rec)
+{
+	const char *type = js(rec, "type"), *ts = js(rec, "ts");
+	char when[16] = "", who[40] = "-", what[512] = "", verdict[40] = "", chain[512] = "";
+	json_int_t pid = json_integer_value(json_object_get(rec, "pid"));
+
+	if (strlen(ts) >= 23)
+		snprintf(when, sizeof(when), "%.12s", ts + 11);
+	if (pid)
+		snprintf(who, sizeof(who), "%lld/%s", (long long)pid, js(rec, "comm"));
+	if (strcmp(type, "session_open") == 0) {
+		char *argv = json_dumps(json_object_get(rec, "argv"), JSON_COMPACT);
+
+		free(lv->user);
+		free(lv->agent);
+		lv->user = strdup(js(rec, "user"));
+		lv->agent = strdup(js(rec, "agent"));
+		snprintf(what, sizeof(what), "session_open %s", argv ? argv : "");
+		snprintf(verdict, sizeof(verdict), "open");
+		snprintf(chain, sizeof(chain), "%s→%s", js(rec, "user"), js(rec, "agent"));
+		free(argv);
+	} else if (strcmp(type, "token") == 0) {
+		json_t *st = json_object_get(lv->status_by_jti, js(rec, "jti"));
+		char status[16] = "…";
+
+		if (st)
+			snprintf(status, sizeof(status), "%lld", (long long)json_integer_value(st));
+		snprintf(what, sizeof(what), "%s %s", js(rec, "htm"), js(rec, "htu"));
+		snprintf(verdict, sizeof(verdict), "delegate");
+		snprintf(chain, sizeof(chain), "%s→%s→%s→%s", lv->user ? lv->user : "?",
+			 lv->agent ? lv->agent : "?", js(rec, "scope"), status);
+	} else if (strcmp(type, "deny") == 0) {
+		json_t *enf = json_object_get(rec, "enforced");
+
+		snprintf(what, sizeof(what), "%s%s%s%s", js(rec, "method"), *js(rec, "method") ? " " : "",
+			 js(rec, "url"), *js(rec, "url") ? ": " : "");
+		snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s", js(rec, "reason"));
+		snprintf(verdict, sizeof(verdict), "deny(%s)%s", js(rec, "layer"),
+			 json_is_false(enf) ? " not enforced" : "");
+		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
+			 lv->agent ? lv->agent : "?", *js(rec, "scope") ? js(rec, "scope") : "-");
+	} else if (strcmp(type, "passthrough") == 0) {
+		snprintf(what, sizeof(what), "%s %s", js(rec, "method"), js(rec, "url"));
+		snprintf(verdict, sizeof(verdict), "passthrough");
+	} else if (strcmp(type, "response") == 0) {
+		snprintf(what, sizeof(what), "response to %s", js(rec, "jti"));
+		snprintf(verdict, sizeof(verdict), "%lld",
+			 (long long)json_integer_value(json_object_get(rec, "status")));
+	} else if (strcmp(type, "connect") == 0) {
+		if (strcmp(js(rec, "family"), "unix") == 0)
+			snprintf(what, sizeof(what), "unix %s", js(rec, "path"));
+		else
+			snprintf(what, sizeof(what), "%s %s%s%s:%lld", js(rec, "protocol"),
+				 strcmp(js(rec, "family"), "inet6") == 0 ? "[" : "",
+				 js(rec, "daddr"),
+				 strcmp(js(rec, "family"), "inet6") == 0 ? "]" : "",
+				 (long long)json_integer_value(json_object_get(rec, "dport")));
+		snprintf(verdict, sizeof(verdict), "%s%s", js(rec, "verdict"),
+			 json_is_false(json_object_get(rec, "enforced")) ? " not enforced" : "");
+		snprintf(chain, sizeof(chain), "%s",
+			 json_is_true(json_object_get(rec, "mediated")) ? "mediated" : "UNMEDIATED");
+	} else if (strcmp(type, "disconnect") == 0) {
+		snprintf(what, sizeof(what), "closed %s:%lld after %.3f ms", js(rec, "daddr"),
+			 (long long)json_integer_value(json_object_get(rec, "dport")),
+			 (double)json_integer_value(json_object_get(rec, "duration_us")) / 1000.0);
+	} else if (strcmp(type, "session_close") == 0) {
+		json_t *cn = json_object_get(rec, "counts");
+
+		snprintf(what, sizeof(what),
+			 "session_close: exit %lld, %lld tokens, %lld denies, %lld connects "
+			 "(%lld blocked, %lld unmediated)",
+			 (long long)json_integer_value(json_object_get(cn, "exit_status")),
+			 (long long)json_integer_value(json_object_get(cn, "tokens")),
+			 (long long)json_integer_value(json_object_get(cn, "denies")),
+			 (long long)json_integer_value(json_object_get(cn, "connects")),
+			 (long long)json_integer_value(json_object_get(cn, "blocked")),
+			 (long long)json_integer_value(json_object_get(cn, "unmediated")));
+		snprintf(verdict, sizeof(verdict), "sealed");
+	} else {
+		snprintf(what, sizeof(what), "%s", type);
+	}
+	printf("%-12s  %-22s  %-60s  %-22s  %s\n", when, who, what, verdict, chain);
+}
+
+static void print_lines(struct log_view *lv, char *text, size_t len, size_t *done, bool as_json)
+{
+	while (*done < len) {
+		char *line = text + *done, *nl = memchr(line, '\n', len - *done);
+		json_t *rec;
+
+		if (!nl)
+			return; /* an incomplete line waits for the next chunk */
+		*nl = '\0';
+		*done += (size_t)(nl - line) + 1;
+		if (as_json) {
+			puts(line);
+			continue;
+		}
+		rec = json_loads(line, 0, NULL);
+		if (rec)
+			print_record(lv, rec);
+		json_decref(rec);
+	}
+}
+
+static void index_responses(struct log_view *lv, const char *text, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		const char *nl = memchr(text + off, '\n', len - off);
+		size_t n = nl ? (size_t)(nl - (text + off)) : len - off;
+		json_t *rec = json_loadb(text + off, n, 0, NULL);
+
+		if (strcmp(js(rec, "type"), "response") == 0 && *js(rec, "jti"))
+			json_object_set(lv->status_by_jti, js(rec, "jti"),
+					json_object_get(rec, "status"));
+		json_decref(rec);
+		off += n + 1;
+	}
+}
+
+int cmd_logs(int argc, char **argv)
+{
+	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
+					      { "follow", no_argument, NULL, 'f' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	static struct dpc c;
+	const char *sock_opt = NULL, *session;
+	bool as_json = false, follow = false, closed = false;
+	struct log_view lv = { 0 };
+	struct dp_err err;
+	char *text = NULL;
+	size_t len = 0, done = 0;
+	uint64_t offset = 0;
+	int opt, rc = 0;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "jfs:h", opts, NULL)) != -1) {
+		if (opt == 'j')
+			as_json = true;
+		else if (opt == 'f')
+			follow = true;
+		else if (opt == 's')
+			sock_opt = optarg;
+		else if (opt == 'h')
+			return fputs(logs_help, stdout), 0;
+		else
+			return fputs(logs_help, stderr), 2;
+	}
+	if (optind != argc - 1) {
+		fputs(logs_help, stderr);
+		return 2;
+	}
+	session = argv[optind];
+	if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0)
+		return cli_fail("logs", "%s", err.msg);
+	lv.status_by_jti = json_object();
+	if (!as_json)
+		printf("%-12s  %-22s  %-60s  %-22s  %s\n", "TIME", "PID/COMM", "WHAT", "VERDICT",
+		       "USER→AGENT→SCOPE→STATUS");
+	for (;;) {
+		size_t before = len;
+
+		if (fetch_log(&c, session, &text, &len, &offset, &closed, &err) != 0) {
+			rc = cli_fail("logs", "%s: %s", session, err.msg);
+			break;
+		}
+		if (len > before)
+			index_responses(&lv, text + before, len - before);
+		print_lines(&lv, text, len, &done, as_json);
+		fflush(stdout);
+		if (!follow || closed)
+			break;
+		usleep(200 * 1000);
+	}
+	dpc_close(&c);
+	json_decref(lv.status_by_jti);
+	free(lv.user);
+	free(lv.agent);
+	free(text);
+	return rc;
+}
+
+/* ---- deputy audit verify --------------------------------------------------------------------- */
+
+static const char audit_help[] =
+	"usage: deputy audit verify SESSION|FILE [--jwks FILE] [--socket PATH]\n"
+	"Checks a session log's hash chain and, once the session is closed, the signature of\n"
+	"its session_close record by deputyd's key. A FILE is checked locally against --jwks\n"
+	"(default: jwks.json in the log's state directory); a SESSION id is fetched from\n"
+	"deputyd. Exits 0 if intact, 1 naming the first bad line.\n";
+
+int cmd_audit(int argc, char **argv)
+{
+	static const struct option opts[] = { { "jwks", required_argument, NULL, 'k' },
+					      { "socket", required_argument, NULL, 's' },
+					      { "help", no_argument, NULL, 'h' },
+					      { NULL, 0, NULL, 0 } };
+	const char *jwks_path = NULL, *sock_opt = NULL, *target;
+	char *text = NULL, *jwks = NULL;
+	size_t len = 0, jlen = 0;
+	struct dp_keyset *keys = NULL;
+	bool sealed = false, closed = false;
+	struct dp_err err;
+	size_t records = 0;
+	int opt, rc = 1;
+
+	if (argc >= 2 && cli_is_help(argv[1]))
+		return fputs(audit_help, stdout), 0;
+	if (argc < 2 || strcmp(argv[1], "verify") != 0) {
+		fputs(audit_help, stderr);
+		return 2;
+	}
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "k:s:h", opts, NULL)) != -1) {
+		if (opt == 'k')
+			jwks_path = optarg;
+		else if (opt == 's')
+			sock_opt = optarg;
+		else if (opt == 'h')
+			return fputs(audit_help, stdout), 0;
+		else
+			return fputs(audit_help, stderr), 2;
+	}
+	if (optind != argc - 1) {
+		fputs(audit_help, stderr);
+		return 2;
+	}
+	target = argv[optind];
+	if (strchr(target, '/') || access(target, F_OK) == 0) {
+		char guess[PATH_MAX];
+		int e = dp_read_file(target, 256u << 20, &text, &len);
+
+		if (e)
+			return cli_fail("audit", "%s: %s", target, strerror(-e));
+		if (!jwks_path) {
+			const char *slash = strrchr(target, '/');
+
+			/* <state_dir>/sessions/<id>.jsonl -> <state_dir>/jwks.json */
+			snprintf(guess, sizeof(guess), "%.*s/../jwks.json",
+				 slash ? (int)(slash - target) : 1, slash ? target : ".");
+			jwks_path = guess;
+		}
+		e = dp_read_file(jwks_path, 1 << 20, &jwks, &jlen);
+		if (e) {
+			cli_fail("audit", "%s: %s (name deputyd's JWKS with --jwks)", jwks_path,
+				 strerror(-e));
+			goto out;
+		}
+		closed = true;
+	} else {
+		static struct dpc c;
+		uint64_t offset = 0;
+
+		if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0 ||
+		    fetch_log(&c, target, &text, &len, &offset, &closed, &err) != 0 ||
+		    simple_call("audit", sock_opt, DP_MSG_JWKS, NULL, 0, &c, &err) != 0) {
+			dpc_close(&c);
+			cli_fail("audit", "%s: %s", target, err.msg);
+			goto out;
+		}
+		jwks = dpc_field_str(&c, DP_T_DATA);
+		jlen = jwks ? strlen(jwks) : 0;
+		dpc_close(&c);
+		if (!text) {
+			cli_fail("audit", "%s: empty log", target);
+			goto out;
+		}
+	}
+	keys = jwks ? dp_keyset_parse(jwks, jlen, &err) : NULL;
+	if (!keys) {
+		cli_fail("audit", "deputyd's JWKS: %s", jwks ? err.msg : "missing");
+		goto out;
+	}
+	if (audit_verify(text, len, keys, &sealed, &err) != 0) {
+		cli_fail("audit", "%s: %s", target, err.msg);
+		goto out;
+	}
+	for (size_t i = 0; i < len; i++)
+		records += text[i] == '\n';
+	if (sealed) {
+		printf("%s: intact: %zu records, sealed by deputyd\n", target, records);
+		rc = 0;
+	} else if (!closed) {
+		printf("%s: intact so far: %zu records (session open, not sealed yet)\n", target,
+		       records);
+		rc = 0;
+	} else {
+		cli_fail("audit", "%s: chain intact but the log is not sealed by session_close",
+			 target);
+	}
+out:
+	dp_keyset_free(keys);
+	free(jwks);
+	free(text);
+	return rc;
+}

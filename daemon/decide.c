@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+/*
+ * decide: one request of a session -> delegate (with a fresh token), passthrough or deny
+ * (design: Policy: routes). The grant is checked here, and again by mint_token, so a token
+ * outside the grant is never signed whatever the agent side sends. Every decision is
+ * written to the session's log before it is answered; if the log cannot be written the
+ * answer is deny.
+ */
+#include "deputyd.h"
+
+#include <deputy/proto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mint.h"
+
+/* Under "token_binding": "session" a cached token is reused while it has at least this much
+ * of its life left, so a backend never receives one that expires in flight. */
+#define SESSION_TOKEN_MIN_LEFT 10
+
+static bool is_tchar(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       strchr("!#$%&'*+-.^_`|~", ch);
+}
+
+static bool valid_method(const char *m)
+{
+	size_t n = strlen(m);
+
+	if (n == 0 || n > 32)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!is_tchar(m[i]))
+			return false;
+	return true;
+}
+
+static bool valid_text(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* The path of an origin-form ("/p?q") or absolute-form ("https://h/p?q") target, without
+ * query or fragment. */
+static int target_path(const char *target, char *out, size_t outsz)
+{
+	const char *p = target;
+	size_t n;
+
+	if (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0) {
+		p = strstr(p, "://") + 3;
+		p += strcspn(p, "/?#");
+		if (*p != '/') {
+			snprintf(out, outsz, "/");
+			return 0;
+		}
+	}
+	if (*p != '/')
+		return -1;
+	n = strcspn(p, "?#");
+	if (n + 1 > outsz)
+		return -1;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return 0;
+}
+
+static void deny(struct session *s, struct decide_res *out, const char *method, const char *url,
+		 const char *scope, bool enforced, const char *fmt, ...) DP_PRINTF(7, 8);
+
+static void deny(struct session *s, struct decide_res *out, const char *method, const char *url,
+		 const char *scope, bool enforced, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
+	va_end(ap);
+	out->verdict = enforced ? DP_VERDICT_DENY : DP_VERDICT_PASSTHROUGH;
+	s->counts.denies++;
+	if (session_log(s, "deny",
+			json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b}", "layer", "daemon", "reason",
+				  out->reason, "method", method, "url", url, "scope", scope,
+				  "enforced", enforced)) != 0)
+		out->verdict = DP_VERDICT_DENY;
+}
+
+static struct token_cache_entry *token_cache_find(struct session *s, const char *aud,
+						  const char *scope)
+{
+	for (size_t i = 0; i < s->n_tokens; i++)
+		if (strcmp(s->tokens[i].audience, aud) == 0 && strcmp(s->tokens[i].scope, scope) == 0)
+			return &s->tokens[i];
+	return NULL;
+}
+
+static void token_cache_put(struct session *s, const char *aud, const char *scope,
+			    const char *token, const char *jti, int64_t exp)
+{
+	struct token_cache_entry *e = token_cache_find(s, aud, scope);
+	char *copy = strdup(token);
+
+	if (!copy)
+		return;
+	if (!e) {
+		struct token_cache_entry *n = realloc(s->tokens, (s->n_tokens + 1) * sizeof(*n));
+
+		if (!n) {
+			free(copy);
+			return;
+		}
+		s->tokens = n;
+		e = &s->tokens[s->n_tokens];
+		e->audience = strdup(aud);
+		e->scope = strdup(scope);
+		if (!e->audience || !e->scope) {
+			free(e->audience);
+			free(e->scope);
+			free(copy);
+			return;
+		}
+		s->n_tokens++;
+	} else {
+		free(e->token);
+	}
+	e->token = copy;
+	snprintf(e->jti, sizeof(e->jti), "%s", jti);
+	e->exp = exp;
+}
+
+static void delegate(struct deputyd *d, struct session *s, const struct dp_route *rt,
+		     const char *method, const char *htu, struct decide_res *out)
+{
+	const struct dp_grant *g = s->grant;
+	bool bind_session = d->cfg->token_binding == DP_BINDING_SESSION;
+	int64_t now = dp_now(), exp;
+	struct token_cache_entry *cached;
+	struct mint_request mr;
+	struct dp_err err;
+	char *token = NULL;
+	char jti[DP_ID_LEN];
+	bool reused = false;
+	int ttl;
+
+	out->scope = rt->scope;
+	if (g->exp <= now) {
+		deny(s, out, method, htu, rt->scope, true, "the user's grant has expired");
+		return;
+	}
+	if (!grant_has_scope(g, rt->scope)) {
+		deny(s, out, method, htu, rt->scope, true,
+		     "scope \"%s\" is not in the user's grant", rt->scope);
+		return;
+	}
+	if (!grant_has_resource(g, rt->audience)) {
+		deny(s, out, method, htu, rt->scope, true,
+		     "audience \"%s\" is not in the user's grant", rt->audience);
+		return;
+	}
+	cached = bind_session ? token_cache_find(s, rt->audience, rt->scope) : NULL;
+	if (cached && cached->exp - now >= SESSION_TOKEN_MIN_LEFT) {
+		token = strdup(cached->token);
+		snprintf(jti, sizeof(jti), "%s", cached->jti);
+		exp = cached->exp;
+		reused = true;
+	} else {
+		/* A token never outlives the grant it derives from. */
+		ttl = d->cfg->token_ttl;
+		if (g->exp - now < ttl)
+			ttl = (int)(g->exp - now);
+		mr = (struct mint_request){ .grant = g,
+					    .issuer = d->cfg->issuer,
+					    .agent = s->agent,
+					    .session = s->id,
+					    .audience = rt->audience,
+					    .scope = rt->scope,
+					    .htm = bind_session ? NULL : method,
+					    .htu = bind_session ? NULL : htu,
+					    .ttl = ttl,
+					    .now = now };
+		if (mint_token(d->key, &mr, &token, jti, &exp, &err) != 0) {
+			deny(s, out, method, htu, rt->scope, true, "%s", err.msg);
+			return;
+		}
+		if (bind_session)
+			token_cache_put(s, rt->audience, rt->scope, token, jti, exp);
+	}
+	if (!token) {
+		deny(s, out, method, htu, rt->scope, true, "out of memory");
+		return;
+	}
+	if (session_log(s, "token",
+			json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "jti", jti, "aud",
+				  rt->audience, "scope", rt->scope, "htm", method, "htu", htu, "exp",
+				  (json_int_t)exp, "reused", reused)) != 0) {
+		free(token);
+		snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
+		out->verdict = DP_VERDICT_DENY;
+		return;
+	}
+	s->counts.tokens++;
+	out->verdict = DP_VERDICT_DELEGATE;
+	out->token = token;
+	out->header = rt->header ? rt->header : "Authorization";
+	snprintf(out->jti, sizeof(out->jti), "%s", jti);
+	snprintf(out->reason, sizeof(out->reason), "delegated");
+}
+
+void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
+	    struct decide_res *out)
+{
+	const struct dp_route *rt;
+	char path[4096], url[8192 + 64];
+	const char *method = r->method;
+
+	memset(out, 0, sizeof(*out));
+	out->verdict = DP_VERDICT_DENY;
+	if (!valid_method(r->method))
+		method = "?";
+	if (mint_htu(r->scheme, r->host, r->port, r->target, url, sizeof(url)) != 0)
+		snprintf(url, sizeof(url), "(invalid)");
+	if (s->state != SESSION_OPEN) {
+		deny(s, out, method, url, NULL, true, "the session is closing");
+		return;
+	}
+	if ((strcmp(r->scheme, "https") && strcmp(r->scheme, "http")) || r->port < 1 ||
+	    r->port > 65535 || method[0] == '?' || !valid_text(r->host, 255) ||
+	    !valid_text(r->target, 8192) || target_path(r->target, path, sizeof(path)) != 0) {
+		deny(s, out, method, url, NULL, true, "malformed request");
+		return;
+	}
+	rt = config_match_route(d->cfg, r->host, r->port, r->method, path);
+	if (!rt) {
+		bool monitor = d->cfg->unrouted == DP_UNROUTED_MONITOR;
+
+		deny(s, out, method, url, NULL, !monitor, "no route allows %s %s", method, url);
+		if (monitor && out->verdict == DP_VERDICT_PASSTHROUGH)
+			s->counts.passthrough++;
+		return;
+	}
+	switch (rt->action) {
+	case DP_ACTION_DENY:
+		deny(s, out, method, url, NULL, true, "a route denies %s %s", method, url);
+		return;
+	case DP_ACTION_PASSTHROUGH:
+		if (session_log(s, "passthrough",
+				json_pack("{s:s, s:s}", "method", method, "url", url)) != 0) {
+			snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
+			return;
+		}
+		s->counts.passthrough++;
+		out->verdict = DP_VERDICT_PASSTHROUGH;
+		snprintf(out->reason, sizeof(out->reason), "passthrough");
+		return;
+	case DP_ACTION_DELEGATE:
+		delegate(d, s, rt, method, url, out);
+		return;
+	}
+}

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MIT
+/* deputyd: the host daemon. Loads config, key, trusted issuers and the kernel layer, then
+ * serves the Unix socket (server.c) until SIGTERM/SIGINT; SIGHUP reloads the config. */
+#include "deputyd.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "httpd.h"
+#include "kernel.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v]\n"
+		     "  -c FILE   configuration (JSON; default " DP_DEFAULT_CONFIG ")\n"
+		     "  -f        stay in the foreground (otherwise detach and log to syslog)\n"
+		     "  -v        log debug messages too (also DEPUTY_DEBUG=1)\n"
+		     "  -t        check the configuration and exit\n");
+}
+
+static int fail(const char *what, const char *fmt, ...) DP_PRINTF(2, 3);
+static int fail(const char *what, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "deputyd: %s: ", what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return 1;
+}
+
+static int setup_dirs(struct deputyd *d)
+{
+	int rc = dp_mkdir_p(d->cfg->state_dir, 0700);
+
+	if (rc)
+		return fail("state_dir", "%s: %s", d->cfg->state_dir, strerror(-rc));
+	snprintf(d->log_dir, sizeof(d->log_dir), "%s/sessions", d->cfg->state_dir);
+	rc = dp_mkdir_p(d->log_dir, 0750);
+	if (rc)
+		return fail("state_dir", "%s: %s", d->log_dir, strerror(-rc));
+	return 0;
+}
+
+static int setup_key(struct deputyd *d)
+{
+	char path[PATH_MAX];
+	struct dp_err err;
+	int rc;
+
+	d->key = dp_key_load_or_create(d->cfg->signing_key, &err);
+	if (!d->key)
+		return fail("signing_key", "%s", err.msg);
+	d->jwks_json = dp_key_jwks_json(d->key);
+	if (!d->jwks_json)
+		return fail("signing_key", "cannot build the JWKS");
+	snprintf(path, sizeof(path), "%s/jwks.json", d->cfg->state_dir);
+	rc = dp_write_file_atomic(path, d->jwks_json, strlen(d->jwks_json), 0644);
+	if (rc)
+		return fail("state_dir", "%s: %s", path, strerror(-rc));
+	return 0;
+}
+
+static int setup_cgroups(struct deputyd *d)
+{
+	int rc = cgroup_root(d->cg_root);
+
+	if (rc)
+		return fail("cgroup", "no cgroup2 file system is mounted (see /proc/self/mountinfo)");
+	snprintf(d->cg_parent, sizeof(d->cg_parent), "%s/%s", d->cg_root, d->cfg->cgroup);
+	rc = cgroup_create(d->cg_parent);
+	if (rc)
+		return fail("cgroup", "%s: %s", d->cg_parent, strerror(-rc));
+	return 0;
+}
+
+static int setup_kernel(struct deputyd *d)
+{
+	struct dp_err err;
+
+	if (!d->cfg->kernel) {
+		pr_warn("WARNING: \"kernel\": \"off\" — the eBPF layer is not loaded: connections "
+			"of agents are NOT logged and NOT enforced; only the shim mediates HTTP");
+		return 0;
+	}
+	if (kernel_available(&err) != 0 ||
+	    kernel_open(d->cg_parent, (dp_kernel_event_fn)policy_on_kernel_event, d, &d->kernel,
+			&err) != 0)
+		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
+			    err.msg);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { NULL, 0, NULL, 0 } };
+	const char *config_path = DP_DEFAULT_CONFIG;
+	bool foreground = false, verbose = false, check_only = false;
+	struct deputyd d = { .listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1 };
+	struct dp_httpd *httpd = NULL;
+	struct dp_err err;
+	int opt, rc = 1;
+
+	while ((opt = getopt_long(argc, argv, "c:fvth", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (getenv("DEPUTY_DEBUG") && strcmp(getenv("DEPUTY_DEBUG"), "1") == 0)
+		verbose = true;
+	dp_log_init("deputyd", verbose ? DP_LOG_DEBUG : DP_LOG_INFO);
+	if (config_load(config_path, &d.cfg, &err) != 0)
+		return fail("config", "%s", err.msg);
+	if (check_only) {
+		printf("%s: ok (%zu routes, %zu trusted issuers)\n", config_path, d.cfg->n_routes,
+		       d.cfg->n_issuers);
+		config_free(d.cfg);
+		return 0;
+	}
+	if (geteuid() != 0) {
+		config_free(d.cfg);
+		return fail("start", "must run as root (it creates cgroups and loads eBPF programs)");
+	}
+	umask(022);
+	if (setup_dirs(&d) || setup_key(&d))
+		goto out;
+	d.trust = trust_new(d.cfg, &err);
+	if (!d.trust) {
+		fail("trusted_issuers", "%s", err.msg);
+		goto out;
+	}
+	if (setup_cgroups(&d) || setup_kernel(&d))
+		goto out;
+	if (d.cfg->http_listen) {
+		char *meta = httpd_metadata_json(d.cfg->issuer, d.cfg->http_listen);
+
+		httpd = meta ? httpd_start(d.cfg->http_listen, d.jwks_json, meta, &err) : NULL;
+		if (!httpd) {
+			fail("http_listen", "%s", meta ? err.msg : "out of memory");
+			free(meta);
+			goto out;
+		}
+		free(meta);
+	}
+	if (!foreground) {
+		if (daemon(0, 0) < 0) {
+			fail("start", "cannot detach: %s", strerror(errno));
+			goto out;
+		}
+		dp_log_use_syslog();
+	}
+	session_recover(&d);
+	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
+		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
+	rc = server_run(&d) ? 1 : 0;
+out:
+	httpd_stop(httpd);
+	if (d.kernel)
+		kernel_close(d.kernel);
+	if (d.cg_parent[0] && rmdir(d.cg_parent) < 0 && errno != ENOENT && errno != EBUSY)
+		pr_warn("cannot remove %s: %s", d.cg_parent, strerror(errno));
+	trust_free(d.trust);
+	dp_key_free(d.key);
+	free(d.jwks_json);
+	config_free(d.cfg);
+	return rc;
+}

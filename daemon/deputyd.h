@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * deputyd's state and the modules that act on it: server.c (socket, event loop, wire
+ * protocol dispatch), session.c (session lifecycle, peer checks), decide.c (routes, grant,
+ * minting), policy.c (the kernel layer's allow lists). One thread runs all of it; the
+ * JWKS HTTP server has its own thread and shares nothing mutable.
+ */
+#ifndef DEPUTY_DEPUTYD_H
+#define DEPUTY_DEPUTYD_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "audit.h"
+#include "config.h"
+#include "grant.h"
+#include "jws.h"
+#include "util.h"
+
+struct client;
+struct dp_kernel;
+
+struct token_cache_entry { /* token_binding "session": one token per (audience, scope) */
+	char *audience, *scope, *token;
+	char jti[DP_ID_LEN];
+	int64_t exp;
+};
+
+struct cookie_set { /* sockets the shim accounted for (open addressing, 0 = empty) */
+	uint64_t *slots;
+	size_t cap, used;
+};
+
+enum session_state { SESSION_OPEN, SESSION_CLOSING };
+
+struct session {
+	struct session *next;
+	char id[DP_ID_LEN];
+	enum session_state state;
+	struct dp_grant *grant;
+	char *agent; /* "agent:NAME" */
+	uid_t uid;
+	pid_t leader;
+	int leader_pidfd; /* deputy run: when it is gone, the session ends */
+	char leader_cg[PATH_MAX]; /* where deputy run came from, to return it there at close */
+	char cg_path[PATH_MAX]; /* absolute */
+	char cg_rel[PATH_MAX];  /* as /proc/PID/cgroup shows it */
+	uint64_t cg_id;
+	struct audit_log *log;
+	struct client *control; /* deputy run's connection */
+	int exit_status;        /* -1 until deputy run reports it */
+	int64_t opened, close_requested;
+	struct {
+		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
+	} counts;
+	struct token_cache_entry *tokens;
+	size_t n_tokens;
+	struct cookie_set cookies;
+};
+
+struct deputyd {
+	struct dp_config *cfg;
+	struct dp_trust *trust;
+	struct dp_key *key;
+	char *jwks_json;
+	struct dp_kernel *kernel; /* NULL under "kernel": "off" */
+	struct session *sessions;
+	size_t n_sessions;
+	char cg_root[PATH_MAX];   /* cgroup2 mount */
+	char cg_parent[PATH_MAX]; /* <root>/<cfg->cgroup> */
+	char log_dir[PATH_MAX];   /* <state_dir>/sessions */
+	int epfd, listen_fd, signal_fd, timer_fd;
+	bool stopping;
+	uint64_t lost_reported;
+};
+
+/* server.c */
+int server_run(struct deputyd *d);
+void server_client_close(struct deputyd *d, struct client *c);
+void server_session_gone(struct session *s); /* forget a finished session in every client */
+
+/* session.c */
+struct session *session_find(struct deputyd *d, const char *id);
+int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
+		 const char *grant, const char *agent, char **argv, size_t argc,
+		 struct session **out, struct dp_err *err);
+void session_request_close(struct deputyd *d, struct session *s, int status);
+void session_tick(struct deputyd *d); /* finishes sessions whose cgroup emptied */
+void session_close_all(struct deputyd *d);
+/* Append a record; steals fields. Non-zero when it could not be written: callers that were
+ * about to grant something must refuse instead. */
+int session_log(struct session *s, const char *type, json_t *fields);
+int session_recover(struct deputyd *d);
+json_t *session_list_json(struct deputyd *d);
+int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);
+ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n);
+bool session_id_valid(const char *id);
+int cookie_set_add(struct cookie_set *cs, uint64_t cookie);
+bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie);
+
+/* decide.c */
+struct decide_req {
+	const char *scheme, *host, *method, *target;
+	int port;
+	uint64_t cookie;
+};
+struct decide_res {
+	int verdict; /* enum dp_verdict */
+	char reason[256];
+	const char *header; /* borrowed from config */
+	char *token;        /* malloc'd */
+	char jti[DP_ID_LEN];
+	const char *scope;
+};
+void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
+	    struct decide_res *out);
+
+/* policy.c: kernel allow lists for every session (routes' resolved addresses, allow_cidrs,
+ * resolvers). */
+int policy_apply(struct deputyd *d, struct session *s);
+void policy_refresh(struct deputyd *d);
+void policy_on_kernel_event(void *ctx, const void *ev);
+
+#endif

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kernel: loads deputy's eBPF programs (bpf/deputy.bpf.c) onto deputy's parent cgroup, keeps
+ * each session's connection policy in their maps, and hands their events to deputyd.
+ *
+ * A session is a direct child cgroup of the parent; everything below it belongs to it.
+ * Nothing is enforced or logged for a cgroup until kernel_session_set() registers it, and
+ * processes outside sessions (the parent itself, anything else) are never affected.
+ *
+ * Not thread-safe: one thread owns a struct dp_kernel (deputyd's event loop).
+ *
+ * Restart: the programs' links and the maps are pinned under
+ * /sys/fs/bpf/deputy/<parent cgroup>/, so while deputyd is down (crash, upgrade) sessions
+ * stay enforced with their last policy and events queue in the ring buffer (up to 4 MiB,
+ * then they are counted as lost). kernel_open() adopts what it finds there: the new programs
+ * replace the old ones in place, the policy maps are kept. kernel_close() takes it all away;
+ * kernel_release() leaves it in place for the next deputyd.
+ */
+#ifndef DEPUTY_KERNEL_H
+#define DEPUTY_KERNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "deputy/event.h"
+#include "util.h"
+
+struct dp_kernel;
+
+/* One allow rule: destinations in addr/prefix (network order, IPv4 in the first 4 bytes),
+ * on port `port` (host order, 0 = any port). An exact address is prefix 32 / 128. */
+struct dp_kallow {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	int prefix; /* 0..32 or 0..128 */
+	uint16_t port;
+};
+
+/* Called from kernel_consume() for each event, with a pointer valid only during the call. */
+typedef void (*dp_kernel_event_fn)(void *ctx, const struct dp_event *ev);
+
+/* Per-session counters kept by the kernel side (see struct dp_session_val). */
+struct dp_kernel_stats {
+	uint64_t n_allow;
+	uint64_t n_block;
+	uint64_t n_refused;
+};
+
+/* Load and attach onto the parent cgroup: an absolute path, or one relative to the cgroup2
+ * mount ("deputy"). The cgroup must exist. Mounts bpffs on /sys/fs/bpf if needed.
+ * 0 or -errno with err saying what failed. */
+int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, struct dp_kernel **out,
+		struct dp_err *err) DP_WUR;
+
+/* Detach everything and remove the pinned state. Sessions are no longer enforced. */
+void kernel_close(struct dp_kernel *k);
+/* Free the loader but leave programs attached and state pinned for the next kernel_open(). */
+void kernel_release(struct dp_kernel *k);
+
+/* The ring buffer's epoll-able fd (readable when events are pending). */
+int kernel_fd(const struct dp_kernel *k);
+/* Deliver every pending event to fn; the number delivered or -errno. Never blocks. */
+int kernel_consume(struct dp_kernel *k);
+/* Events the kernel could not queue because the ring buffer was full, since the maps were
+ * created (an adopting kernel_open() keeps counting). */
+uint64_t kernel_lost_events(const struct dp_kernel *k);
+
+/* Register the session cgroup `cgid` or replace its policy: n allow rules, enforce or only
+ * log blocks. New rules apply before old ones are dropped, so a replacement never blocks
+ * what both the old and the new policy allow. Counters survive a replacement.
+ * 0, -EINVAL (bad rule), -E2BIG (maps full) or -errno. */
+int kernel_session_set(struct dp_kernel *k, uint64_t cgid, bool enforce,
+		       const struct dp_kallow *allow, size_t n) DP_WUR;
+/* Forget a session: its processes are no longer checked. 0 or -ENOENT. */
+int kernel_session_remove(struct dp_kernel *k, uint64_t cgid);
+/* The session's counters. 0 or -ENOENT. */
+int kernel_session_stats(const struct dp_kernel *k, uint64_t cgid, struct dp_kernel_stats *out);
+/* Registered sessions (e.g. adopted after a restart): fills up to max ids, returns how many
+ * there are in total (may exceed max), or -errno. */
+int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max);
+
+/* Can the kernel layer run here? 0, or -errno with err saying why not (not root, no BTF, no
+ * cgroup2, cgroup socket programs or ring buffers unsupported). */
+int kernel_available(struct dp_err *err);
+
+/* Where cgroup2 is mounted (from /proc/self/mountinfo). 0, -ENOENT or -ENAMETOOLONG. */
+int dp_cgroup2_mount(char *out, size_t outsz);
+/* The cgroup id of a cgroup2 directory (what bpf_get_current_cgroup_id() returns), 0 on
+ * error with errno set. */
+uint64_t dp_cgroup_id(const char *path);
+
+/* An event timestamp (CLOCK_BOOTTIME ns) as wall-clock time. */
+struct timespec kernel_event_realtime(uint64_t ts_ns);
+
+#endif

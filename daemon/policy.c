@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: MIT
+/*
+ * policy: what the kernel layer lets a session reach, and what it reports back.
+ *
+ * Allowed destinations are the same for every session: the addresses of every delegate and
+ * passthrough route's host on its port (resolved by deputyd itself, again every
+ * resolve_interval seconds and on SIGHUP), the configured allow_cidrs on any port, and —
+ * unless "allow_resolvers" is false — the nameservers of /etc/resolv.conf on port 53 so the
+ * agent can resolve names. Loopback gets no implicit allow. Kernel events become `connect`
+ * (and `deny`, `disconnect`) records of the session whose cgroup they came from.
+ */
+#include "deputyd.h"
+
+#include <arpa/inet.h>
+#include <deputy/event.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "kernel.h"
+
+static struct dp_kallow *allow;
+static size_t n_allow, cap_allow;
+
+static void allow_add(int family, const void *addr, int prefix, uint16_t port)
+{
+	struct dp_kallow *a;
+
+	for (size_t i = 0; i < n_allow; i++)
+		if (allow[i].family == family && allow[i].prefix == prefix &&
+		    allow[i].port == port &&
+		    memcmp(allow[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
+			return;
+	if (n_allow == cap_allow) {
+		size_t cap = cap_allow ? cap_allow * 2 : 32;
+		struct dp_kallow *n = realloc(allow, cap * sizeof(*n));
+
+		if (!n)
+			return;
+		allow = n;
+		cap_allow = cap;
+	}
+	a = &allow[n_allow++];
+	memset(a, 0, sizeof(*a));
+	a->family = family;
+	memcpy(a->addr, addr, family == AF_INET ? 4 : 16);
+	a->prefix = prefix;
+	a->port = port;
+}
+
+static void allow_host(const char *host, int port)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	int rc = getaddrinfo(host, NULL, &hints, &res);
+
+	if (rc != 0) {
+		pr_warn("policy: cannot resolve route host %s: %s", host, gai_strerror(rc));
+		return;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET)
+			allow_add(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 32,
+				  (uint16_t)port);
+		else if (ai->ai_family == AF_INET6)
+			allow_add(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 128,
+				  (uint16_t)port);
+	}
+	freeaddrinfo(res);
+}
+
+static void allow_resolvers(void)
+{
+	FILE *f = fopen("/etc/resolv.conf", "re");
+	char line[512], addr[INET6_ADDRSTRLEN + 1];
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned char bin[16];
+
+		if (sscanf(line, " nameserver %46s", addr) != 1)
+			continue;
+		if (inet_pton(AF_INET, addr, bin) == 1)
+			allow_add(AF_INET, bin, 32, 53);
+		else if (inet_pton(AF_INET6, addr, bin) == 1)
+			allow_add(AF_INET6, bin, 128, 53);
+	}
+	fclose(f);
+}
+
+static void policy_compute(struct deputyd *d)
+{
+	const struct dp_config *cfg = d->cfg;
+
+	n_allow = 0;
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		if (cfg->routes[i].action != DP_ACTION_DENY)
+			allow_host(cfg->routes[i].host, cfg->routes[i].port);
+	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)
+		allow_add(cfg->allow_cidrs[i].family, cfg->allow_cidrs[i].addr,
+			  cfg->allow_cidrs[i].prefix, 0);
+	if (cfg->allow_resolvers)
+		allow_resolvers();
+}
+
+int policy_apply(struct deputyd *d, struct session *s)
+{
+	if (!d->kernel)
+		return 0;
+	if (!allow)
+		policy_compute(d);
+	return kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow);
+}
+
+void policy_refresh(struct deputyd *d)
+{
+	if (!d->kernel)
+		return;
+	policy_compute(d);
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow) != 0)
+			pr_warn("session %s: cannot update kernel policy", s->id);
+}
+
+static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
+{
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (s->cg_id == cgid)
+			return s;
+	return NULL;
+}
+
+static const char *family_name(int family)
+{
+	switch (family) {
+	case AF_INET:
+		return "inet";
+	case AF_INET6:
+		return "inet6";
+	case AF_UNIX:
+		return "unix";
+	case AF_PACKET:
+		return "packet";
+	default:
+		return "other";
+	}
+}
+
+void policy_on_kernel_event(void *ctx, const void *data)
+{
+	const struct dp_event *ev = data;
+	struct deputyd *d = ctx;
+	struct session *s = session_by_cgid(d, ev->cgid);
+	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
+	bool block = ev->verdict == DP_EV_BLOCK;
+	bool mediated;
+
+	if (!s)
+		return; /* a session that already ended, or not ours */
+	memcpy(comm, ev->comm, DP_EV_COMM_LEN);
+	comm[DP_EV_COMM_LEN] = '\0';
+	if (ev->family == AF_INET || ev->family == AF_INET6)
+		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
+	mediated = cookie_set_has(&s->cookies, ev->cookie);
+
+	switch (ev->type) {
+	case DP_EV_CONNECT:
+	case DP_EV_SENDMSG:
+		s->counts.connects++;
+		if (block)
+			s->counts.blocked++;
+		if (!mediated)
+			s->counts.unmediated++;
+		session_log(s, "connect",
+			    json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
+				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
+				      "comm", comm, "family", family_name(ev->family), "protocol",
+				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr,
+				      "dport", (json_int_t)ev->port, "verdict",
+				      block ? "block" : "allow", "enforced",
+				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
+				      mediated, "cookie", (json_int_t)ev->cookie));
+		break;
+	case DP_EV_UNIX_CONNECT: {
+		char path[DP_EV_PATH_LEN + 2];
+		size_t n = ev->path_len < DP_EV_PATH_LEN ? ev->path_len : DP_EV_PATH_LEN;
+		size_t o = 0;
+
+		if (ev->flags & DP_EVF_UNIX_ABSTRACT)
+			path[o++] = '@';
+		for (size_t i = (ev->flags & DP_EVF_UNIX_ABSTRACT) ? 1 : 0; i < n && ev->path[i];
+		     i++)
+			path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
+		path[o] = '\0';
+		session_log(s, "connect",
+			    json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:b}", "pid",
+				      (json_int_t)ev->tgid, "comm", comm, "family", "unix", "path",
+				      path, "verdict", "allow", "enforced", d->cfg->enforce,
+				      "mediated", false));
+		break;
+	}
+	case DP_EV_SOCK_REFUSED:
+		s->counts.denies++;
+		session_log(s, "deny",
+			    json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "layer", "kernel",
+				      "reason", "raw and packet sockets are not allowed in a session",
+				      "pid", (json_int_t)ev->tgid, "comm", comm, "family",
+				      family_name(ev->family), "type", (json_int_t)ev->port,
+				      "enforced", ev->enforced != 0));
+		break;
+	case DP_EV_CLOSE:
+		session_log(s, "disconnect",
+			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
+				      "family", family_name(ev->family), "daddr", addr, "dport",
+				      (json_int_t)ev->port, "duration_us",
+				      (json_int_t)(ev->duration_ns / 1000), "established",
+				      (ev->flags & DP_EVF_ESTABLISHED) != 0));
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,623 @@
+// SPDX-License-Identifier: MIT
+/*
+ * session: one launch of an agent for one user. Opening verifies the grant, creates the
+ * session's cgroup under deputy's parent, installs its kernel policy and only then moves
+ * `deputy run` into it, so no process of the session ever runs unenforced. A session ends
+ * when `deputy run` reports its command's exit (or its connection drops) — remaining
+ * processes are killed, since nothing may keep acting on the user's grant after it — or
+ * when its cgroup empties; deputyd then seals the log with `session_close` and removes
+ * the cgroup.
+ *
+ * Restart: each open session has <log_dir>/<id>.state (mode 0600: it holds the grant). A
+ * deputyd that starts again re-verifies those grants and resumes sessions whose cgroups
+ * still have processes; it seals the others.
+ */
+#include "deputyd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "kernel.h"
+
+#define CLOSE_GRACE_SECONDS 5 /* after this, a closing session's cgroup is killed again */
+
+bool session_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n != DP_ID_LEN - 1)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = id[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+			return false;
+	}
+	return true;
+}
+
+struct session *session_find(struct deputyd *d, const char *id)
+{
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (strcmp(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+int session_log(struct session *s, const char *type, json_t *fields)
+{
+	int rc;
+
+	if (!fields)
+		return -ENOMEM;
+	rc = audit_append(s->log, type, fields);
+	json_decref(fields);
+	if (rc)
+		pr_warn("session %s: cannot write %s record: %s", s->id, type, strerror(-rc));
+	return rc;
+}
+
+/* ---- cookies the shim accounted for -------------------------------------------------- */
+
+static size_t cookie_slot(uint64_t cookie, size_t cap)
+{
+	return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
+{
+	if (cookie == 0)
+		return 0;
+	if ((cs->used + 1) * 2 > cs->cap) {
+		size_t cap = cs->cap ? cs->cap * 2 : 64;
+		uint64_t *slots = calloc(cap, sizeof(*slots));
+
+		if (!slots)
+			return -ENOMEM;
+		for (size_t i = 0; i < cs->cap; i++) {
+			size_t j;
+
+			if (!cs->slots[i])
+				continue;
+			for (j = cookie_slot(cs->slots[i], cap); slots[j]; j = (j + 1) & (cap - 1))
+				;
+			slots[j] = cs->slots[i];
+		}
+		free(cs->slots);
+		cs->slots = slots;
+		cs->cap = cap;
+	}
+	for (size_t j = cookie_slot(cookie, cs->cap);; j = (j + 1) & (cs->cap - 1)) {
+		if (cs->slots[j] == cookie)
+			return 0;
+		if (!cs->slots[j]) {
+			cs->slots[j] = cookie;
+			cs->used++;
+			return 0;
+		}
+	}
+}
+
+bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie)
+{
+	if (!cs->cap || cookie == 0)
+		return false;
+	for (size_t j = cookie_slot(cookie, cs->cap);; j = (j + 1) & (cs->cap - 1)) {
+		if (cs->slots[j] == cookie)
+			return true;
+		if (!cs->slots[j])
+			return false;
+	}
+}
+
+/* ---- open ------------------------------------------------------------------------------ */
+
+static int agent_normalize(const char *agent, char **out)
+{
+	const char *name = strncmp(agent, "agent:", 6) == 0 ? agent + 6 : agent;
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 64)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.'))
+			return -EINVAL;
+	}
+	return asprintf(out, "agent:%s", name) < 0 ? -ENOMEM : 0;
+}
+
+static void session_state_path(struct deputyd *d, const char *id, char *out, size_t n)
+{
+	snprintf(out, n, "%s/%s.state", d->log_dir, id);
+}
+
+static int session_save_state(struct deputyd *d, struct session *s)
+{
+	char path[PATH_MAX];
+	json_t *st = json_pack("{s:s, s:s, s:I, s:I, s:I}", "grant", s->grant->token, "agent",
+			       s->agent, "uid", (json_int_t)s->uid, "pid", (json_int_t)s->leader,
+			       "opened", (json_int_t)s->opened);
+	char *text;
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	text = json_dumps(st, JSON_COMPACT);
+	json_decref(st);
+	if (!text)
+		return -ENOMEM;
+	session_state_path(d, s->id, path, sizeof(path));
+	rc = dp_write_file_atomic(path, text, strlen(text), 0600);
+	free(text);
+	return rc;
+}
+
+static void session_free(struct session *s)
+{
+	if (!s)
+		return;
+	grant_free(s->grant);
+	if (s->leader_pidfd >= 0)
+		close(s->leader_pidfd);
+	free(s->agent);
+	audit_free(s->log);
+	for (size_t i = 0; i < s->n_tokens; i++) {
+		free(s->tokens[i].audience);
+		free(s->tokens[i].scope);
+		free(s->tokens[i].token);
+	}
+	free(s->tokens);
+	free(s->cookies.slots);
+	free(s);
+}
+
+static int session_make_cgroup(struct deputyd *d, struct session *s)
+{
+	int rc;
+
+	if (snprintf(s->cg_path, sizeof(s->cg_path), "%s/%s", d->cg_parent, s->id) >=
+	    (int)sizeof(s->cg_path))
+		return -ENAMETOOLONG;
+	snprintf(s->cg_rel, sizeof(s->cg_rel), "%s", s->cg_path + strlen(d->cg_root));
+	rc = cgroup_create(s->cg_path);
+	if (rc)
+		return rc;
+	return cgroup_id(s->cg_path, &s->cg_id);
+}
+
+int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
+		 const char *grant, const char *agent, char **argv, size_t argc,
+		 struct session **out, struct dp_err *err)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct dp_err gerr;
+	json_t *jargv;
+	int rc;
+
+	if (!s) {
+		dp_err_set(err, "session: out of memory");
+		return -ENOMEM;
+	}
+	s->exit_status = -1;
+	s->uid = uid;
+	s->leader = pid;
+	s->leader_pidfd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+	s->control = c;
+	s->opened = dp_now();
+	if (agent_normalize(agent, &s->agent) != 0) {
+		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
+		session_free(s);
+		return -EINVAL;
+	}
+	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	if (rc) {
+		pr_info("grant refused for uid %u (%s): %s", (unsigned)uid, s->agent, gerr.msg);
+		dp_err_set(err, "grant refused: %s", gerr.msg);
+		session_free(s);
+		return rc;
+	}
+	if (dp_random_id(s->id) != 0) {
+		dp_err_set(err, "session: no randomness");
+		session_free(s);
+		return -EIO;
+	}
+	rc = session_make_cgroup(d, s);
+	if (rc) {
+		dp_err_set(err, "session: cannot create cgroup %s: %s", s->cg_path, strerror(-rc));
+		session_free(s);
+		return rc;
+	}
+	/* Policy first, then the process: nothing of the session runs unenforced. */
+	rc = policy_apply(d, s);
+	if (rc == 0)
+		rc = audit_create(d->log_dir, s->id, &s->log, &gerr);
+	else
+		dp_err_set(&gerr, "kernel policy: %s", strerror(-rc));
+	if (rc) {
+		dp_err_set(err, "session: %s", gerr.msg);
+		goto fail;
+	}
+	jargv = json_array();
+	for (size_t i = 0; i < argc; i++)
+		json_array_append_new(jargv, json_string(argv[i]));
+	rc = session_log(s, "session_open",
+			 json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
+				   "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
+				   s->grant->jti, "argv", jargv, "uid", (json_int_t)uid, "pid",
+				   (json_int_t)pid, "cgroup", s->cg_rel));
+	if (rc == 0)
+		rc = session_save_state(d, s);
+	if (rc) {
+		dp_err_set(err, "session: cannot write the audit log: %s", strerror(-rc));
+		goto fail;
+	}
+	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) != 0)
+		s->leader_cg[0] = '\0';
+	rc = cgroup_move(s->cg_path, pid);
+	/* If the process that asked is gone, its pid may already name another process. */
+	if (rc == 0 && pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
+		rc = -ESRCH;
+	if (rc) {
+		dp_err_set(err, "session: cannot move pid %d into %s: %s", (int)pid, s->cg_path,
+			   strerror(-rc));
+		goto fail;
+	}
+	s->next = d->sessions;
+	d->sessions = s;
+	d->n_sessions++;
+	pr_info("session %s opened: user %s, %s, uid %u", s->id, s->grant->sub, s->agent,
+		(unsigned)uid);
+	*out = s;
+	return 0;
+fail:
+	if (d->kernel)
+		kernel_session_remove(d->kernel, s->cg_id);
+	if (s->log) {
+		char path[PATH_MAX];
+
+		unlink(audit_path(s->log));
+		session_state_path(d, s->id, path, sizeof(path));
+		unlink(path);
+	}
+	cgroup_kill(s->cg_path);
+	cgroup_remove(s->cg_path);
+	session_free(s);
+	return rc ? rc : -EIO;
+}
+
+/* ---- close ----------------------------------------------------------------------------- */
+
+void session_request_close(struct deputyd *d, struct session *s, int status)
+{
+	if (status >= 0)
+		s->exit_status = status;
+	if (s->state == SESSION_CLOSING)
+		return;
+	s->state = SESSION_CLOSING;
+	s->close_requested = dp_now();
+	/* deputy run itself is in the session: it asked to close after its command ended, so
+	 * it goes back where it came from before the rest of the session is killed. */
+	if (status >= 0 && s->control && s->leader_cg[0]) {
+		char back[PATH_MAX * 2];
+
+		snprintf(back, sizeof(back), "%s%s", d->cg_root, s->leader_cg);
+		if (cgroup_move(back, s->leader) != 0)
+			pr_debug("session %s: cannot move pid %d back to %s", s->id, (int)s->leader,
+				 back);
+	}
+	cgroup_kill(s->cg_path);
+	session_tick(d);
+}
+
+static void session_finish(struct deputyd *d, struct session *s)
+{
+	char path[PATH_MAX];
+	json_t *counts;
+	uint64_t lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
+
+	counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
+			   (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
+			   "passthrough", (json_int_t)s->counts.passthrough, "responses",
+			   (json_int_t)s->counts.responses, "connects",
+			   (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
+			   "unmediated", (json_int_t)s->counts.unmediated, "lost_events",
+			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
+	if (d->kernel) {
+		kernel_consume(d->kernel); /* the session's last events go in before the seal */
+		kernel_session_remove(d->kernel, s->cg_id);
+	}
+	if (!counts || audit_seal(s->log, d->key, d->cfg->issuer, counts) != 0)
+		pr_warn("session %s: cannot seal the audit log", s->id);
+	json_decref(counts);
+	session_state_path(d, s->id, path, sizeof(path));
+	unlink(path);
+	if (cgroup_remove(s->cg_path) != 0)
+		pr_warn("session %s: cannot remove %s: %s", s->id, s->cg_path, strerror(errno));
+	pr_info("session %s closed (exit status %d)", s->id, s->exit_status);
+	server_session_gone(s);
+	for (struct session **pp = &d->sessions; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	d->n_sessions--;
+	session_free(s);
+}
+
+void session_tick(struct deputyd *d)
+{
+	struct session *s = d->sessions, *next;
+	int64_t now = dp_now();
+
+	for (; s; s = next) {
+		int populated;
+
+		next = s->next;
+		if (s->state == SESSION_OPEN && s->leader_pidfd >= 0 &&
+		    syscall(SYS_pidfd_send_signal, s->leader_pidfd, 0, NULL, 0) != 0)
+			session_request_close(d, s, -1); /* deputy run is gone */
+		populated = cgroup_populated(s->cg_path);
+		if (populated == 0 || populated == -ENOENT) {
+			session_finish(d, s);
+			continue;
+		}
+		if (s->state == SESSION_CLOSING && now - s->close_requested >= CLOSE_GRACE_SECONDS) {
+			cgroup_kill(s->cg_path);
+			s->close_requested = now;
+		}
+	}
+}
+
+void session_close_all(struct deputyd *d)
+{
+	for (int i = 0; i < 50 && d->sessions; i++) {
+		for (struct session *s = d->sessions; s; s = s->next)
+			if (s->state != SESSION_CLOSING)
+				session_request_close(d, s, -1);
+			else
+				cgroup_kill(s->cg_path);
+		session_tick(d);
+		if (d->sessions)
+			usleep(100000);
+	}
+	while (d->sessions) {
+		pr_warn("session %s: processes survive SIGKILL; sealing anyway", d->sessions->id);
+		session_finish(d, d->sessions);
+	}
+}
+
+/* ---- restart ---------------------------------------------------------------------------- */
+
+static void session_recover_one(struct deputyd *d, const char *id)
+{
+	char path[PATH_MAX];
+	struct session *s = calloc(1, sizeof(*s));
+	struct dp_err err;
+	json_t *st = NULL;
+	char *text = NULL;
+	int rc, populated;
+
+	if (!s)
+		return;
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	s->exit_status = -1;
+	s->leader_pidfd = -1;
+	session_state_path(d, id, path, sizeof(path));
+	rc = dp_read_file(path, 1 << 20, &text, NULL);
+	if (rc == 0)
+		st = json_loads(text, 0, NULL);
+	free(text);
+	if (!json_is_object(st) || session_make_cgroup(d, s) != 0 ||
+	    audit_reopen(d->log_dir, id, &s->log, &err) != 0) {
+		pr_warn("session %s: cannot recover its state; leaving its files", id);
+		json_decref(st);
+		session_free(s);
+		return;
+	}
+	s->uid = (uid_t)json_integer_value(json_object_get(st, "uid"));
+	s->leader = (pid_t)json_integer_value(json_object_get(st, "pid"));
+	s->opened = json_integer_value(json_object_get(st, "opened"));
+	s->agent = strdup(json_string_value(json_object_get(st, "agent")) ?: "agent:?");
+	populated = cgroup_populated(s->cg_path);
+	rc = grant_verify(d->trust, json_string_value(json_object_get(st, "grant")) ?: "",
+			  d->cfg->issuer, s->agent, dp_now(), &s->grant, &err);
+	json_decref(st);
+	s->next = d->sessions;
+	d->sessions = s;
+	d->n_sessions++;
+	if (rc != 0 || populated != 1) {
+		const char *why = rc ? err.msg : "its processes ended while deputyd was down";
+
+		pr_info("session %s: not resumed: %s", id, why);
+		session_log(s, "deny", json_pack("{s:s, s:s}", "layer", "daemon", "reason", why));
+		s->state = SESSION_CLOSING;
+		s->close_requested = dp_now();
+		cgroup_kill(s->cg_path);
+		if (!s->grant)
+			s->grant = calloc(1, sizeof(*s->grant));
+		return;
+	}
+	if (policy_apply(d, s) != 0)
+		pr_warn("session %s: cannot reinstall kernel policy", id);
+	/* Watch deputy run again, if the pid still names a process of this session. */
+	s->leader_pidfd = (int)syscall(SYS_pidfd_open, s->leader, 0);
+	if (s->leader_pidfd >= 0) {
+		char cg[PATH_MAX];
+		size_t n = strlen(s->cg_rel);
+
+		if (cgroup_of_pid(s->leader, cg, sizeof(cg)) != 0 || strncmp(cg, s->cg_rel, n) != 0 ||
+		    (cg[n] != '\0' && cg[n] != '/')) {
+			close(s->leader_pidfd);
+			s->leader_pidfd = -1;
+		}
+	}
+	session_log(s, "session_resume", json_pack("{s:s}", "reason", "deputyd restarted"));
+	pr_info("session %s resumed (user %s)", id, s->grant->sub);
+}
+
+int session_recover(struct deputyd *d)
+{
+	DIR *dir = opendir(d->log_dir);
+	struct dirent *de;
+
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir))) {
+		char id[DP_ID_LEN + 8];
+		size_t n = strlen(de->d_name);
+
+		if (n != DP_ID_LEN - 1 + 6 || strcmp(de->d_name + DP_ID_LEN - 1, ".state") != 0)
+			continue;
+		memcpy(id, de->d_name, DP_ID_LEN - 1);
+		id[DP_ID_LEN - 1] = '\0';
+		if (session_id_valid(id) && !session_find(d, id))
+			session_recover_one(d, id);
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* ---- reading logs ----------------------------------------------------------------------- */
+
+static json_t *first_and_last_record(const char *path, json_t **last)
+{
+	char *text = NULL;
+	size_t len = 0;
+	json_t *first;
+	const char *nl;
+
+	*last = NULL;
+	if (dp_read_file(path, 256u << 20, &text, &len) != 0)
+		return NULL;
+	nl = memchr(text, '\n', len);
+	first = json_loadb(text, nl ? (size_t)(nl - text) : len, 0, NULL);
+	if (len > 1) {
+		size_t end = text[len - 1] == '\n' ? len - 1 : len, start = end;
+
+		while (start > 0 && text[start - 1] != '\n')
+			start--;
+		*last = json_loadb(text + start, end - start, 0, NULL);
+	}
+	free(text);
+	return first;
+}
+
+int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open)
+{
+	char path[PATH_MAX];
+	struct session *s;
+	json_t *first, *last;
+
+	if (!session_id_valid(id))
+		return -EINVAL;
+	s = session_find(d, id);
+	if (s) {
+		*owner = s->uid;
+		*open = true;
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/%s.jsonl", d->log_dir, id);
+	first = first_and_last_record(path, &last);
+	json_decref(last);
+	if (!json_is_integer(json_object_get(first, "uid"))) {
+		json_decref(first);
+		return -ENOENT;
+	}
+	*owner = (uid_t)json_integer_value(json_object_get(first, "uid"));
+	*open = false;
+	json_decref(first);
+	return 0;
+}
+
+ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n)
+{
+	char path[PATH_MAX];
+	ssize_t r;
+	int fd;
+
+	if (!session_id_valid(id))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "%s/%s.jsonl", d->log_dir, id);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = pread(fd, buf, n, (off_t)off);
+	close(fd);
+	return r < 0 ? -errno : r;
+}
+
+static json_t *session_summary(const char *id, json_t *first, json_t *last, bool open)
+{
+	json_t *e = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "session", id, "state",
+			      open ? "open" : "closed", "user", json_object_get(first, "user"),
+			      "agent", json_object_get(first, "agent"), "uid",
+			      json_object_get(first, "uid"), "opened", json_object_get(first, "ts"));
+
+	if (e && !open && json_is_object(last) &&
+	    strcmp(json_string_value(json_object_get(last, "type")) ?: "", "session_close") == 0) {
+		json_object_set(e, "closed", json_object_get(last, "ts"));
+		json_object_set(e, "counts", json_object_get(last, "counts"));
+	}
+	return e;
+}
+
+json_t *session_list_json(struct deputyd *d)
+{
+	json_t *out = json_array();
+	DIR *dir = opendir(d->log_dir);
+	struct dirent *de;
+
+	if (!out)
+		return NULL;
+	while (dir && (de = readdir(dir))) {
+		char id[DP_ID_LEN], path[PATH_MAX];
+		size_t n = strlen(de->d_name);
+		struct session *s;
+		json_t *first, *last, *e;
+
+		if (n != DP_ID_LEN - 1 + 6 || strcmp(de->d_name + DP_ID_LEN - 1, ".jsonl") != 0)
+			continue;
+		memcpy(id, de->d_name, DP_ID_LEN - 1);
+		id[DP_ID_LEN - 1] = '\0';
+		if (!session_id_valid(id))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", d->log_dir, de->d_name);
+		first = first_and_last_record(path, &last);
+		s = session_find(d, id);
+		e = session_summary(id, first, last, s != NULL);
+		if (e && s) {
+			json_t *counts = json_pack(
+				"{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
+				(json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
+				"passthrough", (json_int_t)s->counts.passthrough, "responses",
+				(json_int_t)s->counts.responses, "connects",
+				(json_int_t)s->counts.connects, "blocked",
+				(json_int_t)s->counts.blocked, "unmediated",
+				(json_int_t)s->counts.unmediated);
+
+			if (counts && d->kernel)
+				json_object_set_new(counts, "lost_events",
+						    json_integer((json_int_t)kernel_lost_events(d->kernel)));
+			json_object_set_new(e, "counts", counts);
+		}
+		if (e)
+			json_array_append_new(out, e);
+		json_decref(first);
+		json_decref(last);
+	}
+	if (dir)
+		closedir(dir);
+	return out;
+}
