@@ -58,6 +58,15 @@ static struct conn *sock_hooked(int fd)
 	return sock_conn(fd);
 }
 
+static struct conn *sock_hooked_write(int fd)
+{
+	struct conn *c = sock_hooked(fd);
+
+	if (c && ssl_handshaking)
+		ssl_note_handshake_fd(fd);
+	return c;
+}
+
 void sock_atfork_child(void)
 {
 	for (int fd = 0; fd < SOCK_FD_MAX; fd++) {
@@ -157,7 +166,7 @@ static ssize_t sock_write_iov(struct conn *c, const struct iovec *iov, int cnt, 
 
 SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
-	struct conn *c = sock_hooked(fd);
+	struct conn *c = sock_hooked_write(fd);
 
 	if (!c || c->rq == RQ_OPAQUE || n == 0)
 		return real_write(fd, buf, n);
@@ -166,7 +175,7 @@ SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 
 SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-	struct conn *c = sock_hooked(fd);
+	struct conn *c = sock_hooked_write(fd);
 
 	if (!c || c->rq == RQ_OPAQUE || n == 0 || (flags & MSG_OOB))
 		return real_send(fd, buf, n, flags);
@@ -176,7 +185,7 @@ SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 			   const struct sockaddr *to, socklen_t tolen)
 {
-	struct conn *c = sock_hooked(fd);
+	struct conn *c = sock_hooked_write(fd);
 
 	if (!c || c->rq == RQ_OPAQUE || n == 0 || to || (flags & MSG_OOB))
 		return real_sendto(fd, buf, n, flags, to, tolen);
@@ -185,7 +194,7 @@ SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 
 SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	struct conn *c = sock_hooked(fd);
+	struct conn *c = sock_hooked_write(fd);
 
 	if (!c || c->rq == RQ_OPAQUE || !msg || msg->msg_name || msg->msg_controllen ||
 	    (flags & MSG_OOB))
@@ -195,7 +204,7 @@ SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
 SHIM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-	struct conn *c = sock_hooked(fd);
+	struct conn *c = sock_hooked_write(fd);
 
 	if (!c || c->rq == RQ_OPAQUE || cnt <= 0)
 		return real_writev(fd, iov, cnt);

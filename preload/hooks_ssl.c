@@ -38,6 +38,9 @@ SSL_REAL(SSL_get_error);
 SSL_REAL(SSL_get_fd);
 SSL_REAL(SSL_get_servername);
 SSL_REAL(SSL_CTX_set_alpn_protos);
+SSL_REAL(SSL_connect);
+SSL_REAL(SSL_do_handshake);
+SSL_REAL(SSL_is_server);
 SSL_REAL(SSL_set_alpn_protos);
 
 static void *ssl_resolve(void **slot, const char *name, void *self)
@@ -73,8 +76,11 @@ struct ssl_slot {
 	SSL *ssl;
 	struct conn *c;
 	uint8_t state;
+	int hs_fd; /* +1: the socket its handshake wrote to (0: unknown) */
 	char sni[HH_HOST_MAX];
 };
+
+__thread void *ssl_handshaking __attribute__((tls_model("initial-exec")));
 
 static struct ssl_slot ssl_tab[SSL_SLOTS];
 static pthread_mutex_t ssl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -171,8 +177,9 @@ static struct conn *ssl_conn(SSL *s, bool classify)
 	struct conn *c = NULL, *fc;
 	char sni[HH_HOST_MAX] = "";
 	long i;
-	int fd = -1;
+	int fd = -1, hs_fd = -1;
 	__typeof__(&SSL_get_fd) get_fd;
+	__typeof__(&SSL_is_server) is_server;
 
 	pthread_mutex_lock(&ssl_lock);
 	i = ssl_find(s);
@@ -181,26 +188,36 @@ static struct conn *ssl_conn(SSL *s, bool classify)
 		pthread_mutex_unlock(&ssl_lock);
 		return c;
 	}
-	if (i >= 0)
+	if (i >= 0) {
 		memcpy(sni, ssl_tab[i].sni, sizeof(sni));
+		hs_fd = ssl_tab[i].hs_fd - 1;
+	}
 	pthread_mutex_unlock(&ssl_lock);
 	if (!classify)
 		return NULL;
 
 	get_fd = REAL_PLAIN(SSL_get_fd);
+	is_server = REAL_PLAIN(SSL_is_server);
 	shim_guard++;
 	if (get_fd)
 		fd = get_fd(s);
+	if (!sock_conn(fd))
+		fd = hs_fd;
 	fc = sock_conn(fd);
-	if (fc) {
-		c = conn_new(&ssl_ops, fd, s);
+	/* A client SSL object on a socket the shim did not see connect is none of its
+	 * business. One with no socket at all (its own BIO, memory BIOs) is mediated
+	 * without the socket-level extras (port from Host, no refusal socketpair). */
+	if (fc || (fd < 0 && is_server && !is_server(s))) {
+		c = conn_new(&ssl_ops, fc ? fd : -1, s);
 		if (c) {
 			__typeof__(&SSL_get_servername) get_sn = REAL_PLAIN(SSL_get_servername);
 
 			c->https = true;
-			c->cookie = fc->cookie;
-			c->peer = fc->peer;
-			c->port = fc->port;
+			if (fc) {
+				c->cookie = fc->cookie;
+				c->peer = fc->peer;
+				c->port = fc->port;
+			}
 			if (!sni[0] && get_sn) {
 				const char *n = get_sn(s, TLSEXT_NAMETYPE_host_name);
 
@@ -230,6 +247,53 @@ static struct conn *ssl_conn(SSL *s, bool classify)
 	}
 	pthread_mutex_unlock(&ssl_lock);
 	return c;
+}
+
+void ssl_note_handshake_fd(int fd)
+{
+	long i;
+
+	pthread_mutex_lock(&ssl_lock);
+	i = ssl_insert(ssl_handshaking);
+	if (i >= 0 && !ssl_tab[i].hs_fd)
+		ssl_tab[i].hs_fd = fd + 1;
+	pthread_mutex_unlock(&ssl_lock);
+}
+
+SHIM_EXPORT int SSL_connect(SSL *s)
+{
+	__typeof__(&SSL_connect) real = REAL(SSL_connect);
+	void *outer = ssl_handshaking;
+	int r;
+
+	if (!real) {
+		ssl_missing("SSL_connect");
+		return -1;
+	}
+	if (shim_guard)
+		return real(s);
+	ssl_handshaking = s;
+	r = real(s);
+	ssl_handshaking = outer;
+	return r;
+}
+
+SHIM_EXPORT int SSL_do_handshake(SSL *s)
+{
+	__typeof__(&SSL_do_handshake) real = REAL(SSL_do_handshake);
+	void *outer = ssl_handshaking;
+	int r;
+
+	if (!real) {
+		ssl_missing("SSL_do_handshake");
+		return -1;
+	}
+	if (shim_guard)
+		return real(s);
+	ssl_handshaking = s;
+	r = real(s);
+	ssl_handshaking = outer;
+	return r;
 }
 
 /* ---- how a mediated SSL object sends --------------------------------------------------- */
