@@ -57,8 +57,8 @@ class Stack:
              "action": "delegate", "audience": AUD, "scope": "files:write"},
             {"host": "api.test", "port": p, "path": "/admin*",
              "action": "delegate", "audience": AUD, "scope": "admin:all"},
-            {"host": "llm.test", "port": p, "action": "passthrough"},
-            {"host": "evil.test", "port": p, "action": "deny"},
+            {"host": "echo.test", "port": p, "action": "passthrough"},
+            {"host": "mail.test", "port": p, "action": "deny"},
         ] + list(extra_routes)
         # The backend is on loopback under made-up names: let the kernel layer allow it.
         self.d.config["allow_cidrs"] = ["127.0.0.0/8", "::1/128"]
@@ -173,8 +173,8 @@ def curl_post_body_byte_identical():
 def curl_keepalive_two_urls():
     with Stack() as s:
         u1, u2 = s.url("/read/a"), s.url("/send/b")
-        r = s.run(s.be.curl("-H", "Authorization: " + SA, u1, "--next", "-H",
-                            "Authorization: " + SA, "-d", "hello", u2))
+        r = s.run(s.be.curl("-H", "Authorization: " + SA, u1, "--next") +
+                  s.be.curl("-H", "Authorization: " + SA, "-d", "hello", u2)[1:])
         check(r.returncode == 0, "curl: " + r.stderr[-500:])
         reqs = s.be.requests()
         eq(len(reqs), 2, "requests")
@@ -236,7 +236,7 @@ def out_of_scope_refused():
 def unrouted_refused_python():
     with Stack() as s:
         r = s.run([dt.PYTHON, URLLIB_CLIENT, "--ca", certs().ca, "-X", "GET",
-                   s.url("/anything", host="other.test"), s.url("/x", host="evil.test")])
+                   s.url("/anything", host="other.test"), s.url("/x", host="mail.test")])
         out = ran(r, "urllib client")
         eq(len(out["responses"]), 2, "responses")
         for st, body in out["responses"]:
@@ -434,7 +434,7 @@ def pipelined_requests():
 @case
 def libcurl_threads():
     with Stack() as s:
-        urls = [s.url("/read/t1"), s.url("/files/t2")]
+        urls = [s.url("/files/t1"), s.url("/files/t2")]
         r = s.run([bk.prog("curl_threads"), "-c", certs().ca, "-R", s.be.resolve(),
                    "-t", "4", "-n", "6", "-s", "5000"] + urls)
         check(r.returncode == 0, "curl_threads: " + r.stderr[-500:])
@@ -445,8 +445,7 @@ def libcurl_threads():
             eq(len(bk.header(rec, "Authorization")), 1, "Authorization headers")
         lines = [l.split() for l in r.stdout.splitlines() if l.strip()]
         eq(len(lines), 24, "transfers")
-        statuses = {l[4] for l in lines}
-        check(statuses <= {"200", "403"}, "statuses %r" % statuses)
+        eq({l[4] for l in lines}, {"200"}, "statuses")
 
 
 @case
@@ -469,7 +468,7 @@ def fork_exec_child_sanitised_env():
 def tls_echo_passthrough_untouched():
     with Stack(echo=True) as s:
         r = s.run([bk.prog("tls_echo_client"), "-c", certs().ca, "-r", "127.0.0.1", "-s",
-                   "300000", "-n", "3", "tls://llm.test:%d" % s.be.port])
+                   "300000", "-n", "3", "tls://echo.test:%d" % s.be.port])
         check(r.returncode == 0, "echo client: " + (r.stdout + r.stderr)[-500:])
         check("echo ok" in r.stdout, r.stdout)
 
