@@ -15,6 +15,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
 #define CONN_OUT_CAP (HH_HEAD_MAX + 16384)
 #define CONN_TARGET_MAX 8192
 #define CONN_SSL_ERROR_SSL 1 /* SSL_ERROR_SSL, without pulling OpenSSL headers in here */
@@ -65,6 +69,25 @@ void conn_atfork_child(struct conn *c)
 	pthread_mutex_init(&c->lock, NULL);
 }
 
+uint64_t conn_fd_cookie(int fd)
+{
+	uint64_t cookie = 0;
+	socklen_t cl = sizeof(cookie);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
+		return 0;
+	return cookie;
+}
+
+bool conn_fd_is_ours(struct conn *c)
+{
+	int saved = errno;
+	bool ok = c->cookie == 0 || conn_fd_cookie(c->fd) == c->cookie;
+
+	errno = saved;
+	return ok;
+}
+
 /* ---- refusals ------------------------------------------------------------------------- */
 
 /* Puts a socketpair behind the fd (see conn.h). Called with c->lock held. */
@@ -75,7 +98,7 @@ static void conn_serve_now(struct conn *c)
 	c->deny_pending = false;
 	c->denied = true;
 	c->qlen = 0;
-	if (c->fd < 0)
+	if (c->fd < 0 || !conn_fd_is_ours(c))
 		return;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		shim_debug("socketpair: %s: the refusal is served from memory", strerror(errno));
@@ -108,6 +131,8 @@ static void conn_serve_now(struct conn *c)
 		c->swapped = true;
 		c->deny_off = c->deny_len;
 	}
+	/* The fd is now the socketpair: remember it as ours. */
+	c->cookie = conn_fd_cookie(c->fd);
 }
 
 static void conn_deny(struct conn *c, const char *reason, const char *scope, const char *user)

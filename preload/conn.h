@@ -127,6 +127,11 @@ size_t conn_deny_pending_bytes(struct conn *c);
 /* Should reads be observed at all? (false for opaque connections: the fast path) */
 bool conn_is_http(struct conn *c);
 
+/* The socket cookie of fd (0 when it has none), and whether c->fd is still the socket c
+ * was made for: an fd closed behind the shim's back (fclose, dup2) may now be a file. */
+uint64_t conn_fd_cookie(int fd);
+bool conn_fd_is_ours(struct conn *c);
+
 /* Resets locks in a fork child. */
 void conn_atfork_child(struct conn *c);
 

@@ -10,6 +10,8 @@
 
 /* The conn of a TCP socket the shim saw connect, or NULL. */
 struct conn *sock_conn(int fd);
+/* The same, after checking fd still is that socket (dropping the conn if not). */
+struct conn *sock_conn_checked(int fd);
 
 /* The SSL object whose handshake this thread is running inside SSL_connect or
  * SSL_do_handshake, or NULL. Programs with their own BIO (curl) leave SSL_get_fd useless;

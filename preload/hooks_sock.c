@@ -49,13 +49,34 @@ struct conn *sock_conn(int fd)
 	return __atomic_load_n(&sock_table[fd], __ATOMIC_ACQUIRE);
 }
 
-/* The conn to mediate a call with, or NULL to pass straight through. */
+/* A conn whose fd no longer is its socket (closed without the close hook: fclose, dup2,
+ * a raw system call) is dropped, so the file or socket now behind the fd is left alone. */
+struct conn *sock_conn_checked(int fd)
+{
+	struct conn *c = sock_conn(fd);
+
+	if (!c || conn_fd_is_ours(c))
+		return c;
+	shim_debug("fd %d is no longer the socket the shim saw connect: dropped", fd);
+	if (__atomic_compare_exchange_n(&sock_table[fd], &c, NULL, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		conn_free(c);
+	return NULL;
+}
+
+/* The conn to mediate a call with, or NULL to pass straight through. Opaque connections
+ * pass through without the identity check (one system call saved per write). */
 static struct conn *sock_hooked(int fd)
 {
+	struct conn *c;
+
 	shim_init();
 	if (shim_guard)
 		return NULL;
-	return sock_conn(fd);
+	c = sock_conn(fd);
+	if (!c || c->rq == RQ_OPAQUE)
+		return c;
+	return sock_conn_checked(fd);
 }
 
 static struct conn *sock_hooked_write(int fd)

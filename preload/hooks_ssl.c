@@ -201,9 +201,9 @@ static struct conn *ssl_conn(SSL *s, bool classify)
 	shim_guard++;
 	if (get_fd)
 		fd = get_fd(s);
-	if (!sock_conn(fd))
+	if (!sock_conn_checked(fd))
 		fd = hs_fd;
-	fc = sock_conn(fd);
+	fc = sock_conn_checked(fd);
 	/* A client SSL object on a socket the shim did not see connect is none of its
 	 * business. One with no socket at all (its own BIO, memory BIOs) is mediated
 	 * without the socket-level extras (port from Host, no refusal socketpair). */

@@ -497,6 +497,25 @@ def quiet_without_debug():
 
 
 @case
+def reused_fd_left_alone():
+    # A socket replaced behind the shim's back (dup2 is not hooked) must not drag the new
+    # file into HTTP mediation: half a request head written to it lands in the file.
+    with Stack(plain=True) as s:
+        path = os.path.join(s.dir.path, "out.txt")
+        script = ("import os, socket, sys\n"
+                  "c = socket.create_connection(('127.0.0.1', %d))\n"
+                  "f = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n"
+                  "os.dup2(f, c.fileno())\n"
+                  "n = os.write(c.fileno(), b'GET /read/x HTTP/1.1\\r\\nHost: api.test')\n"
+                  "print('wrote', n)\n") % (s.be.port, path)
+        r = s.run([dt.PYTHON, "-c", script])
+        check(r.returncode == 0, "script: " + r.stderr[-500:])
+        with open(path, "rb") as f:
+            eq(f.read(), b"GET /read/x HTTP/1.1\r\nHost: api.test", "file content")
+        eq(s.be.requests(), [], "requests at the backend")
+
+
+@case
 def connect_marked_mediated():
     if not dt.bpf_available():
         dt.skip("kernel layer unavailable", bpf=True)
