@@ -46,8 +46,8 @@ static void dpc_disconnect(void)
 
 static int dpc_connect(void)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = DPC_TIMEOUT_S };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = DPC_TIMEOUT_S};
 	int fd;
 
 	if (dpc_fd >= 0 && dpc_pid == getpid())
@@ -328,8 +328,7 @@ void dpc_response(const char *jti, int status)
 	pthread_mutex_unlock(&dpc_lock);
 }
 
-void dpc_deny_report(const char *reason, const char *host, const char *method,
-		     const char *target)
+void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target)
 {
 	struct dp_msg m;
 

@@ -31,7 +31,6 @@ int dpc_decide(const char *scheme, const char *host, int port, const char *metho
 
 /* Fire-and-forget reports (DP_F_NOREPLY). */
 void dpc_response(const char *jti, int status);
-void dpc_deny_report(const char *reason, const char *host, const char *method,
-		     const char *target);
+void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target);
 
 #endif

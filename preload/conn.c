@@ -212,7 +212,7 @@ static void conn_process_head(struct conn *c)
 	const char *why;
 	int hport = -1, port;
 
-	c->scan = (struct hh_scan){ 0 };
+	c->scan = (struct hh_scan){0};
 	if (hh_req_parse(c->head, c->hlen, r, &why) < 0) {
 		conn_deny_local(c, why, c->sni, NULL, NULL);
 		return;
@@ -224,7 +224,8 @@ static void conn_process_head(struct conn *c)
 	}
 	conn_span(target, sizeof(target), c->head, r->target);
 	if (r->host.len) {
-		if (hh_host_norm(c->head + r->host.off, r->host.len, host, sizeof(host), &hport) < 0) {
+		if (hh_host_norm(c->head + r->host.off, r->host.len, host, sizeof(host), &hport) <
+		    0) {
 			conn_deny_local(c, "invalid Host header", c->sni, method, target);
 			return;
 		}
@@ -262,7 +263,7 @@ static void conn_process_head(struct conn *c)
 	shim_guard--;
 	shim_debug("%s %s://%s:%d%s: %s%s%s", method, c->https ? "https" : "http", host, port,
 		   target,
-		   d->verdict == DP_VERDICT_DELEGATE      ? "delegate"
+		   d->verdict == DP_VERDICT_DELEGATE	  ? "delegate"
 		   : d->verdict == DP_VERDICT_PASSTHROUGH ? "passthrough"
 							  : "deny",
 		   d->reason[0] ? ": " : "", d->reason);
@@ -524,7 +525,8 @@ void conn_after_read(struct conn *c, const char *buf, size_t n)
 				continue;
 			}
 			if (nrep < (int)(sizeof(rep) / sizeof(rep[0]))) {
-				memcpy(rep[nrep].jti, c->inflight[c->qhead].jti, sizeof(rep[0].jti));
+				memcpy(rep[nrep].jti, c->inflight[c->qhead].jti,
+				       sizeof(rep[0].jti));
 				rep[nrep++].status = st;
 			}
 			if (st == 101 || (req_connect && st >= 200 && st < 300)) {

@@ -82,7 +82,7 @@ struct conn {
 	size_t out_len, out_off;
 	ssize_t resume; /* >= 0: caller bytes taken by a call that then failed as would-block */
 
-	struct hh_req req;	   /* the head being decided (too big for a thread's stack) */
+	struct hh_req req; /* the head being decided (too big for a thread's stack) */
 	struct dpc_decision dec;
 
 	/* requests sent whose responses are not complete yet (guarded by lock) */

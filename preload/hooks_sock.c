@@ -40,7 +40,7 @@ static bool sock_would_block(struct conn *c)
 	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
-static const struct conn_ops sock_ops = { .send = sock_send, .would_block = sock_would_block };
+static const struct conn_ops sock_ops = {.send = sock_send, .would_block = sock_would_block};
 
 struct conn *sock_conn(int fd)
 {
@@ -138,8 +138,8 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 		c->cookie = cookie;
 		memcpy(&c->peer, sa, len < sizeof(c->peer) ? len : sizeof(c->peer));
 		c->port = sa->sa_family == AF_INET
-				  ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
-				  : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+			      ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+			      : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 		old = __atomic_exchange_n(&sock_table[fd], c, __ATOMIC_ACQ_REL);
 		conn_free(old);
 	}
@@ -203,8 +203,8 @@ SHIM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 	return sock_mediated_write(c, buf, n, flags);
 }
 
-SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
-			   const struct sockaddr *to, socklen_t tolen)
+SHIM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
+			   socklen_t tolen)
 {
 	struct conn *c = sock_hooked_write(fd);
 
@@ -245,8 +245,7 @@ static ssize_t sock_read_pre(struct conn *c, void *buf, size_t n, bool peek)
 
 /* After a read: observe the bytes, serve a waiting refusal at end-of-stream. Returns true
  * when the caller should read again (the fd now holds the 403). */
-static bool sock_read_post(struct conn *c, const struct iovec *iov, int cnt, ssize_t r,
-			   bool peek)
+static bool sock_read_post(struct conn *c, const struct iovec *iov, int cnt, ssize_t r, bool peek)
 {
 	if (peek)
 		return false;
@@ -273,7 +272,7 @@ static bool sock_read_post(struct conn *c, const struct iovec *iov, int cnt, ssi
 static ssize_t sock_recv_common(struct conn *c, int fd, void *buf, size_t n, int flags,
 				struct sockaddr *from, socklen_t *fromlen, int how)
 {
-	struct iovec iov = { buf, n };
+	struct iovec iov = {buf, n};
 	bool peek = flags & MSG_PEEK;
 	ssize_t r;
 
@@ -430,8 +429,8 @@ SHIM_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 	char str[SOCK_ENV_STR];
 
 	shim_init();
-	return real_execve(path, argv, shim_child_env(envp, slots, SOCK_ENV_SLOTS, str,
-							 sizeof(str)));
+	return real_execve(path, argv,
+			   shim_child_env(envp, slots, SOCK_ENV_SLOTS, str, sizeof(str)));
 }
 
 SHIM_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
@@ -440,8 +439,8 @@ SHIM_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]
 	char str[SOCK_ENV_STR];
 
 	shim_init();
-	return real_execvpe(file, argv, shim_child_env(envp, slots, SOCK_ENV_SLOTS, str,
-							  sizeof(str)));
+	return real_execvpe(file, argv,
+			    shim_child_env(envp, slots, SOCK_ENV_SLOTS, str, sizeof(str)));
 }
 
 SHIM_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,

@@ -337,7 +337,7 @@ static bool ssl_would_block(struct conn *c)
 	return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ;
 }
 
-static const struct conn_ops ssl_ops = { .send = ssl_send, .would_block = ssl_would_block };
+static const struct conn_ops ssl_ops = {.send = ssl_send, .would_block = ssl_would_block};
 
 static struct conn *ssl_hooked(SSL *s, bool classify)
 {
@@ -676,8 +676,7 @@ static int ssl_alpn_filter(const unsigned char *in, unsigned int len, unsigned c
 	return (int)o;
 }
 
-SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *protos,
-					unsigned int len)
+SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *protos, unsigned int len)
 {
 	__typeof__(&SSL_CTX_set_alpn_protos) real = REAL(SSL_CTX_set_alpn_protos);
 	unsigned char buf[1024];

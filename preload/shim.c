@@ -118,7 +118,7 @@ static int shim_find_cb(struct dl_phdr_info *info, size_t size, void *data)
  * the libssl already mapped instead (RTLD_NOLOAD never loads a second copy). */
 void *shim_ssl_sym(const char *name, void *self)
 {
-	static const char *const sonames[] = { "libssl.so.3", "libssl.so" };
+	static const char *const sonames[] = {"libssl.so.3", "libssl.so"};
 	void *p = dlsym(RTLD_NEXT, name);
 
 	if (p && p != self)
@@ -133,7 +133,7 @@ void *shim_ssl_sym(const char *name, void *self)
 		dlclose(h);
 	}
 	if (!p) {
-		struct shim_find f = { .want = "libssl.so" };
+		struct shim_find f = {.want = "libssl.so"};
 
 		if (dl_iterate_phdr(shim_find_cb, &f) == 1) {
 			void *h = dlopen(f.path, RTLD_LAZY | RTLD_NOLOAD);
