@@ -121,6 +121,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
-void policy_on_kernel_event(void *ctx, const void *ev);
+struct dp_event;
+void policy_on_kernel_event(void *ctx, const struct dp_event *ev);
 
 #endif

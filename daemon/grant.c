@@ -351,8 +351,8 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 	int r;
 
 	*out = NULL;
-	if (!token) {
-		dp_err_set(err, "no grant");
+	if (!token || !audience) {
+		dp_err_set(err, "no grant or no audience");
 		return -EINVAL;
 	}
 	if (strnlen(token, DP_JWS_MAX_LEN + 1) > DP_JWS_MAX_LEN) {

@@ -148,9 +148,8 @@ static const char *family_name(int family)
 	}
 }
 
-void policy_on_kernel_event(void *ctx, const void *data)
+void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 {
-	const struct dp_event *ev = data;
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
@@ -182,6 +181,15 @@ void policy_on_kernel_event(void *ctx, const void *data)
 				      block ? "block" : "allow", "enforced",
 				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
 				      mediated, "cookie", (json_int_t)ev->cookie));
+		if (block && ev->enforced) {
+			s->counts.denies++;
+			session_log(s, "deny",
+				    json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "layer",
+					      "kernel", "reason",
+					      "destination not allowed by the session's routes", "pid",
+					      (json_int_t)ev->tgid, "comm", comm, "daddr", addr,
+					      "dport", (json_int_t)ev->port, "enforced", true));
+		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
 		char path[DP_EV_PATH_LEN + 2];

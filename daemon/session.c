@@ -228,7 +228,12 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 		session_free(s);
 		return rc;
 	}
-	if (dp_random_id(s->id) != 0) {
+	/* An id starting with '-' would read as an option on command lines: draw again
+	 * (this keeps more than 127 bits of randomness). */
+	do {
+		rc = dp_random_id(s->id);
+	} while (rc == 0 && (s->id[0] == '-' || s->id[0] == '_'));
+	if (rc != 0) {
 		dp_err_set(err, "session: no randomness");
 		session_free(s);
 		return -EIO;
@@ -318,7 +323,8 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 				 back);
 	}
 	cgroup_kill(s->cg_path);
-	session_tick(d);
+	/* session_tick() finishes it once the cgroup is empty: not from here, since callers
+	 * (session_tick itself among them) still hold s. */
 }
 
 static void session_finish(struct deputyd *d, struct session *s)

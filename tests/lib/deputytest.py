@@ -235,10 +235,20 @@ class Deputyd:
         rc = self.proc.returncode if self.proc else None
         if self in Deputyd._running:
             Deputyd._running.remove(self)
+        text = self.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                raise AssertionError("deputyd under a sanitizer: " +
+                                     text[text.index(marker):][:1500])
         return rc
 
     def cleanup(self):
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._cleanup_files()
+
+    def _cleanup_files(self):
         root = cgroup2_root()
         if root:
             parent = os.path.join(root, self.cgroup)
