@@ -245,6 +245,20 @@ def unrouted_refused_python():
 
 
 @case
+def no_session_fails_closed():
+    # The shim loaded outside `deputy run` (or in a child that lost DEPUTY_SESSION past
+    # the exec hooks) has no one to ask: it refuses rather than sending untouched.
+    with Stack() as s:
+        env = s.d.env()
+        env["LD_PRELOAD"] = dt.SHIM
+        env.pop("DEPUTY_SESSION", None)
+        r = bk.run(s.be.curl("-sS", s.url("/read/x")), env=env)
+        check(r.returncode == 0, "curl: " + r.stderr[-500:])
+        check_refused(403, json.loads(r.stdout), "session")
+        eq(s.be.requests(), [], "requests at the backend")
+
+
+@case
 def host_sni_mismatch_refused():
     with Stack() as s:
         r = s.run(s.be.curl("-sS", "-H", "Host: llm.test", s.url("/read/x")))
