@@ -86,7 +86,7 @@ int hh_scan_feed(struct hh_scan *s, const char *p, size_t n, size_t *used)
 static const char *const hh_methods[] = {
     "GET",   "HEAD",   "POST",	   "PUT",	"DELETE", "CONNECT", "OPTIONS",
     "TRACE", "PATCH",  "PROPFIND", "PROPPATCH", "MKCOL",  "COPY",    "MOVE",
-    "LOCK",  "UNLOCK", "REPORT",   "SEARCH",	"PURGE",  "QUERY",
+    "LOCK",  "UNLOCK", "REPORT",   "SEARCH",	"PURGE",  "QUERY",   "PRI",
 };
 
 enum hh_prefix hh_method_prefix(const char *p, size_t n)

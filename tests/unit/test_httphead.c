@@ -405,6 +405,8 @@ static void test_method_prefix(void)
 	check(hh_method_prefix("hello", 5) == HH_PREFIX_NO);
 	check(hh_method_prefix("PING", 4) == HH_PREFIX_NO);
 	check(hh_method_prefix("GETX", 4) == HH_PREFIX_NO);
+	/* HTTP/2 prior knowledge is refused as a head, not waved through as "not HTTP" */
+	check(hh_method_prefix("PRI * HTTP/2.0\r\n", 16) == HH_PREFIX_YES);
 }
 
 static void test_response_framing(void)
