@@ -71,7 +71,7 @@ static int setup_key(struct deputyd *d)
 
 static int setup_cgroups(struct deputyd *d)
 {
-	int rc = cgroup_root(d->cg_root);
+	int rc = cgroup_root(d->cg_root, sizeof(d->cg_root));
 
 	if (rc)
 		return fail("cgroup", "no cgroup2 file system is mounted (see /proc/self/mountinfo)");

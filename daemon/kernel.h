@@ -90,11 +90,6 @@ int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max);
  * cgroup2, cgroup socket programs or ring buffers unsupported). */
 int kernel_available(struct dp_err *err);
 
-/* Where cgroup2 is mounted (from /proc/self/mountinfo). 0, -ENOENT or -ENAMETOOLONG. */
-int dp_cgroup2_mount(char *out, size_t outsz);
-/* The cgroup id of a cgroup2 directory (what bpf_get_current_cgroup_id() returns), 0 on
- * error with errno set. */
-uint64_t dp_cgroup_id(const char *path);
 
 /* Names for the audit log (design: Audit log, `connect`): "inet", "inet6", "unix",
  * "packet" or "other"; "tcp", "udp" or "other"; "allow" / "block"; and the event type

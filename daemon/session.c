@@ -194,7 +194,8 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 	rc = cgroup_create(s->cg_path);
 	if (rc)
 		return rc;
-	return cgroup_id(s->cg_path, &s->cg_id);
+	s->cg_id = cgroup_id(s->cg_path);
+	return s->cg_id ? 0 : -errno;
 }
 
 int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,

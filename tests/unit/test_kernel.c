@@ -33,6 +33,7 @@
 
 #include <bpf/bpf.h>
 
+#include "cgroup.h"
 #include "kernel.h"
 #include "unit.h"
 
@@ -795,7 +796,7 @@ static void stale_pins_replaced(void)
 		fail("kernel_open: %s", err.msg);
 	kern = k; /* so cleanup() closes it if a check fails */
 	check(mkdir(sess, 0755) == 0);
-	check(set_policy(dp_cgroup_id(sess), true, port_a) == 0);
+	check(set_policy(cgroup_id(sess), true, port_a) == 0);
 	check(run_in(sess, &pid, argv) == EPERM);
 	kernel_release(k);
 	kern = k = NULL;
@@ -807,7 +808,7 @@ static void stale_pins_replaced(void)
 	check(kernel_session_list(k, ids, DP_ARRAY_SIZE(ids)) == 0);
 	check(run_in(sess, &pid, argv) == 0);
 	check(drain(lis_b4) == 1);
-	check(set_policy(dp_cgroup_id(sess), true, port_a) == 0);
+	check(set_policy(cgroup_id(sess), true, port_a) == 0);
 	check(run_in(sess, &pid, argv) == EPERM);
 	kernel_close(k);
 	kern = NULL;
@@ -819,11 +820,11 @@ static void cgroup2_found(void)
 {
 	char root[PATH_MAX], path[PATH_MAX + 32];
 
-	check(dp_cgroup2_mount(root, sizeof(root)) == 0);
+	check(cgroup_root(root, sizeof(root)) == 0);
 	check(fmt_path(path, "%s/cgroup.controllers", root) == 0);
 	check(access(path, F_OK) == 0);
-	check(dp_cgroup_id(root) != 0);
-	check(dp_cgroup2_mount(root, 2) == -ENAMETOOLONG || strlen(root) < 2);
+	check(cgroup_id(root) != 0);
+	check(cgroup_root(root, 2) == -ENAMETOOLONG || strlen(root) < 2);
 }
 
 static void audit_names(void)
@@ -891,7 +892,7 @@ static int setup(struct dp_err *err)
 		dp_err_set(err, "path too long");
 		return -1;
 	}
-	if (dp_cgroup2_mount(root, sizeof(root)) != 0) {
+	if (cgroup_root(root, sizeof(root)) != 0) {
 		dp_err_set(err, "no cgroup2 mount");
 		return -1;
 	}
@@ -914,8 +915,8 @@ static int setup(struct dp_err *err)
 		dp_err_set(err, "creating session cgroups: %s", strerror(errno));
 		return -1;
 	}
-	id_s1 = dp_cgroup_id(cg_s1);
-	id_s2 = dp_cgroup_id(cg_s2);
+	id_s1 = cgroup_id(cg_s1);
+	id_s2 = cgroup_id(cg_s2);
 	if (!id_s1 || !id_s2 || id_s1 == id_s2) {
 		dp_err_set(err, "cgroup ids");
 		return -1;
