@@ -105,6 +105,8 @@ struct decide_req {
 	const char *scheme, *host, *method, *target;
 	int port;
 	uint64_t cookie;
+	pid_t pid;        /* the asking process, for the log */
+	const char *comm; /* its name */
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
