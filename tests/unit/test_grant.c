@@ -420,16 +420,23 @@ static void key_rotation_refetch_is_rate_limited(void)
 	dp_key_free(next);
 }
 
-static void trust_survives_missing_jwks(void)
+/* An unreadable jwks_file is a configuration error; an unreachable jwks_uri is not. */
+static void trust_missing_jwks_file_fails_uri_survives(void)
 {
 	struct dp_trusted_issuer ti = {.issuer = ISS, .jwks_file = "/nonexistent/jwks.json"};
 	struct dp_config cfg = {.issuer = AUD, .issuers = &ti, .n_issuers = 1};
 	struct dp_err err = {""};
 	struct dp_trust *t = trust_new(&cfg, &err);
 	struct dp_grant *g = NULL;
-	char *tok = sign_claims(idp_ec, claims_ok(ISS));
+	char *tok;
 
+	check(!t);
+	check(strstr(err.msg, "trusted_issuers[0].jwks_file") && strstr(err.msg, "nonexistent"));
+	ti.jwks_file = NULL;
+	ti.jwks_uri = "http://127.0.0.1:1/jwks"; /* loopback, nothing listens on port 1 */
+	t = trust_new(&cfg, &err);
 	check(t);
+	tok = sign_claims(idp_ec, claims_ok(ISS));
 	check(grant_verify(t, tok, AUD, AGENT, now, &g, &err) == -EACCES);
 	check(strstr(err.msg, "unknown kid"));
 	free(tok);
@@ -470,7 +477,7 @@ int main(void)
 	RUN(refuses_agent);
 	RUN(refuses_scope_resource_types);
 	RUN(key_rotation_refetch_is_rate_limited);
-	RUN(trust_survives_missing_jwks);
+	RUN(trust_missing_jwks_file_fails_uri_survives);
 	RUN(trust_refuses_plain_http);
 	trust_free(trust);
 	dp_key_free(idp_ec);
