@@ -57,7 +57,6 @@ bad() {
 	printf '%s  ✘ %s%s\n' "$RED" "$*" "$N"
 	failures+=("$*")
 }
-skipped() { printf '%s  – %s%s\n' "$YEL" "$*" "$N"; }
 expect() { # description, condition...
 	local what=$1
 	shift
@@ -199,9 +198,9 @@ rows = [json.loads(l) for l in sys.stdin if l.strip()]
 print(rows[-1]["session"] if rows else "")'
 }
 
-have_shim=0
-if nm -D --defined-only "$BUILD/libdeputy.so" 2>/dev/null | grep -qw SSL_write; then
-	have_shim=1
+if ! nm -D --defined-only "$BUILD/libdeputy.so" 2>/dev/null | grep -qw SSL_write; then
+	echo "deputy: demo: $BUILD/libdeputy.so does not hook SSL_write: the build is broken" >&2
+	exit 1
 fi
 
 # ===========================================================================================
@@ -210,9 +209,6 @@ say "deputy puts the user's identity and a per-action scope on every call an AI 
 and blocks and logs what the user did not allow. deputyd is the authority; the shim \
 (libdeputy.so) puts tokens into the agent's HTTP requests; eBPF programs on the session's \
 cgroup see every connection."
-if [ "$have_shim" -eq 0 ]; then
-	printf '%sNote: %s/libdeputy.so does not hook SSL_write yet (the shim is not built on this branch):\nthe steps that need it say "shim not built yet: skipping".%s\n' "$YEL" "$BUILD" "$N"
-fi
 
 # -------------------------------------------------------------------------------------------
 heading "Setting the scene: an IdP key, a local HTTPS API, deputyd"
@@ -342,55 +338,51 @@ EOF
 chmod 0755 agent.sh
 say "The agent is this script (it sends a static service-account key, as agents do today):"
 sed 's/^/  | /' agent.sh
-if [ "$have_shim" -eq 0 ]; then
-	skipped "shim not built yet: skipping (curl under the shim: token injected, 403 on refusal)"
-else
-	before=$(api_requests)
-	show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- ./agent.sh
-	expect "the agent ran (exit 0)" test "$rc" -eq 0
-	session_curl=$(newest_session)
-	req=$(api_last_request)
-	expect "the API received exactly one request (the inbox read)" test "$(api_requests)" -eq $((before + 1))
-	say ""
-	say "What the API received for GET /api/inbox — the service-account key is gone, a \
+before=$(api_requests)
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- ./agent.sh
+expect "the agent ran (exit 0)" test "$rc" -eq 0
+session_curl=$(newest_session)
+req=$(api_last_request)
+expect "the API received exactly one request (the inbox read)" test "$(api_requests)" -eq $((before + 1))
+say ""
+say "What the API received for GET /api/inbox — the service-account key is gone, a \
 delegation token is in its place:"
-	printf '%s\n' "$req" | "$PYTHON" -c '
+printf '%s\n' "$req" | "$PYTHON" -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 for k, v in r["headers"]:
     print("  %s: %s" % (k, v if k.lower() != "authorization" or len(v) < 60 else v[:60] + "…"))
 print("  token check by the API (deputy_verify):", "valid" if r["token"]["valid"] else r["token"]["error"])'
-	token=$(printf '%s\n' "$req" | "$PYTHON" -c '
+token=$(printf '%s\n' "$req" | "$PYTHON" -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 print(next((v[7:] for k, v in r["headers"] if k.lower() == "authorization" and v.startswith("Bearer ")), ""))')
-	expect "the token is valid for https://mail.test, scope email:read" \
-		"$PYTHON" -c 'import json,sys; t=json.loads(sys.argv[1])["token"]; sys.exit(0 if t["valid"] and t["claims"]["scope"] == "email:read" else 1)' "$req"
-	say ""
-	say "The token, decoded: who (sub), which agent (act), what (scope, htm, htu), for which API (aud), which grant:"
-	printf '%s\n' "$token" | jwt_claims | sed 's/^/  /'
-	say ""
-	say "A backend checks it in one call (deputy verify, or deputy_verify_token() from \
+expect "the token is valid for https://mail.test, scope email:read" \
+	"$PYTHON" -c 'import json,sys; t=json.loads(sys.argv[1])["token"]; sys.exit(0 if t["valid"] and t["claims"]["scope"] == "email:read" else 1)' "$req"
+say ""
+say "The token, decoded: who (sub), which agent (act), what (scope, htm, htu), for which API (aud), which grant:"
+printf '%s\n' "$token" | jwt_claims | sed 's/^/  /'
+say ""
+say "A backend checks it in one call (deputy verify, or deputy_verify_token() from \
 include/deputy/verify.h, or any JWT library with deputyd's JWKS):"
-	SHOW_AS="deputy verify --jwks http://127.0.0.1:$http_port/.well-known/jwks.json --audience https://mail.test --scope email:read ${token:0:20}…" \
-		show deputy verify --jwks "http://127.0.0.1:$http_port/.well-known/jwks.json" --audience https://mail.test --scope email:read "$token"
-	expect "deputy verify accepts it" test "$rc" -eq 0
-	SHOW_AS="deputy verify --jwks http://127.0.0.1:$http_port/.well-known/jwks.json --audience https://mail.test --scope email:send ${token:0:20}…" \
-		show deputy verify --jwks "http://127.0.0.1:$http_port/.well-known/jwks.json" --audience https://mail.test --scope email:send "$token"
-	expect "deputy verify refuses it for another scope" test "$rc" -ne 0
-	say ""
-	say "The two refused calls never left the machine: the agent read a 403 with a JSON reason \
+SHOW_AS="deputy verify --jwks http://127.0.0.1:$http_port/.well-known/jwks.json --audience https://mail.test --scope email:read ${token:0:20}…" \
+	show deputy verify --jwks "http://127.0.0.1:$http_port/.well-known/jwks.json" --audience https://mail.test --scope email:read "$token"
+expect "deputy verify accepts it" test "$rc" -eq 0
+SHOW_AS="deputy verify --jwks http://127.0.0.1:$http_port/.well-known/jwks.json --audience https://mail.test --scope email:send ${token:0:20}…" \
+	show deputy verify --jwks "http://127.0.0.1:$http_port/.well-known/jwks.json" --audience https://mail.test --scope email:send "$token"
+expect "deputy verify refuses it for another scope" test "$rc" -ne 0
+say ""
+say "The two refused calls never left the machine: the agent read a 403 with a JSON reason \
 (above), the API saw nothing of them. The session's log (Unix-socket connects, such as \
 glibc asking nscd and the shim asking deputyd, left out here):"
-	showsh "deputy logs $session_curl | grep -v ' unix '"
-	expect "the log has the token, and a deny for each refusal" \
-		"$PYTHON" -c '
+showsh "deputy logs $session_curl | grep -v ' unix '"
+expect "the log has the token, and a deny for each refusal" \
+	"$PYTHON" -c '
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 t = [r for r in recs if r["type"] == "token"]
 d = [r for r in recs if r["type"] == "deny" and r["layer"] == "daemon"]
 sys.exit(0 if len(t) == 1 and len(d) == 2 else 1)' "state/sessions/$session_curl.jsonl"
-fi
 
 # -------------------------------------------------------------------------------------------
 heading "Another agent: a Python script"
@@ -411,22 +403,18 @@ for method, path, body in (("GET", "/api/inbox?folder=work", None),
     print(method, path, "->", status, json.dumps(reply)[:150])
 EOF
 sed 's/^/  | /' agent.py
-if [ "$have_shim" -eq 0 ]; then
-	skipped "shim not built yet: skipping (Python's ssl module under the shim)"
-else
-	before=$(api_requests)
-	show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- "$PYTHON" agent.py
-	expect "the Python agent ran" test "$rc" -eq 0
-	expect "the read got a 200 and the send a 403 from deputy" \
-		grep -q -- '-> 403 {"error": "deputy_denied"' <<<"$out"
-	req=$(api_last_request)
-	expect "the API received the read, with a valid token bound to GET and its URL" \
-		"$PYTHON" -c '
+before=$(api_requests)
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- "$PYTHON" agent.py
+expect "the Python agent ran" test "$rc" -eq 0
+expect "the read got a 200 and the send a 403 from deputy" \
+	grep -q -- '-> 403 {"error": "deputy_denied"' <<<"$out"
+req=$(api_last_request)
+expect "the API received the read, with a valid token bound to GET and its URL" \
+	"$PYTHON" -c '
 import json, sys
 r = json.loads(sys.argv[1]); t = r["token"]
 ok = t["valid"] and t["claims"]["htm"] == "GET" and t["claims"]["htu"].endswith("/api/inbox") and int(sys.argv[2]) == int(sys.argv[3]) + 1
 sys.exit(0 if ok else 1)' "$req" "$(api_requests)" "$before"
-fi
 
 # -------------------------------------------------------------------------------------------
 heading "Going around the shim: the kernel layer"
@@ -490,7 +478,6 @@ expect "the edit is found" test "$rc" -ne 0
 echo
 if [ ${#failures[@]} -eq 0 ]; then
 	printf '%sEverything above worked as described.%s\n' "$GRN" "$N"
-	[ "$have_shim" -eq 0 ] && printf '%s(The shim steps were skipped: the shim is not built yet.)%s\n' "$YEL" "$N"
 	exit 0
 fi
 printf '%s%d step(s) did not work as described:%s\n' "$RED" "${#failures[@]}" "$N"
