@@ -8,6 +8,9 @@
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
 .DELETE_ON_ERROR:
+# Keep the BPF object and skeleton: they are intermediate files, but regenerating them
+# on every make would rebuild the loader each time.
+.SECONDARY:
 .SUFFIXES:
 
 PREFIX  ?= /usr/local
@@ -126,10 +129,13 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(COMMON_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
 
+# Test clients run under the shim (LD_PRELOAD): with ASan linked statically they need not
+# have the ASan runtime first in the library list.
 $(BUILD)/tests/progs/%: tests/progs/%.c $(COMMON_LIB)
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(if $(SANFLAGS),-static-libasan) -o $@ $< \
+		$(COMMON_LIB) $(TEST_LDLIBS)
 
 $(BUILD)/tests/bench/%: tests/bench/%.c $(COMMON_LIB)
 	$(call msg,CC,$@)

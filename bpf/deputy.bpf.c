@@ -24,10 +24,17 @@
  * enforced. IPv4-mapped IPv6 destinations are matched against the IPv4 rules, since the
  * kernel then talks IPv4 without ever running the connect4/sendmsg4 hooks.
  *
+ * Limits. The cgroup hooks run for sockets created in a cgroup below the parent: a socket
+ * created outside (before a process joined its session, or passed in over a Unix socket by
+ * a process outside) is not seen, so whoever starts a session must not leak sockets into it.
+ * A session process with root privileges can leave its cgroup or detach programs; sessions
+ * are meant for unprivileged agents. AF_PACKET is refused by SIGKILL, not EPERM.
+ *
  * UDP: a DNS-heavy agent sends many datagrams, often one socket per query. A sendmsg event
  * is emitted for the first datagram of a (session, process, destination) and again when the
  * verdict changes or UDP_RELOG_NS passed since the last one, so every distinct destination
- * is logged without a flood. Every datagram still gets a verdict, and every block is counted.
+ * is logged without a flood. Every datagram still gets a verdict; the session counters count
+ * what is logged.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -313,11 +320,8 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct de
 	__u8 enforced = !ok && enforce;
 	struct dp_event *e;
 
-	if (!ok)
-		__sync_fetch_and_add(&s->n_block, 1);
 	if (udp_should_log(cgid, d, verdict | (__u32)enforced << 8)) {
-		if (ok)
-			__sync_fetch_and_add(&s->n_allow, 1);
+		__sync_fetch_and_add(ok ? &s->n_allow : &s->n_block, 1);
 		e = event_new(DP_EV_SENDMSG, cgid);
 		if (e) {
 			event_task(e);

@@ -10,42 +10,82 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int cgroup_root(char out[PATH_MAX])
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void cgroup_unescape(char *s)
+{
+	char *w = s;
+
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+}
+
+int cgroup_root(char *out, size_t outsz)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char line[4096];
-	int rc = -ENOENT;
+	int ret = -ENOENT;
 
 	if (!f)
 		return -errno;
-	/* "36 35 0:30 / /sys/fs/cgroup rw,… - cgroup2 cgroup2 rw,…": the mount point is field
-	 * 5, the file-system type the first field after " - ". */
 	while (fgets(line, sizeof(line), f)) {
+		/* id parent maj:min root mountpoint options [optional…] - fstype source super */
 		char *sep = strstr(line, " - ");
-		char root[PATH_MAX], mnt[PATH_MAX], fstype[64];
+		char *save = NULL, *mnt, *fstype;
 
-		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2") != 0)
+		if (!sep)
 			continue;
-		if (sscanf(line, "%*s %*s %*s %4095s %4095s", root, mnt) != 2 || strcmp(root, "/"))
+		fstype = strtok_r(sep + 3, " ", &save);
+		if (!fstype || strcmp(fstype, "cgroup2") != 0)
 			continue;
-		if (strlen(mnt) >= PATH_MAX)
+		*sep = '\0';
+		save = NULL;
+		if (!strtok_r(line, " ", &save) || !strtok_r(NULL, " ", &save) ||
+		    !strtok_r(NULL, " ", &save) || !strtok_r(NULL, " ", &save))
 			continue;
+		mnt = strtok_r(NULL, " ", &save);
+		if (!mnt)
+			continue;
+		cgroup_unescape(mnt);
+		if (strlen(mnt) >= outsz) {
+			ret = -ENAMETOOLONG;
+			break;
+		}
 		strcpy(out, mnt);
-		rc = 0;
+		ret = 0;
 		break;
 	}
 	fclose(f);
-	return rc;
+	return ret;
 }
 
-int cgroup_id(const char *path, uint64_t *id)
+uint64_t cgroup_id(const char *path)
 {
+	union {
+		struct file_handle fh;
+		char buf[sizeof(struct file_handle) + sizeof(uint64_t)];
+	} h;
 	struct stat st;
+	uint64_t id;
+	int mount_id;
 
-	if (stat(path, &st) < 0)
-		return -errno;
-	*id = (uint64_t)st.st_ino;
-	return 0;
+	/* kernfs exports the cgroup id as its file handle; st_ino is the same on 64-bit. */
+	h.fh.handle_bytes = sizeof(uint64_t);
+	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) == 0 &&
+	    h.fh.handle_bytes == sizeof(uint64_t)) {
+		memcpy(&id, h.fh.f_handle, sizeof(id));
+		return id;
+	}
+	if (stat(path, &st) != 0)
+		return 0;
+	return st.st_ino;
 }
 
 int cgroup_create(const char *path)

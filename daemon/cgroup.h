@@ -15,10 +15,11 @@
 
 #include "util.h"
 
-/* The cgroup2 mount point, or -ENOENT. */
-int cgroup_root(char out[PATH_MAX]) DP_WUR;
-/* The cgroup id the kernel reports (bpf_get_current_cgroup_id): the directory's inode. */
-int cgroup_id(const char *path, uint64_t *id) DP_WUR;
+/* The cgroup2 mount point (from /proc/self/mountinfo). 0, -ENOENT or -ENAMETOOLONG. */
+int cgroup_root(char *out, size_t outsz) DP_WUR;
+/* The cgroup id the kernel reports (bpf_get_current_cgroup_id()) of a cgroup2 directory,
+ * or 0 with errno set. */
+uint64_t cgroup_id(const char *path);
 /* mkdir if missing (mode 0755). */
 int cgroup_create(const char *path) DP_WUR;
 /* Move pid into the cgroup at path. */

@@ -75,11 +75,23 @@ static int target_path(const char *target, char *out, size_t outsz)
 	return 0;
 }
 
-static void deny(struct session *s, struct decide_res *out, const char *method, const char *url,
-		 const char *scope, bool enforced, const char *fmt, ...) DP_PRINTF(7, 8);
+/* The asking process, on every decision record. */
+static json_t *with_peer(json_t *rec, const struct decide_req *r)
+{
+	if (rec) {
+		json_object_set_new(rec, "pid", json_integer(r->pid));
+		json_object_set_new(rec, "comm", json_string(r->comm ? r->comm : ""));
+	}
+	return rec;
+}
 
-static void deny(struct session *s, struct decide_res *out, const char *method, const char *url,
-		 const char *scope, bool enforced, const char *fmt, ...)
+static void deny(struct session *s, const struct decide_req *r, struct decide_res *out,
+		 const char *method, const char *url, const char *scope, bool enforced,
+		 const char *fmt, ...) DP_PRINTF(8, 9);
+
+static void deny(struct session *s, const struct decide_req *r, struct decide_res *out,
+		 const char *method, const char *url, const char *scope, bool enforced,
+		 const char *fmt, ...)
 {
 	va_list ap;
 
@@ -89,9 +101,10 @@ static void deny(struct session *s, struct decide_res *out, const char *method, 
 	out->verdict = enforced ? DP_VERDICT_DENY : DP_VERDICT_PASSTHROUGH;
 	s->counts.denies++;
 	if (session_log(s, "deny",
-			json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b}", "layer", "daemon", "reason",
-				  out->reason, "method", method, "url", url, "scope", scope,
-				  "enforced", enforced)) != 0)
+			with_peer(json_pack("{s:s, s:s, s:s, s:s, s:s?, s:b}", "layer", "daemon",
+					    "reason", out->reason, "method", method, "url", url,
+					    "scope", scope, "enforced", enforced),
+				  r)) != 0)
 		out->verdict = DP_VERDICT_DENY;
 }
 
@@ -138,8 +151,9 @@ static void token_cache_put(struct session *s, const char *aud, const char *scop
 	e->exp = exp;
 }
 
-static void delegate(struct deputyd *d, struct session *s, const struct dp_route *rt,
-		     const char *method, const char *htu, struct decide_res *out)
+static void delegate(struct deputyd *d, struct session *s, const struct decide_req *r,
+		     const struct dp_route *rt, const char *method, const char *htu,
+		     struct decide_res *out)
 {
 	const struct dp_grant *g = s->grant;
 	bool bind_session = d->cfg->token_binding == DP_BINDING_SESSION;
@@ -154,16 +168,16 @@ static void delegate(struct deputyd *d, struct session *s, const struct dp_route
 
 	out->scope = rt->scope;
 	if (g->exp <= now) {
-		deny(s, out, method, htu, rt->scope, true, "the user's grant has expired");
+		deny(s, r, out, method, htu, rt->scope, true, "the user's grant has expired");
 		return;
 	}
 	if (!grant_has_scope(g, rt->scope)) {
-		deny(s, out, method, htu, rt->scope, true,
+		deny(s, r, out, method, htu, rt->scope, true,
 		     "scope \"%s\" is not in the user's grant", rt->scope);
 		return;
 	}
 	if (!grant_has_resource(g, rt->audience)) {
-		deny(s, out, method, htu, rt->scope, true,
+		deny(s, r, out, method, htu, rt->scope, true,
 		     "audience \"%s\" is not in the user's grant", rt->audience);
 		return;
 	}
@@ -189,20 +203,21 @@ static void delegate(struct deputyd *d, struct session *s, const struct dp_route
 					    .ttl = ttl,
 					    .now = now };
 		if (mint_token(d->key, &mr, &token, jti, &exp, &err) != 0) {
-			deny(s, out, method, htu, rt->scope, true, "%s", err.msg);
+			deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
 			return;
 		}
 		if (bind_session)
 			token_cache_put(s, rt->audience, rt->scope, token, jti, exp);
 	}
 	if (!token) {
-		deny(s, out, method, htu, rt->scope, true, "out of memory");
+		deny(s, r, out, method, htu, rt->scope, true, "out of memory");
 		return;
 	}
 	if (session_log(s, "token",
-			json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "jti", jti, "aud",
-				  rt->audience, "scope", rt->scope, "htm", method, "htu", htu, "exp",
-				  (json_int_t)exp, "reused", reused)) != 0) {
+			with_peer(json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "jti", jti,
+					    "aud", rt->audience, "scope", rt->scope, "htm", method,
+					    "htu", htu, "exp", (json_int_t)exp, "reused", reused),
+				  r)) != 0) {
 		free(token);
 		snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
 		out->verdict = DP_VERDICT_DENY;
@@ -230,31 +245,32 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	if (mint_htu(r->scheme, r->host, r->port, r->target, url, sizeof(url)) != 0)
 		snprintf(url, sizeof(url), "(invalid)");
 	if (s->state != SESSION_OPEN) {
-		deny(s, out, method, url, NULL, true, "the session is closing");
+		deny(s, r, out, method, url, NULL, true, "the session is closing");
 		return;
 	}
 	if ((strcmp(r->scheme, "https") && strcmp(r->scheme, "http")) || r->port < 1 ||
 	    r->port > 65535 || method[0] == '?' || !valid_text(r->host, 255) ||
 	    !valid_text(r->target, 8192) || target_path(r->target, path, sizeof(path)) != 0) {
-		deny(s, out, method, url, NULL, true, "malformed request");
+		deny(s, r, out, method, url, NULL, true, "malformed request");
 		return;
 	}
 	rt = config_match_route(d->cfg, r->host, r->port, r->method, path);
 	if (!rt) {
 		bool monitor = d->cfg->unrouted == DP_UNROUTED_MONITOR;
 
-		deny(s, out, method, url, NULL, !monitor, "no route allows %s %s", method, url);
+		deny(s, r, out, method, url, NULL, !monitor, "no route allows %s %s", method, url);
 		if (monitor && out->verdict == DP_VERDICT_PASSTHROUGH)
 			s->counts.passthrough++;
 		return;
 	}
 	switch (rt->action) {
 	case DP_ACTION_DENY:
-		deny(s, out, method, url, NULL, true, "a route denies %s %s", method, url);
+		deny(s, r, out, method, url, NULL, true, "a route denies %s %s", method, url);
 		return;
 	case DP_ACTION_PASSTHROUGH:
 		if (session_log(s, "passthrough",
-				json_pack("{s:s, s:s}", "method", method, "url", url)) != 0) {
+				with_peer(json_pack("{s:s, s:s}", "method", method, "url", url), r)) !=
+		    0) {
 			snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
 			return;
 		}
@@ -263,7 +279,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 		snprintf(out->reason, sizeof(out->reason), "passthrough");
 		return;
 	case DP_ACTION_DELEGATE:
-		delegate(d, s, rt, method, url, out);
+		delegate(d, s, r, rt, method, url, out);
 		return;
 	}
 }

@@ -17,7 +17,7 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v]\n"
+	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v] [-t]\n"
 		     "  -c FILE   configuration (JSON; default " DP_DEFAULT_CONFIG ")\n"
 		     "  -f        stay in the foreground (otherwise detach and log to syslog)\n"
 		     "  -v        log debug messages too (also DEPUTY_DEBUG=1)\n"
@@ -71,7 +71,7 @@ static int setup_key(struct deputyd *d)
 
 static int setup_cgroups(struct deputyd *d)
 {
-	int rc = cgroup_root(d->cg_root);
+	int rc = cgroup_root(d->cg_root, sizeof(d->cg_root));
 
 	if (rc)
 		return fail("cgroup", "no cgroup2 file system is mounted (see /proc/self/mountinfo)");
@@ -92,7 +92,7 @@ static int setup_kernel(struct deputyd *d)
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
-	    kernel_open(d->cg_parent, (dp_kernel_event_fn)policy_on_kernel_event, d, &d->kernel,
+	    kernel_open(d->cg_parent, policy_on_kernel_event, d, &d->kernel,
 			&err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
@@ -142,8 +142,15 @@ int main(int argc, char **argv)
 	if (config_load(config_path, &d.cfg, &err) != 0)
 		return fail("config", "%s", err.msg);
 	if (check_only) {
+		/* Also load the issuers' key sets: a config naming a missing jwks_file is not ok. */
+		d.trust = trust_new(d.cfg, &err);
+		if (!d.trust) {
+			config_free(d.cfg);
+			return fail("trusted_issuers", "%s", err.msg);
+		}
 		printf("%s: ok (%zu routes, %zu trusted issuers)\n", config_path, d.cfg->n_routes,
 		       d.cfg->n_issuers);
+		trust_free(d.trust);
 		config_free(d.cfg);
 		return 0;
 	}

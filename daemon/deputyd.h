@@ -105,6 +105,8 @@ struct decide_req {
 	const char *scheme, *host, *method, *target;
 	int port;
 	uint64_t cookie;
+	pid_t pid;        /* the asking process, for the log */
+	const char *comm; /* its name */
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
@@ -121,6 +123,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
-void policy_on_kernel_event(void *ctx, const void *ev);
+struct dp_event;
+void policy_on_kernel_event(void *ctx, const struct dp_event *ev);
 
 #endif

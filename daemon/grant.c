@@ -99,7 +99,21 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 			return NULL;
 		}
 		t->n++;
-		issuer_reload(ti, now);
+		if (ci->jwks_file) {
+			/* A key file is local configuration: unreadable means misconfigured, and
+			 * deputyd refuses to start. A jwks_uri may be down for a while: logged. */
+			struct dp_err lerr = { "" };
+
+			ti->loaded_at = now;
+			ti->keys = jwks_load(ti->source, &lerr);
+			if (!ti->keys) {
+				dp_err_set(err, "trusted_issuers[%zu].jwks_file: %s", i, lerr.msg);
+				trust_free(t);
+				return NULL;
+			}
+		} else {
+			issuer_reload(ti, now);
+		}
 	}
 	return t;
 }
@@ -351,8 +365,8 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 	int r;
 
 	*out = NULL;
-	if (!token) {
-		dp_err_set(err, "no grant");
+	if (!token || !audience) {
+		dp_err_set(err, "no grant or no audience");
 		return -EINVAL;
 	}
 	if (strnlen(token, DP_JWS_MAX_LEN + 1) > DP_JWS_MAX_LEN) {

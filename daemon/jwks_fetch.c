@@ -3,6 +3,7 @@
 #include "jwks_fetch.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -175,6 +176,12 @@ struct dp_keyset *jwks_load(const char *src, struct dp_err *err)
 		return NULL;
 	ks = dp_keyset_parse(text, len, err);
 	free(text);
+	if (!ks && err) {
+		char why[sizeof(err->msg)];
+
+		snprintf(why, sizeof(why), "%s", err->msg);
+		dp_err_set(err, "%s: %s", src, why);
+	}
 	if (ks && dp_keyset_count(ks) == 0)
 		pr_warn("JWKS %s holds no usable key", src);
 	return ks;

@@ -505,6 +505,24 @@ struct dp_key *dp_key_load_private_pem(const char *path, struct dp_err *err)
 	return key_load_pem(path, false, err);
 }
 
+/* A first start may find no state directory yet: create it private (0700). */
+static void key_make_parent(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[4096];
+	int r;
+
+	if (!slash || slash == path || (size_t)(slash - path) >= sizeof(dir))
+		return;
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	if (access(dir, F_OK) == 0)
+		return;
+	r = dp_mkdir_p(dir, 0700);
+	if (r)
+		pr_warn("cannot create %s: %s", dir, strerror(-r));
+}
+
 struct dp_key *dp_key_load_or_create(const char *path, struct dp_err *err)
 {
 	struct dp_key *key;
@@ -540,6 +558,7 @@ struct dp_key *dp_key_load_or_create(const char *path, struct dp_err *err)
 		return NULL;
 	}
 	pem_len = BIO_get_mem_data(bio, &pem);
+	key_make_parent(path);
 	/* dp_write_file_atomic creates with 0600 and fchmods, whatever the umask. */
 	r = dp_write_file_atomic(path, pem, (size_t)pem_len, 0600);
 	OPENSSL_cleanse(pem, (size_t)pem_len);

@@ -17,7 +17,9 @@
 struct dp_key; /* a public or private key with its alg ("ES256", "RS256", …) and kid */
 
 /* deputyd's signing key: load the PEM at path, or create a P-256 key there (mode 0600,
- * atomic) when it does not exist. kid = RFC 7638 thumbprint. */
+ * atomic) when it does not exist. kid = RFC 7638 thumbprint. An existing key file that
+ * group or others may access is refused (-EPERM, like ssh), not silently re-moded; a key
+ * that is not EC P-256 is refused. The key is immutable: usable from several threads. */
 struct dp_key *dp_key_load_or_create(const char *path, struct dp_err *err);
 /* A private key PEM (EC P-256 -> ES256, RSA -> RS256) for `deputy grant`. */
 struct dp_key *dp_key_load_private_pem(const char *path, struct dp_err *err);

@@ -41,6 +41,7 @@
 #include <bpf/libbpf.h>
 
 #include "deputy.skel.h"
+#include "cgroup.h"
 #include "kernel.h"
 
 #define KERNEL_BPFFS "/sys/fs/bpf"
@@ -112,86 +113,6 @@ static struct bpf_program *kernel_prog(struct deputy_bpf *skel, enum kernel_prog
 	return NULL;
 }
 
-/* ---- cgroup helpers ------------------------------------------------------------------ */
-
-/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void kernel_unescape(char *s)
-{
-	char *w = s;
-
-	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
-		    r[3] >= '0' && r[3] <= '7') {
-			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-			r += 3;
-		} else {
-			*w++ = *r;
-		}
-	}
-	*w = '\0';
-}
-
-int dp_cgroup2_mount(char *out, size_t outsz)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096];
-	int ret = -ENOENT;
-
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		/* id parent maj:min root mountpoint options [optional…] - fstype source super */
-		char *sep = strstr(line, " - ");
-		char *save = NULL, *mnt, *fstype;
-
-		if (!sep)
-			continue;
-		fstype = strtok_r(sep + 3, " ", &save);
-		if (!fstype || strcmp(fstype, "cgroup2") != 0)
-			continue;
-		*sep = '\0';
-		save = NULL;
-		if (!strtok_r(line, " ", &save) || !strtok_r(NULL, " ", &save) ||
-		    !strtok_r(NULL, " ", &save) || !strtok_r(NULL, " ", &save))
-			continue;
-		mnt = strtok_r(NULL, " ", &save);
-		if (!mnt)
-			continue;
-		kernel_unescape(mnt);
-		if (strlen(mnt) >= outsz) {
-			ret = -ENAMETOOLONG;
-			break;
-		}
-		strcpy(out, mnt);
-		ret = 0;
-		break;
-	}
-	fclose(f);
-	return ret;
-}
-
-uint64_t dp_cgroup_id(const char *path)
-{
-	union {
-		struct file_handle fh;
-		char buf[sizeof(struct file_handle) + sizeof(uint64_t)];
-	} h;
-	struct stat st;
-	uint64_t id;
-	int mount_id;
-
-	/* kernfs exports the cgroup id as its file handle; st_ino is the same on 64-bit. */
-	h.fh.handle_bytes = sizeof(uint64_t);
-	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) == 0 &&
-	    h.fh.handle_bytes == sizeof(uint64_t)) {
-		memcpy(&id, h.fh.f_handle, sizeof(id));
-		return id;
-	}
-	if (stat(path, &st) != 0)
-		return 0;
-	return st.st_ino;
-}
-
 /* Absolute path and the relative part below the cgroup2 root of a parent cgroup. */
 static int kernel_parent_path(const char *parent, char *abs, size_t abssz, const char **rel,
 			      struct dp_err *err)
@@ -200,7 +121,7 @@ static int kernel_parent_path(const char *parent, char *abs, size_t abssz, const
 	size_t rl;
 	int r;
 
-	r = dp_cgroup2_mount(root, sizeof(root));
+	r = cgroup_root(root, sizeof(root));
 	if (r < 0) {
 		dp_err_set(err, "no cgroup2 mount in /proc/self/mountinfo");
 		return r;
@@ -558,7 +479,7 @@ int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, str
 		dp_err_set(err, "opening cgroup %s: %s", abs, strerror(-r));
 		goto fail;
 	}
-	k->parent_cgid = dp_cgroup_id(abs);
+	k->parent_cgid = cgroup_id(abs);
 	if (!k->parent_cgid) {
 		r = -errno;
 		dp_err_set(err, "cgroup id of %s: %s", abs, strerror(-r));
@@ -846,7 +767,7 @@ int kernel_available(struct dp_err *err)
 		dp_err_set(err, "the kernel has no BTF (/sys/kernel/btf/vmlinux)");
 		return -ENOTSUP;
 	}
-	if (dp_cgroup2_mount(root, sizeof(root)) < 0) {
+	if (cgroup_root(root, sizeof(root)) < 0) {
 		dp_err_set(err, "cgroup2 is not mounted");
 		return -ENOENT;
 	}
@@ -875,4 +796,62 @@ struct timespec kernel_event_realtime(uint64_t ts_ns)
 	out.tv_sec = ns / 1000000000;
 	out.tv_nsec = ns % 1000000000;
 	return out;
+}
+
+/* ---- naming, for the audit log ------------------------------------------------------- */
+
+const char *kernel_family_name(unsigned int family)
+{
+	switch (family) {
+	case AF_INET:
+		return "inet";
+	case AF_INET6:
+		return "inet6";
+	case AF_UNIX:
+		return "unix";
+	case AF_PACKET:
+		return "packet";
+	}
+	return "other";
+}
+
+const char *kernel_protocol_name(unsigned int protocol)
+{
+	return protocol == DP_EV_PROTO_TCP ? "tcp" : protocol == DP_EV_PROTO_UDP ? "udp" : "other";
+}
+
+const char *kernel_verdict_name(unsigned int verdict)
+{
+	return verdict == DP_EV_ALLOW ? "allow" : "block";
+}
+
+const char *kernel_event_type_name(unsigned int type)
+{
+	switch (type) {
+	case DP_EV_CONNECT:
+		return "connect";
+	case DP_EV_SENDMSG:
+		return "sendmsg";
+	case DP_EV_SOCK_REFUSED:
+		return "socket_refused";
+	case DP_EV_CLOSE:
+		return "close";
+	case DP_EV_UNIX_CONNECT:
+		return "unix_connect";
+	}
+	return "unknown";
+}
+
+int kernel_event_addr(const struct dp_event *ev, char *out, size_t outsz)
+{
+	if (!outsz)
+		return -ENOSPC;
+	out[0] = '\0';
+	if (ev->family != AF_INET && ev->family != AF_INET6)
+		return 0;
+	if (outsz > INT_MAX || !inet_ntop(ev->family, ev->addr, out, (socklen_t)outsz)) {
+		out[0] = '\0';
+		return -ENOSPC;
+	}
+	return 0;
 }

@@ -49,12 +49,15 @@ struct dp_kernel_stats {
 };
 
 /* Load and attach onto the parent cgroup: an absolute path, or one relative to the cgroup2
- * mount ("deputy"). The cgroup must exist. Mounts bpffs on /sys/fs/bpf if needed.
+ * mount ("deputy"). The cgroup must exist. Mounts bpffs on /sys/fs/bpf, and tracefs if
+ * needed. Adopts pinned state of an earlier deputyd (see above): its sessions stay
+ * registered, kernel_session_list() tells which, and queued events are delivered.
  * 0 or -errno with err saying what failed. */
 int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, struct dp_kernel **out,
 		struct dp_err *err) DP_WUR;
 
-/* Detach everything and remove the pinned state. Sessions are no longer enforced. */
+/* Detach everything and remove the pinned state. Sessions are no longer enforced: for a
+ * stop while sessions live on (restart, upgrade), kernel_release() instead. */
 void kernel_close(struct dp_kernel *k);
 /* Free the loader but leave programs attached and state pinned for the next kernel_open(). */
 void kernel_release(struct dp_kernel *k);
@@ -70,7 +73,9 @@ uint64_t kernel_lost_events(const struct dp_kernel *k);
 /* Register the session cgroup `cgid` or replace its policy: n allow rules, enforce or only
  * log blocks. New rules apply before old ones are dropped, so a replacement never blocks
  * what both the old and the new policy allow. Counters survive a replacement.
- * 0, -EINVAL (bad rule), -E2BIG (maps full) or -errno. */
+ * Register a session before its first process enters the cgroup: an unregistered cgroup is
+ * neither checked nor logged. On failure the session may hold some of the new rules: treat
+ * it as not set up. 0, -EINVAL (bad rule), -E2BIG (maps full) or -errno. */
 int kernel_session_set(struct dp_kernel *k, uint64_t cgid, bool enforce,
 		       const struct dp_kallow *allow, size_t n) DP_WUR;
 /* Forget a session: its processes are no longer checked. 0 or -ENOENT. */
@@ -85,11 +90,17 @@ int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max);
  * cgroup2, cgroup socket programs or ring buffers unsupported). */
 int kernel_available(struct dp_err *err);
 
-/* Where cgroup2 is mounted (from /proc/self/mountinfo). 0, -ENOENT or -ENAMETOOLONG. */
-int dp_cgroup2_mount(char *out, size_t outsz);
-/* The cgroup id of a cgroup2 directory (what bpf_get_current_cgroup_id() returns), 0 on
- * error with errno set. */
-uint64_t dp_cgroup_id(const char *path);
+
+/* Names for the audit log (design: Audit log, `connect`): "inet", "inet6", "unix",
+ * "packet" or "other"; "tcp", "udp" or "other"; "allow" / "block"; and the event type
+ * ("connect", "sendmsg", "socket_refused", "close", "unix_connect", "unknown"). */
+const char *kernel_family_name(unsigned int family);
+const char *kernel_protocol_name(unsigned int protocol);
+const char *kernel_verdict_name(unsigned int verdict);
+const char *kernel_event_type_name(unsigned int type);
+/* The event's destination address as text (inet_ntop); "" for events without one.
+ * 0 or -ENOSPC (out needs 46 bytes for any address). */
+int kernel_event_addr(const struct dp_event *ev, char *out, size_t outsz);
 
 /* An event timestamp (CLOCK_BOOTTIME ns) as wall-clock time. */
 struct timespec kernel_event_realtime(uint64_t ts_ns);

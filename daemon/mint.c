@@ -122,6 +122,12 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		dp_err_set(err, "incomplete mint request");
 		return -EINVAL;
 	}
+	/* The session already bound agent and grant; checked again because a token naming
+	 * another agent than the grant's may_act would be a delegation the user never gave. */
+	if (g->agent && strcmp(g->agent, req->agent) != 0) {
+		dp_err_set(err, "agent \"%s\" is not the grant's may_act", DP_SAFE(b, req->agent));
+		return -EACCES;
+	}
 	if (!grant_has_scope(g, req->scope)) {
 		dp_err_set(err, "scope \"%s\" is not in the grant", DP_SAFE(b, req->scope));
 		return -EACCES;

@@ -132,25 +132,8 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 	return NULL;
 }
 
-static const char *family_name(int family)
+void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 {
-	switch (family) {
-	case AF_INET:
-		return "inet";
-	case AF_INET6:
-		return "inet6";
-	case AF_UNIX:
-		return "unix";
-	case AF_PACKET:
-		return "packet";
-	default:
-		return "other";
-	}
-}
-
-void policy_on_kernel_event(void *ctx, const void *data)
-{
-	const struct dp_event *ev = data;
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
@@ -176,7 +159,7 @@ void policy_on_kernel_event(void *ctx, const void *data)
 		session_log(s, "connect",
 			    json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
 				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", comm, "family", family_name(ev->family), "protocol",
+				      "comm", comm, "family", kernel_family_name(ev->family), "protocol",
 				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr,
 				      "dport", (json_int_t)ev->port, "verdict",
 				      block ? "block" : "allow", "enforced",
@@ -203,6 +186,9 @@ void policy_on_kernel_event(void *ctx, const void *data)
 		     i++)
 			path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
 		path[o] = '\0';
+		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
+		if (strcmp(path, d->cfg->socket) == 0)
+			break;
 		session_log(s, "connect",
 			    json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:b}", "pid",
 				      (json_int_t)ev->tgid, "comm", comm, "family", "unix", "path",
@@ -216,13 +202,13 @@ void policy_on_kernel_event(void *ctx, const void *data)
 			    json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "layer", "kernel",
 				      "reason", "raw and packet sockets are not allowed in a session",
 				      "pid", (json_int_t)ev->tgid, "comm", comm, "family",
-				      family_name(ev->family), "type", (json_int_t)ev->port,
+				      kernel_family_name(ev->family), "type", (json_int_t)ev->port,
 				      "enforced", ev->enforced != 0));
 		break;
 	case DP_EV_CLOSE:
 		session_log(s, "disconnect",
 			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
-				      "family", family_name(ev->family), "daddr", addr, "dport",
+				      "family", kernel_family_name(ev->family), "daddr", addr, "dport",
 				      (json_int_t)ev->port, "duration_us",
 				      (json_int_t)(ev->duration_ns / 1000), "established",
 				      (ev->flags & DP_EVF_ESTABLISHED) != 0));

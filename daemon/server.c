@@ -51,6 +51,7 @@ struct client {
 	pid_t pid;
 	uid_t uid;
 	struct session *bound; /* the session this peer proved it belongs to */
+	char comm[17];         /* the peer's name, read once when it is bound */
 	struct session *controls;
 	uint8_t rbuf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	size_t rlen;
@@ -276,6 +277,20 @@ static bool pidfd_alive(int pidfd)
 	return pidfd < 0 || syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
 
+static void client_read_comm(struct client *c)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)c->pid);
+	f = fopen(path, "re");
+	if (f) {
+		if (fgets(c->comm, sizeof(c->comm), f))
+			c->comm[strcspn(c->comm, "\n")] = '\0';
+		fclose(f);
+	}
+}
+
 /* Does this client's process belong to session s? Bound on first success: a process
  * cannot leave a session's cgroup, so later requests need no /proc read. */
 static bool peer_in_session(struct client *c, struct session *s, char *why, size_t whysz)
@@ -301,6 +316,7 @@ static bool peer_in_session(struct client *c, struct session *s, char *why, size
 		return false;
 	}
 	c->bound = s;
+	client_read_comm(c);
 	return true;
 }
 
@@ -367,8 +383,11 @@ static void on_session_close(struct deputyd *d, struct client *c, const struct d
 		reply_error(d, c, h->seq, "session: only the connection that opened it may close it");
 		return;
 	}
-	reply_ok(d, c, h->seq);
+	/* Close first: deputy run is moved out of the session's cgroup before the rest is
+	 * killed, so nothing it does after this reply (e.g. a sanitizer's exit-time helper
+	 * process) can be caught by the kill. */
 	session_request_close(d, s, f->has[DP_T_STATUS] ? (int)f->u64[DP_T_STATUS] : -1);
+	reply_ok(d, c, h->seq);
 }
 
 static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *h,
@@ -399,6 +418,8 @@ static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *
 	r.target = f->str[DP_T_TARGET];
 	r.port = f->u64[DP_T_PORT] <= 65535 ? (int)f->u64[DP_T_PORT] : -1;
 	r.cookie = f->u64[DP_T_COOKIE];
+	r.pid = c->pid;
+	r.comm = c->comm;
 	decide(d, s, &r, &res);
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, h->seq, 0);
 	dp_msg_put_u64(&m, DP_T_VERDICT, (uint64_t)res.verdict);
@@ -466,12 +487,12 @@ static void on_deny_report(struct deputyd *d, struct client *c, const struct dp_
 	}
 	s->counts.denies++;
 	session_log(s, "deny",
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "layer", "shim", "reason",
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "layer", "shim", "reason",
 			      f->str[DP_T_REASON] ? f->str[DP_T_REASON] : "", "host",
 			      f->str[DP_T_HOST] ? f->str[DP_T_HOST] : "", "method",
 			      f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : "", "target",
 			      f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : "", "pid",
-			      (json_int_t)c->pid));
+			      (json_int_t)c->pid, "comm", c->comm));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }

@@ -194,7 +194,8 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 	rc = cgroup_create(s->cg_path);
 	if (rc)
 		return rc;
-	return cgroup_id(s->cg_path, &s->cg_id);
+	s->cg_id = cgroup_id(s->cg_path);
+	return s->cg_id ? 0 : -errno;
 }
 
 int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
@@ -323,7 +324,8 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 				 back);
 	}
 	cgroup_kill(s->cg_path);
-	session_tick(d);
+	/* session_tick() finishes it once the cgroup is empty: not from here, since callers
+	 * (session_tick itself among them) still hold s. */
 }
 
 static void session_finish(struct deputyd *d, struct session *s)

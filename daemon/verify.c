@@ -168,6 +168,10 @@ int deputy_verify(deputy_verifier *v, const char *token, const char *audience, c
 		set_reason(err, errlen, "alg \"%s\" refused (only ES256)", DP_SAFE(b, jws.alg));
 		goto out;
 	}
+	if (!jws.typ) {
+		set_reason(err, errlen, "token has no typ (want at+jwt)");
+		goto out;
+	}
 	if (!typ_is_at_jwt(jws.typ)) {
 		set_reason(err, errlen, "typ \"%s\" is not at+jwt", DP_SAFE(b, jws.typ));
 		goto out;

@@ -84,9 +84,9 @@ int hh_scan_feed(struct hh_scan *s, const char *p, size_t n, size_t *used)
 /* ---- request heads --------------------------------------------------------------------- */
 
 static const char *const hh_methods[] = {
-	"GET",	 "HEAD",     "POST",	  "PUT",   "DELETE", "CONNECT", "OPTIONS", "TRACE",
-	"PATCH", "PROPFIND", "PROPPATCH", "MKCOL", "COPY",   "MOVE",	"LOCK",	   "UNLOCK",
-	"REPORT", "SEARCH",  "PURGE",	  "QUERY",
+    "GET",   "HEAD",   "POST",	   "PUT",	"DELETE", "CONNECT", "OPTIONS",
+    "TRACE", "PATCH",  "PROPFIND", "PROPPATCH", "MKCOL",  "COPY",    "MOVE",
+    "LOCK",  "UNLOCK", "REPORT",   "SEARCH",	"PURGE",  "QUERY",   "PRI",
 };
 
 enum hh_prefix hh_method_prefix(const char *p, size_t n)
@@ -234,8 +234,8 @@ static bool hh_list_has(const char *p, size_t n, const char *tok)
 	size_t tl = strlen(tok);
 
 	for (size_t i = 0; i + tl <= n; i++) {
-		if (strncasecmp(p + i, tok, tl) == 0 && (i == 0 || p[i - 1] == ' ' ||
-							 p[i - 1] == ',' || p[i - 1] == '\t') &&
+		if (strncasecmp(p + i, tok, tl) == 0 &&
+		    (i == 0 || p[i - 1] == ' ' || p[i - 1] == ',' || p[i - 1] == '\t') &&
 		    (i + tl == n || p[i + tl] == ' ' || p[i + tl] == ',' || p[i + tl] == '\t' ||
 		     p[i + tl] == ';'))
 			return true;
@@ -243,10 +243,10 @@ static bool hh_list_has(const char *p, size_t n, const char *tok)
 	return false;
 }
 
-#define BAD(msg)                                                                           \
-	do {                                                                               \
-		*why = (msg);                                                              \
-		return -EBADMSG;                                                           \
+#define BAD(msg)                                                                                   \
+	do {                                                                                       \
+		*why = (msg);                                                                      \
+		return -EBADMSG;                                                                   \
 	} while (0)
 
 static int hh_parse_target(const char *buf, struct hh_req *r, const char **why)
@@ -291,8 +291,8 @@ static int hh_parse_target(const char *buf, struct hh_req *r, const char **why)
 			ae++;
 		if (memchr(t + as, '@', ae - as))
 			BAD("userinfo in request target");
-		if (hh_host_norm(t + as, ae - as, r->abs_host, sizeof(r->abs_host),
-				 &r->abs_port) < 0)
+		if (hh_host_norm(t + as, ae - as, r->abs_host, sizeof(r->abs_host), &r->abs_port) <
+		    0)
 			BAD("invalid host in request target");
 		r->absolute_form = true;
 	}
@@ -390,9 +390,9 @@ int hh_req_parse(const char *buf, size_t len, struct hh_req *r, const char **why
 		i += 2;
 		if (r->nhdr == HH_MAX_HEADERS)
 			BAD("too many headers");
-		r->hdr[r->nhdr].name = (struct hh_span){ (uint32_t)hs, (uint32_t)(ne - hs) };
-		r->hdr[r->nhdr].value = (struct hh_span){ (uint32_t)vs, (uint32_t)(ve - vs) };
-		r->hdr[r->nhdr].line = (struct hh_span){ (uint32_t)hs, (uint32_t)(i - hs) };
+		r->hdr[r->nhdr].name = (struct hh_span){(uint32_t)hs, (uint32_t)(ne - hs)};
+		r->hdr[r->nhdr].value = (struct hh_span){(uint32_t)vs, (uint32_t)(ve - vs)};
+		r->hdr[r->nhdr].line = (struct hh_span){(uint32_t)hs, (uint32_t)(i - hs)};
 
 		if (hh_span_ieq(buf, r->hdr[r->nhdr].name, "content-length")) {
 			int64_t v;
@@ -485,7 +485,7 @@ ssize_t hh_req_rewrite(const char *buf, size_t len, const struct hh_req *r, cons
 enum {
 	CH_SIZE,     /* hex digits */
 	CH_SIZE_WS,  /* BWS after the size */
-	CH_EXT,      /* chunk-ext up to CR */
+	CH_EXT,	     /* chunk-ext up to CR */
 	CH_SIZE_LF,  /* LF after the size line */
 	CH_DATA,     /* chunk data */
 	CH_DATA_CR,  /* CR after data */
@@ -793,11 +793,11 @@ static int hh_json_str(char *out, size_t cap, size_t *o, const char *s)
 	/* Bounded input, so the response always fits (6 output bytes per input byte at most). */
 	snprintf(lim, sizeof(lim), "%s", s ? s : "");
 
-#define PUT(ch)                                                                            \
-	do {                                                                               \
-		if (*o + 1 >= cap)                                                         \
-			return -ENOSPC;                                                    \
-		out[(*o)++] = (char)(ch);                                                  \
+#define PUT(ch)                                                                                    \
+	do {                                                                                       \
+		if (*o + 1 >= cap)                                                                 \
+			return -ENOSPC;                                                            \
+		out[(*o)++] = (char)(ch);                                                          \
 	} while (0)
 	PUT('"');
 	while (*p) {
@@ -867,13 +867,13 @@ ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *
 	size_t o = 0;
 	int n;
 
-#define LIT(s)                                                                             \
-	do {                                                                               \
-		size_t l_ = strlen(s);                                                     \
-		if (o + l_ >= sizeof(body))                                                \
-			return -ENOSPC;                                                    \
-		memcpy(body + o, s, l_);                                                   \
-		o += l_;                                                                   \
+#define LIT(s)                                                                                     \
+	do {                                                                                       \
+		size_t l_ = strlen(s);                                                             \
+		if (o + l_ >= sizeof(body))                                                        \
+			return -ENOSPC;                                                            \
+		memcpy(body + o, s, l_);                                                           \
+		o += l_;                                                                           \
 	} while (0)
 	LIT("{\"error\":\"deputy_denied\",\"reason\":");
 	if (hh_json_str(body, sizeof(body), &o, reason) < 0)

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define HH_HEAD_MAX 65536  /* request header section, request line included */
+#define HH_HEAD_MAX 65536 /* request header section, request line included */
 #define HH_MAX_HEADERS 128
 #define HH_HOST_MAX 256
 
@@ -38,13 +38,13 @@ struct hh_span {
 
 struct hh_req {
 	struct hh_span method, target;
-	struct hh_span host;  /* Host header value, raw */
-	struct hh_span start; /* the request line begins at start.off (leading CRLFs skipped) */
-	int minor;            /* HTTP/1.<minor> */
+	struct hh_span host;	/* Host header value, raw */
+	struct hh_span start;	/* the request line begins at start.off (leading CRLFs skipped) */
+	int minor;		/* HTTP/1.<minor> */
 	int64_t content_length; /* -1: none */
 	bool chunked, expect_continue, upgrade, is_head, is_connect, absolute_form;
 	char abs_host[HH_HOST_MAX]; /* host of an absolute-form target, normalised */
-	int abs_port;               /* -1 when absent */
+	int abs_port;		    /* -1 when absent */
 	int nhdr;
 	struct {
 		struct hh_span name, value, line; /* line: the whole line with its CRLF */

@@ -84,8 +84,8 @@ struct dp_event {
 struct dp_session_val {
 	dp_u32 flags; /* DP_SESSION_* */
 	dp_u32 pad_;
-	dp_u64 n_allow;	  /* connects + first UDP sends allowed */
-	dp_u64 n_block;	  /* ... with a block verdict (blocked or, unenforced, would be) */
+	dp_u64 n_allow;	  /* connect and sendmsg events with verdict allow */
+	dp_u64 n_block;	  /* ... with verdict block (blocked or, unenforced, would be) */
 	dp_u64 n_refused; /* sockets refused at socket() */
 };
 

@@ -10,11 +10,13 @@
  * split request would otherwise go unnoticed.
  *
  *   backend --listen 127.0.0.1:0 [--cert F --key F] [--log FILE]
- *           [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]] [--echo] [--h2]
+ *           [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]]
+ *           [--token-header NAME] [--echo] [--h2]
  *
- * "--listen HOST:0" prints "port N" as the first line of stdout once it accepts. One
- * thread per connection; SIGTERM or SIGINT closes every connection and exits 0.
- * Loopback addresses only: this server exists for tests and never faces a network.
+ * The token is read from "NAME: Bearer <token>" (default Authorization; a route may name
+ * another header). "--listen HOST:0" prints "port N" as the first line of stdout once it accepts.
+ * One thread per connection; SIGTERM or SIGINT closes every connection and exits 0. Loopback
+ * addresses only: this server exists for tests and never faces a network.
  *
  * Query parameters shape the response, for tests of response handling:
  *   status=NNN (200..599), close=1 (Connection: close), chunked=1 (chunked response),
@@ -82,6 +84,7 @@ struct bk_opts {
 	const char *audience;
 	const char *scope;
 	const char *issuer;
+	const char *token_header;
 	bool echo;
 	bool h2;
 };
@@ -109,12 +112,16 @@ struct bk_conn {
 	unsigned char *buf;
 	size_t off, len, cap;
 	uint64_t bytes_in, requests;
+	pthread_t thread;
 	struct bk_conn *prev, *next;
 };
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t conns_empty = PTHREAD_COND_INITIALIZER;
 static struct bk_conn *conns;
+/* Finished connections whose threads main still has to join: joined, not detached, so
+ * OpenSSL's per-thread state is gone before the process exits. */
+static struct bk_conn *conns_done;
 static unsigned conns_count;
 static uint64_t conns_next_id = 1;
 static bool stopping;
@@ -357,7 +364,7 @@ struct bk_token {
 static void bk_token_result(struct bk_token *t, bool present, json_t *valid, const char *error,
 			    json_t *claims)
 {
-	static const char *const echoed[] = { "sub", "aud", "scope", "htm", "htu", "jti", "act" };
+	static const char *const echoed[] = {"sub", "aud", "scope", "htm", "htu", "jti", "act"};
 	size_t i;
 
 	t->log = json_object();
@@ -386,15 +393,15 @@ static void bk_check_token(const char *const *auth, size_t nauth, struct bk_toke
 	const char *token;
 
 	if (nauth == 0) {
-		bk_token_result(t, false, json_false(), "no Authorization header", NULL);
+		bk_token_result(t, false, json_false(), "no token header", NULL);
 		return;
 	}
 	if (nauth > 1) {
-		bk_token_result(t, true, json_false(), "more than one Authorization header", NULL);
+		bk_token_result(t, true, json_false(), "more than one token header", NULL);
 		return;
 	}
 	if (strncasecmp(auth[0], "Bearer ", 7) != 0) {
-		bk_token_result(t, true, json_false(), "Authorization is not a Bearer token", NULL);
+		bk_token_result(t, true, json_false(), "token header is not a Bearer token", NULL);
 		return;
 	}
 	token = auth[0] + 7;
@@ -522,8 +529,8 @@ static const char *bk_parse_head(const char *head, size_t len, struct bk_request
 			v++;
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
 			ve--;
-		rq->headers[rq->nheaders++] = (struct bk_header){ p, v, (size_t)(colon - p),
-								  (size_t)(ve - v) };
+		rq->headers[rq->nheaders++] =
+		    (struct bk_header){p, v, (size_t)(colon - p), (size_t)(ve - v)};
 		p = eol + 2;
 	}
 	return "head without an empty line";
@@ -567,7 +574,7 @@ static void bk_parse_shape(const char *target, size_t n, struct bk_shape *sh)
 {
 	const char *q = memchr(target, '?', n), *end = target + n;
 
-	*sh = (struct bk_shape){ .status = 200 };
+	*sh = (struct bk_shape){.status = 200};
 	while (q && q < end) {
 		char key[16], val[24];
 		const char *amp, *eq;
@@ -612,18 +619,30 @@ static void bk_parse_shape(const char *target, size_t n, struct bk_shape *sh)
 static const char *bk_reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 413: return "Content Too Large";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	default: return "Status";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 413:
+		return "Content Too Large";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
 	}
 }
 
@@ -631,11 +650,12 @@ static const char *bk_reason(int status)
 static int bk_respond(struct bk_conn *c, int status, bool close_after, bool chunked,
 		      const char *body, size_t body_len)
 {
-	struct bk_str out = { 0 };
+	struct bk_str out = {0};
 	int rc;
 
-	rc = bk_str_printf(&out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-				 "Server: deputy-test-backend\r\n",
+	rc = bk_str_printf(&out,
+			   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+			   "Server: deputy-test-backend\r\n",
 			   status, bk_reason(status));
 	if (!rc && close_after)
 		rc = bk_str_printf(&out, "Connection: close\r\n");
@@ -722,8 +742,8 @@ static const char *bk_read_chunked(struct bk_conn *c, struct bk_str *body, json_
 				return "chunk size too large";
 			size = size * 16 + (unsigned)v;
 		}
-		if (digits == 0 || (line + i < eol && line[i] != ';' && line[i] != ' ' &&
-				    line[i] != '\t'))
+		if (digits == 0 ||
+		    (line + i < eol && line[i] != ';' && line[i] != ' ' && line[i] != '\t'))
 			return "malformed chunk size";
 		c->off = (size_t)(eol + 2 - (const char *)c->buf);
 		if (size == 0)
@@ -797,8 +817,8 @@ static const char *bk_read_length(struct bk_conn *c, unsigned long long n, struc
 static int bk_serve_request(struct bk_conn *c)
 {
 	struct bk_request *rq;
-	struct bk_str body = { 0 };
-	struct bk_token tok = { 0 };
+	struct bk_str body = {0};
+	struct bk_token tok = {0};
 	struct bk_shape shape;
 	const char *auth[BK_MAX_HEADERS], *why, *hend;
 	char *head = NULL, *text = NULL;
@@ -898,7 +918,7 @@ static int bk_serve_request(struct bk_conn *c)
 				keep_alive = false;
 			else if (bk_hvalue_has(h, "keep-alive"))
 				keep_alive = true;
-		} else if (bk_hname_is(h, "Authorization")) {
+		} else if (bk_hname_is(h, opts.token_header)) {
 			/* Terminated in place (on the CR or trailing space after it); the
 			 * head's hash is already taken and headers are logged by length. */
 			((char *)h->value)[h->value_len] = '\0';
@@ -917,8 +937,8 @@ static int bk_serve_request(struct bk_conn *c)
 			goto out;
 	}
 	trailers = json_array();
-	why = chunked ? bk_read_chunked(c, &body, trailers) :
-			bk_read_length(c, content_length, &body);
+	why = chunked ? bk_read_chunked(c, &body, trailers)
+		      : bk_read_length(c, content_length, &body);
 	if (why) {
 		json_decref(trailers);
 		bk_respond_error(c, strcmp(why, "body too large") ? 400 : 413, why);
@@ -939,12 +959,10 @@ static int bk_serve_request(struct bk_conn *c)
 	json_object_set_new(rec, "version", bk_bytes_json(rq->version, rq->version_len));
 	headers = json_array();
 	for (i = 0; i < rq->nheaders; i++)
-		json_array_append_new(headers,
-				      json_pack("[o,o]",
-						bk_bytes_json(rq->headers[i].name,
-							      rq->headers[i].name_len),
-						bk_bytes_json(rq->headers[i].value,
-							      rq->headers[i].value_len)));
+		json_array_append_new(
+		    headers,
+		    json_pack("[o,o]", bk_bytes_json(rq->headers[i].name, rq->headers[i].name_len),
+			      bk_bytes_json(rq->headers[i].value, rq->headers[i].value_len)));
 	json_object_set_new(rec, "headers", headers);
 	json_object_set_new(rec, "head_sha256", json_string(head_sha));
 	json_object_set_new(rec, "chunked", json_boolean(chunked));
@@ -985,8 +1003,8 @@ static int bk_serve_request(struct bk_conn *c)
 	if (!text)
 		goto out;
 	if (shape.delay_ms) {
-		struct timespec ts = { (time_t)(shape.delay_ms / 1000),
-				       (long)(shape.delay_ms % 1000) * 1000000L };
+		struct timespec ts = {(time_t)(shape.delay_ms / 1000),
+				      (long)(shape.delay_ms % 1000) * 1000000L};
 
 		nanosleep(&ts, NULL);
 	}
@@ -1043,9 +1061,15 @@ struct h2_stream {
 static int h2_send(struct bk_conn *c, uint8_t type, uint8_t flags, uint32_t stream,
 		   const void *payload, size_t n)
 {
-	unsigned char hdr[9] = { (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n, type, flags,
-				 (uint8_t)(stream >> 24 & 0x7f), (uint8_t)(stream >> 16),
-				 (uint8_t)(stream >> 8), (uint8_t)stream };
+	unsigned char hdr[9] = {(uint8_t)(n >> 16),
+				(uint8_t)(n >> 8),
+				(uint8_t)n,
+				type,
+				flags,
+				(uint8_t)(stream >> 24 & 0x7f),
+				(uint8_t)(stream >> 16),
+				(uint8_t)(stream >> 8),
+				(uint8_t)stream};
 	int rc = bk_write_all(c, hdr, sizeof(hdr));
 
 	return rc || n == 0 ? rc : bk_write_all(c, payload, n);
@@ -1053,8 +1077,8 @@ static int h2_send(struct bk_conn *c, uint8_t type, uint8_t flags, uint32_t stre
 
 static int h2_window_update(struct bk_conn *c, uint32_t stream, uint32_t inc)
 {
-	unsigned char p[4] = { (uint8_t)(inc >> 24 & 0x7f), (uint8_t)(inc >> 16),
-			       (uint8_t)(inc >> 8), (uint8_t)inc };
+	unsigned char p[4] = {(uint8_t)(inc >> 24 & 0x7f), (uint8_t)(inc >> 16),
+			      (uint8_t)(inc >> 8), (uint8_t)inc};
 
 	return h2_send(c, H2_WINDOW_UPDATE, 0, stream, p, sizeof(p));
 }
@@ -1063,9 +1087,8 @@ static int h2_answer(struct bk_conn *c, struct h2_stream *s)
 {
 	/* HPACK: ":status: 200" is static index 8; content-type is a literal without
 	 * indexing on static name index 31 (RFC 7541 §6.2.2), value not Huffman-coded. */
-	static const unsigned char hblock[] = { 0x88, 0x0f, 0x10, 16, 'a', 'p', 'p', 'l', 'i',
-						'c', 'a', 't', 'i', 'o', 'n', '/', 'j', 's',
-						'o', 'n' };
+	static const char hblock[] = "\x88\x0f\x10\x10"
+				     "application/json";
 	unsigned char md[32];
 	char sha[BK_SHA256_HEX], body[512];
 	json_t *rec = bk_conn_record(c, "h2_request");
@@ -1076,8 +1099,8 @@ static int h2_answer(struct bk_conn *c, struct h2_stream *s)
 	c->requests++;
 	json_object_set_new(rec, "seq", json_integer((json_int_t)c->requests));
 	json_object_set_new(rec, "stream", json_integer(s->id));
-	json_object_set_new(rec, "header_block_b64", bk_b64_json(s->block.p ? s->block.p : "",
-								s->block.n));
+	json_object_set_new(rec, "header_block_b64",
+			    bk_b64_json(s->block.p ? s->block.p : "", s->block.n));
 	json_object_set_new(rec, "body_len", json_integer((json_int_t)s->body_len));
 	json_object_set_new(rec, "body_sha256", json_string(sha));
 	bk_log_record(rec);
@@ -1085,7 +1108,7 @@ static int h2_answer(struct bk_conn *c, struct h2_stream *s)
 		     "{\"ok\":true,\"protocol\":\"h2\",\"conn\":%llu,\"stream\":%u,"
 		     "\"body_len\":%llu,\"body_sha256\":\"%s\"}\n",
 		     (unsigned long long)c->id, s->id, (unsigned long long)s->body_len, sha);
-	rc = h2_send(c, H2_HEADERS, H2_END_HEADERS, s->id, hblock, sizeof(hblock));
+	rc = h2_send(c, H2_HEADERS, H2_END_HEADERS, s->id, hblock, sizeof(hblock) - 1);
 	if (!rc)
 		rc = h2_send(c, H2_DATA, H2_END_STREAM, s->id, body, (size_t)n);
 	return rc;
@@ -1103,6 +1126,9 @@ static struct h2_stream *h2_stream_get(struct h2_stream *ss, uint32_t id, bool c
 	struct h2_stream *free_slot = NULL;
 	size_t i;
 
+	/* Stream 0 is the connection; an id of 0 also marks a free slot. */
+	if (id == 0)
+		return NULL;
 	for (i = 0; i < H2_MAX_STREAMS; i++) {
 		if (ss[i].id == id)
 			return &ss[i];
@@ -1210,7 +1236,8 @@ static void bk_serve_h2(struct bk_conn *c)
 				break;
 			EVP_DigestUpdate(s->body_sha, p, plen);
 			s->body_len += plen;
-			/* Give the flow-control credit straight back so large uploads keep going. */
+			/* Give the flow-control credit straight back so large uploads keep going.
+			 */
 			if (len > 0 && (h2_window_update(c, 0, (uint32_t)len) ||
 					h2_window_update(c, sid, (uint32_t)len)))
 				goto out;
@@ -1276,15 +1303,22 @@ static int bk_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
 	unsigned char *sel = NULL;
 
 	/* Our preference order wins, so a client offering h2 gets it under --h2. */
-	if (SSL_select_next_proto(&sel, outlen, prefs, plen, in, inlen) !=
-	    OPENSSL_NPN_NEGOTIATED)
+	if (SSL_select_next_proto(&sel, outlen, prefs, plen, in, inlen) != OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_NOACK;
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
 }
 
-static void bk_conn_free(struct bk_conn *c)
+/* Releases a connection and moves it to the list main joins (joined: whether a thread
+ * ran for it). */
+static void bk_conn_finish(struct bk_conn *c, bool joinable)
 {
+	/* Everything of the connection goes first: once the count drops, main may free the
+	 * TLS context and exit. */
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	free(c->buf);
+	c->buf = NULL;
 	pthread_mutex_lock(&conns_lock);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -1292,14 +1326,34 @@ static void bk_conn_free(struct bk_conn *c)
 		conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	close(c->fd);
+	c->fd = -1;
+	if (joinable) {
+		c->prev = NULL;
+		c->next = conns_done;
+		conns_done = c;
+	}
 	conns_count--;
 	if (conns_count == 0)
 		pthread_cond_broadcast(&conns_empty);
 	pthread_mutex_unlock(&conns_lock);
-	SSL_free(c->ssl);
-	close(c->fd);
-	free(c->buf);
-	free(c);
+	if (!joinable)
+		free(c);
+}
+
+static void bk_reap(void)
+{
+	struct bk_conn *c, *next;
+
+	pthread_mutex_lock(&conns_lock);
+	c = conns_done;
+	conns_done = NULL;
+	pthread_mutex_unlock(&conns_lock);
+	for (; c; c = next) {
+		next = c->next;
+		pthread_join(c->thread, NULL);
+		free(c);
+	}
 }
 
 static void *bk_conn_main(void *arg)
@@ -1317,7 +1371,8 @@ static void *bk_conn_main(void *arg)
 
 			ERR_error_string_n(e, why, sizeof(why));
 			rec = bk_conn_record(c, "tls_error");
-			json_object_set_new(rec, "error", json_string(e ? why : "handshake failed"));
+			json_object_set_new(rec, "error",
+					    json_string(e ? why : "handshake failed"));
 			bk_log_record(rec);
 			ERR_clear_error();
 			goto out;
@@ -1349,7 +1404,7 @@ static void *bk_conn_main(void *arg)
 	bk_log_record(rec);
 out:
 	ERR_clear_error();
-	bk_conn_free(c);
+	bk_conn_finish(c, true);
 	return NULL;
 }
 
@@ -1357,10 +1412,8 @@ static void bk_accept(int lfd)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	struct timeval tv = { BK_IDLE_TIMEOUT_S, 0 };
+	struct timeval tv = {BK_IDLE_TIMEOUT_S, 0};
 	struct bk_conn *c;
-	pthread_attr_t attr;
-	pthread_t th;
 	char host[INET6_ADDRSTRLEN] = "?";
 	int port = 0, one = 1;
 	int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
@@ -1402,13 +1455,13 @@ static void bk_accept(int lfd)
 		conns->prev = c;
 	conns = c;
 	conns_count++;
+	/* Created under the lock: the thread's own finish must see c->thread set. */
+	if (pthread_create(&c->thread, NULL, bk_conn_main, c) != 0) {
+		pthread_mutex_unlock(&conns_lock);
+		bk_conn_finish(c, false);
+		return;
+	}
 	pthread_mutex_unlock(&conns_lock);
-
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &attr, bk_conn_main, c) != 0)
-		bk_conn_free(c);
-	pthread_attr_destroy(&attr);
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
@@ -1417,7 +1470,7 @@ static int bk_listen_socket(const char *spec, struct dp_err *err)
 {
 	char host[INET6_ADDRSTRLEN + 2];
 	const char *colon, *h;
-	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_storage ss = {0};
 	socklen_t sl;
 	unsigned long port;
 	char *ep;
@@ -1514,38 +1567,70 @@ static int bk_tls_setup(struct dp_err *err)
 
 static void bk_usage(void)
 {
-	fprintf(stderr,
-		"usage: backend --listen ADDR:PORT [--cert F --key F] [--log FILE]\n"
-		"               [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]]\n"
-		"               [--echo] [--h2]\n");
+	fprintf(stderr, "usage: backend --listen ADDR:PORT [--cert F --key F] [--log FILE]\n"
+			"               [--jwks FILE|URL --audience AUD [--scope S] [--issuer I]]\n"
+			"               [--token-header NAME] [--echo] [--h2]\n");
 }
 
 static int bk_parse_args(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "listen", required_argument, NULL, 'l' }, { "cert", required_argument, NULL, 'c' },
-		{ "key", required_argument, NULL, 'k' },    { "log", required_argument, NULL, 'L' },
-		{ "jwks", required_argument, NULL, 'j' },   { "audience", required_argument, NULL, 'a' },
-		{ "scope", required_argument, NULL, 's' },  { "issuer", required_argument, NULL, 'i' },
-		{ "echo", no_argument, NULL, 'e' },         { "h2", no_argument, NULL, '2' },
-		{ "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 }
-	};
+	static const struct option lopts[] = {{"listen", required_argument, NULL, 'l'},
+					      {"cert", required_argument, NULL, 'c'},
+					      {"key", required_argument, NULL, 'k'},
+					      {"log", required_argument, NULL, 'L'},
+					      {"jwks", required_argument, NULL, 'j'},
+					      {"audience", required_argument, NULL, 'a'},
+					      {"scope", required_argument, NULL, 's'},
+					      {"issuer", required_argument, NULL, 'i'},
+					      {"echo", no_argument, NULL, 'e'},
+					      {"h2", no_argument, NULL, '2'},
+					      {"token-header", required_argument, NULL, 't'},
+					      {"help", no_argument, NULL, 'h'},
+					      {NULL, 0, NULL, 0}};
 	int o;
 
+	opts.token_header = "Authorization";
 	while ((o = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (o) {
-		case 'l': opts.listen = optarg; break;
-		case 'c': opts.cert = optarg; break;
-		case 'k': opts.key = optarg; break;
-		case 'L': opts.log = optarg; break;
-		case 'j': opts.jwks = optarg; break;
-		case 'a': opts.audience = optarg; break;
-		case 's': opts.scope = optarg; break;
-		case 'i': opts.issuer = optarg; break;
-		case 'e': opts.echo = true; break;
-		case '2': opts.h2 = true; break;
-		case 'h': bk_usage(); exit(0);
-		default: bk_usage(); return -EINVAL;
+		case 'l':
+			opts.listen = optarg;
+			break;
+		case 'c':
+			opts.cert = optarg;
+			break;
+		case 'k':
+			opts.key = optarg;
+			break;
+		case 'L':
+			opts.log = optarg;
+			break;
+		case 'j':
+			opts.jwks = optarg;
+			break;
+		case 'a':
+			opts.audience = optarg;
+			break;
+		case 's':
+			opts.scope = optarg;
+			break;
+		case 'i':
+			opts.issuer = optarg;
+			break;
+		case 'e':
+			opts.echo = true;
+			break;
+		case '2':
+			opts.h2 = true;
+			break;
+		case 't':
+			opts.token_header = optarg;
+			break;
+		case 'h':
+			bk_usage();
+			exit(0);
+		default:
+			bk_usage();
+			return -EINVAL;
 		}
 	}
 	if (optind != argc || !opts.listen) {
@@ -1565,7 +1650,7 @@ static int bk_parse_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct bk_conn *c;
@@ -1603,17 +1688,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
-		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
-						       ((struct sockaddr_in6 *)&ss)->sin6_port);
+		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						     : ((struct sockaddr_in6 *)&ss)->sin6_port);
 	printf("port %d\n", port);
 	fflush(stdout);
 	if (!BK_HAVE_VERIFY && opts.jwks)
 		pr_warn("built without deputy_verify: tokens are logged as unchecked");
 
 	for (;;) {
-		struct pollfd pfd[2] = { { lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+		struct pollfd pfd[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
 
-		if (poll(pfd, 2, -1) < 0) {
+		bk_reap();
+		if (poll(pfd, 2, 1000) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_warn("poll: %s", strerror(errno));
@@ -1634,6 +1720,7 @@ int main(int argc, char **argv)
 	while (conns_count > 0)
 		pthread_cond_wait(&conns_empty, &conns_lock);
 	pthread_mutex_unlock(&conns_lock);
+	bk_reap();
 	close(sfd);
 #if BK_HAVE_VERIFY
 	deputy_verifier_free(verifier);

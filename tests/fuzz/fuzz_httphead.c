@@ -14,7 +14,7 @@ static struct hh_req fz_r, fz_r2;
 
 static void fz_request(const uint8_t *d, size_t n, size_t step)
 {
-	struct hh_scan sc = { 0 };
+	struct hh_scan sc = {0};
 	size_t hlen = 0, off = 0;
 
 	while (off < n) {

@@ -280,6 +280,16 @@ def token_two_headers(be, certs):
     check_eq(rec['token']['valid'], False, 'two Authorization headers are invalid')
 
 
+def token_custom_header(d, certs):
+    with Backend(d, certs=certs, token_header='X-Deputy-Token', name='hdr') as beh:
+        r = run([prog('tls_onebyte'), '-c', certs.ca, '-r', '127.0.0.1', '-H',
+                 'X-Deputy-Token: Bearer abc', beh.url(path='/custom-header')])
+        client_ok(r, 'tls_onebyte')
+        [rec] = recs_for(beh, '/custom-header', 1)
+        check(rec['token']['present'], 'token in X-Deputy-Token not found: %r' % rec['token'])
+        check_eq(header(rec, 'Authorization'), [SERVICE_ACCOUNT], 'Authorization untouched')
+
+
 def token_cases(be, certs, issuer):
     good = issuer.token(AUD, 'api:read', sub='alice', htm='GET',
                         htu='https://api.test/tok-good')
@@ -340,6 +350,34 @@ def refuses_malformed(be, certs):
     check(len(errors) >= 3, 'errors logged: %r' % errors)
     check_eq(recs_for(be, '/smuggle') + recs_for(be, '/big') + recs_for(be, '/fold'), [],
              'malformed requests logged as requests')
+
+
+def h2_hostile_frames(be_h2, certs):
+    """Frames on stream 0, truncated frames, unknown types: the backend survives them."""
+    import struct
+
+    def frame(t, f, sid, payload):
+        return struct.pack('>I', len(payload))[1:] + bytes([t, f]) + struct.pack('>I', sid) + \
+            payload
+
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.set_alpn_protocols(['h2'])
+    bad = [frame(0, 1, 0, b'data on stream 0'), frame(1, 5, 0, b'\x82'),
+           frame(9, 4, 7, b'\x82'), frame(0x42, 0, 1, b'x' * 10), frame(1, 0x28, 3, b'\x05'),
+           frame(0, 9, 1, b'\xff')]
+    for f in bad:
+        with socket.create_connection(('127.0.0.1', be_h2.port), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname='api.test') as ts:
+                check_eq(ts.selected_alpn_protocol(), 'h2', 'ALPN')
+                ts.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + frame(4, 0, 0, b'') + f)
+                ts.shutdown(socket.SHUT_WR)
+                try:
+                    while ts.recv(65536):
+                        pass
+                except OSError:
+                    pass
+    r = run(be_h2.curl('--http2', '-w', '\n%{http_version}\n', be_h2.url(path='/after')))
+    check_eq(r.stdout.strip().splitlines()[-1:], ['2'], 'still serving h2 (%s)' % r.stderr.strip())
 
 
 def status_shaping(be, certs):
@@ -430,8 +468,10 @@ def main():
             t.run('token_absent', token_absent, be, certs)
             t.run('token_two_authorization_headers', token_two_headers, be, certs)
             t.run('token_valid_and_invalid', token_cases, be, certs, issuer)
+            t.run('token_custom_header', token_custom_header, d, certs)
             t.run('backend_refuses_malformed', refuses_malformed, be, certs)
             t.run('backend_response_shaping', status_shaping, be, certs)
+            t.run('backend_h2_hostile_frames', h2_hostile_frames, be_h2, certs)
             t.run('plain_http', plain_http, be_plain, d)
             t.run('ipv6_loopback', ipv6, d, certs)
             t.run('backend_refuses_non_loopback', refuses_non_loopback, d)

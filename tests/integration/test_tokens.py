@@ -277,6 +277,30 @@ def verify_refusals():
     assert p.stderr.strip() == 'deputy: verify: scope "email:read" not granted', p.stderr
 
 
+def cli_contract():
+    for sub in ("grant", "verify"):
+        p = run([DEPUTY, sub, "--help"])
+        assert p.stdout.startswith("usage: deputy " + sub), p.stdout
+    # the grant's audience defaults to the issuer of deputyd's config
+    cfg = os.path.join(E.dir, "deputy.json")
+    with open(cfg, "w") as f:
+        json.dump({"issuer": "https://from-config.test", "trusted_issuers": [], "routes": []}, f)
+    args = [DEPUTY, "grant", "--key", E.idp_ec_pem, "--iss", IDP, "--user", "u", "--agent",
+            "agent:a", "--scope", "s1", "--scope", "s2", "--resource", MAIL, "--ttl", "90s"]
+    c = claims_of(run(args + ["--config", cfg]).stdout.strip())
+    assert c["aud"] == "https://from-config.test" and c["scope"] == "s1 s2", c
+    assert c["may_act"] == {"sub": "agent:a"} and c["exp"] - c["iat"] == 90
+    c = claims_of(run(args, env=dict(os.environ, DEPUTY_CONFIG=cfg)).stdout.strip())
+    assert c["aud"] == "https://from-config.test"
+    p = run(args + ["--config", os.path.join(E.dir, "missing.json")], check=False)
+    assert p.returncode != 0 and p.stderr.startswith("deputy: grant: no audience"), p.stderr
+    assert p.stderr.count("\n") == 1
+    p = run(args + ["--aud", DEPUTYD, "--ttl", "5y"], check=False)
+    assert p.returncode != 0 and p.stderr.startswith("deputy: grant: --ttl"), p.stderr
+    p = run([DEPUTY, "verify", "--jwks", E.idp_jwks], check=False)
+    assert p.returncode == 2 and p.stderr.startswith("deputy: verify: "), p.stderr
+
+
 class JwksHandler(http.server.BaseHTTPRequestHandler):
     files = {}
 
@@ -346,7 +370,7 @@ def main():
         for fn in (issuer_jwks_is_standard, deputy_grant_verifies_with_pyjwt,
                    minted_token_verifies_with_pyjwt, pyjwt_grants_accepted,
                    hostile_grants_refused, grant_mint_verify_round_trip, verify_refusals,
-                   jwks_uri_over_https):
+                   cli_contract, jwks_uri_over_https):
             case(fn)
     finally:
         shutil.rmtree(E.dir, ignore_errors=True)

@@ -192,7 +192,8 @@ class Backend:
     """One running tests/backend. Use as a context manager, or call start()/stop()."""
 
     def __init__(self, workdir, certs=None, h2=False, echo=False, jwks=None, audience=None,
-                 scope=None, issuer=None, listen='127.0.0.1:0', name=None, extra=()):
+                 scope=None, issuer=None, listen='127.0.0.1:0', name=None, extra=(),
+                 token_header=None):
         self.workdir = workdir
         self.certs = certs
         self.h2, self.echo = h2, echo
@@ -202,6 +203,7 @@ class Backend:
         self.log = os.path.join(workdir, self.name + '.jsonl')
         self.stderr_path = os.path.join(workdir, self.name + '.stderr')
         self.extra = list(extra)
+        self.token_header = token_header
         self.proc = None
         self.port = None
         self.exit_status = None
@@ -220,6 +222,8 @@ class Backend:
             cmd += ['--scope', self.scope]
         if self.issuer:
             cmd += ['--issuer', self.issuer]
+        if self.token_header:
+            cmd += ['--token-header', self.token_header]
         if self.h2:
             cmd.append('--h2')
         if self.echo:
@@ -354,6 +358,10 @@ def urllib_opener(cafile, addr='127.0.0.1'):
 
 # ---- a throwaway token issuer (for backend tests without deputyd) ------------------------
 
+def _b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+
+
 class TestIssuer:
     """An ES256 key, its JWKS file, and tokens shaped like deputy delegation tokens."""
 
@@ -363,9 +371,13 @@ class TestIssuer:
         self._jwt = jwt
         self.iss = iss
         self.key = ec.generate_private_key(ec.SECP256R1())
-        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        # Built by hand: PyJWT's to_jwk drops leading zero bytes of x and y (1 key in 128),
+        # which RFC 7518 §6.2.1.2 forbids and a strict verifier rightly refuses.
+        nums = self.key.public_key().public_numbers()
         self.kid = 'test-kid-1'
-        jwk.update({'kid': self.kid, 'alg': 'ES256', 'use': 'sig'})
+        jwk = {'kty': 'EC', 'crv': 'P-256', 'x': _b64url(nums.x.to_bytes(32, 'big')),
+               'y': _b64url(nums.y.to_bytes(32, 'big')), 'kid': self.kid, 'alg': 'ES256',
+               'use': 'sig'}
         self.jwks = os.path.join(d, 'jwks.json')
         with open(self.jwks, 'w') as f:
             json.dump({'keys': [jwk]}, f)

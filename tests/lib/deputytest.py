@@ -70,6 +70,7 @@ def main():
             continue
         try:
             fn()
+            Deputyd.stop_all()  # a sanitizer report at shutdown fails the case
             print("PASS: %s" % fn.__name__, flush=True)
         except Skip as e:
             print("SKIP: %s: %s" % (fn.__name__, e), flush=True)
@@ -79,7 +80,10 @@ def main():
             print("FAIL: %s: %s" % (fn.__name__, str(e).splitlines()[0] if str(e) else
                                     type(e).__name__), flush=True)
         finally:
-            Deputyd.stop_all()
+            try:
+                Deputyd.stop_all()
+            except Exception:  # noqa: BLE001 - already reported with the case
+                pass
     sys.exit(1 if failed else 0)
 
 
@@ -158,6 +162,7 @@ class Issuer:
 
 class Deputyd:
     _running = []
+    _created = []  # every instance, cleaned up after each case whether started or not
 
     def __init__(self, routes=None, issuer=None, kernel=None, **config):
         self.dir = tempfile.mkdtemp(prefix="deputy-test.")
@@ -193,6 +198,7 @@ class Deputyd:
         self.write_config()
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "deputyd.log")
+        Deputyd._created.append(self)
 
     def write_config(self):
         with open(self.config_path, "w") as f:
@@ -235,10 +241,20 @@ class Deputyd:
         rc = self.proc.returncode if self.proc else None
         if self in Deputyd._running:
             Deputyd._running.remove(self)
+        text = self.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                raise AssertionError("deputyd under a sanitizer: " +
+                                     text[text.index(marker):][:1500])
         return rc
 
     def cleanup(self):
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._cleanup_files()
+
+    def _cleanup_files(self):
         root = cgroup2_root()
         if root:
             parent = os.path.join(root, self.cgroup)
@@ -269,8 +285,15 @@ class Deputyd:
 
     @classmethod
     def stop_all(cls):
-        for d in list(cls._running):
-            d.cleanup()
+        created, cls._created = cls._created, []
+        errors = []
+        for d in created:
+            try:
+                d.cleanup()
+            except AssertionError as e:
+                errors.append(str(e))
+        if errors:
+            raise AssertionError(errors[0])
 
     # -- CLI ---------------------------------------------------------------------------------
 

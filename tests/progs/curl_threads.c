@@ -93,7 +93,7 @@ static void *ct_thread(void *arg)
 			 http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ct_collect);
 	for (i = 0; i < nrequests; i++) {
-		struct ct_buf resp = { 0 };
+		struct ct_buf resp = {0};
 		const char *url = urls[(t + i) % nurls];
 		bool post = i % 2 == 1;
 		size_t n = post ? body_size + (size_t)t * 31 + (size_t)i : 0;
@@ -124,7 +124,8 @@ static void *ct_thread(void *arg)
 			failures++;
 		} else {
 			/* Bodies of the test backend are one JSON line. */
-			while (resp.n > 0 && (resp.p[resp.n - 1] == '\n' || resp.p[resp.n - 1] == '\r'))
+			while (resp.n > 0 &&
+			       (resp.p[resp.n - 1] == '\n' || resp.p[resp.n - 1] == '\r'))
 				resp.p[--resp.n] = '\0';
 			printf("%ld %d %s %s %ld %s %s\n", t, i, post ? "POST" : "GET", url, status,
 			       sha, resp.p ? resp.p : "");
@@ -148,7 +149,9 @@ int main(int argc, char **argv)
 
 	while ((o = getopt(argc, argv, "c:R:A:t:n:s:2")) != -1) {
 		switch (o) {
-		case 'c': cafile = optarg; break;
+		case 'c':
+			cafile = optarg;
+			break;
 		case 'R':
 			if (nresolve == CT_MAX_RESOLVE)
 				return 2;
@@ -162,16 +165,26 @@ int main(int argc, char **argv)
 				auth = auth_buf;
 			}
 			break;
-		case 't': nthreads = atoi(optarg); break;
-		case 'n': nrequests = atoi(optarg); break;
-		case 's': body_size = strtoul(optarg, NULL, 10); break;
-		case '2': http2 = 1; break;
-		default: return 2;
+		case 't':
+			nthreads = atoi(optarg);
+			break;
+		case 'n':
+			nrequests = atoi(optarg);
+			break;
+		case 's':
+			body_size = strtoul(optarg, NULL, 10);
+			break;
+		case '2':
+			http2 = 1;
+			break;
+		default:
+			return 2;
 		}
 	}
 	if (optind >= argc || nthreads < 1 || nthreads > CT_MAX_THREADS || nrequests < 0 ||
 	    body_size > CT_MAX_BODY / 2) {
-		fprintf(stderr, "usage: curl_threads -c CA [-R H:P:A] [-t N] [-n M] [-s SIZE] URL...\n");
+		fprintf(stderr,
+			"usage: curl_threads -c CA [-R H:P:A] [-t N] [-n M] [-s SIZE] URL...\n");
 		return 2;
 	}
 	urls = argv + optind;

@@ -50,7 +50,7 @@ static void wait_continue(struct tc_conn *c)
 
 int main(int argc, char **argv)
 {
-	static const char *const expect[] = { "Expect: 100-continue", "Trailer: X-Test-Trailer" };
+	static const char *const expect[] = {"Expect: 100-continue", "Trailer: X-Test-Trailer"};
 	struct tc_args a;
 	struct tc_conn c;
 	long i;
@@ -71,7 +71,8 @@ int main(int argc, char **argv)
 			extra[nextra++] = expect[0];
 		if (opt_trailer)
 			extra[nextra++] = expect[1];
-		head = tc_build_head(&a, a.method ? a.method : "POST", a.url.path, -1, extra, nextra);
+		head =
+		    tc_build_head(&a, a.method ? a.method : "POST", a.url.path, -1, extra, nextra);
 		tc_write_all(&c, head, strlen(head));
 		if (opt_expect)
 			wait_continue(&c);

@@ -22,15 +22,18 @@
 
 int main(int argc, char **argv)
 {
-	char *envp[FE_MAX_ENV + 4] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				       "HOME=/", "LANG=C" };
+	char *envp[FE_MAX_ENV + 4] = {
+	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/",
+	    "LANG=C"};
 	const char *mode = "execve";
 	int nenv = 3, o, status;
 	pid_t pid;
 
 	while ((o = getopt(argc, argv, "+m:e:")) != -1) {
 		switch (o) {
-		case 'm': mode = optarg; break;
+		case 'm':
+			mode = optarg;
+			break;
 		case 'e':
 			if (nenv == FE_MAX_ENV + 3) {
 				fprintf(stderr, "tls_fork_exec: too many -e\n");
@@ -38,7 +41,8 @@ int main(int argc, char **argv)
 			}
 			envp[nenv++] = optarg;
 			break;
-		default: return 2;
+		default:
+			return 2;
 		}
 	}
 	if (optind >= argc) {
@@ -48,12 +52,13 @@ int main(int argc, char **argv)
 	envp[nenv] = NULL;
 	fflush(stdout);
 	if (!strncmp(mode, "posix_spawn", 11)) {
-		int rc = !strcmp(mode, "posix_spawnp") ?
-				 posix_spawnp(&pid, argv[optind], NULL, NULL, argv + optind, envp) :
-				 posix_spawn(&pid, argv[optind], NULL, NULL, argv + optind, envp);
+		int rc = !strcmp(mode, "posix_spawnp")
+			     ? posix_spawnp(&pid, argv[optind], NULL, NULL, argv + optind, envp)
+			     : posix_spawn(&pid, argv[optind], NULL, NULL, argv + optind, envp);
 
 		if (rc) {
-			fprintf(stderr, "tls_fork_exec: %s %s: %s\n", mode, argv[optind], strerror(rc));
+			fprintf(stderr, "tls_fork_exec: %s %s: %s\n", mode, argv[optind],
+				strerror(rc));
 			return 127;
 		}
 	} else {
@@ -67,7 +72,8 @@ int main(int argc, char **argv)
 				execvpe(argv[optind], argv + optind, envp);
 			else
 				execve(argv[optind], argv + optind, envp);
-			fprintf(stderr, "tls_fork_exec: %s %s: %s\n", mode, argv[optind], strerror(errno));
+			fprintf(stderr, "tls_fork_exec: %s %s: %s\n", mode, argv[optind],
+				strerror(errno));
 			_exit(127);
 		}
 	}

@@ -32,7 +32,7 @@ static void nb_opt(int o, const char *arg)
 
 static void nb_wait(int fd, short events)
 {
-	struct pollfd p = { fd, events, 0 };
+	struct pollfd p = {fd, events, 0};
 
 	for (;;) {
 		int r = poll(&p, 1, 30000);
@@ -103,7 +103,8 @@ static void nb_read_response(struct tc_conn *c, struct tc_response *r)
 	bool eof = false;
 
 	for (;;) {
-		long used = tc_parse_response((char *)c->buf + c->off, c->len - c->off, eof, false, r);
+		long used =
+		    tc_parse_response((char *)c->buf + c->off, c->len - c->off, eof, false, r);
 
 		if (used < 0)
 			tc_die("response", "malformed or truncated");
@@ -129,7 +130,7 @@ static void nb_read_response(struct tc_conn *c, struct tc_response *r)
 
 			if (e == SSL_ERROR_ZERO_RETURN ||
 			    (e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) ==
-							   SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
+						       SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
 				ERR_clear_error();
 				eof = true;
 				continue;
@@ -151,7 +152,7 @@ static void nb_read_response(struct tc_conn *c, struct tc_response *r)
 int main(int argc, char **argv)
 {
 	struct tc_args a;
-	struct tc_conn c = { .fd = -1 };
+	struct tc_conn c = {.fd = -1};
 	int err = 0;
 	socklen_t el = sizeof(err);
 	long i;

@@ -153,22 +153,35 @@ static inline void tc_parse_args(int argc, char **argv, const char *extra_opts,
 	snprintf(optstring, sizeof(optstring), "c:r:A:X:d:s:n:H:%s", extra_opts ? extra_opts : "");
 	while ((o = getopt(argc, argv, optstring)) != -1) {
 		switch (o) {
-		case 'c': a->cafile = optarg; break;
-		case 'r': a->connect_addr = optarg; break;
-		case 'A': a->auth = strcmp(optarg, "-") ? optarg : NULL; break;
-		case 'X': a->method = optarg; break;
-		case 'd': a->data = optarg; break;
+		case 'c':
+			a->cafile = optarg;
+			break;
+		case 'r':
+			a->connect_addr = optarg;
+			break;
+		case 'A':
+			a->auth = strcmp(optarg, "-") ? optarg : NULL;
+			break;
+		case 'X':
+			a->method = optarg;
+			break;
+		case 'd':
+			a->data = optarg;
+			break;
 		case 's':
 			a->size = strtoul(optarg, NULL, 10);
 			a->size_set = true;
 			break;
-		case 'n': a->count = strtol(optarg, NULL, 10); break;
+		case 'n':
+			a->count = strtol(optarg, NULL, 10);
+			break;
 		case 'H':
 			if (a->nextra == TC_MAX_EXTRA)
 				tc_die("-H", "too many");
 			a->extra[a->nextra++] = optarg;
 			break;
-		case '?': exit(2);
+		case '?':
+			exit(2);
 		default:
 			if (!cb)
 				exit(2);
@@ -192,7 +205,8 @@ static inline void tc_take_url(int argc, char **argv, struct tc_args *a)
 /* Deterministic body bytes: tests recompute them or compare the SHA-256 the client prints. */
 static inline char *tc_pattern(size_t n)
 {
-	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	static const char alphabet[] =
+	    "abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 	char *p = malloc(n + 1);
 	size_t i;
 
@@ -234,12 +248,12 @@ static inline char *tc_build_head(const struct tc_args *a, const char *method, c
 	char *h = malloc(cap);
 	int i;
 
-#define TC_ADD(...)                                                                      \
-	do {                                                                             \
-		int w_ = snprintf(h + n, cap - n, __VA_ARGS__);                          \
-		if (w_ < 0 || (size_t)w_ >= cap - n)                                     \
-			tc_die("request head", "too long");                              \
-		n += (size_t)w_;                                                         \
+#define TC_ADD(...)                                                                                \
+	do {                                                                                       \
+		int w_ = snprintf(h + n, cap - n, __VA_ARGS__);                                    \
+		if (w_ < 0 || (size_t)w_ >= cap - n)                                               \
+			tc_die("request head", "too long");                                        \
+		n += (size_t)w_;                                                                   \
 	} while (0)
 
 	if (!h)
@@ -273,7 +287,7 @@ static inline char *tc_build_head(const struct tc_args *a, const char *method, c
 /* A connected TCP socket to the URL's port at connect_addr (or the URL's host). */
 static inline int tc_tcp_connect(const struct tc_args *a, bool nonblock)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
 	const char *host = a->connect_addr ? a->connect_addr : a->url.host;
 	int fd = -1, rc, one = 1;
 
@@ -281,8 +295,8 @@ static inline int tc_tcp_connect(const struct tc_args *a, bool nonblock)
 	if (rc)
 		tc_die(host, gai_strerror(rc));
 	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
-					   (nonblock ? SOCK_NONBLOCK : 0), 0);
+		fd = socket(ai->ai_family,
+			    ai->ai_socktype | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
 		if (fd < 0)
 			continue;
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
@@ -319,7 +333,8 @@ static inline SSL *tc_tls_new(SSL_CTX *ctx, const struct tc_args *a, int fd)
 
 	if (!ssl || SSL_set_fd(ssl, fd) != 1)
 		tc_die_ssl("SSL_new");
-	if (inet_pton(AF_INET, a->url.host, &tmp) != 1 && inet_pton(AF_INET6, a->url.host, &tmp) != 1)
+	if (inet_pton(AF_INET, a->url.host, &tmp) != 1 &&
+	    inet_pton(AF_INET6, a->url.host, &tmp) != 1)
 		SSL_set_tlsext_host_name(ssl, a->url.host);
 	if (SSL_set1_host(ssl, a->url.host) != 1)
 		tc_die_ssl("SSL_set1_host");
@@ -405,7 +420,8 @@ static inline size_t tc_read_some(struct tc_conn *c, void *p, size_t n)
 			break;
 		default:
 			/* OpenSSL 3 reports a close without close_notify this way. */
-			if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+			if (ERR_GET_REASON(ERR_peek_error()) ==
+			    SSL_R_UNEXPECTED_EOF_WHILE_READING) {
 				ERR_clear_error();
 				return 0;
 			}
@@ -472,6 +488,8 @@ static inline long tc_parse_response(const char *buf, size_t len, bool eof, bool
 	size_t used;
 
 	memset(r, 0, sizeof(*r));
+	if (len == 0)
+		return eof ? -1 : 0;
 	hend = memmem(buf, len, "\r\n\r\n", 4);
 	if (!hend)
 		return eof && len ? -1 : 0;
@@ -486,9 +504,11 @@ static inline long tc_parse_response(const char *buf, size_t len, bool eof, bool
 		eol = tc_find_crlf(p, hend);
 		if (!strncasecmp(p, "Content-Length:", 15))
 			clen = strtoll(p + 15, NULL, 10);
-		else if (!strncasecmp(p, "Transfer-Encoding:", 18) && memmem(p, (size_t)(eol - p), "chunked", 7))
+		else if (!strncasecmp(p, "Transfer-Encoding:", 18) &&
+			 memmem(p, (size_t)(eol - p), "chunked", 7))
 			chunked = true;
-		else if (!strncasecmp(p, "Connection:", 11) && memmem(p, (size_t)(eol - p), "close", 5))
+		else if (!strncasecmp(p, "Connection:", 11) &&
+			 memmem(p, (size_t)(eol - p), "close", 5))
 			r->close = true;
 		p = eol + 2;
 	}
@@ -569,11 +589,12 @@ static inline void tc_read_response(struct tc_conn *c, struct tc_response *r)
 	bool eof = false;
 
 	for (;;) {
-		long used = tc_parse_response((char *)c->buf + c->off, c->len - c->off, eof, false, r);
+		long used =
+		    tc_parse_response((char *)c->buf + c->off, c->len - c->off, eof, false, r);
 
 		if (used < 0)
-			tc_die("response", eof ? "connection closed before a complete response" :
-						 "malformed");
+			tc_die("response",
+			       eof ? "connection closed before a complete response" : "malformed");
 		if (used > 0) {
 			c->off += (size_t)used;
 			if (r->status >= 200)

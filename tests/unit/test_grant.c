@@ -17,6 +17,7 @@ static const char *idp_ec_path;
 static char jwks_ec_path[256], jwks_rsa_path[256];
 static struct dp_trust *trust;
 static int64_t now;
+static int64_t trust_made; /* dp_now() right after trust_new: the keys' load time, or later */
 
 static void write_jwks(const char *path, const struct dp_key *key)
 {
@@ -54,6 +55,7 @@ static void setup(void)
 	cfg.issuers = issuers;
 	cfg.n_issuers = 2;
 	trust = trust_new(&cfg, &err);
+	trust_made = dp_now();
 	if (!trust) {
 		fprintf(stderr, "trust_new: %s\n", err.msg);
 		exit(1);
@@ -405,28 +407,36 @@ static void key_rotation_refetch_is_rate_limited(void)
 	check(next);
 	write_jwks(jwks_ec_path, next); /* the IdP rotated */
 	tok = sign_claims(next, claims_ok(ISS));
-	/* within 30 s of the last load: no reload, the new kid is unknown */
-	check(strstr(reason_at(strdup(tok), now), "unknown kid"));
+	/* within 30 s of the last load (at or before trust_made): the new kid is unknown */
+	check(strstr(reason_at(strdup(tok), trust_made), "unknown kid"));
 	/* later, the unknown kid makes the keys be read again */
-	check_str(reason_at(strdup(tok), now + 31), "");
+	check_str(reason_at(strdup(tok), trust_made + 31), "");
 	free(tok);
-	/* the old key is gone from the new set */
-	check(strstr(reason_at(sign_claims(idp_ec, claims_ok(ISS)), now + 32), "unknown kid"));
+	/* the old key is gone from the new set, and the next reload is 30 s away */
+	check(
+	    strstr(reason_at(sign_claims(idp_ec, claims_ok(ISS)), trust_made + 32), "unknown kid"));
 	write_jwks(jwks_ec_path, idp_ec);
-	check_str(reason_at(sign_claims(idp_ec, claims_ok(ISS)), now + 62), "");
+	check_str(reason_at(sign_claims(idp_ec, claims_ok(ISS)), trust_made + 62), "");
 	dp_key_free(next);
 }
 
-static void trust_survives_missing_jwks(void)
+/* An unreadable jwks_file is a configuration error; an unreachable jwks_uri is not. */
+static void trust_missing_jwks_file_fails_uri_survives(void)
 {
 	struct dp_trusted_issuer ti = {.issuer = ISS, .jwks_file = "/nonexistent/jwks.json"};
 	struct dp_config cfg = {.issuer = AUD, .issuers = &ti, .n_issuers = 1};
 	struct dp_err err = {""};
 	struct dp_trust *t = trust_new(&cfg, &err);
 	struct dp_grant *g = NULL;
-	char *tok = sign_claims(idp_ec, claims_ok(ISS));
+	char *tok;
 
+	check(!t);
+	check(strstr(err.msg, "trusted_issuers[0].jwks_file") && strstr(err.msg, "nonexistent"));
+	ti.jwks_file = NULL;
+	ti.jwks_uri = "http://127.0.0.1:1/jwks"; /* loopback, nothing listens on port 1 */
+	t = trust_new(&cfg, &err);
 	check(t);
+	tok = sign_claims(idp_ec, claims_ok(ISS));
 	check(grant_verify(t, tok, AUD, AGENT, now, &g, &err) == -EACCES);
 	check(strstr(err.msg, "unknown kid"));
 	free(tok);
@@ -467,7 +477,7 @@ int main(void)
 	RUN(refuses_agent);
 	RUN(refuses_scope_resource_types);
 	RUN(key_rotation_refetch_is_rate_limited);
-	RUN(trust_survives_missing_jwks);
+	RUN(trust_missing_jwks_file_fails_uri_survives);
 	RUN(trust_refuses_plain_http);
 	trust_free(trust);
 	dp_key_free(idp_ec);

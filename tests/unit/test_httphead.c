@@ -100,12 +100,12 @@ static void framer_feed(struct framer *f, const char *p, size_t n)
 }
 
 static const char pipelined[] =
-	"GET /a HTTP/1.1\r\nHost: api.test\r\n\r\n"
-	"POST /b?x=1 HTTP/1.1\r\nHost: api.test\r\nContent-Length: 11\r\n\r\nhello world"
-	"PUT /c HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-	"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
-	"\r\nDELETE /d HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\n"
-	"Content-Length: 3\r\n\r\nabc";
+    "GET /a HTTP/1.1\r\nHost: api.test\r\n\r\n"
+    "POST /b?x=1 HTTP/1.1\r\nHost: api.test\r\nContent-Length: 11\r\n\r\nhello world"
+    "PUT /c HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+    "\r\nDELETE /d HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\n"
+    "Content-Length: 3\r\n\r\nabc";
 
 static void check_pipelined(struct framer *f, const char *label)
 {
@@ -117,7 +117,8 @@ static void check_pipelined(struct framer *f, const char *label)
 	check_str(f->targets[1], "/b?x=1");
 	check(f->body_len[1] == 11 && memcmp(f->body_bytes[1], "hello world", 11) == 0);
 	check_str(f->methods[2], "PUT");
-	check(f->body_len[2] == strlen("5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"));
+	check(f->body_len[2] ==
+	      strlen("5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"));
 	check_str(f->methods[3], "DELETE");
 	check(f->body_len[3] == 3);
 	check(!f->in_body);
@@ -158,7 +159,7 @@ static void test_pipelined_every_two_way_split(void)
 
 static int parse(const char *s, struct hh_req *r, const char **why)
 {
-	struct hh_scan sc = { 0 };
+	struct hh_scan sc = {0};
 	size_t used = 0, n = strlen(s);
 	int rc = hh_scan_feed(&sc, s, n, &used);
 
@@ -187,8 +188,9 @@ static void expect_refused(const char *req, const char *want_why)
 
 static void test_smuggling_two_content_length(void)
 {
-	expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-		       "more than one Content-Length");
+	expect_refused(
+	    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+	    "more than one Content-Length");
 	expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
 		       "invalid Content-Length");
 	expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
@@ -219,7 +221,7 @@ static void test_smuggling_bare_cr_lf(void)
 	expect_refused("GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", "bare CR or LF");
 	expect_refused("GET / HTTP/1.1\r\nHost: a\r\n\n", "bare CR or LF");
 	{
-		struct hh_scan sc = { 0 };
+		struct hh_scan sc = {0};
 		size_t used;
 
 		check(hh_scan_feed(&sc, "GET / HTTP/1.1\r\nX: a\0b", 24, &used) == -EBADMSG);
@@ -240,8 +242,7 @@ static void test_smuggling_obs_fold_and_names(void)
 	expect_refused("GET / HTTP/2.0\r\nHost: a\r\n\r\n", "unsupported HTTP version");
 	expect_refused("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", "unsupported HTTP version");
 	expect_refused("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", "invalid request target");
-	expect_refused("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-		       "userinfo in request target");
+	expect_refused("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", "userinfo in request target");
 }
 
 static void test_head_too_large(void)
@@ -271,14 +272,14 @@ static void test_head_too_large(void)
 static void test_chunked_malformed(void)
 {
 	static const char *bad[] = {
-		"x\r\n",		 /* not hex */
-		"0x5\r\nhello\r\n0\r\n\r\n", /* 0x prefix */
-		"5\nhello\r\n0\r\n\r\n",     /* bare LF after size */
-		"5\r\nhelloX\r\n",	     /* data longer than size */
-		"5;a=\"\n\"\r\n",	     /* LF inside an extension */
-		"fffffffffffffffff\r\n",     /* overflow */
-		"0\r\n bad-trailer\r\n\r\n", /* folded trailer */
-		"-1\r\n",
+	    "x\r\n",			 /* not hex */
+	    "0x5\r\nhello\r\n0\r\n\r\n", /* 0x prefix */
+	    "5\nhello\r\n0\r\n\r\n",	 /* bare LF after size */
+	    "5\r\nhelloX\r\n",		 /* data longer than size */
+	    "5;a=\"\n\"\r\n",		 /* LF inside an extension */
+	    "fffffffffffffffff\r\n",	 /* overflow */
+	    "0\r\n bad-trailer\r\n\r\n", /* folded trailer */
+	    "-1\r\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct hh_body b;
@@ -318,8 +319,7 @@ static void test_expect_and_flags(void)
 	check(!r.chunked);
 	check(parse("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", &r, &why) == 0);
 	check(r.is_head);
-	check(parse("CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n", &r, &why) ==
-	      0);
+	check(parse("CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n", &r, &why) == 0);
 	check(r.is_connect);
 	check_str(r.abs_host, "api.test");
 	check(r.abs_port == 443);
@@ -405,6 +405,8 @@ static void test_method_prefix(void)
 	check(hh_method_prefix("hello", 5) == HH_PREFIX_NO);
 	check(hh_method_prefix("PING", 4) == HH_PREFIX_NO);
 	check(hh_method_prefix("GETX", 4) == HH_PREFIX_NO);
+	/* HTTP/2 prior knowledge is refused as a head, not waved through as "not HTTP" */
+	check(hh_method_prefix("PRI * HTTP/2.0\r\n", 16) == HH_PREFIX_YES);
 }
 
 static void test_response_framing(void)
@@ -450,17 +452,16 @@ static void test_response_framing(void)
 				if (m == HH_BODY_NONE) {
 					hh_resp_init(&r);
 				} else {
-					hh_body_init(&b, m,
-						     r.content_length > 0 ? (uint64_t)r.content_length
-									  : 0);
+					hh_body_init(
+					    &b, m,
+					    r.content_length > 0 ? (uint64_t)r.content_length : 0);
 					in_body = true;
 				}
 			}
 		}
 	}
 	check(ns == 4);
-	check(statuses[0] == 100 && statuses[1] == 200 && statuses[2] == 404 &&
-	      statuses[3] == 204);
+	check(statuses[0] == 100 && statuses[1] == 200 && statuses[2] == 404 && statuses[3] == 204);
 	check(!in_body);
 	hh_resp_init(&r);
 	{

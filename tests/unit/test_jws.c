@@ -97,7 +97,7 @@ static void key_create_and_reload(void)
 	char kid[128], tp[48];
 	mode_t old;
 
-	snprintf(path, sizeof(path), "%s/signing-key.pem", th_tmpdir());
+	snprintf(path, sizeof(path), "%s/state/dir/signing-key.pem", th_tmpdir());
 	old = umask(0); /* creation must not depend on the umask */
 	k1 = dp_key_load_or_create(path, &err);
 	umask(old);

@@ -211,6 +211,10 @@ static void refuses_outside_grant(void)
 	check(mint_token(key, &req, &tok, jti, NULL, &err) == -EACCES);
 	check(!tok);
 	req = request();
+	req.agent = "agent:other";
+	check(mint_token(key, &req, &tok, jti, NULL, &err) == -EACCES);
+	check_str(err.msg, "agent \"agent:other\" is not the grant's may_act");
+	req = request();
 	req.htm = "PO ST";
 	check(mint_token(key, &req, &tok, jti, NULL, &err) == -EINVAL);
 	req = request();

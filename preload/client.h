@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * client: the shim's side of the deputyd protocol (include/deputy/proto.h). One Unix stream
+ * connection per process, reopened after fork (pid check) or when deputyd went away,
+ * serialised by one mutex: each request waits for its reply before the next is sent, so
+ * replies never need matching across threads. All I/O bypasses the hooks.
+ */
+#ifndef DEPUTY_SHIM_CLIENT_H
+#define DEPUTY_SHIM_CLIENT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct dpc_decision {
+	int verdict; /* enum dp_verdict */
+	char reason[512];
+	char header[128];
+	char token[8192];
+	char jti[128];
+	char scope[256];
+	char user[256];
+};
+
+/* Tells deputyd about a connection before it is made (synchronous). 0 or -errno. */
+int dpc_conn(uint64_t cookie, const struct sockaddr *sa, socklen_t salen);
+
+/* Asks for a decision. Never fails open: on any error d->verdict is DP_VERDICT_DENY with
+ * the reason set, and the return value is -errno (0 when deputyd answered). */
+int dpc_decide(const char *scheme, const char *host, int port, const char *method,
+	       const char *target, uint64_t cookie, struct dpc_decision *d);
+
+/* Fire-and-forget reports (DP_F_NOREPLY). */
+void dpc_response(const char *jti, int status);
+void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target);
+
+#endif

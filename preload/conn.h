@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn: one mediated connection (a TCP socket, or an SSL object on one) as the shim sees
+ * it: the request stream it parses, rewrites or refuses, and the response stream it
+ * observes. The hooks own the tables that map fds and SSL objects to a conn; conn owns
+ * what happens to the bytes.
+ *
+ * Writes: a request head is held back until it is complete (the caller is told its bytes
+ * were taken), then deputyd decides and the head is sent rewritten (delegate), as is
+ * (passthrough) or not at all (deny). Bodies pass untouched. When the rewritten head cannot
+ * be sent at once (EAGAIN, SSL_ERROR_WANT_WRITE) the call fails as would-block and remembers
+ * how much of the caller's buffer it already took: the caller retries with the same
+ * arguments (OpenSSL requires it; every non-blocking writer does it) and the shim resends
+ * its own buffer unchanged, then reports the caller's count.
+ *
+ * Refusals: the 403 is served once the responses owed for earlier requests on the same
+ * connection were read. For a socket, the fd is then replaced (dup3) by one end of a
+ * socketpair holding the 403, whose other end is closed: blocking and non-blocking readers,
+ * poll, select and MSG_PEEK all see a readable 403 and then end-of-stream, without any
+ * further help from the shim. For SSL the 403 is returned by the SSL_read hooks from memory,
+ * and the same socketpair (empty) makes poll on the fd report it readable.
+ *
+ * Memory: conns and their buffers are mmap'd, never malloc'd (a fork child of a threaded
+ * program may use them).
+ */
+#ifndef DEPUTY_SHIM_CONN_H
+#define DEPUTY_SHIM_CONN_H
+
+#include "client.h"
+#include "httphead.h"
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct conn;
+
+/* How bytes reach the network for one kind of connection. */
+struct conn_ops {
+	/* >= 0 bytes sent, or -1: errno (sockets) / c->ssl_ret (SSL) says why. */
+	ssize_t (*send)(struct conn *c, const void *buf, size_t n, int flags);
+	/* Was the last failure a would-block (EAGAIN, EINTR, WANT_WRITE)? */
+	bool (*would_block)(struct conn *c);
+};
+
+#define CONN_MAX_INFLIGHT 32
+
+enum conn_req_state {
+	RQ_FIRST,  /* nothing seen yet: is this HTTP at all? */
+	RQ_HEAD,   /* collecting a request head */
+	RQ_BODY,   /* passing a request body */
+	RQ_OPAQUE, /* not HTTP (or upgraded): bytes pass untouched */
+	RQ_DENIED, /* refused: writes are swallowed, reads get the 403 */
+	RQ_BROKEN, /* a malformed body after its head went out: the connection is unusable */
+};
+
+struct conn {
+	const struct conn_ops *ops;
+	pthread_mutex_t wlock; /* the request side; held across blocking sends */
+	pthread_mutex_t rlock; /* the response side */
+	pthread_mutex_t lock;  /* what both sides share: inflight queue, refusal */
+	int fd;
+	void *ssl;
+	bool https;
+	int ssl_ret;  /* SSL: the last real call's return value */
+	int fake_err; /* SSL: what SSL_get_error must say after a shim-made result, or 0 */
+	uint64_t cookie;
+	struct sockaddr_storage peer;
+	int port;
+	char sni[HH_HOST_MAX];
+
+	/* request side */
+	enum conn_req_state rq;
+	struct hh_scan scan;
+	char *head; /* HH_HEAD_MAX, mapped on first use */
+	size_t hlen;
+	struct hh_body body;
+	char *out; /* bytes owed to the network for what the caller already handed over */
+	size_t out_len, out_off;
+	ssize_t resume; /* >= 0: caller bytes taken by a call that then failed as would-block */
+
+	struct hh_req req; /* the head being decided (too big for a thread's stack) */
+	struct dpc_decision dec;
+
+	/* requests sent whose responses are not complete yet (guarded by lock) */
+	struct {
+		char jti[128];
+		bool head, connect, upgrade;
+	} inflight[CONN_MAX_INFLIGHT];
+	int qhead, qlen;
+	bool upgraded;
+
+	/* response side */
+	bool resp_opaque;
+	bool resp_in_body;
+	struct hh_resp resp;
+	struct hh_body rbody;
+
+	/* refusal (guarded by lock) */
+	bool deny_pending; /* decided, waiting for earlier responses */
+	bool denied;	   /* the 403 is being served */
+	bool swapped;	   /* ...by the socketpair now behind the fd (plain sockets) */
+	char deny_buf[HH_DENY_RESP_MAX];
+	size_t deny_len, deny_off;
+};
+
+/* A new conn for fd (ssl NULL) or for an SSL object on fd. NULL when out of memory. */
+struct conn *conn_new(const struct conn_ops *ops, int fd, void *ssl);
+void conn_free(struct conn *c);
+
+/* Takes the caller's bytes. Returns how many were taken (all of them unless partial_ok),
+ * or -1 (see conn_ops.send). */
+ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool partial_ok);
+
+/* Observes n bytes the caller just read from the real connection. */
+void conn_after_read(struct conn *c, const char *buf, size_t n);
+/* The real connection ended (EOF or error): a waiting refusal is served now. */
+void conn_after_eof(struct conn *c);
+/* Must reads be answered from the shim's memory (the 403) instead of the connection? */
+bool conn_serves_from_memory(struct conn *c);
+/* Copies up to n bytes of the 403 (advancing unless peek). 0 at its end. */
+size_t conn_deny_read(struct conn *c, char *buf, size_t n, bool peek);
+size_t conn_deny_pending_bytes(struct conn *c);
+/* Should reads be observed at all? (false for opaque connections: the fast path) */
+bool conn_is_http(struct conn *c);
+
+/* The socket cookie of fd (0 when it has none), and whether c->fd is still the socket c
+ * was made for: an fd closed behind the shim's back (fclose, dup2) may now be a file. */
+uint64_t conn_fd_cookie(int fd);
+bool conn_fd_is_ours(struct conn *c);
+
+/* Resets locks in a fork child. */
+void conn_atfork_child(struct conn *c);
+
+#endif
