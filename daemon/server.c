@@ -976,6 +976,8 @@ int server_run(struct deputyd *d)
 			kernel_consume(d->kernel);
 		clients_reap(d);
 	}
+	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
+	session_close_all(d);
 	{
 		uint64_t hits, misses;
 		size_t avail;
@@ -984,8 +986,6 @@ int server_run(struct deputyd *d)
 		pr_info("presign pool: %llu hits, %llu misses, %zu pairs left",
 			(unsigned long long)hits, (unsigned long long)misses, avail);
 	}
-	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
-	session_close_all(d);
 	while (clients)
 		server_client_close(d, clients);
 	close(d->listen_fd);

@@ -42,7 +42,7 @@ def pooled_tokens_verify_and_never_share_r():
     eq(len(replies), TOKENS, "replies")
     with open(os.path.join(d.state, "jwks.json")) as f:
         jwks = jwt.PyJWKSet.from_dict(json.load(f))
-    rs = set()
+    rs, sids = set(), set()
     for rep in replies:
         eq(rep["VERDICT"], 1, "verdict")
         tok = rep["TOKEN"]
@@ -52,10 +52,13 @@ def pooled_tokens_verify_and_never_share_r():
         claims = jwt.decode(tok, key[0].key, algorithms=["ES256"], audience="https://api.test",
                             issuer=dt.ISSUER)
         eq(claims["htu"], "https://api.test/send", "htu")
+        sids.add(claims["sid"])
         sig = base64.urlsafe_b64decode(tok.rsplit(".", 1)[1] + "==")
         eq(len(sig), 64, "ES256 signature length")
         rs.add(sig[:32])
     eq(len(rs), TOKENS, "distinct r values")
+    eq(len(sids), 1, "one session")
+    d.wait_closed(sids.pop())  # its seal is signed too
     d.stop()
     m = re.findall(r"presign pool: (\d+) hits, (\d+) misses", d.log_text())
     check(m, "deputyd reports its presign pool at exit")
