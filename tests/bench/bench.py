@@ -290,6 +290,7 @@ def bench_mint(be, sign_rate):
         result='p50 %.1f µs, p99 %.1f µs' % (lat['p50_us'], lat['p99_us']),
         target='p50 ≤ 30, p99 ≤ 150 µs',
         met=lat['p50_us'] <= 30 and lat['p99_us'] <= 150, unit='µs', latency=lat,
+        met_p50=lat['p50_us'] <= 30, met_p99=lat['p99_us'] <= 150,
         errors=lat['errors'], presign=stats[-1] if stats else None, echo=echo)
     row('mint', 'mint round trip, nonce pool empty',
         '%d more sequential DECIDEs right after the 16-client step: no idle time, so every '
@@ -368,8 +369,10 @@ def bench_connect(be):
         'connect_rate -r 20000 in a session for %d ms' % CONNECT_MS,
         result='%.0f/s; %d lost; %d/%d logged' % (
             paced['per_s'], paced['lost_total'], paced['logged'], paced['connects']),
-        target='0 lost',
-        met=paced['lost_total'] == 0 and paced['logged'] == paced['connects'],
+        target='0 lost at 20,000/s',
+        # zero loss below the target rate proves nothing about the target rate
+        met=(paced['lost_total'] == 0 and paced['logged'] == paced['connects'])
+        if paced['per_s'] >= 19000 or paced['lost_total'] else None,
         lost=paced['lost_total'], logged=paced['logged'], connects=paced['connects'],
         per_s=paced['per_s'])
 
@@ -436,6 +439,11 @@ def print_table():
             v = r.get(n if n != 'with' else 'with') or ''
             cells.append('%-*s' % (w, v))
         met = {True: 'yes', False: 'NO', None: ''}[r['met']]
+        if r['met'] is None and r.get('target'):
+            met = '-'  # not measurable in this run (not built, or rate not reached)
+        if 'met_p50' in r and r['met_p50'] != r['met_p99']:
+            met = 'p50 %s, p99 %s' % ('yes' if r['met_p50'] else 'NO',
+                                      'yes' if r['met_p99'] else 'NO')
         print('  '.join(cells) + '  ' + met)
     print()
     print('How each row was measured:')
