@@ -56,7 +56,7 @@ struct presign_pair {
 
 struct presign_pool {
 	pthread_mutex_t lock;
-	EC_KEY *ec;  /* the same private key, as the nonce API wants it */
+	EC_KEY *ec; /* the same private key, as the nonce API wants it */
 	EVP_MD *sha256;
 	struct presign_pair *pairs;
 	size_t cap, n;
@@ -918,7 +918,7 @@ size_t dp_key_presign_fill(const struct dp_key *key, size_t max)
 	if (!p)
 		return 0;
 	for (; added < max; added++) {
-		struct presign_pair pp = { NULL, NULL };
+		struct presign_pair pp = {NULL, NULL};
 
 		/* outside the lock: this is the expensive part */
 		if (ECDSA_sign_setup(p->ec, NULL, &pp.kinv, &pp.r) != 1) {
@@ -957,10 +957,9 @@ void dp_key_presign_stats(const struct dp_key *key, size_t *available, uint64_t 
 
 /* ES256 over in with one pooled pair, into the 64-byte r||s. -EAGAIN when the pool is empty
  * (the caller signs normally). The pair is wiped whatever happens. */
-static int presign_sign(struct presign_pool *p, const char *in, size_t inlen,
-			unsigned char out[64])
+static int presign_sign(struct presign_pool *p, const char *in, size_t inlen, unsigned char out[64])
 {
-	struct presign_pair pp = { NULL, NULL };
+	struct presign_pair pp = {NULL, NULL};
 	unsigned char digest[32];
 	unsigned int dlen = 0;
 	ECDSA_SIG *sig = NULL;
@@ -971,7 +970,7 @@ static int presign_sign(struct presign_pool *p, const char *in, size_t inlen,
 	presign_pool_check_fork(p);
 	if (p->n > 0) {
 		pp = p->pairs[--p->n];
-		p->pairs[p->n] = (struct presign_pair){ NULL, NULL };
+		p->pairs[p->n] = (struct presign_pair){NULL, NULL};
 		p->hits++;
 	} else {
 		p->misses++;

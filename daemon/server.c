@@ -915,7 +915,7 @@ int server_run(struct deputyd *d)
 		return -errno;
 
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
-		pr_info("signing key: no presigning (not an ES256 key); every token is signed in full");
+		pr_info("signing key is not ES256: no presigning, every token signed in full");
 
 	while (!d->stopping) {
 		struct epoll_event evs[64];

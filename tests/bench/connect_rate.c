@@ -24,7 +24,7 @@
 
 static int cr_listen(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 
@@ -48,22 +48,29 @@ static int cr_listen(void)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct linger lg = { 1, 0 };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct linger lg = {1, 0};
 	long ms = 2000, rate = 0, ok = 0, errors = 0, eperm = 0;
 	uint64_t start, end, now;
 	int o;
 
 	while ((o = getopt(argc, argv, "ld:r:")) != -1) {
 		switch (o) {
-		case 'l': return cr_listen();
-		case 'd': ms = atol(optarg); break;
-		case 'r': rate = atol(optarg); break;
-		default: return 2;
+		case 'l':
+			return cr_listen();
+		case 'd':
+			ms = atol(optarg);
+			break;
+		case 'r':
+			rate = atol(optarg);
+			break;
+		default:
+			return 2;
 		}
 	}
 	if (optind + 1 != argc || ms < 1 || rate < 0) {
-		fprintf(stderr, "usage: connect_rate -l | connect_rate [-d MS] [-r PER_SEC] PORT\n");
+		fprintf(stderr,
+			"usage: connect_rate -l | connect_rate [-d MS] [-r PER_SEC] PORT\n");
 		return 2;
 	}
 	sa.sin_port = htons((uint16_t)atoi(argv[optind]));
@@ -79,7 +86,7 @@ int main(int argc, char **argv)
 			uint64_t due = start + (uint64_t)i * 1000000000ull / (uint64_t)rate;
 
 			if (due > now) {
-				struct timespec ts = { 0, (long)(due - now) };
+				struct timespec ts = {0, (long)(due - now)};
 
 				if (due - now > 20000)
 					nanosleep(&ts, NULL);

@@ -38,7 +38,7 @@ static volatile bool stop;
 
 static int mr_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd;
 
 	if (strlen(sock_path) >= sizeof(sa.sun_path))
@@ -222,22 +222,40 @@ int main(int argc, char **argv)
 {
 	static struct mr_worker workers[MR_MAX_THREADS];
 	long n = 2000, warmup = 100, gap_us = 0, step_ms = 1500, pid = 0;
-	long steps[MR_MAX_STEPS] = { 1, 2, 4, 16 }, nsteps = 4, errors = 0;
+	long steps[MR_MAX_STEPS] = {1, 2, 4, 16}, nsteps = 4, errors = 0;
 	long clk = sysconf(_SC_CLK_TCK);
 	uint64_t *lat;
 	int fd, o;
 
 	while ((o = getopt(argc, argv, "H:P:m:u:n:w:g:T:d:p:")) != -1) {
 		switch (o) {
-		case 'H': host = optarg; break;
-		case 'P': port = atol(optarg); break;
-		case 'm': method = optarg; break;
-		case 'u': target = optarg; break;
-		case 'n': n = atol(optarg); break;
-		case 'w': warmup = atol(optarg); break;
-		case 'g': gap_us = atol(optarg); break;
-		case 'd': step_ms = atol(optarg); break;
-		case 'p': pid = atol(optarg); break;
+		case 'H':
+			host = optarg;
+			break;
+		case 'P':
+			port = atol(optarg);
+			break;
+		case 'm':
+			method = optarg;
+			break;
+		case 'u':
+			target = optarg;
+			break;
+		case 'n':
+			n = atol(optarg);
+			break;
+		case 'w':
+			warmup = atol(optarg);
+			break;
+		case 'g':
+			gap_us = atol(optarg);
+			break;
+		case 'd':
+			step_ms = atol(optarg);
+			break;
+		case 'p':
+			pid = atol(optarg);
+			break;
 		case 'T': {
 			char *s = optarg, *end;
 
@@ -249,13 +267,15 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
-		default: return 2;
+		default:
+			return 2;
 		}
 	}
 	sock_path = getenv("DEPUTY_SOCKET");
 	session = getenv("DEPUTY_SESSION");
 	if (!sock_path || !session || n < 1 || n > 10000000 || step_ms < 1) {
-		fprintf(stderr, "mint_rtt: run me under `deputy run` (DEPUTY_SOCKET, DEPUTY_SESSION)\n");
+		fprintf(stderr,
+			"mint_rtt: run me under `deputy run` (DEPUTY_SOCKET, DEPUTY_SESSION)\n");
 		return 2;
 	}
 	lat = calloc((size_t)n, sizeof(*lat));
@@ -286,7 +306,7 @@ int main(int argc, char **argv)
 
 		stop = false;
 		for (long i = 0; i < k; i++) {
-			workers[i] = (struct mr_worker){ .fd = mr_connect() };
+			workers[i] = (struct mr_worker){.fd = mr_connect()};
 			if (workers[i].fd < 0)
 				break;
 			started++;

@@ -50,18 +50,32 @@ int main(int argc, char **argv)
 
 	while ((o = getopt(argc, argv, "c:R:n:w:s:o:")) != -1) {
 		switch (o) {
-		case 'c': cafile = optarg; break;
-		case 'R': resolve = optarg; break;
-		case 'n': n = atol(optarg); break;
-		case 'w': warmup = atol(optarg); break;
-		case 's': body_size = atol(optarg); break;
-		case 'o': out = optarg; break;
-		default: return 2;
+		case 'c':
+			cafile = optarg;
+			break;
+		case 'R':
+			resolve = optarg;
+			break;
+		case 'n':
+			n = atol(optarg);
+			break;
+		case 'w':
+			warmup = atol(optarg);
+			break;
+		case 's':
+			body_size = atol(optarg);
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		default:
+			return 2;
 		}
 	}
-	if (optind + 1 != argc || !cafile || n < 1 || n > RL_MAX_N || warmup < 0 ||
-	    body_size < 0 || body_size > (long)sizeof(body)) {
-		fprintf(stderr, "usage: req_loop -c CA -R H:P:A [-n N] [-w W] [-s SIZE] [-o FILE] URL\n");
+	if (optind + 1 != argc || !cafile || n < 1 || n > RL_MAX_N || warmup < 0 || body_size < 0 ||
+	    body_size > (long)sizeof(body)) {
+		fprintf(stderr,
+			"usage: req_loop -c CA -R H:P:A [-n N] [-w W] [-s SIZE] [-o FILE] URL\n");
 		return 2;
 	}
 	t = calloc((size_t)n, sizeof(*t));

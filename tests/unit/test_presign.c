@@ -144,7 +144,7 @@ static void forked_child_drops_inherited_pairs(void)
 	pid = fork();
 	check(pid >= 0);
 	if (pid == 0) {
-		uint8_t out[33] = { 0 };
+		uint8_t out[33] = {0};
 
 		dp_key_presign_stats(key, &avail, &hits, &misses);
 		tok = dp_jws_sign_raw(key, "at+jwt", "{}", 2, &err);
