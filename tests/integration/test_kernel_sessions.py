@@ -1,0 +1,469 @@
+# SPDX-License-Identifier: MIT
+"""The kernel layer through the real deputyd and `deputy run`: clients that go around the
+shim (a static binary, raw syscalls, io_uring, a child without LD_PRELOAD, UDP, TCP Fast
+Open, IPv6, v4-mapped IPv6, raw and packet sockets) in a session whose routes allow one
+loopback port. To any other destination they get EPERM, the listener there never sees
+them and the session's log says `connect` / `block`; to the allowed port they connect and
+the log says `allow`, `mediated: false`. Outside a session nothing changes; under
+`"enforce": false` blocks are logged, not enforced; a burst of 10,000 connects is logged
+without loss. Needs root and BPF (SKIP otherwise, FAIL under DEPUTY_REQUIRE_BPF=1)."""
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import deputytest as dt  # noqa: E402
+from deputytest import case, check, eq  # noqa: E402
+
+PROGS = os.path.join(dt.BUILD, "tests", "progs")
+NET_CONNECT = os.path.join(PROGS, "net_connect")
+NET_URING = os.path.join(PROGS, "net_uring")
+NET_UDP = os.path.join(PROGS, "net_udp")
+NET_TFO = os.path.join(PROGS, "net_tfo")
+NET_SOCK = os.path.join(PROGS, "net_sock")
+BUSYBOX = "/bin/busybox"
+BURST = 10000
+
+# A dynamically linked client that connects with libc's connect(); argv: ADDR PORT.
+CONNECT_PY = r'''
+import socket, sys
+a, p = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.connect((a, p))
+except OSError as e:
+    print("connect: errno=%d (%s)" % (e.errno, e.strerror), flush=True)
+    sys.exit(e.errno)
+print("connect: ok", flush=True)
+'''
+
+# Runs inside the session: prints the session id, then runs each client of argv[1] (a JSON
+# list of [name, argv]) one at a time, prints its pid, exit status and output, and waits for
+# a line on stdin before the next one, so the test can look at its listeners in between.
+DRIVER = r'''
+import json, os, subprocess, sys
+print(json.dumps({"session": os.environ["DEPUTY_SESSION"]}), flush=True)
+for name, argv in json.loads(sys.argv[1]):
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    out, _ = p.communicate(timeout=60)
+    print(json.dumps({"name": name, "pid": p.pid, "rc": p.returncode,
+                      "out": out.decode(errors="replace")}), flush=True)
+    if sys.stdin.readline() != "next\n":
+        sys.exit(99)
+'''
+
+
+def need_bpf():
+    if not dt.bpf_available():
+        dt.skip("needs root and BPF (BTF, cgroup2) for the kernel layer", bpf=True)
+    for p in (NET_CONNECT, NET_URING, NET_UDP, NET_TFO, NET_SOCK):
+        if not os.access(p, os.X_OK):
+            dt.skip("%s not built (make tests-build)" % p, bpf=True)
+
+
+# ---- listeners ---------------------------------------------------------------------------------
+
+class Listener:
+    """A TCP or UDP socket of ours on 127.0.0.1 or ::1 that counts the connections (accepted
+    and closed at once) or datagrams it gets, in a thread."""
+
+    def __init__(self, family, kind, port=0):
+        self.family, self.kind = family, kind
+        self.addr = "127.0.0.1" if family == socket.AF_INET else "::1"
+        self.s = socket.socket(family, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+        self.s.bind((self.addr, port))
+        if kind == "tcp":
+            self.s.listen(4096)
+        self.s.settimeout(0.1)
+        self.port = self.s.getsockname()[1]
+        self.count = 0
+        self.stopping = False
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                if self.kind == "tcp":
+                    c, _ = self.s.accept()
+                    c.close()
+                else:
+                    self.s.recv(2048)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+            self.count += 1
+
+    def wait_for(self, n, timeout=10):
+        """Waits until the count reached n (a connect that returned has been queued, so
+        this only waits for our thread), returns the count."""
+        deadline = time.time() + timeout
+        while self.count < n and time.time() < deadline:
+            time.sleep(0.005)
+        return self.count
+
+    def close(self):
+        self.stopping = True
+        self.t.join(5)
+        self.s.close()
+
+
+def listener_pair(family):
+    """TCP and UDP listeners on the same port number."""
+    for _ in range(50):
+        tcp = Listener(family, "tcp")
+        try:
+            udp = Listener(family, "udp", tcp.port)
+        except OSError:
+            tcp.close()
+            continue
+        return tcp, udp
+    raise AssertionError("no free port pair")
+
+
+class Net:
+    """The listeners of one test: an allowed and a blocked TCP+UDP port on 127.0.0.1, an
+    allowed and a blocked TCP port on ::1. Routes allow only the allowed ones."""
+
+    def __init__(self):
+        self.all = []
+        self.a4, self.a4u = self._keep(*listener_pair(socket.AF_INET))
+        self.b4, self.b4u = self._keep(*listener_pair(socket.AF_INET))
+        self.a6 = self._keep(Listener(socket.AF_INET6, "tcp"))
+        self.b6 = self._keep(Listener(socket.AF_INET6, "tcp"))
+
+    def _keep(self, *ls):
+        self.all.extend(ls)
+        return ls[0] if len(ls) == 1 else ls
+
+    def routes(self):
+        return [{"host": "127.0.0.1", "port": self.a4.port, "action": "passthrough"},
+                {"host": "::1", "port": self.a6.port, "action": "passthrough"}]
+
+    def close(self):
+        for l in self.all:
+            l.close()
+
+
+# ---- the clients ---------------------------------------------------------------------------------
+
+# name -> (argv prefix, target kind). A target kind says which listener a client reaches
+# and how the kernel layer reports it.
+CLIENTS = [
+    ("busybox_static", [BUSYBOX, "nc"], "tcp4"),
+    ("raw_syscall_connect", [NET_CONNECT], "tcp4"),
+    ("io_uring_connect", [NET_URING], "tcp4"),
+    ("io_uring_worker_connect", [NET_URING, "--async"], "tcp4"),
+    ("child_without_ld_preload", ["env", "-u", "LD_PRELOAD", dt.PYTHON, "-c", CONNECT_PY],
+     "tcp4"),
+    ("udp_sendto", [NET_UDP], "udp4"),
+    ("tcp_fast_open_sendto", [NET_TFO], "tcp4"),
+    ("ipv6_connect", [NET_CONNECT], "tcp6"),
+    ("v4_mapped_ipv6_connect", [NET_CONNECT], "mapped"),
+    ("v4_mapped_ipv6_udp_sendto", [NET_UDP], "mapped_udp"),
+]
+SOCKETS = [("raw_socket", "raw", "inet"), ("raw6_socket", "raw6", "inet6"),
+           ("packet_socket", "packet", "packet")]
+
+
+def comm_of(argv):
+    """The comm the kernel gives the process that argv becomes (env execs its command)."""
+    if argv[0] == "env":
+        argv = argv[3:]
+    return os.path.basename(argv[0])[:15]
+
+
+def target(net, kind, allowed):
+    """(argv suffix, listener, expected record fields) of a client aimed at a destination."""
+    if kind in ("tcp4", "udp4", "mapped", "mapped_udp"):
+        udp = kind in ("udp4", "mapped_udp")
+        l = (net.a4u if udp else net.a4) if allowed else (net.b4u if udp else net.b4)
+        addr = "::ffff:127.0.0.1" if kind.startswith("mapped") else "127.0.0.1"
+        # a v4-mapped destination is IPv4 on the wire and gets the IPv4 rules: it is logged
+        # as the IPv4 destination it really is
+        want = {"family": "inet", "protocol": "udp" if udp else "tcp", "daddr": "127.0.0.1",
+                "dport": l.port}
+    else:
+        l = net.a6 if allowed else net.b6
+        addr = "::1"
+        want = {"family": "inet6", "protocol": "tcp", "daddr": "::1", "dport": l.port}
+    return [addr, str(l.port)], l, want
+
+
+def refused(name, res):
+    """Whether a client's run says it got EPERM."""
+    if name == "busybox_static":
+        return res["rc"] != 0 and os.strerror(errno.EPERM) in res["out"]
+    return res["rc"] == errno.EPERM and "errno=%d" % errno.EPERM in res["out"]
+
+
+# ---- running clients in a session -----------------------------------------------------------
+
+def run_in_session(d, plan, on_result, user=None):
+    """Runs plan ([name, argv] list) inside one session through `deputy run`, one client at
+    a time; on_result(name, result) is called after each, before the next starts. Returns
+    (session id, {name: result}) after the session closed."""
+    script = os.path.join(d.dir, "driver.py")
+    with open(script, "w") as f:
+        f.write(DRIVER)
+    os.chmod(script, 0o644)
+    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent",
+                          "mailbot", "--", dt.PYTHON, script, json.dumps(plan)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=d.env(),
+                         preexec_fn=dt._demote(user) if user else None)
+    results, sid = {}, None
+    try:
+        first = p.stdout.readline()
+        if not first.startswith("{"):
+            raise AssertionError("session did not start: %r %r" % (first, p.stderr.read()))
+        sid = json.loads(first)["session"]
+        for _ in plan:
+            line = p.stdout.readline()
+            if not line.startswith("{"):
+                raise AssertionError("driver: %r %r" % (line, p.stderr.read()))
+            res = json.loads(line)
+            results[res["name"]] = res
+            on_result(res["name"], res)
+            p.stdin.write("next\n")
+            p.stdin.flush()
+        p.stdin.close()
+        eq(p.wait(timeout=60), 0, "deputy run: " + p.stderr.read())
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return sid, d.wait_closed(sid, kernel=True), results
+
+
+# The exact types of a connect record's fields (design.md, "Audit log").
+CONNECT_TYPES = {"pid": int, "comm": str, "family": str, "protocol": str, "daddr": str,
+                 "dport": int, "verdict": str, "enforced": bool, "mediated": bool}
+
+
+def check_connect(rec, what, **want):
+    for k, t in CONNECT_TYPES.items():
+        check(k in rec, "%s: connect record without %s: %r" % (what, k, rec))
+        check(type(rec[k]) is t, "%s: %s is %s, not %s: %r" % (what, k, type(rec[k]).__name__,
+                                                               t.__name__, rec))
+    for k, v in want.items():
+        eq(rec[k], v, "%s: %s" % (what, k))
+
+
+def inet_connects(recs, pid=None):
+    return [r for r in recs if r["type"] == "connect" and r.get("family") in ("inet", "inet6")
+            and (pid is None or r["pid"] == pid)]
+
+
+def kernel_denies(recs, pid):
+    return [r for r in recs if r["type"] == "deny" and r.get("layer") == "kernel" and
+            r.get("pid") == pid]
+
+
+class Matrix:
+    """Every client against the blocked then the allowed destination, in one session, with
+    what the listeners saw after each run."""
+
+    def __init__(self, user=None, enforce=True, sockets=True):
+        need_bpf()
+        self.net = Net()
+        try:
+            self.d = dt.Deputyd(routes=self.net.routes(), enforce=enforce).start()
+            plan, self.expect = [], {}
+            for name, argv, kind in CLIENTS:
+                for allowed in (False, True):
+                    suffix, l, want = target(self.net, kind, allowed)
+                    key = name + (":allowed" if allowed else ":blocked")
+                    plan.append([key, argv + suffix])
+                    self.expect[key] = (l, want, comm_of(argv))
+            if sockets:
+                plan += [[name, [NET_SOCK, kind]] for name, kind, _ in SOCKETS]
+            self.seen = {}
+
+            def on_result(key, res):
+                if key not in self.expect:
+                    return
+                l = self.expect[key][0]
+                before = sum(self.seen.get(k, 0) for k in self.seen if
+                             self.expect[k][0] is l)
+                # an allowed client's connection is queued when its connect returned; a
+                # blocked one's never is: wait only for what must come
+                want = before + (1 if res["rc"] == 0 else 0)
+                self.seen[key] = l.wait_for(want, timeout=10 if res["rc"] == 0 else 0) - before
+
+            self.sid, self.recs, self.res = run_in_session(self.d, plan, on_result, user=user)
+            self.verify = self.d.cli("audit", "verify", self.d.log_path(self.sid))
+            time.sleep(0.2)  # late arrivals at a blocked listener would show up in the totals
+            self.blocked_totals = {"tcp 127.0.0.1": self.net.b4.count,
+                                   "udp 127.0.0.1": self.net.b4u.count,
+                                   "tcp ::1": self.net.b6.count}
+        finally:
+            self.net.close()
+
+    def close(self):
+        self.d.cleanup()
+
+
+_matrix = {}
+
+
+def matrix(key, **kw):
+    """One run of the matrix per mode, shared by the cases that check its parts."""
+    if key not in _matrix:
+        try:
+            m = Matrix(**kw)
+            m.close()
+            _matrix[key] = m
+        except dt.Skip as e:
+            _matrix[key] = e
+        except Exception as e:  # noqa: BLE001 - every case of this mode reports it
+            _matrix[key] = AssertionError("the %s run failed: %s" % (key, e))
+            raise
+    if isinstance(_matrix[key], Exception):
+        raise _matrix[key]
+    return _matrix[key]
+
+
+def check_client(m, name, enforce=True, user=None):
+    """A client of the matrix: blocked (or, unenforced, logged) and allowed as it must be."""
+    for outcome in ("blocked", "allowed"):
+        key = "%s:%s" % (name, outcome)
+        res = m.res[key]
+        l, want, comm = m.expect[key]
+        allowed = outcome == "allowed"
+        if allowed or not enforce:
+            eq(res["rc"], 0, "%s must connect: %s" % (key, res["out"]))
+            eq(m.seen[key], 1, "%s: connections the listener saw" % key)
+        else:
+            check(refused(name, res), "%s must get EPERM: rc %d: %s" % (key, res["rc"],
+                                                                          res["out"]))
+            eq(m.seen[key], 0, "%s: the listener saw a connection" % key)
+        recs = inet_connects(m.recs, res["pid"])
+        eq(len(recs), 1, "%s: connect records of pid %d: %r" % (key, res["pid"], recs))
+        check_connect(recs[0], key, pid=res["pid"], comm=comm,
+                      verdict="allow" if allowed else "block", enforced=enforce,
+                      mediated=False, **want)
+        denies = kernel_denies(m.recs, res["pid"])
+        if allowed or not enforce:
+            eq(denies, [], key + ": deny records")
+        else:
+            eq(len(denies), 1, key + ": one deny record of layer kernel")
+            eq((denies[0]["daddr"], denies[0]["dport"], denies[0]["enforced"]),
+               (want["daddr"], want["dport"], True), key + ": deny record")
+    if not enforce:
+        return
+    eq(sum(m.blocked_totals.values()), 0, "a blocked listener saw something: %r"
+       % m.blocked_totals)
+
+
+def check_socket(m, name, enforce=True):
+    kind, family = [(k, f) for n, k, f in SOCKETS if n == name][0]
+    res = m.res[name]
+    if not enforce:
+        eq(res["rc"], 0, "%s: not enforced, the socket must open: %s" % (name, res["out"]))
+    elif kind == "packet":
+        # a tracepoint cannot fail socket(): the process is killed before the socket exists
+        eq(res["rc"], -9, "%s must be killed: %s" % (name, res["out"]))
+    else:
+        check(refused(name, res), "%s must get EPERM: rc %d: %s" % (name, res["rc"],
+                                                                      res["out"]))
+    denies = kernel_denies(m.recs, res["pid"])
+    eq(len(denies), 1, "%s: deny records %r" % (name, denies))
+    dn = denies[0]
+    eq((dn["family"], dn["comm"], dn["enforced"]), (family, "net_sock", enforce), name)
+    check(type(dn["pid"]) is int and type(dn["enforced"]) is bool, "types: %r" % dn)
+    eq(inet_connects(m.recs, res["pid"]), [], name + ": no connect record")
+
+
+def session_close_counts(m):
+    close = m.recs[-1]
+    eq(close["type"], "session_close")
+    return close["counts"]
+
+
+# ---- the clients in an enforced session, as root -------------------------------------------------
+
+def _client_case(name):
+    def fn():
+        check_client(matrix("root"), name)
+    fn.__name__ = name
+    return case(fn)
+
+
+for _name, _, _ in CLIENTS:
+    _client_case(_name)
+
+
+@case
+def raw_socket():
+    check_socket(matrix("root"), "raw_socket")
+    check_socket(matrix("root"), "raw6_socket")
+
+
+@case
+def packet_socket():
+    check_socket(matrix("root"), "packet_socket")
+
+
+@case
+def session_close_counts_the_kernel_records():
+    m = matrix("root")
+    c = session_close_counts(m)
+    conns = inet_connects(m.recs)
+    eq(c["connects"], len(conns), "counts.connects vs connect records")
+    eq(c["blocked"], len([r for r in conns if r["verdict"] == "block"]), "counts.blocked")
+    eq(c["unmediated"], len([r for r in conns if not r["mediated"]]), "counts.unmediated")
+    eq(c["lost_events"], 0, "lost events")
+    for k in ("connects", "blocked", "unmediated", "lost_events", "denies"):
+        check(type(c[k]) is int, "counts.%s is a number: %r" % (k, c))
+    eq(m.verify.returncode, 0, "audit verify: " + m.verify.stderr.decode())
+
+
+# ---- unprivileged agents ---------------------------------------------------------------------------
+
+@case
+def clients_of_an_unprivileged_user():
+    if not dt.is_root():
+        dt.skip("needs root to switch to an unprivileged user", bpf=True)
+    uid, gid = dt.unprivileged_user()
+    m = matrix("unprivileged", user=(uid, gid), sockets=False)
+    eq(m.recs[0]["uid"], uid, "session_open uid")
+    errors = []
+    for name, _, _ in CLIENTS:
+        try:
+            check_client(m, name)
+        except AssertionError as e:
+            errors.append(str(e))
+    check(not errors, "; ".join(errors))
+
+
+# ---- "enforce": false ----------------------------------------------------------------------------
+
+@case
+def enforce_false_logs_blocks_but_allows():
+    m = matrix("unenforced", enforce=False)
+    errors = []
+    for name, _, _ in CLIENTS:
+        try:
+            check_client(m, name, enforce=False)
+        except AssertionError as e:
+            errors.append(str(e))
+    for name, _, _ in SOCKETS:
+        try:
+            check_socket(m, name, enforce=False)
+        except AssertionError as e:
+            errors.append(str(e))
+    check(not errors, "; ".join(errors))
+    c = session_close_counts(m)
+    eq(c["lost_events"], 0)
+
+
+if __name__ == "__main__":
+    dt.main()
