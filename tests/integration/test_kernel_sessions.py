@@ -465,5 +465,186 @@ def enforce_false_logs_blocks_but_allows():
     eq(c["lost_events"], 0)
 
 
+# ---- outside any session -------------------------------------------------------------------------
+
+def start_session(d, seconds=60):
+    """A session kept open by a sleeping agent; returns (Popen, session id)."""
+    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent",
+                          "mailbot", "--", "sh", "-c",
+                          'echo "session=$DEPUTY_SESSION"; exec sleep %d' % seconds],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env())
+    line = p.stdout.readline()
+    if not line.startswith("session="):
+        p.kill()
+        raise AssertionError("session did not start: %r %r" % (line, p.stderr.read()))
+    return p, line.split("=", 1)[1].strip()
+
+
+@case
+def processes_outside_sessions_are_never_affected():
+    need_bpf()
+    net = Net()
+    p = None
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        p, sid = start_session(d)
+        env = dict(os.environ)
+        env.pop("LD_PRELOAD", None)
+        users = [None] + ([dt.unprivileged_user()] if dt.is_root() else [])
+        for user in users:
+            for name, argv, kind in CLIENTS:
+                suffix, l, _ = target(net, kind, allowed=False)
+                before = l.count
+                r = subprocess.run(argv + suffix, stdin=subprocess.DEVNULL,
+                                   capture_output=True, text=True, timeout=30, env=env,
+                                   preexec_fn=dt._demote(user) if user else None)
+                what = "%s outside a session%s" % (name, " as uid %d" % user[0] if user else "")
+                eq(r.returncode, 0, "%s: %s%s" % (what, r.stdout, r.stderr))
+                eq(l.wait_for(before + 1), before + 1, what + ": connections seen")
+        if dt.is_root():
+            for name, kind, _ in SOCKETS:
+                r = subprocess.run([NET_SOCK, kind], capture_output=True, text=True, timeout=30)
+                eq(r.returncode, 0, "%s outside a session: %s" % (name, r.stdout))
+        check(p.poll() is None, "the session is still open")
+        p.kill()
+        p.wait()
+        recs = d.wait_closed(sid, kernel=True)
+        eq(inet_connects(recs), [], "the open session logged connections it did not make")
+        eq([r for r in recs if r["type"] == "deny"], [], "deny records")
+        eq(recs[-1]["counts"]["connects"], 0)
+    finally:
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
+        net.close()
+
+
+# ---- a burst --------------------------------------------------------------------------------------
+
+@case
+def burst_of_connects_loses_no_event():
+    need_bpf()
+    net = Net()
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        r = d.run(d.idp.grant(), ["sh", "-c", 'echo "session=$DEPUTY_SESSION pid=$$"; exec "$@"',
+                                  "sh", NET_CONNECT, "--count", str(BURST), "127.0.0.1",
+                                  str(net.a4.port)], timeout=120)
+        eq(r.returncode, 0, "burst: %s %s" % (r.stdout, r.stderr))
+        check("attempts=%d ok=%d eperm=0 other=0" % (BURST, BURST) in r.stdout, r.stdout)
+        head = dict(kv.split("=", 1) for kv in r.stdout.splitlines()[0].split())
+        sid, pid = head["session"], int(head["pid"])
+        recs = d.wait_closed(sid, kernel=True, timeout=60)
+        conns = inet_connects(recs)
+        eq(len(conns), BURST, "connect records")
+        eq({(x["pid"], x["verdict"], x["daddr"], x["dport"]) for x in conns},
+           {(pid, "allow", "127.0.0.1", net.a4.port)}, "what the records say")
+        eq(len({x["cookie"] for x in conns}), BURST, "one record per socket")
+        c = recs[-1]["counts"]
+        eq(c["lost_events"], 0, "lost events")
+        eq(c["connects"], BURST, "counts.connects")
+        eq(net.a4.wait_for(BURST, timeout=30), BURST, "connections the listener saw")
+    finally:
+        net.close()
+
+
+# ---- mediated ------------------------------------------------------------------------------------
+
+# Inside a session: does what the shim does for a connection it handles — reports the
+# socket's cookie to deputyd (CONN) before connecting — for some sockets and not others.
+# argv: allowed port, blocked port. Prints {name: {"cookie", "err"}}.
+MEDIATED_AGENT = r"""
+import json, os, socket, struct, sys
+sys.path.insert(0, %r)
+import deputytest as dt
+allowed, blocked = int(sys.argv[1]), int(sys.argv[2])
+c = dt.Conn(os.environ["DEPUTY_SOCKET"])
+out = {}
+for name, port, report in (("reported", allowed, True), ("unreported", allowed, False),
+                           ("reported_blocked", blocked, True)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cookie = struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, 57, 8))[0]  # SO_COOKIE
+    if report:
+        r = c.call("CONN", [("SESSION", os.environ["DEPUTY_SESSION"]), ("COOKIE", cookie),
+                            ("PID", os.getpid()), ("FAMILY", socket.AF_INET),
+                            ("ADDR", socket.inet_aton("127.0.0.1")), ("PORT", port)])
+        if r["type"] != "OK":
+            sys.exit("CONN: %%r" %% r)
+    try:
+        s.connect(("127.0.0.1", port))
+        err = 0
+    except OSError as e:
+        err = e.errno
+    s.close()
+    out[name] = {"cookie": cookie, "err": err}
+print(json.dumps({"session": os.environ["DEPUTY_SESSION"], "pid": os.getpid(), "out": out}))
+""" % os.path.join(dt.SRC, "tests", "lib")
+
+
+@case
+def connections_reported_by_cookie_are_mediated():
+    need_bpf()
+    net = Net()
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        script = os.path.join(d.dir, "mediated.py")
+        with open(script, "w") as f:
+            f.write(MEDIATED_AGENT)
+        r = d.run(d.idp.grant(), [dt.PYTHON, script, str(net.a4.port), str(net.b4.port)])
+        eq(r.returncode, 0, "agent: %s %s" % (r.stdout, r.stderr))
+        res = json.loads(r.stdout.splitlines()[-1])
+        out = res["out"]
+        eq((out["reported"]["err"], out["unreported"]["err"], out["reported_blocked"]["err"]),
+           (0, 0, errno.EPERM), "connect results")
+        recs = d.wait_closed(res["session"], kernel=True)
+        by_cookie = {x["cookie"]: x for x in inet_connects(recs, res["pid"])}
+        for name, verdict, mediated in (("reported", "allow", True),
+                                        ("unreported", "allow", False),
+                                        ("reported_blocked", "block", True)):
+            rec = by_cookie.get(out[name]["cookie"])
+            check(rec, "%s: no connect record with its cookie: %r" % (name, by_cookie))
+            check_connect(rec, name, pid=res["pid"], comm=os.path.basename(dt.PYTHON)[:15],
+                          family="inet", protocol="tcp", daddr="127.0.0.1",
+                          verdict=verdict, enforced=True, mediated=mediated)
+        eq(recs[-1]["counts"]["unmediated"], 1, "counts.unmediated")
+    finally:
+        net.close()
+
+
+def shim_hooks_connect():
+    try:
+        r = subprocess.run(["nm", "-D", "--defined-only", dt.SHIM], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(l.split()[-1].split("@")[0] == "connect" for l in r.stdout.splitlines()
+               if l.split())
+
+
+@case
+def shim_connections_are_mediated():
+    need_bpf()
+    if not shim_hooks_connect():
+        dt.skip("%s does not hook connect() yet" % os.path.basename(dt.SHIM))
+    net = Net()
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        # a dynamically linked client: libc's connect() goes through the shim, and the same
+        # client without LD_PRELOAD does not
+        plan = [["shim", [dt.PYTHON, "-c", CONNECT_PY, "127.0.0.1", str(net.a4.port)]],
+                ["no_shim", ["env", "-u", "LD_PRELOAD", dt.PYTHON, "-c", CONNECT_PY,
+                             "127.0.0.1", str(net.a4.port)]]]
+        sid, recs, res = run_in_session(d, plan, lambda name, res: None)
+        for name, mediated in (("shim", True), ("no_shim", False)):
+            eq(res[name]["rc"], 0, "%s: %s" % (name, res[name]["out"]))
+            conns = inet_connects(recs, res[name]["pid"])
+            eq(len(conns), 1, "%s: connect records %r" % (name, conns))
+            check_connect(conns[0], name, pid=res[name]["pid"], verdict="allow",
+                          enforced=True, mediated=mediated, daddr="127.0.0.1",
+                          dport=net.a4.port)
+    finally:
+        net.close()
+
+
 if __name__ == "__main__":
     dt.main()
