@@ -10,6 +10,7 @@ without loss. Needs root and BPF (SKIP otherwise, FAIL under DEPUTY_REQUIRE_BPF=
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -545,6 +546,57 @@ def burst_of_connects_loses_no_event():
         eq(c["connects"], BURST, "counts.connects")
         eq(net.a4.wait_for(BURST, timeout=30), BURST, "connections the listener saw")
     finally:
+        net.close()
+
+
+@case
+def session_close_counts_include_the_last_events():
+    """The seal's counts cover every connect record of the session, also those whose events
+    were still in the ring buffer when deputyd noticed the session was over: here deputyd
+    is stopped while the agent connects and ends, so that on waking it has the timer tick,
+    the kernel events and the ended session all at once."""
+    need_bpf()
+    net = Net()
+    p = None
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()),
+                              "--agent", "mailbot", "--", "sh", "-c",
+                              'echo "session=$DEPUTY_SESSION"; read go; "$@"; echo done', "sh",
+                              NET_CONNECT, "--count", "50", "127.0.0.1", str(net.a4.port)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=d.env())
+        line = p.stdout.readline()
+        check(line.startswith("session="), "session did not start: %r" % line)
+        sid = line.split("=", 1)[1].strip()
+        procs = os.path.join(dt.cgroup2_root(), d.cgroup, sid, "cgroup.procs")
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.5)  # the daemon's timer expires meanwhile
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            out = ""
+            while not out.endswith("done\n"):
+                line = p.stdout.readline()
+                check(line, "the agent ended early: %r" % out)
+                out += line
+            check("attempts=50 ok=50" in out, out)
+            p.kill()
+            p.wait()
+            deadline = time.time() + 10
+            while open(procs).read().strip() and time.time() < deadline:
+                time.sleep(0.01)
+            eq(open(procs).read().strip(), "", "processes left in the session")
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        recs = d.wait_closed(sid, kernel=True)
+        conns = inet_connects(recs)
+        eq(len(conns), 50, "connect records")
+        eq(recs[-1]["counts"]["connects"], len(conns), "counts.connects of the seal")
+    finally:
+        if p and p.poll() is None:
+            p.kill()
+            p.wait()
         net.close()
 
 
