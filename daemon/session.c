@@ -330,8 +330,13 @@ static void session_finish(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
 	json_t *counts;
-	uint64_t lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
+	uint64_t lost;
 
+	/* The session's last events go in before the counts are taken and the log sealed: they
+	 * may still be in the ring buffer when the timer or deputy run says the session ended. */
+	if (d->kernel)
+		kernel_consume(d->kernel);
+	lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
 	counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
 			   (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
 			   "passthrough", (json_int_t)s->counts.passthrough, "responses",
@@ -339,10 +344,8 @@ static void session_finish(struct deputyd *d, struct session *s)
 			   (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
 			   "unmediated", (json_int_t)s->counts.unmediated, "lost_events",
 			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
-	if (d->kernel) {
-		kernel_consume(d->kernel); /* the session's last events go in before the seal */
+	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
-	}
 	if (!counts || audit_seal(s->log, d->key, d->cfg->issuer, counts) != 0)
 		pr_warn("session %s: cannot seal the audit log", s->id);
 	json_decref(counts);
