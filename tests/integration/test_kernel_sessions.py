@@ -427,6 +427,37 @@ def session_close_counts_the_kernel_records():
     eq(m.verify.returncode, 0, "audit verify: " + m.verify.stderr.decode())
 
 
+@case
+def records_have_the_design_fields_and_types():
+    """Every connect record of the session, not only those the other cases look at (e.g.
+    the Unix-socket connects of deputy run and the shim), has the design's fields with the
+    design's JSON types; the other kernel records have numbers and flags where numbers and
+    flags belong."""
+    m = matrix("root")
+    common = {k: CONNECT_TYPES[k] for k in ("pid", "comm", "family", "verdict", "enforced",
+                                             "mediated")}
+    n = 0
+    for rec in m.recs:
+        if rec["type"] == "connect":
+            n += 1
+            types = CONNECT_TYPES if rec["family"] in ("inet", "inet6") else common
+            for k, t in types.items():
+                check(type(rec.get(k)) is t, "%s of %r" % (k, rec))
+            check(rec["verdict"] in ("allow", "block"), "verdict of %r" % rec)
+            check(rec["family"] in ("inet", "inet6", "unix"), "family of %r" % rec)
+            if rec["family"] != "unix":
+                check(rec["protocol"] in ("tcp", "udp"), "protocol of %r" % rec)
+                check(0 < rec["dport"] < 65536, "dport of %r" % rec)
+        elif rec["type"] == "disconnect":
+            for k, t in (("pid", int), ("daddr", str), ("dport", int), ("duration_us", int),
+                         ("established", bool)):
+                check(type(rec.get(k)) is t, "%s of %r" % (k, rec))
+        elif rec["type"] == "deny" and rec.get("layer") == "kernel":
+            for k, t in (("pid", int), ("comm", str), ("reason", str), ("enforced", bool)):
+                check(type(rec.get(k)) is t, "%s of %r" % (k, rec))
+    check(n >= 2 * len(CLIENTS), "connect records: %d" % n)
+
+
 # ---- unprivileged agents ---------------------------------------------------------------------------
 
 @case
