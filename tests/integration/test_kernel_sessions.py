@@ -211,7 +211,7 @@ def refused(name, res):
 
 # ---- running clients in a session -----------------------------------------------------------
 
-def run_in_session(d, plan, on_result, user=None):
+def run_in_session(d, plan, on_result, user=None, status=0):
     """Runs plan ([name, argv] list) inside one session through `deputy run`, one client at
     a time; on_result(name, result) is called after each, before the next starts. Returns
     (session id, {name: result}) after the session closed."""
@@ -240,7 +240,9 @@ def run_in_session(d, plan, on_result, user=None):
             p.stdin.write("next\n")
             p.stdin.flush()
         p.stdin.close()
-        eq(p.wait(timeout=60), 0, "deputy run: " + p.stderr.read())
+        rc = p.wait(timeout=60)
+        if status is not None:
+            eq(rc, status, "deputy run: " + p.stderr.read())
     finally:
         if p.poll() is None:
             p.kill()
@@ -656,6 +658,48 @@ def session_close_counts_include_the_last_events():
         if p and p.poll() is None:
             p.kill()
             p.wait()
+        net.close()
+
+
+# ---- deputyd restarts ----------------------------------------------------------------------------
+
+@case
+def a_session_stays_enforced_while_deputyd_is_down_and_after():
+    """deputyd killed mid-session: the session's processes stay confined while no daemon
+    runs, and the restarted deputyd resumes the session and logs what it missed."""
+    need_bpf()
+    net = Net()
+    try:
+        d = dt.Deputyd(routes=net.routes()).start()
+        blocked = [NET_CONNECT, "127.0.0.1", str(net.b4.port)]
+        plan = [["before", blocked], ["down", blocked], ["after", blocked],
+                ["after_allowed", [NET_CONNECT, "127.0.0.1", str(net.a4.port)]]]
+
+        def between(name, res):
+            if name == "before":
+                d.proc.kill()
+                d.proc.wait()
+            elif name == "down":
+                d.start()
+
+        # deputy run lost its daemon on the way: its own exit status is not the point here
+        sid, recs, res = run_in_session(d, plan, between, status=None)
+        check("session %s resumed" % sid in d.log_text(), d.log_text()[-1500:])
+        for name in ("before", "down", "after"):
+            check(refused(name, res[name]), "%s: must get EPERM: %s" % (name, res[name]))
+        eq(res["after_allowed"]["rc"], 0, res["after_allowed"]["out"])
+        eq(net.b4.count, 0, "the blocked listener saw a connection")
+        eq(net.a4.wait_for(1), 1, "the allowed listener")
+        for name, verdict in (("before", "block"), ("down", "block"), ("after", "block"),
+                              ("after_allowed", "allow")):
+            conns = inet_connects(recs, res[name]["pid"])
+            eq(len(conns), 1, "%s: connect records %r" % (name, conns))
+            check_connect(conns[0], name, verdict=verdict, daddr="127.0.0.1")
+        eq(recs[-1]["counts"]["lost_events"], 0)
+        check(d.proc.poll() is None, "deputyd died: %s" % d.log_text()[-3000:])
+        v = d.cli("audit", "verify", sid)
+        eq(v.returncode, 0, "audit verify: " + v.stderr.decode())
+    finally:
         net.close()
 
 
