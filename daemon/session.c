@@ -304,12 +304,12 @@ fail:
 
 /* ---- close ----------------------------------------------------------------------------- */
 
-void session_request_close(struct deputyd *d, struct session *s, int status)
+bool session_begin_close(struct deputyd *d, struct session *s, int status)
 {
 	if (status >= 0)
 		s->exit_status = status;
 	if (s->state == SESSION_CLOSING)
-		return;
+		return false;
 	s->state = SESSION_CLOSING;
 	s->close_requested = dp_now();
 	/* deputy run itself is in the session: it asked to close after its command ended, so
@@ -323,7 +323,13 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 				 back);
 	}
 	cgroup_kill(s->cg_path);
-	session_tick(d);
+	return true;
+}
+
+void session_request_close(struct deputyd *d, struct session *s, int status)
+{
+	if (session_begin_close(d, s, status))
+		session_tick(d);
 }
 
 static void session_finish(struct deputyd *d, struct session *s)
@@ -375,7 +381,7 @@ void session_tick(struct deputyd *d)
 		next = s->next;
 		if (s->state == SESSION_OPEN && s->leader_pidfd >= 0 &&
 		    syscall(SYS_pidfd_send_signal, s->leader_pidfd, 0, NULL, 0) != 0)
-			session_request_close(d, s, -1); /* deputy run is gone */
+			session_begin_close(d, s, -1); /* deputy run is gone */
 		populated = cgroup_populated(s->cg_path);
 		if (populated == 0 || populated == -ENOENT) {
 			session_finish(d, s);
@@ -392,9 +398,7 @@ void session_close_all(struct deputyd *d)
 {
 	for (int i = 0; i < 50 && d->sessions; i++) {
 		for (struct session *s = d->sessions; s; s = s->next)
-			if (s->state != SESSION_CLOSING)
-				session_request_close(d, s, -1);
-			else
+			if (!session_begin_close(d, s, -1))
 				cgroup_kill(s->cg_path);
 		session_tick(d);
 		if (d->sessions)
