@@ -414,6 +414,25 @@ def shim_exports(symbol):
     return symbol in _shim_symbols
 
 
+def tally(recs):
+    """The counts a session's records add up to (what the seal's counts must say)."""
+    conns = inet_connects(recs)
+    kinds = [r["type"] for r in recs]
+    return {"tokens": kinds.count("token"), "denies": kinds.count("deny"),
+            "passthrough": kinds.count("passthrough") + len(
+                [r for r in recs if r["type"] == "deny" and r.get("layer") == "daemon" and
+                 r.get("enforced") is False]),
+            "responses": kinds.count("response"), "connects": len(conns),
+            "blocked": len([r for r in conns if r["verdict"] == "block"]),
+            "unmediated": len([r for r in conns if r["mediated"] is False])}
+
+
+def check_counts(recs):
+    eq(recs[-1]["type"], "session_close")
+    c = recs[-1]["counts"]
+    eq({k: c.get(k) for k in tally(recs)}, tally(recs), "the seal's counts vs the records")
+
+
 def session_close_counts(m):
     close = m.recs[-1]
     eq(close["type"], "session_close")
@@ -453,6 +472,7 @@ def session_close_counts_the_kernel_records():
     eq(c["blocked"], len([r for r in conns if r["verdict"] == "block"]), "counts.blocked")
     eq(c["unmediated"], len([r for r in conns if not r["mediated"]]), "counts.unmediated")
     eq(c["lost_events"], 0, "lost events")
+    check_counts(m.recs)
     for k in ("connects", "blocked", "unmediated", "lost_events", "denies"):
         check(type(c[k]) is int, "counts.%s is a number: %r" % (k, c))
     eq(m.verify.returncode, 0, "audit verify: " + m.verify.stderr.decode())
@@ -702,6 +722,7 @@ def a_session_stays_enforced_while_deputyd_is_down_and_after():
             check_connect(conns[0], name, verdict=verdict, daddr="127.0.0.1")
         eq(recs[-1]["counts"]["lost_events"], 0)
         check(d.proc.poll() is None, "deputyd died: %s" % d.log_text()[-3000:])
+        check_counts(recs)
         v = d.cli("audit", "verify", sid)
         eq(v.returncode, 0, "audit verify: " + v.stderr.decode())
     finally:
