@@ -412,6 +412,55 @@ void session_close_all(struct deputyd *d)
 
 /* ---- restart ---------------------------------------------------------------------------- */
 
+/* The counts of a resumed session start from what its log already holds, counted by the
+ * rules the live counters follow (decide.c, server.c, policy.c), so the seal covers the
+ * whole session and not only the part after the restart. */
+static void session_recount(struct session *s)
+{
+	char *text = NULL, *line, *nl;
+
+	if (dp_read_file(audit_path(s->log), 256u << 20, &text, NULL) != 0)
+		return;
+	for (line = text; *line; line = nl + 1) {
+		json_t *rec;
+		const char *type, *family;
+
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		rec = json_loadb(line, (size_t)(nl - line), 0, NULL);
+		type = json_string_value(json_object_get(rec, "type")) ?: "";
+		family = json_string_value(json_object_get(rec, "family")) ?: "";
+		if (strcmp(type, "token") == 0) {
+			s->counts.tokens++;
+		} else if (strcmp(type, "passthrough") == 0) {
+			s->counts.passthrough++;
+		} else if (strcmp(type, "response") == 0) {
+			s->counts.responses++;
+		} else if (strcmp(type, "deny") == 0) {
+			const char *layer = json_string_value(json_object_get(rec, "layer")) ?: "";
+
+			s->counts.denies++;
+			/* unrouted "monitor": logged as a deny, let through as a passthrough */
+			if (strcmp(layer, "daemon") == 0 &&
+			    json_is_false(json_object_get(rec, "enforced")))
+				s->counts.passthrough++;
+		} else if (strcmp(type, "connect") == 0 &&
+			   (strcmp(family, "inet") == 0 || strcmp(family, "inet6") == 0)) {
+			const char *verdict =
+			    json_string_value(json_object_get(rec, "verdict")) ?: "";
+
+			s->counts.connects++;
+			if (strcmp(verdict, "block") == 0)
+				s->counts.blocked++;
+			if (!json_is_true(json_object_get(rec, "mediated")))
+				s->counts.unmediated++;
+		}
+		json_decref(rec);
+	}
+	free(text);
+}
+
 static void session_recover_one(struct deputyd *d, const char *id)
 {
 	char path[PATH_MAX];
@@ -461,6 +510,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 			s->grant = calloc(1, sizeof(*s->grant));
 		return;
 	}
+	session_recount(s);
 	if (policy_apply(d, s) != 0)
 		pr_warn("session %s: cannot reinstall kernel policy", id);
 	/* Watch deputy run again, if the pid still names a process of this session. */
