@@ -6,7 +6,11 @@ loopback port. To any other destination they get EPERM, the listener there never
 them and the session's log says `connect` / `block`; to the allowed port they connect and
 the log says `allow`, `mediated: false`. Outside a session nothing changes; under
 `"enforce": false` blocks are logged, not enforced; a burst of 10,000 connects is logged
-without loss. Needs root and BPF (SKIP otherwise, FAIL under DEPUTY_REQUIRE_BPF=1)."""
+without loss; the seal's counts add up to the records, also when deputyd reads the last
+events late or was restarted mid-session (which must not loosen the session either);
+sockets whose cookie was reported to deputyd are `mediated: true`. Every record is checked
+field by field against design.md's Audit log, JSON types included.
+Needs root and BPF (SKIP otherwise, FAIL under DEPUTY_REQUIRE_BPF=1)."""
 import errno
 import json
 import os
@@ -343,7 +347,7 @@ def matrix(key, **kw):
     return _matrix[key]
 
 
-def check_client(m, name, enforce=True, user=None):
+def check_client(m, name, enforce=True):
     """A client of the matrix: blocked (or, unenforced, logged) and allowed as it must be."""
     for outcome in ("blocked", "allowed"):
         key = "%s:%s" % (name, outcome)
