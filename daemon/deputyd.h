@@ -86,10 +86,6 @@ struct session *session_find(struct deputyd *d, const char *id);
 int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
 		 const char *grant, const char *agent, char **argv, size_t argc,
 		 struct session **out, struct dp_err *err);
-/* Moves deputy run back out and kills the session's processes; returns whether the close
- * is new. Never finishes a session, so it is safe while walking the session list. */
-bool session_begin_close(struct deputyd *d, struct session *s, int status);
-/* session_begin_close, then session_tick */
 void session_request_close(struct deputyd *d, struct session *s, int status);
 void session_tick(struct deputyd *d); /* finishes sessions whose cgroup emptied */
 void session_close_all(struct deputyd *d);

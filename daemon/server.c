@@ -340,13 +340,11 @@ static void on_session_close(struct deputyd *d, struct client *c, const struct d
 		reply_error(d, c, h->seq, "session: only the connection that opened it may close it");
 		return;
 	}
-	/* deputy run is back in its own cgroup before it hears the reply: it exits then, and
-	 * whatever it starts on the way out (LeakSanitizer's tracer) must not be born in the
-	 * session and killed with it. Finishing the session, which forgets this client's
-	 * binding, comes after the reply is queued. */
-	session_begin_close(d, s, f->has[DP_T_STATUS] ? (int)f->u64[DP_T_STATUS] : -1);
+	/* Close first: deputy run is moved out of the session's cgroup before the rest is
+	 * killed, so nothing it does after this reply (e.g. a sanitizer's exit-time helper
+	 * process) can be caught by the kill. */
+	session_request_close(d, s, f->has[DP_T_STATUS] ? (int)f->u64[DP_T_STATUS] : -1);
 	reply_ok(d, c, h->seq);
-	session_tick(d);
 }
 
 static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *h,

@@ -304,12 +304,12 @@ fail:
 
 /* ---- close ----------------------------------------------------------------------------- */
 
-bool session_begin_close(struct deputyd *d, struct session *s, int status)
+void session_request_close(struct deputyd *d, struct session *s, int status)
 {
 	if (status >= 0)
 		s->exit_status = status;
 	if (s->state == SESSION_CLOSING)
-		return false;
+		return;
 	s->state = SESSION_CLOSING;
 	s->close_requested = dp_now();
 	/* deputy run itself is in the session: it asked to close after its command ended, so
@@ -323,13 +323,8 @@ bool session_begin_close(struct deputyd *d, struct session *s, int status)
 				 back);
 	}
 	cgroup_kill(s->cg_path);
-	return true;
-}
-
-void session_request_close(struct deputyd *d, struct session *s, int status)
-{
-	if (session_begin_close(d, s, status))
-		session_tick(d);
+	/* session_tick() finishes it once the cgroup is empty: not from here, since callers
+	 * (session_tick itself among them) still hold s. */
 }
 
 static void session_finish(struct deputyd *d, struct session *s)
@@ -381,7 +376,7 @@ void session_tick(struct deputyd *d)
 		next = s->next;
 		if (s->state == SESSION_OPEN && s->leader_pidfd >= 0 &&
 		    syscall(SYS_pidfd_send_signal, s->leader_pidfd, 0, NULL, 0) != 0)
-			session_begin_close(d, s, -1); /* deputy run is gone */
+			session_request_close(d, s, -1); /* deputy run is gone */
 		populated = cgroup_populated(s->cg_path);
 		if (populated == 0 || populated == -ENOENT) {
 			session_finish(d, s);
@@ -398,7 +393,9 @@ void session_close_all(struct deputyd *d)
 {
 	for (int i = 0; i < 50 && d->sessions; i++) {
 		for (struct session *s = d->sessions; s; s = s->next)
-			if (!session_begin_close(d, s, -1))
+			if (s->state != SESSION_CLOSING)
+				session_request_close(d, s, -1);
+			else
 				cgroup_kill(s->cg_path);
 		session_tick(d);
 		if (d->sessions)
