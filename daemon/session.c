@@ -332,8 +332,13 @@ static void session_finish(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
 	json_t *counts;
-	uint64_t lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
+	uint64_t lost;
 
+	/* The session's last events go in before the counts are taken and the log sealed: they
+	 * may still be in the ring buffer when the timer or deputy run says the session ended. */
+	if (d->kernel)
+		kernel_consume(d->kernel);
+	lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
 	counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
 			   (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
 			   "passthrough", (json_int_t)s->counts.passthrough, "responses",
@@ -341,10 +346,8 @@ static void session_finish(struct deputyd *d, struct session *s)
 			   (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
 			   "unmediated", (json_int_t)s->counts.unmediated, "lost_events",
 			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
-	if (d->kernel) {
-		kernel_consume(d->kernel); /* the session's last events go in before the seal */
+	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
-	}
 	if (!counts || audit_seal(s->log, d->key, d->cfg->issuer, counts) != 0)
 		pr_warn("session %s: cannot seal the audit log", s->id);
 	json_decref(counts);
@@ -407,6 +410,55 @@ void session_close_all(struct deputyd *d)
 
 /* ---- restart ---------------------------------------------------------------------------- */
 
+/* The counts of a resumed session start from what its log already holds, counted by the
+ * rules the live counters follow (decide.c, server.c, policy.c), so the seal covers the
+ * whole session and not only the part after the restart. */
+static void session_recount(struct session *s)
+{
+	char *text = NULL, *line, *nl;
+
+	if (dp_read_file(audit_path(s->log), 256u << 20, &text, NULL) != 0)
+		return;
+	for (line = text; *line; line = nl + 1) {
+		json_t *rec;
+		const char *type, *family;
+
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		rec = json_loadb(line, (size_t)(nl - line), 0, NULL);
+		type = json_string_value(json_object_get(rec, "type")) ?: "";
+		family = json_string_value(json_object_get(rec, "family")) ?: "";
+		if (strcmp(type, "token") == 0) {
+			s->counts.tokens++;
+		} else if (strcmp(type, "passthrough") == 0) {
+			s->counts.passthrough++;
+		} else if (strcmp(type, "response") == 0) {
+			s->counts.responses++;
+		} else if (strcmp(type, "deny") == 0) {
+			const char *layer = json_string_value(json_object_get(rec, "layer")) ?: "";
+
+			s->counts.denies++;
+			/* unrouted "monitor": logged as a deny, let through as a passthrough */
+			if (strcmp(layer, "daemon") == 0 &&
+			    json_is_false(json_object_get(rec, "enforced")))
+				s->counts.passthrough++;
+		} else if (strcmp(type, "connect") == 0 &&
+			   (strcmp(family, "inet") == 0 || strcmp(family, "inet6") == 0)) {
+			const char *verdict =
+			    json_string_value(json_object_get(rec, "verdict")) ?: "";
+
+			s->counts.connects++;
+			if (strcmp(verdict, "block") == 0)
+				s->counts.blocked++;
+			if (!json_is_true(json_object_get(rec, "mediated")))
+				s->counts.unmediated++;
+		}
+		json_decref(rec);
+	}
+	free(text);
+}
+
 static void session_recover_one(struct deputyd *d, const char *id)
 {
 	char path[PATH_MAX];
@@ -456,6 +508,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 			s->grant = calloc(1, sizeof(*s->grant));
 		return;
 	}
+	session_recount(s);
 	if (policy_apply(d, s) != 0)
 		pr_warn("session %s: cannot reinstall kernel policy", id);
 	/* Watch deputy run again, if the pid still names a process of this session. */
