@@ -422,8 +422,9 @@ static void on_response(struct deputyd *d, struct client *c, const struct dp_hdr
 	}
 	s->counts.responses++;
 	session_log(s, "response",
-		    json_pack("{s:s, s:I}", "jti", f->str[DP_T_JTI] ? f->str[DP_T_JTI] : "",
-			      "status", (json_int_t)f->u64[DP_T_STATUS]));
+		    json_pack("{s:o, s:I}", "jti",
+			      session_text(f->str[DP_T_JTI] ? f->str[DP_T_JTI] : ""), "status",
+			      (json_int_t)f->u64[DP_T_STATUS]));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
@@ -460,12 +461,13 @@ static void on_deny_report(struct deputyd *d, struct client *c, const struct dp_
 	}
 	s->counts.denies++;
 	session_log(s, "deny",
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "layer", "shim", "reason",
-			      f->str[DP_T_REASON] ? f->str[DP_T_REASON] : "", "host",
-			      f->str[DP_T_HOST] ? f->str[DP_T_HOST] : "", "method",
-			      f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : "", "target",
-			      f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : "", "pid",
-			      (json_int_t)c->pid, "comm", c->comm));
+		    json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
+			      session_text(f->str[DP_T_REASON] ? f->str[DP_T_REASON] : ""), "host",
+			      session_text(f->str[DP_T_HOST] ? f->str[DP_T_HOST] : ""), "method",
+			      session_text(f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : ""),
+			      "target",
+			      session_text(f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : ""), "pid",
+			      (json_int_t)c->pid, "comm", session_text(c->comm)));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
