@@ -280,6 +280,21 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 		session_free(s);
 		return -EINVAL;
 	}
+	/* A process of a session that opened another would leave its cgroup: it would outlive
+	 * its session and its records would go to another log. */
+	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) == 0) {
+		const char *parent = d->cg_parent + strlen(d->cg_root);
+		size_t n = strlen(parent);
+
+		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
+			dp_err_set(err,
+				   "session: pid %d is in session %.22s: it cannot open another "
+				   "session",
+				   (int)pid, s->leader_cg + n + 1);
+			session_free(s);
+			return -EPERM;
+		}
+	}
 	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
 	if (rc) {
 		pr_info("grant refused for uid %u (%s): %s", (unsigned)uid, s->agent, gerr.msg);
