@@ -571,26 +571,45 @@ int session_recover(struct deputyd *d)
 
 /* ---- reading logs ----------------------------------------------------------------------- */
 
+/* A record is one line of at most AUDIT_MAX_LINE bytes, so the first and last records are
+ * read from the ends of the file: their cost must not grow with the log, which an agent
+ * can make as long as it likes. */
 static json_t *first_and_last_record(const char *path, json_t **last)
 {
-	char *text = NULL;
-	size_t len = 0;
-	json_t *first;
-	const char *nl;
+	static char buf[AUDIT_MAX_LINE + 1];
+	json_t *first = NULL;
+	struct stat st;
+	ssize_t n;
+	char *nl;
+	int fd;
 
 	*last = NULL;
-	if (dp_read_file(path, 256u << 20, &text, &len) != 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return NULL;
-	nl = memchr(text, '\n', len);
-	first = json_loadb(text, nl ? (size_t)(nl - text) : len, 0, NULL);
-	if (len > 1) {
-		size_t end = text[len - 1] == '\n' ? len - 1 : len, start = end;
+	if (fstat(fd, &st) < 0)
+		goto out;
+	n = pread(fd, buf, sizeof(buf), 0);
+	if (n <= 0)
+		goto out;
+	nl = memchr(buf, '\n', (size_t)n);
+	first = json_loadb(buf, nl ? (size_t)(nl - buf) : (size_t)n, 0, NULL);
+	if (st.st_size > 1) {
+		off_t from = st.st_size > (off_t)sizeof(buf) ? st.st_size - (off_t)sizeof(buf) : 0;
+		size_t end, start;
 
-		while (start > 0 && text[start - 1] != '\n')
+		n = pread(fd, buf, sizeof(buf), from);
+		if (n <= 0)
+			goto out;
+		end = buf[n - 1] == '\n' ? (size_t)n - 1 : (size_t)n;
+		start = end;
+		while (start > 0 && buf[start - 1] != '\n')
 			start--;
-		*last = json_loadb(text + start, end - start, 0, NULL);
+		if (start > 0 || from == 0)
+			*last = json_loadb(buf + start, end - start, 0, NULL);
 	}
-	free(text);
+out:
+	close(fd);
 	return first;
 }
 
