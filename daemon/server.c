@@ -33,6 +33,10 @@
 
 #define CLIENT_PARTIAL_TIMEOUT 10
 #define CLIENT_MAX_WBUF (4u << 20)
+/* Connections one non-root uid may hold: the shim keeps one per process of a session. Each
+ * costs deputyd two fds and a frame buffer, so without a bound one user could take them
+ * all. Root is not bounded: a root agent can stop deputyd anyway. */
+#define CLIENTS_PER_UID 512
 #define TICK_MS 200
 
 enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_CLIENT_BASE };
@@ -55,6 +59,7 @@ struct client {
 };
 
 static struct client *clients;
+static bool accept_paused; /* out of fds: the listening socket waits for one to be freed */
 
 /* ---- replies ------------------------------------------------------------------------ */
 
@@ -67,7 +72,9 @@ static void client_flush(struct deputyd *d, struct client *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+				/* No more requests until the peer reads: what it has not read is
+				 * all deputyd ever buffers for it. */
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
 
 				epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 				return;
@@ -575,8 +582,27 @@ static const struct {
 
 /* ---- connections ------------------------------------------------------------------- */
 
+static void accept_pause(struct deputyd *d, bool pause)
+{
+	struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.u64 = EP_LISTEN};
+
+	if (accept_paused != pause && epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->listen_fd, &ev) == 0)
+		accept_paused = pause;
+}
+
+static size_t clients_of_uid(uid_t uid)
+{
+	size_t n = 0;
+
+	for (struct client *c = clients; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
 static void client_accept(struct deputyd *d)
 {
+	static int64_t last_warn;
+
 	for (;;) {
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ucred cred;
@@ -585,12 +611,29 @@ static void client_accept(struct deputyd *d)
 		struct client *c;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			/* Out of fds the socket stays readable: wait for a client to go (or the
+			 * next tick) instead of spinning on accept. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (dp_now() != last_warn)
+					pr_warn("accept: %s; waiting", strerror(errno));
+				last_warn = dp_now();
+				accept_pause(d, true);
+			} else if (errno != EAGAIN && errno != EINTR) {
 				pr_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 			pr_warn("SO_PEERCRED: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		if (cred.uid != 0 && clients_of_uid(cred.uid) >= CLIENTS_PER_UID) {
+			if (dp_now() != last_warn)
+				pr_warn("uid %u holds %d connections; refusing more",
+					(unsigned)cred.uid, CLIENTS_PER_UID);
+			last_warn = dp_now();
 			close(fd);
 			continue;
 		}
@@ -609,7 +652,8 @@ static void client_accept(struct deputyd *d)
 			c->pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
-		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/* Without a pidfd the peer checks could be fooled by a reused pid. */
+		if (c->pidfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
 			close(fd);
@@ -642,6 +686,8 @@ void server_client_close(struct deputyd *d, struct client *c)
 		close(c->pidfd);
 	free(c->wbuf);
 	free(c);
+	if (!d->stopping)
+		accept_pause(d, false);
 }
 
 void server_session_gone(struct session *s)
@@ -678,7 +724,7 @@ static void client_dispatch(struct deputyd *d, struct client *c, const struct dp
 
 static void client_readable(struct deputyd *d, struct client *c)
 {
-	for (int rounds = 0; rounds < 64 && !c->dead; rounds++) {
+	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
 		struct dp_hdr h;
 		size_t want = DP_PROTO_HDR_LEN;
 		ssize_t r;
@@ -897,6 +943,7 @@ int server_run(struct deputyd *d)
 				if (read(d->timer_fd, &ticks, sizeof(ticks)) < 0) {
 					/* nothing to do: the next tick comes anyway */
 				}
+				accept_pause(d, false);
 				session_tick(d);
 				if (dp_now() - last_policy >= d->cfg->resolve_interval) {
 					last_policy = dp_now();
