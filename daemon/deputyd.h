@@ -31,6 +31,8 @@ struct token_cache_entry { /* token_binding "session": one token per (audience, 
 struct cookie_set { /* sockets the shim accounted for (open addressing, 0 = empty) */
 	uint64_t *slots;
 	size_t cap, used;
+	uint64_t *old; /* the previous generation, still looked up (see cookie_set_add) */
+	size_t old_cap;
 };
 
 enum session_state { SESSION_OPEN, SESSION_CLOSING };

@@ -131,10 +131,34 @@ static size_t cookie_slot(uint64_t cookie, size_t cap)
 	return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
+/* A socket's cookie is looked up when its connect event arrives, shortly after the shim
+ * claimed it, so only recent cookies matter; the agent may claim any number. Past this
+ * many the set starts a new generation and drops the one before the last. */
+#define COOKIE_GENERATION 65536
+
+static bool cookie_slots_have(const uint64_t *slots, size_t cap, uint64_t cookie)
+{
+	if (!cap)
+		return false;
+	for (size_t j = cookie_slot(cookie, cap);; j = (j + 1) & (cap - 1)) {
+		if (slots[j] == cookie)
+			return true;
+		if (!slots[j])
+			return false;
+	}
+}
+
 int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
 {
 	if (cookie == 0)
 		return 0;
+	if (cs->used >= COOKIE_GENERATION) {
+		free(cs->old);
+		cs->old = cs->slots;
+		cs->old_cap = cs->cap;
+		cs->slots = NULL;
+		cs->cap = cs->used = 0;
+	}
 	if ((cs->used + 1) * 2 > cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 64;
 		uint64_t *slots = calloc(cap, sizeof(*slots));
@@ -167,14 +191,8 @@ int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
 
 bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie)
 {
-	if (!cs->cap || cookie == 0)
-		return false;
-	for (size_t j = cookie_slot(cookie, cs->cap);; j = (j + 1) & (cs->cap - 1)) {
-		if (cs->slots[j] == cookie)
-			return true;
-		if (!cs->slots[j])
-			return false;
-	}
+	return cookie != 0 && (cookie_slots_have(cs->slots, cs->cap, cookie) ||
+			       cookie_slots_have(cs->old, cs->old_cap, cookie));
 }
 
 /* ---- open ------------------------------------------------------------------------------ */
@@ -238,6 +256,7 @@ static void session_free(struct session *s)
 	}
 	free(s->tokens);
 	free(s->cookies.slots);
+	free(s->cookies.old);
 	free(s);
 }
 

@@ -235,6 +235,33 @@ def clients_that_never_read_cost_bounded_memory():
 
 
 @case
+def socket_cookies_an_agent_claims_cost_bounded_memory():
+    d = dt.Deputyd().start()
+    n = 1 << 20
+    r, sid = in_session(d, """
+c.call("JWKS", [])
+rss0 = int([l for l in open("/proc/%%d/status" %% %d) if l.startswith("VmRSS")][0].split()[1])
+head = struct.pack("<HH", dt.TAG["SESSION"], len(sid)) + sid.encode()
+batch = []
+for i in range(1, %d + 1):
+    payload = head + struct.pack("<HHQ", dt.TAG["COOKIE"], 8, i * 7919)
+    batch.append(struct.pack("<IBBHI", len(payload), 1, dt.NOREPLY, dt.MSG["CONN"], i) + payload)
+    if len(batch) == 4096:
+        c.send_raw(b"".join(batch))
+        batch = []
+c.send_raw(b"".join(batch))
+eq = c.call("JWKS", [])["type"]
+rss1 = int([l for l in open("/proc/%%d/status" %% %d) if l.startswith("VmRSS")][0].split()[1])
+print("grown=%%d %%s" %% (rss1 - rss0, eq), flush=True)
+""" % (d.proc.pid, n, d.proc.pid))
+    eq(r.returncode, 0, r.stderr)
+    line = [l for l in r.stdout.splitlines() if l.startswith("grown=")]
+    check(line and line[0].endswith("DATA_REPLY"), r.stdout)
+    grown = int(line[0].split("=")[1].split()[0])
+    check(grown < 8 * 1024, "%d claimed cookies grew deputyd by %d KiB" % (n, grown))
+
+
+@case
 def a_connection_flood_from_one_user_does_not_lock_out_others():
     if not dt.is_root():
         dt.skip("needs root to switch to an unprivileged user")
