@@ -485,30 +485,56 @@ static bool may_see(const struct client *c, uid_t owner)
 	return c->uid == 0 || c->uid == owner;
 }
 
+/* Closed before open, then oldest first: what does not fit in one frame is cut from the
+ * front, so open sessions and the newest closed ones are listed. */
+static int session_entry_cmp(const void *a, const void *b)
+{
+	json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int ox = strcmp(json_string_value(json_object_get(x, "state")) ?: "", "open") == 0;
+	int oy = strcmp(json_string_value(json_object_get(y, "state")) ?: "", "open") == 0;
+
+	if (ox != oy)
+		return ox - oy;
+	return strcmp(json_string_value(json_object_get(x, "opened")) ?: "",
+		      json_string_value(json_object_get(y, "opened")) ?: "");
+}
+
 static void on_sessions(struct deputyd *d, struct client *c, const struct dp_hdr *h,
 			struct fields *f)
 {
 	json_t *list = session_list_json(d);
-	json_t *out = json_array(), *e;
+	json_t *out = json_array(), *e, **v = NULL;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct dp_msg m;
-	size_t i;
-	char *text;
+	size_t i, n = 0, from, total = 2;
+	char *text = NULL;
 
+	if (list && out)
+		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
-			json_array_append(out, e);
+		if (v && may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
+			v[n++] = e;
 	}
-	json_decref(list);
-	/* Newest last; keep the reply within one frame by dropping the oldest. */
-	for (;;) {
+	if (v) {
+		qsort(v, n, sizeof(*v), session_entry_cmp);
+		/* Sizes one by one, newest first: dumping the whole list again after each cut
+		 * made this quadratic in the number of logs. */
+		for (from = n; from > 0; from--) {
+			char *one = json_dumps(v[from - 1], JSON_COMPACT);
+			size_t len = one ? strlen(one) + 1 : SIZE_MAX / 2;
+
+			free(one);
+			if (total + len >= DP_PROTO_MAX_PAYLOAD - 64)
+				break;
+			total += len;
+		}
+		for (i = from; i < n; i++)
+			json_array_append(out, v[i]);
 		text = json_dumps(out, JSON_COMPACT);
-		if (!text || strlen(text) < DP_PROTO_MAX_PAYLOAD - 64 || json_array_size(out) == 0)
-			break;
-		free(text);
-		json_array_remove(out, 0);
 	}
+	free(v);
+	json_decref(list);
 	json_decref(out);
 	if (!text) {
 		reply_error(d, c, h->seq, "sessions: out of memory");

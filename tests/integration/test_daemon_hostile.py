@@ -196,6 +196,37 @@ print(json.dumps(c.decide(sid, host="nowhere.test")), flush=True)
 
 
 @case
+def many_closed_sessions_list_the_open_and_the_newest():
+    d = dt.Deputyd().start()
+    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent",
+                          "mailbot", "--", "sh", "-c", 'echo "s=$DEPUTY_SESSION"; exec sleep 60'],
+                         stdout=subprocess.PIPE, text=True, env=d.env())
+    try:
+        sid = p.stdout.readline().strip().split("=", 1)[1]
+        # a host that has run many sessions: their logs stay in the state directory
+        logs = os.path.join(d.state, "sessions")
+        n = 3000
+        for i in range(n):
+            fake = "%06dfakesess%08d" % (i * 7 % n, i)
+            ts = "2020-01-01T%02d:%02d:%02d.000000Z" % (i // 3600, i // 60 % 60, i % 60)
+            rec = {"seq": 0, "ts": ts, "session": fake, "type": "session_open",
+                   "prev": "0" * 64, "user": "u%d" % i, "agent": "agent:x", "uid": 0}
+            with open(os.path.join(logs, fake + ".jsonl"), "w") as f:
+                f.write(json.dumps(rec) + "\n")
+        listed = d.sessions()
+        ids = [x["session"] for x in listed]
+        check(sid in ids, "the open session is listed among %d" % len(ids))
+        check(len(ids) > 50, "a useful part of the list: %d" % len(ids))
+        newest = "%06dfakesess%08d" % ((n - 1) * 7 % n, n - 1)
+        check(newest in ids, "the newest closed session is listed")
+        oldest = "%06dfakesess%08d" % (0, 0)
+        check(oldest not in ids, "the oldest is what is left out")
+    finally:
+        p.kill()
+        p.wait()
+
+
+@case
 def clients_that_never_read_cost_bounded_memory():
     d = dt.Deputyd().start()
     sid = big_log(d, megabytes=1)
