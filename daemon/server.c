@@ -33,6 +33,10 @@
 
 #define CLIENT_PARTIAL_TIMEOUT 10
 #define CLIENT_MAX_WBUF (4u << 20)
+/* Connections one non-root uid may hold: the shim keeps one per process of a session. Each
+ * costs deputyd two fds and a frame buffer, so without a bound one user could take them
+ * all. Root is not bounded: a root agent can stop deputyd anyway. */
+#define CLIENTS_PER_UID 512
 #define TICK_MS 200
 
 enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_CLIENT_BASE };
@@ -55,6 +59,7 @@ struct client {
 };
 
 static struct client *clients;
+static bool accept_paused; /* out of fds: the listening socket waits for one to be freed */
 
 /* ---- replies ------------------------------------------------------------------------ */
 
@@ -67,7 +72,9 @@ static void client_flush(struct deputyd *d, struct client *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+				/* No more requests until the peer reads: what it has not read is
+				 * all deputyd ever buffers for it. */
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
 
 				epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 				return;
@@ -422,8 +429,9 @@ static void on_response(struct deputyd *d, struct client *c, const struct dp_hdr
 	}
 	s->counts.responses++;
 	session_log(s, "response",
-		    json_pack("{s:s, s:I}", "jti", f->str[DP_T_JTI] ? f->str[DP_T_JTI] : "",
-			      "status", (json_int_t)f->u64[DP_T_STATUS]));
+		    json_pack("{s:o, s:I}", "jti",
+			      session_text(f->str[DP_T_JTI] ? f->str[DP_T_JTI] : ""), "status",
+			      (json_int_t)f->u64[DP_T_STATUS]));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
@@ -460,12 +468,13 @@ static void on_deny_report(struct deputyd *d, struct client *c, const struct dp_
 	}
 	s->counts.denies++;
 	session_log(s, "deny",
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "layer", "shim", "reason",
-			      f->str[DP_T_REASON] ? f->str[DP_T_REASON] : "", "host",
-			      f->str[DP_T_HOST] ? f->str[DP_T_HOST] : "", "method",
-			      f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : "", "target",
-			      f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : "", "pid",
-			      (json_int_t)c->pid, "comm", c->comm));
+		    json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
+			      session_text(f->str[DP_T_REASON] ? f->str[DP_T_REASON] : ""), "host",
+			      session_text(f->str[DP_T_HOST] ? f->str[DP_T_HOST] : ""), "method",
+			      session_text(f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : ""),
+			      "target",
+			      session_text(f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : ""), "pid",
+			      (json_int_t)c->pid, "comm", session_text(c->comm)));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
@@ -476,30 +485,56 @@ static bool may_see(const struct client *c, uid_t owner)
 	return c->uid == 0 || c->uid == owner;
 }
 
+/* Closed before open, then oldest first: what does not fit in one frame is cut from the
+ * front, so open sessions and the newest closed ones are listed. */
+static int session_entry_cmp(const void *a, const void *b)
+{
+	json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int ox = strcmp(json_string_value(json_object_get(x, "state")) ?: "", "open") == 0;
+	int oy = strcmp(json_string_value(json_object_get(y, "state")) ?: "", "open") == 0;
+
+	if (ox != oy)
+		return ox - oy;
+	return strcmp(json_string_value(json_object_get(x, "opened")) ?: "",
+		      json_string_value(json_object_get(y, "opened")) ?: "");
+}
+
 static void on_sessions(struct deputyd *d, struct client *c, const struct dp_hdr *h,
 			struct fields *f)
 {
 	json_t *list = session_list_json(d);
-	json_t *out = json_array(), *e;
+	json_t *out = json_array(), *e, **v = NULL;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct dp_msg m;
-	size_t i;
-	char *text;
+	size_t i, n = 0, from, total = 2;
+	char *text = NULL;
 
+	if (list && out)
+		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
-			json_array_append(out, e);
+		if (v && may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
+			v[n++] = e;
 	}
-	json_decref(list);
-	/* Newest last; keep the reply within one frame by dropping the oldest. */
-	for (;;) {
+	if (v) {
+		qsort(v, n, sizeof(*v), session_entry_cmp);
+		/* Sizes one by one, newest first: dumping the whole list again after each cut
+		 * made this quadratic in the number of logs. */
+		for (from = n; from > 0; from--) {
+			char *one = json_dumps(v[from - 1], JSON_COMPACT);
+			size_t len = one ? strlen(one) + 1 : SIZE_MAX / 2;
+
+			free(one);
+			if (total + len >= DP_PROTO_MAX_PAYLOAD - 64)
+				break;
+			total += len;
+		}
+		for (i = from; i < n; i++)
+			json_array_append(out, v[i]);
 		text = json_dumps(out, JSON_COMPACT);
-		if (!text || strlen(text) < DP_PROTO_MAX_PAYLOAD - 64 || json_array_size(out) == 0)
-			break;
-		free(text);
-		json_array_remove(out, 0);
 	}
+	free(v);
+	json_decref(list);
 	json_decref(out);
 	if (!text) {
 		reply_error(d, c, h->seq, "sessions: out of memory");
@@ -573,8 +608,27 @@ static const struct {
 
 /* ---- connections ------------------------------------------------------------------- */
 
+static void accept_pause(struct deputyd *d, bool pause)
+{
+	struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.u64 = EP_LISTEN};
+
+	if (accept_paused != pause && epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->listen_fd, &ev) == 0)
+		accept_paused = pause;
+}
+
+static size_t clients_of_uid(uid_t uid)
+{
+	size_t n = 0;
+
+	for (struct client *c = clients; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
 static void client_accept(struct deputyd *d)
 {
+	static int64_t last_warn;
+
 	for (;;) {
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ucred cred;
@@ -583,12 +637,29 @@ static void client_accept(struct deputyd *d)
 		struct client *c;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			/* Out of fds the socket stays readable: wait for a client to go (or the
+			 * next tick) instead of spinning on accept. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (dp_now() != last_warn)
+					pr_warn("accept: %s; waiting", strerror(errno));
+				last_warn = dp_now();
+				accept_pause(d, true);
+			} else if (errno != EAGAIN && errno != EINTR) {
 				pr_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 			pr_warn("SO_PEERCRED: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		if (cred.uid != 0 && clients_of_uid(cred.uid) >= CLIENTS_PER_UID) {
+			if (dp_now() != last_warn)
+				pr_warn("uid %u holds %d connections; refusing more",
+					(unsigned)cred.uid, CLIENTS_PER_UID);
+			last_warn = dp_now();
 			close(fd);
 			continue;
 		}
@@ -607,7 +678,8 @@ static void client_accept(struct deputyd *d)
 			c->pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
-		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/* Without a pidfd the peer checks could be fooled by a reused pid. */
+		if (c->pidfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
 			close(fd);
@@ -640,6 +712,8 @@ void server_client_close(struct deputyd *d, struct client *c)
 		close(c->pidfd);
 	free(c->wbuf);
 	free(c);
+	if (!d->stopping)
+		accept_pause(d, false);
 }
 
 void server_session_gone(struct session *s)
@@ -676,7 +750,7 @@ static void client_dispatch(struct deputyd *d, struct client *c, const struct dp
 
 static void client_readable(struct deputyd *d, struct client *c)
 {
-	for (int rounds = 0; rounds < 64 && !c->dead; rounds++) {
+	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
 		struct dp_hdr h;
 		size_t want = DP_PROTO_HDR_LEN;
 		ssize_t r;
@@ -895,6 +969,7 @@ int server_run(struct deputyd *d)
 				if (read(d->timer_fd, &ticks, sizeof(ticks)) < 0) {
 					/* nothing to do: the next tick comes anyway */
 				}
+				accept_pause(d, false);
 				session_tick(d);
 				if (dp_now() - last_policy >= d->cfg->resolve_interval) {
 					last_policy = dp_now();
