@@ -80,7 +80,7 @@ static json_t *with_peer(json_t *rec, const struct decide_req *r)
 {
 	if (rec) {
 		json_object_set_new(rec, "pid", json_integer(r->pid));
-		json_object_set_new(rec, "comm", json_string(r->comm ? r->comm : ""));
+		json_object_set_new(rec, "comm", session_text(r->comm ? r->comm : ""));
 	}
 	return rec;
 }

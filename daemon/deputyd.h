@@ -31,6 +31,8 @@ struct token_cache_entry { /* token_binding "session": one token per (audience, 
 struct cookie_set { /* sockets the shim accounted for (open addressing, 0 = empty) */
 	uint64_t *slots;
 	size_t cap, used;
+	uint64_t *old; /* the previous generation, still looked up (see cookie_set_add) */
+	size_t old_cap;
 };
 
 enum session_state { SESSION_OPEN, SESSION_CLOSING };
@@ -92,6 +94,9 @@ void session_close_all(struct deputyd *d);
 /* Append a record; steals fields. Non-zero when it could not be written: callers that were
  * about to grant something must refuse instead. */
 int session_log(struct session *s, const char *type, json_t *fields);
+/* Text an agent chose (its strings, its comm) as a JSON string for a record: bytes that are
+ * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
+json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
 json_t *session_list_json(struct deputyd *d);
 int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);

@@ -157,22 +157,24 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 		if (!mediated)
 			s->counts.unmediated++;
 		session_log(s, "connect",
-			    json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
+			    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
 				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", comm, "family", kernel_family_name(ev->family), "protocol",
-				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr,
-				      "dport", (json_int_t)ev->port, "verdict",
+				      "comm", session_text(comm), "family",
+				      kernel_family_name(ev->family), "protocol",
+				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
+				      addr, "dport", (json_int_t)ev->port, "verdict",
 				      block ? "block" : "allow", "enforced",
 				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
 				      mediated, "cookie", (json_int_t)ev->cookie));
 		if (block && ev->enforced) {
 			s->counts.denies++;
 			session_log(s, "deny",
-				    json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "layer",
+				    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
 					      "kernel", "reason",
-					      "destination not allowed by the session's routes", "pid",
-					      (json_int_t)ev->tgid, "comm", comm, "daddr", addr,
-					      "dport", (json_int_t)ev->port, "enforced", true));
+					      "destination not allowed by the session's routes",
+					      "pid", (json_int_t)ev->tgid, "comm",
+					      session_text(comm), "daddr", addr, "dport",
+					      (json_int_t)ev->port, "enforced", true));
 		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
@@ -190,18 +192,19 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 		if (strcmp(path, d->cfg->socket) == 0)
 			break;
 		session_log(s, "connect",
-			    json_pack("{s:I, s:s, s:s, s:s, s:s, s:b, s:b}", "pid",
-				      (json_int_t)ev->tgid, "comm", comm, "family", "unix", "path",
-				      path, "verdict", "allow", "enforced", d->cfg->enforce,
-				      "mediated", false));
+			    json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
+				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
+				      "unix", "path", path, "verdict", "allow", "enforced",
+				      d->cfg->enforce, "mediated", false));
 		break;
 	}
 	case DP_EV_SOCK_REFUSED:
 		s->counts.denies++;
 		session_log(s, "deny",
-			    json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:b}", "layer", "kernel",
-				      "reason", "raw and packet sockets are not allowed in a session",
-				      "pid", (json_int_t)ev->tgid, "comm", comm, "family",
+			    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
+				      "reason",
+				      "raw and packet sockets are not allowed in a session", "pid",
+				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
 				      kernel_family_name(ev->family), "type", (json_int_t)ev->port,
 				      "enforced", ev->enforced != 0));
 		break;

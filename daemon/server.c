@@ -37,6 +37,10 @@
 
 #define CLIENT_PARTIAL_TIMEOUT 10
 #define CLIENT_MAX_WBUF (4u << 20)
+/* Connections one non-root uid may hold: the shim keeps one per process of a session. Each
+ * costs deputyd two fds and a frame buffer, so without a bound one user could take them
+ * all. Root is not bounded: a root agent can stop deputyd anyway. */
+#define CLIENTS_PER_UID 512
 #define TICK_MS 200
 /* A burst of this many tokens is signed from precomputed nonces (~150 bytes a pair). */
 #define PRESIGN_CAP 4096
@@ -63,6 +67,7 @@ struct client {
 };
 
 static struct client *clients;
+static bool accept_paused; /* out of fds: the listening socket waits for one to be freed */
 
 /* ---- replies ------------------------------------------------------------------------ */
 
@@ -75,7 +80,9 @@ static void client_flush(struct deputyd *d, struct client *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
+				/* No more requests until the peer reads: what it has not read is
+				 * all deputyd ever buffers for it. */
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
 
 				if (!c->want_out)
 					epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -449,8 +456,9 @@ static void on_response(struct deputyd *d, struct client *c, const struct dp_hdr
 	}
 	s->counts.responses++;
 	session_log(s, "response",
-		    json_pack("{s:s, s:I}", "jti", f->str[DP_T_JTI] ? f->str[DP_T_JTI] : "",
-			      "status", (json_int_t)f->u64[DP_T_STATUS]));
+		    json_pack("{s:o, s:I}", "jti",
+			      session_text(f->str[DP_T_JTI] ? f->str[DP_T_JTI] : ""), "status",
+			      (json_int_t)f->u64[DP_T_STATUS]));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
@@ -487,12 +495,13 @@ static void on_deny_report(struct deputyd *d, struct client *c, const struct dp_
 	}
 	s->counts.denies++;
 	session_log(s, "deny",
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "layer", "shim", "reason",
-			      f->str[DP_T_REASON] ? f->str[DP_T_REASON] : "", "host",
-			      f->str[DP_T_HOST] ? f->str[DP_T_HOST] : "", "method",
-			      f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : "", "target",
-			      f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : "", "pid",
-			      (json_int_t)c->pid, "comm", c->comm));
+		    json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
+			      session_text(f->str[DP_T_REASON] ? f->str[DP_T_REASON] : ""), "host",
+			      session_text(f->str[DP_T_HOST] ? f->str[DP_T_HOST] : ""), "method",
+			      session_text(f->str[DP_T_METHOD] ? f->str[DP_T_METHOD] : ""),
+			      "target",
+			      session_text(f->str[DP_T_TARGET] ? f->str[DP_T_TARGET] : ""), "pid",
+			      (json_int_t)c->pid, "comm", session_text(c->comm)));
 	if (!(h->flags & DP_F_NOREPLY))
 		reply_ok(d, c, h->seq);
 }
@@ -503,30 +512,56 @@ static bool may_see(const struct client *c, uid_t owner)
 	return c->uid == 0 || c->uid == owner;
 }
 
+/* Closed before open, then oldest first: what does not fit in one frame is cut from the
+ * front, so open sessions and the newest closed ones are listed. */
+static int session_entry_cmp(const void *a, const void *b)
+{
+	json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int ox = strcmp(json_string_value(json_object_get(x, "state")) ?: "", "open") == 0;
+	int oy = strcmp(json_string_value(json_object_get(y, "state")) ?: "", "open") == 0;
+
+	if (ox != oy)
+		return ox - oy;
+	return strcmp(json_string_value(json_object_get(x, "opened")) ?: "",
+		      json_string_value(json_object_get(y, "opened")) ?: "");
+}
+
 static void on_sessions(struct deputyd *d, struct client *c, const struct dp_hdr *h,
 			struct fields *f)
 {
 	json_t *list = session_list_json(d);
-	json_t *out = json_array(), *e;
+	json_t *out = json_array(), *e, **v = NULL;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct dp_msg m;
-	size_t i;
-	char *text;
+	size_t i, n = 0, from, total = 2;
+	char *text = NULL;
 
+	if (list && out)
+		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
-			json_array_append(out, e);
+		if (v && may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
+			v[n++] = e;
 	}
-	json_decref(list);
-	/* Newest last; keep the reply within one frame by dropping the oldest. */
-	for (;;) {
+	if (v) {
+		qsort(v, n, sizeof(*v), session_entry_cmp);
+		/* Sizes one by one, newest first: dumping the whole list again after each cut
+		 * made this quadratic in the number of logs. */
+		for (from = n; from > 0; from--) {
+			char *one = json_dumps(v[from - 1], JSON_COMPACT);
+			size_t len = one ? strlen(one) + 1 : SIZE_MAX / 2;
+
+			free(one);
+			if (total + len >= DP_PROTO_MAX_PAYLOAD - 64)
+				break;
+			total += len;
+		}
+		for (i = from; i < n; i++)
+			json_array_append(out, v[i]);
 		text = json_dumps(out, JSON_COMPACT);
-		if (!text || strlen(text) < DP_PROTO_MAX_PAYLOAD - 64 || json_array_size(out) == 0)
-			break;
-		free(text);
-		json_array_remove(out, 0);
 	}
+	free(v);
+	json_decref(list);
 	json_decref(out);
 	if (!text) {
 		reply_error(d, c, h->seq, "sessions: out of memory");
@@ -600,8 +635,27 @@ static const struct {
 
 /* ---- connections ------------------------------------------------------------------- */
 
+static void accept_pause(struct deputyd *d, bool pause)
+{
+	struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.u64 = EP_LISTEN};
+
+	if (accept_paused != pause && epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->listen_fd, &ev) == 0)
+		accept_paused = pause;
+}
+
+static size_t clients_of_uid(uid_t uid)
+{
+	size_t n = 0;
+
+	for (struct client *c = clients; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
 static void client_accept(struct deputyd *d)
 {
+	static int64_t last_warn;
+
 	for (;;) {
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ucred cred;
@@ -610,12 +664,29 @@ static void client_accept(struct deputyd *d)
 		struct client *c;
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR)
+			/* Out of fds the socket stays readable: wait for a client to go (or the
+			 * next tick) instead of spinning on accept. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (dp_now() != last_warn)
+					pr_warn("accept: %s; waiting", strerror(errno));
+				last_warn = dp_now();
+				accept_pause(d, true);
+			} else if (errno != EAGAIN && errno != EINTR) {
 				pr_warn("accept: %s", strerror(errno));
+			}
 			return;
 		}
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 			pr_warn("SO_PEERCRED: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		if (cred.uid != 0 && clients_of_uid(cred.uid) >= CLIENTS_PER_UID) {
+			if (dp_now() != last_warn)
+				pr_warn("uid %u holds %d connections; refusing more",
+					(unsigned)cred.uid, CLIENTS_PER_UID);
+			last_warn = dp_now();
 			close(fd);
 			continue;
 		}
@@ -634,7 +705,8 @@ static void client_accept(struct deputyd *d)
 			c->pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
 		ev.events = EPOLLIN;
 		ev.data.ptr = c;
-		if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		/* Without a pidfd the peer checks could be fooled by a reused pid. */
+		if (c->pidfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
 			close(fd);
@@ -667,6 +739,8 @@ void server_client_close(struct deputyd *d, struct client *c)
 		close(c->pidfd);
 	free(c->wbuf);
 	free(c);
+	if (!d->stopping)
+		accept_pause(d, false);
 }
 
 void server_session_gone(struct session *s)
@@ -699,15 +773,49 @@ static void client_dispatch(struct deputyd *d, struct client *c, const struct dp
 	c->dead = true;
 }
 
+/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read
+ * stops it (main's back-pressure rule: deputyd buffers no more than one unread reply's
+ * worth); the rest waits until client_flush has sent everything. */
+static void client_process(struct deputyd *d, struct client *c)
+{
+	size_t off = 0;
+
+	while (!c->dead && c->wlen == 0 && c->rlen - off >= DP_PROTO_HDR_LEN) {
+		struct dp_hdr h;
+		int err;
+
+		memcpy(&h, c->rbuf + off, sizeof(h));
+		err = dp_hdr_check(&h);
+		if (err) {
+			pr_warn("client pid %d: %s; closing", (int)c->pid,
+				err == -EPROTO ? "unsupported protocol version"
+					       : "message over the size limit");
+			c->dead = true;
+			return;
+		}
+		if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
+			break;
+		client_dispatch(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
+		off += DP_PROTO_HDR_LEN + h.len;
+	}
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+		c->partial_since = dp_now();
+	}
+}
+
 /* Reads what the socket holds (up to one maximal frame) and dispatches every complete frame
  * in it: one recv per request in the common case, not one per header and payload. */
 static void client_readable(struct deputyd *d, struct client *c)
 {
-	for (int rounds = 0; rounds < 64 && !c->dead; rounds++) {
-		size_t room = sizeof(c->rbuf) - c->rlen, off = 0;
-		bool was_empty = c->rlen == 0;
-		ssize_t r = recv(c->fd, c->rbuf + c->rlen, room, 0);
+	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
+		size_t room = sizeof(c->rbuf) - c->rlen;
+		ssize_t r;
 
+		if (room == 0)
+			return; /* a full buffer is a whole frame, waiting for its reply's room */
+		r = recv(c->fd, c->rbuf + c->rlen, room, 0);
 		if (r == 0) {
 			if (c->rlen)
 				pr_warn("client pid %d: closed mid-message", (int)c->pid);
@@ -721,31 +829,10 @@ static void client_readable(struct deputyd *d, struct client *c)
 				c->dead = true;
 			return;
 		}
-		c->rlen += (size_t)r;
-		while (!c->dead && c->rlen - off >= DP_PROTO_HDR_LEN) {
-			struct dp_hdr h;
-			int err;
-
-			memcpy(&h, c->rbuf + off, sizeof(h));
-			err = dp_hdr_check(&h);
-			if (err) {
-				pr_warn("client pid %d: %s; closing", (int)c->pid,
-					err == -EPROTO ? "unsupported protocol version"
-						       : "message over the size limit");
-				c->dead = true;
-				return;
-			}
-			if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
-				break;
-			client_dispatch(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
-			off += DP_PROTO_HDR_LEN + h.len;
-		}
-		if (off) {
-			memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-			c->rlen -= off;
-		}
-		if (c->rlen && (off || was_empty))
+		if (c->rlen == 0)
 			c->partial_since = dp_now();
+		c->rlen += (size_t)r;
+		client_process(d, c);
 		/* Level-triggered epoll reports what is left; no recv just to see EAGAIN. */
 		if ((size_t)r < room)
 			return;
@@ -759,7 +846,9 @@ static void clients_reap(struct deputyd *d)
 
 	for (; c; c = next) {
 		next = c->next;
-		if (!c->dead && c->rlen > 0 && now - c->partial_since > CLIENT_PARTIAL_TIMEOUT) {
+		/* Frames held back while the peer does not read its replies are not incomplete. */
+		if (!c->dead && c->rlen > 0 && c->wlen == 0 &&
+		    now - c->partial_since > CLIENT_PARTIAL_TIMEOUT) {
 			pr_warn("client pid %d: message incomplete for %ds; closing", (int)c->pid,
 				CLIENT_PARTIAL_TIMEOUT);
 			c->dead = true;
@@ -953,6 +1042,7 @@ int server_run(struct deputyd *d)
 				if (read(d->timer_fd, &ticks, sizeof(ticks)) < 0) {
 					/* nothing to do: the next tick comes anyway */
 				}
+				accept_pause(d, false);
 				session_tick(d);
 				if (dp_now() - last_policy >= d->cfg->resolve_interval) {
 					last_policy = dp_now();
@@ -965,8 +1055,11 @@ int server_run(struct deputyd *d)
 
 				if (c->dead)
 					continue;
-				if (evs[i].events & EPOLLOUT)
+				if (evs[i].events & EPOLLOUT) {
 					client_flush(d, c);
+					/* frames read before the peer stopped reading */
+					client_process(d, c);
+				}
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					client_readable(d, c);
 			}

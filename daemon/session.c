@@ -66,6 +66,64 @@ int session_log(struct session *s, const char *type, json_t *fields)
 	return rc;
 }
 
+/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	size_t len;
+	uint32_t cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+json_t *session_text(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), o = 0;
+	json_t *j = json_stringn(s, n);
+	char *out;
+
+	if (j)
+		return j;
+	out = malloc(n * 4 + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_seq(p + i, n - i);
+
+		if (k == 0) {
+			o += (size_t)sprintf(out + o, "\\x%02x", p[i]);
+			i++;
+			continue;
+		}
+		memcpy(out + o, p + i, k);
+		o += k;
+		i += k;
+	}
+	j = json_stringn(out, o);
+	free(out);
+	return j;
+}
+
 /* ---- cookies the shim accounted for -------------------------------------------------- */
 
 static size_t cookie_slot(uint64_t cookie, size_t cap)
@@ -73,10 +131,34 @@ static size_t cookie_slot(uint64_t cookie, size_t cap)
 	return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
+/* A socket's cookie is looked up when its connect event arrives, shortly after the shim
+ * claimed it, so only recent cookies matter; the agent may claim any number. Past this
+ * many the set starts a new generation and drops the one before the last. */
+#define COOKIE_GENERATION 65536
+
+static bool cookie_slots_have(const uint64_t *slots, size_t cap, uint64_t cookie)
+{
+	if (!cap)
+		return false;
+	for (size_t j = cookie_slot(cookie, cap);; j = (j + 1) & (cap - 1)) {
+		if (slots[j] == cookie)
+			return true;
+		if (!slots[j])
+			return false;
+	}
+}
+
 int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
 {
 	if (cookie == 0)
 		return 0;
+	if (cs->used >= COOKIE_GENERATION) {
+		free(cs->old);
+		cs->old = cs->slots;
+		cs->old_cap = cs->cap;
+		cs->slots = NULL;
+		cs->cap = cs->used = 0;
+	}
 	if ((cs->used + 1) * 2 > cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 64;
 		uint64_t *slots = calloc(cap, sizeof(*slots));
@@ -109,14 +191,8 @@ int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
 
 bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie)
 {
-	if (!cs->cap || cookie == 0)
-		return false;
-	for (size_t j = cookie_slot(cookie, cs->cap);; j = (j + 1) & (cs->cap - 1)) {
-		if (cs->slots[j] == cookie)
-			return true;
-		if (!cs->slots[j])
-			return false;
-	}
+	return cookie != 0 && (cookie_slots_have(cs->slots, cs->cap, cookie) ||
+			       cookie_slots_have(cs->old, cs->old_cap, cookie));
 }
 
 /* ---- open ------------------------------------------------------------------------------ */
@@ -180,6 +256,7 @@ static void session_free(struct session *s)
 	}
 	free(s->tokens);
 	free(s->cookies.slots);
+	free(s->cookies.old);
 	free(s);
 }
 
@@ -222,6 +299,21 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 		session_free(s);
 		return -EINVAL;
 	}
+	/* A process of a session that opened another would leave its cgroup: it would outlive
+	 * its session and its records would go to another log. */
+	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) == 0) {
+		const char *parent = d->cg_parent + strlen(d->cg_root);
+		size_t n = strlen(parent);
+
+		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
+			dp_err_set(err,
+				   "session: pid %d is in session %.22s: it cannot open another "
+				   "session",
+				   (int)pid, s->leader_cg + n + 1);
+			session_free(s);
+			return -EPERM;
+		}
+	}
 	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
 	if (rc) {
 		pr_info("grant refused for uid %u (%s): %s", (unsigned)uid, s->agent, gerr.msg);
@@ -257,7 +349,7 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 	}
 	jargv = json_array();
 	for (size_t i = 0; i < argc; i++)
-		json_array_append_new(jargv, json_string(argv[i]));
+		json_array_append_new(jargv, session_text(argv[i]));
 	rc = session_log(s, "session_open",
 			 json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
 				   "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
@@ -332,8 +424,13 @@ static void session_finish(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
 	json_t *counts;
-	uint64_t lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
+	uint64_t lost;
 
+	/* The session's last events go in before the counts are taken and the log sealed: they
+	 * may still be in the ring buffer when the timer or deputy run says the session ended. */
+	if (d->kernel)
+		kernel_consume(d->kernel);
+	lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
 	counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
 			   (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
 			   "passthrough", (json_int_t)s->counts.passthrough, "responses",
@@ -341,10 +438,8 @@ static void session_finish(struct deputyd *d, struct session *s)
 			   (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
 			   "unmediated", (json_int_t)s->counts.unmediated, "lost_events",
 			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
-	if (d->kernel) {
-		kernel_consume(d->kernel); /* the session's last events go in before the seal */
+	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
-	}
 	if (!counts || audit_seal(s->log, d->key, d->cfg->issuer, counts) != 0)
 		pr_warn("session %s: cannot seal the audit log", s->id);
 	json_decref(counts);
@@ -407,6 +502,55 @@ void session_close_all(struct deputyd *d)
 
 /* ---- restart ---------------------------------------------------------------------------- */
 
+/* The counts of a resumed session start from what its log already holds, counted by the
+ * rules the live counters follow (decide.c, server.c, policy.c), so the seal covers the
+ * whole session and not only the part after the restart. */
+static void session_recount(struct session *s)
+{
+	char *text = NULL, *line, *nl;
+
+	if (dp_read_file(audit_path(s->log), 256u << 20, &text, NULL) != 0)
+		return;
+	for (line = text; *line; line = nl + 1) {
+		json_t *rec;
+		const char *type, *family;
+
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		rec = json_loadb(line, (size_t)(nl - line), 0, NULL);
+		type = json_string_value(json_object_get(rec, "type")) ?: "";
+		family = json_string_value(json_object_get(rec, "family")) ?: "";
+		if (strcmp(type, "token") == 0) {
+			s->counts.tokens++;
+		} else if (strcmp(type, "passthrough") == 0) {
+			s->counts.passthrough++;
+		} else if (strcmp(type, "response") == 0) {
+			s->counts.responses++;
+		} else if (strcmp(type, "deny") == 0) {
+			const char *layer = json_string_value(json_object_get(rec, "layer")) ?: "";
+
+			s->counts.denies++;
+			/* unrouted "monitor": logged as a deny, let through as a passthrough */
+			if (strcmp(layer, "daemon") == 0 &&
+			    json_is_false(json_object_get(rec, "enforced")))
+				s->counts.passthrough++;
+		} else if (strcmp(type, "connect") == 0 &&
+			   (strcmp(family, "inet") == 0 || strcmp(family, "inet6") == 0)) {
+			const char *verdict =
+			    json_string_value(json_object_get(rec, "verdict")) ?: "";
+
+			s->counts.connects++;
+			if (strcmp(verdict, "block") == 0)
+				s->counts.blocked++;
+			if (!json_is_true(json_object_get(rec, "mediated")))
+				s->counts.unmediated++;
+		}
+		json_decref(rec);
+	}
+	free(text);
+}
+
 static void session_recover_one(struct deputyd *d, const char *id)
 {
 	char path[PATH_MAX];
@@ -456,6 +600,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 			s->grant = calloc(1, sizeof(*s->grant));
 		return;
 	}
+	session_recount(s);
 	if (policy_apply(d, s) != 0)
 		pr_warn("session %s: cannot reinstall kernel policy", id);
 	/* Watch deputy run again, if the pid still names a process of this session. */
@@ -498,26 +643,45 @@ int session_recover(struct deputyd *d)
 
 /* ---- reading logs ----------------------------------------------------------------------- */
 
+/* A record is one line of at most AUDIT_MAX_LINE bytes, so the first and last records are
+ * read from the ends of the file: their cost must not grow with the log, which an agent
+ * can make as long as it likes. */
 static json_t *first_and_last_record(const char *path, json_t **last)
 {
-	char *text = NULL;
-	size_t len = 0;
-	json_t *first;
-	const char *nl;
+	static char buf[AUDIT_MAX_LINE + 1];
+	json_t *first = NULL;
+	struct stat st;
+	ssize_t n;
+	char *nl;
+	int fd;
 
 	*last = NULL;
-	if (dp_read_file(path, 256u << 20, &text, &len) != 0)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return NULL;
-	nl = memchr(text, '\n', len);
-	first = json_loadb(text, nl ? (size_t)(nl - text) : len, 0, NULL);
-	if (len > 1) {
-		size_t end = text[len - 1] == '\n' ? len - 1 : len, start = end;
+	if (fstat(fd, &st) < 0)
+		goto out;
+	n = pread(fd, buf, sizeof(buf), 0);
+	if (n <= 0)
+		goto out;
+	nl = memchr(buf, '\n', (size_t)n);
+	first = json_loadb(buf, nl ? (size_t)(nl - buf) : (size_t)n, 0, NULL);
+	if (st.st_size > 1) {
+		off_t from = st.st_size > (off_t)sizeof(buf) ? st.st_size - (off_t)sizeof(buf) : 0;
+		size_t end, start;
 
-		while (start > 0 && text[start - 1] != '\n')
+		n = pread(fd, buf, sizeof(buf), from);
+		if (n <= 0)
+			goto out;
+		end = buf[n - 1] == '\n' ? (size_t)n - 1 : (size_t)n;
+		start = end;
+		while (start > 0 && buf[start - 1] != '\n')
 			start--;
-		*last = json_loadb(text + start, end - start, 0, NULL);
+		if (start > 0 || from == 0)
+			*last = json_loadb(buf + start, end - start, 0, NULL);
 	}
-	free(text);
+out:
+	close(fd);
 	return first;
 }
 
