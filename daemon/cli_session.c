@@ -216,7 +216,18 @@ int cmd_run(int argc, char **argv)
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c), 0);
 	dp_msg_put_str(&m, DP_T_SESSION, session);
 	dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
-	if (dpc_call(&c, &m, &err) != 0)
+	rc = dpc_call(&c, &m, &err);
+	if (rc != 0 && rc != -EPERM) {
+		/* deputyd restarted meanwhile: tell the new one, from a new connection. */
+		dpc_close(&c);
+		if (dpc_connect(&c, sock, &err) == 0) {
+			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c), 0);
+			dp_msg_put_str(&m, DP_T_SESSION, session);
+			dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
+			rc = dpc_call(&c, &m, &err);
+		}
+	}
+	if (rc != 0)
 		cli_fail("run", "closing session %s: %s", session, err.msg);
 	free(session);
 	free(user);

@@ -19,6 +19,7 @@
 /* Under "token_binding": "session" a cached token is reused while it has at least this much
  * of its life left, so a backend never receives one that expires in flight. */
 #define SESSION_TOKEN_MIN_LEFT 10
+#define DECIDE_TOKEN_MAX 20000
 
 static bool is_tchar(char ch)
 {
@@ -211,6 +212,14 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 	}
 	if (!token) {
 		deny(s, r, out, method, htu, rt->scope, true, "out of memory");
+		return;
+	}
+	/* A token must fit in one reply frame with room to spare; refused before it is logged
+	 * as given. Only an absurd grant (a huge sub) or URL gets here. */
+	if (strlen(token) > DECIDE_TOKEN_MAX) {
+		free(token);
+		deny(s, r, out, method, htu, rt->scope, true, "the token would exceed %d bytes",
+		     DECIDE_TOKEN_MAX);
 		return;
 	}
 	if (session_log(s, "token",

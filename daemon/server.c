@@ -385,7 +385,20 @@ static void on_session_close(struct deputyd *d, struct client *c, const struct d
 			     struct fields *f)
 {
 	struct session *s = c->controls;
+	char why[256];
 
+	/* After a deputyd restart deputy run's first connection is gone: its leader process
+	 * (same pid, proven in the session by the peer checks) may close it from a new one. */
+	if (!s && f->str[DP_T_SESSION]) {
+		s = session_find(d, f->str[DP_T_SESSION]);
+		if (s && !(c->pid == s->leader && !s->control && !c->controls &&
+			   peer_in_session(c, s, why, sizeof(why))))
+			s = NULL;
+		if (s) {
+			s->control = c;
+			c->controls = s;
+		}
+	}
 	if (!s || !f->str[DP_T_SESSION] || strcmp(f->str[DP_T_SESSION], s->id) != 0) {
 		reply_error(d, c, h->seq, "session: only the connection that opened it may close it");
 		return;
@@ -402,7 +415,7 @@ static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *
 {
 	static const uint16_t need[] = { DP_T_SESSION, DP_T_SCHEME, DP_T_HOST, DP_T_PORT,
 					 DP_T_METHOD, DP_T_TARGET };
-	uint8_t buf[8192];
+	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct decide_req r;
 	struct decide_res res;
 	struct dp_msg m;
@@ -437,7 +450,8 @@ static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *
 		dp_msg_put_str(&m, DP_T_JTI, res.jti);
 	}
 	dp_msg_put_str(&m, DP_T_SCOPE, res.scope ? res.scope : "");
-	dp_msg_put_str(&m, DP_T_USER, s->grant->sub);
+	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
+	dp_msg_put(&m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
 	free(res.token);
 	client_send(d, c, &m);
 }

@@ -222,9 +222,9 @@ static void session_state_path(struct deputyd *d, const char *id, char *out, siz
 static int session_save_state(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
-	json_t *st = json_pack("{s:s, s:s, s:I, s:I, s:I}", "grant", s->grant->token, "agent",
+	json_t *st = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "grant", s->grant->token, "agent",
 			       s->agent, "uid", (json_int_t)s->uid, "pid", (json_int_t)s->leader,
-			       "opened", (json_int_t)s->opened);
+			       "opened", (json_int_t)s->opened, "leader_cgroup", s->leader_cg);
 	char *text;
 	int rc;
 
@@ -355,14 +355,14 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 				   "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
 				   s->grant->jti, "argv", jargv, "uid", (json_int_t)uid, "pid",
 				   (json_int_t)pid, "cgroup", s->cg_rel));
+	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) != 0)
+		s->leader_cg[0] = '\0';
 	if (rc == 0)
 		rc = session_save_state(d, s);
 	if (rc) {
 		dp_err_set(err, "session: cannot write the audit log: %s", strerror(-rc));
 		goto fail;
 	}
-	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) != 0)
-		s->leader_cg[0] = '\0';
 	rc = cgroup_move(s->cg_path, pid);
 	/* If the process that asked is gone, its pid may already name another process. */
 	if (rc == 0 && pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
@@ -580,6 +580,8 @@ static void session_recover_one(struct deputyd *d, const char *id)
 	s->uid = (uid_t)json_integer_value(json_object_get(st, "uid"));
 	s->leader = (pid_t)json_integer_value(json_object_get(st, "pid"));
 	s->opened = json_integer_value(json_object_get(st, "opened"));
+	snprintf(s->leader_cg, sizeof(s->leader_cg), "%s",
+		 json_string_value(json_object_get(st, "leader_cgroup")) ?: "");
 	s->agent = strdup(json_string_value(json_object_get(st, "agent")) ?: "agent:?");
 	populated = cgroup_populated(s->cg_path);
 	rc = grant_verify(d->trust, json_string_value(json_object_get(st, "grant")) ?: "",

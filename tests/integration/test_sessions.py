@@ -336,6 +336,22 @@ def killing_deputyd_loses_no_acknowledged_record_and_restart_resumes():
 
 
 @case
+def deputy_run_closes_with_a_restarted_deputyd():
+    d = dt.Deputyd().start()
+    p, sid = start_session(d, d.idp.grant(), seconds=3)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.start()
+    out, err = p.communicate(timeout=30)
+    eq(p.returncode, 0, "deputy run exits with the command's status: " + err)
+    check("closing session" not in err, "deputy run reached the new deputyd: " + err)
+    recs = d.wait_closed(sid)
+    eq(recs[-1]["counts"]["exit_status"], 0)
+    v = d.cli("audit", "verify", sid)
+    eq(v.returncode, 0, v.stderr.decode())
+
+
+@case
 def sighup_reloads_routes_without_dropping_sessions():
     d = dt.Deputyd().start()
     g = d.idp.grant(scope="email:send files:write",
