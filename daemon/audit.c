@@ -355,7 +355,8 @@ int audit_verify(const char *text, size_t len, const struct dp_keyset *keys, boo
 			if (keys) {
 				struct dp_err serr;
 
-				if (audit_verify_seal(rec, keys, session, lineno - 1, prev, &serr)) {
+				if (audit_verify_seal(rec, keys, session, lineno - 1, prev,
+						      &serr)) {
 					dp_err_set(err, "line %llu: %s", (unsigned long long)lineno,
 						   serr.msg);
 					rc = -EBADMSG;

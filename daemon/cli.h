@@ -8,12 +8,12 @@
 
 #include "util.h"
 
-int cmd_grant(int argc, char **argv);    /* cli_token.c */
-int cmd_verify(int argc, char **argv);   /* cli_token.c */
-int cmd_run(int argc, char **argv);      /* cli_session.c */
+int cmd_grant(int argc, char **argv);	 /* cli_token.c */
+int cmd_verify(int argc, char **argv);	 /* cli_token.c */
+int cmd_run(int argc, char **argv);	 /* cli_session.c */
 int cmd_sessions(int argc, char **argv); /* cli_session.c */
-int cmd_logs(int argc, char **argv);     /* cli_session.c */
-int cmd_audit(int argc, char **argv);    /* cli_session.c */
+int cmd_logs(int argc, char **argv);	 /* cli_session.c */
+int cmd_audit(int argc, char **argv);	 /* cli_session.c */
 
 /* "deputy: <what>: <why>" on stderr; returns 1 (the failure exit status). */
 int cli_fail(const char *what, const char *fmt, ...) DP_PRINTF(2, 3);

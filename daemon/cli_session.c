@@ -28,16 +28,16 @@
 /* ---- deputy run --------------------------------------------------------------------------- */
 
 static const char run_help[] =
-	"usage: deputy run --grant FILE --agent NAME [--socket PATH] -- CMD [ARG…]\n"
-	"Runs CMD as a session of agent \"agent:NAME\" for the user of the grant. deputyd\n"
-	"verifies the grant; CMD runs with LD_PRELOAD=libdeputy.so, DEPUTY_SOCKET and\n"
-	"DEPUTY_SESSION=<session id>. Exits with CMD's status (128+N if killed by signal N).\n"
-	"When CMD exits, the session ends and any process it left behind is killed.\n"
-	"  --grant FILE   the user's grant (a JWT; '-' reads it from standard input)\n"
-	"  --agent NAME   the agent's name (letters, digits, '.', '_', '-')\n"
-	"  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET or " DP_DEFAULT_SOCKET ")\n"
-	"The shim is $DEPUTY_PRELOAD if set, else libdeputy.so beside this program or in\n"
-	"../lib/deputy/.\n";
+    "usage: deputy run --grant FILE --agent NAME [--socket PATH] -- CMD [ARG…]\n"
+    "Runs CMD as a session of agent \"agent:NAME\" for the user of the grant. deputyd\n"
+    "verifies the grant; CMD runs with LD_PRELOAD=libdeputy.so, DEPUTY_SOCKET and\n"
+    "DEPUTY_SESSION=<session id>. Exits with CMD's status (128+N if killed by signal N).\n"
+    "When CMD exits, the session ends and any process it left behind is killed.\n"
+    "  --grant FILE   the user's grant (a JWT; '-' reads it from standard input)\n"
+    "  --agent NAME   the agent's name (letters, digits, '.', '_', '-')\n"
+    "  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET or " DP_DEFAULT_SOCKET ")\n"
+    "The shim is $DEPUTY_PRELOAD if set, else libdeputy.so beside this program or in\n"
+    "../lib/deputy/.\n";
 
 static pid_t run_child = -1;
 
@@ -117,16 +117,16 @@ static int run_exec(char **cmd, const char *shim, const char *sock, const char *
 
 int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = { { "grant", required_argument, NULL, 'g' },
-					      { "agent", required_argument, NULL, 'a' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "help", no_argument, NULL, 'h' },
-					      { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
+					     {"agent", required_argument, NULL, 'a'},
+					     {"socket", required_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dpc c;
 	char shim[PATH_MAX], *grant, *session, *user;
-	struct sigaction sa = { .sa_handler = run_forward };
+	struct sigaction sa = {.sa_handler = run_forward};
 	struct dp_msg m;
 	struct dp_err err;
 	int opt, status, rc;
@@ -221,7 +221,8 @@ int cmd_run(int argc, char **argv)
 		/* deputyd restarted meanwhile: tell the new one, from a new connection. */
 		dpc_close(&c);
 		if (dpc_connect(&c, sock, &err) == 0) {
-			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c), 0);
+			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c),
+				    0);
 			dp_msg_put_str(&m, DP_T_SESSION, session);
 			dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
 			rc = dpc_call(&c, &m, &err);
@@ -254,8 +255,8 @@ static int simple_call(const char *what, const char *sock_opt, uint16_t type, co
 }
 
 /* Fetch a whole session log (or the part after *offset) into a growing buffer. */
-static int fetch_log(struct dpc *c, const char *session, char **text, size_t *len,
-		     uint64_t *offset, bool *closed, struct dp_err *err)
+static int fetch_log(struct dpc *c, const char *session, char **text, size_t *len, uint64_t *offset,
+		     bool *closed, struct dp_err *err)
 {
 	for (;;) {
 		const uint8_t *v;
@@ -286,8 +287,8 @@ static int fetch_log(struct dpc *c, const char *session, char **text, size_t *le
 /* ---- deputy sessions ------------------------------------------------------------------------ */
 
 static const char sessions_help[] =
-	"usage: deputy sessions [--json] [--socket PATH]\n"
-	"Lists sessions, open and closed, with their counts (yours; root sees all).\n";
+    "usage: deputy sessions [--json] [--socket PATH]\n"
+    "Lists sessions, open and closed, with their counts (yours; root sees all).\n";
 
 static long long count_of(json_t *e, const char *k)
 {
@@ -304,10 +305,10 @@ static int by_opened(const void *a, const void *b)
 
 int cmd_sessions(int argc, char **argv)
 {
-	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "help", no_argument, NULL, 'h' },
-					      { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+					     {"socket", required_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	static struct dpc c;
 	const char *sock_opt = NULL;
 	bool as_json = false;
@@ -374,10 +375,10 @@ int cmd_sessions(int argc, char **argv)
 /* ---- deputy logs --------------------------------------------------------------------------- */
 
 static const char logs_help[] =
-	"usage: deputy logs SESSION [--json] [--follow] [--socket PATH]\n"
-	"Shows a session's records: time, pid/comm, what, verdict, and the chain\n"
-	"user→agent→scope→status. --json prints the raw records, one per line; --follow\n"
-	"keeps printing until the session closes.\n";
+    "usage: deputy logs SESSION [--json] [--follow] [--socket PATH]\n"
+    "Shows a session's records: time, pid/comm, what, verdict, and the chain\n"
+    "user→agent→scope→status. --json prints the raw records, one per line; --follow\n"
+    "keeps printing until the session closes.\n";
 
 struct log_view {
 	json_t *status_by_jti; /* jti -> response status, for the chain column */
@@ -425,8 +426,9 @@ static void print_record(struct log_view *lv, json_t *rec)
 	} else if (strcmp(type, "deny") == 0) {
 		json_t *enf = json_object_get(rec, "enforced");
 
-		snprintf(what, sizeof(what), "%s%s%s%s", js(rec, "method"), *js(rec, "method") ? " " : "",
-			 js(rec, "url"), *js(rec, "url") ? ": " : "");
+		snprintf(what, sizeof(what), "%s%s%s%s", js(rec, "method"),
+			 *js(rec, "method") ? " " : "", js(rec, "url"),
+			 *js(rec, "url") ? ": " : "");
 		snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s", js(rec, "reason"));
 		snprintf(verdict, sizeof(verdict), "deny(%s)%s", js(rec, "layer"),
 			 json_is_false(enf) ? " not enforced" : "");
@@ -451,7 +453,8 @@ static void print_record(struct log_view *lv, json_t *rec)
 		snprintf(verdict, sizeof(verdict), "%s%s", js(rec, "verdict"),
 			 json_is_false(json_object_get(rec, "enforced")) ? " not enforced" : "");
 		snprintf(chain, sizeof(chain), "%s",
-			 json_is_true(json_object_get(rec, "mediated")) ? "mediated" : "UNMEDIATED");
+			 json_is_true(json_object_get(rec, "mediated")) ? "mediated"
+									: "UNMEDIATED");
 	} else if (strcmp(type, "disconnect") == 0) {
 		snprintf(what, sizeof(what), "closed %s:%lld after %.3f ms", js(rec, "daddr"),
 			 (long long)json_integer_value(json_object_get(rec, "dport")),
@@ -515,15 +518,15 @@ static void index_responses(struct log_view *lv, const char *text, size_t len)
 
 int cmd_logs(int argc, char **argv)
 {
-	static const struct option opts[] = { { "json", no_argument, NULL, 'j' },
-					      { "follow", no_argument, NULL, 'f' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "help", no_argument, NULL, 'h' },
-					      { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+					     {"follow", no_argument, NULL, 'f'},
+					     {"socket", required_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	static struct dpc c;
 	const char *sock_opt = NULL, *session;
 	bool as_json = false, follow = false, closed = false;
-	struct log_view lv = { 0 };
+	struct log_view lv = {0};
 	struct dp_err err;
 	char *text = NULL;
 	size_t len = 0, done = 0;
@@ -580,18 +583,18 @@ int cmd_logs(int argc, char **argv)
 /* ---- deputy audit verify --------------------------------------------------------------------- */
 
 static const char audit_help[] =
-	"usage: deputy audit verify SESSION|FILE [--jwks FILE] [--socket PATH]\n"
-	"Checks a session log's hash chain and, once the session is closed, the signature of\n"
-	"its session_close record by deputyd's key. A FILE is checked locally against --jwks\n"
-	"(default: jwks.json in the log's state directory); a SESSION id is fetched from\n"
-	"deputyd. Exits 0 if intact, 1 naming the first bad line.\n";
+    "usage: deputy audit verify SESSION|FILE [--jwks FILE] [--socket PATH]\n"
+    "Checks a session log's hash chain and, once the session is closed, the signature of\n"
+    "its session_close record by deputyd's key. A FILE is checked locally against --jwks\n"
+    "(default: jwks.json in the log's state directory); a SESSION id is fetched from\n"
+    "deputyd. Exits 0 if intact, 1 naming the first bad line.\n";
 
 int cmd_audit(int argc, char **argv)
 {
-	static const struct option opts[] = { { "jwks", required_argument, NULL, 'k' },
-					      { "socket", required_argument, NULL, 's' },
-					      { "help", no_argument, NULL, 'h' },
-					      { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{"jwks", required_argument, NULL, 'k'},
+					     {"socket", required_argument, NULL, 's'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	const char *jwks_path = NULL, *sock_opt = NULL, *target;
 	char *text = NULL, *jwks = NULL;
 	size_t len = 0, jlen = 0;

@@ -19,7 +19,7 @@ const char *dpc_socket_path(const char *opt)
 
 int dpc_connect(struct dpc *c, const char *path, struct dp_err *err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
 	c->seq = 0;
 	if (strlen(path) >= sizeof(sa.sun_path)) {

@@ -26,30 +26,30 @@ struct dp_route {
 	char *path;   /* glob (fnmatch, '*' crosses '/'); NULL = any */
 	enum dp_action action;
 	char *audience; /* delegate only */
-	char *scope;    /* delegate only: exactly one scope token */
-	char *header;   /* delegate only; default "Authorization" */
+	char *scope;	/* delegate only: exactly one scope token */
+	char *header;	/* delegate only; default "Authorization" */
 };
 
 struct dp_trusted_issuer {
 	char *issuer;
 	char *jwks_file; /* exactly one of jwks_file, jwks_uri */
-	char *jwks_uri;  /* https:// */
+	char *jwks_uri;	 /* https:// */
 };
 
 struct dp_cidr {
-	int family;    /* AF_INET or AF_INET6 */
+	int family; /* AF_INET or AF_INET6 */
 	unsigned char addr[16];
 	int prefix;
-	char *text;    /* as written */
+	char *text; /* as written */
 };
 
 struct dp_config {
 	char *path; /* where it was loaded from, for SIGHUP */
 	char *issuer;
-	char *socket;      /* default /run/deputy/deputy.sock */
+	char *socket;	   /* default /run/deputy/deputy.sock */
 	char *state_dir;   /* default /var/lib/deputy */
 	char *signing_key; /* default <state_dir>/signing-key.pem */
-	int token_ttl;     /* seconds, default 60, 5..86400 */
+	int token_ttl;	   /* seconds, default 60, 5..86400 */
 	char *http_listen; /* default 127.0.0.1:8471; NULL when disabled ("off" or "") */
 	struct dp_trusted_issuer *issuers;
 	size_t n_issuers;
@@ -57,12 +57,12 @@ struct dp_config {
 	size_t n_routes;
 	struct dp_cidr *allow_cidrs;
 	size_t n_allow_cidrs;
-	enum dp_unrouted unrouted; /* default deny */
-	bool enforce;              /* default true */
-	bool kernel;               /* "kernel": "on" (default) / "off" */
+	enum dp_unrouted unrouted;     /* default deny */
+	bool enforce;		       /* default true */
+	bool kernel;		       /* "kernel": "on" (default) / "off" */
 	enum dp_binding token_binding; /* default request */
-	bool allow_resolvers;          /* default true: nameservers of /etc/resolv.conf, port 53 */
-	int resolve_interval;          /* seconds between re-resolving route hosts, default 300 */
+	bool allow_resolvers;	       /* default true: nameservers of /etc/resolv.conf, port 53 */
+	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
 };
 
@@ -75,8 +75,8 @@ void config_free(struct dp_config *cfg);
  * (brackets around an IPv6 literal and one trailing dot ignored), method exactly
  * (upper-case), path as a glob against the request path without query or fragment.
  * A NULL method or path matches only routes that leave it unset. NULL when none matches. */
-const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host,
-					  int port, const char *method, const char *path);
+const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host, int port,
+					  const char *method, const char *path);
 
 const char *config_action_name(enum dp_action a);
 

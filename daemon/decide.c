@@ -113,7 +113,8 @@ static struct token_cache_entry *token_cache_find(struct session *s, const char 
 						  const char *scope)
 {
 	for (size_t i = 0; i < s->n_tokens; i++)
-		if (strcmp(s->tokens[i].audience, aud) == 0 && strcmp(s->tokens[i].scope, scope) == 0)
+		if (strcmp(s->tokens[i].audience, aud) == 0 &&
+		    strcmp(s->tokens[i].scope, scope) == 0)
 			return &s->tokens[i];
 	return NULL;
 }
@@ -193,16 +194,16 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 		ttl = d->cfg->token_ttl;
 		if (g->exp - now < ttl)
 			ttl = (int)(g->exp - now);
-		mr = (struct mint_request){ .grant = g,
-					    .issuer = d->cfg->issuer,
-					    .agent = s->agent,
-					    .session = s->id,
-					    .audience = rt->audience,
-					    .scope = rt->scope,
-					    .htm = bind_session ? NULL : method,
-					    .htu = bind_session ? NULL : htu,
-					    .ttl = ttl,
-					    .now = now };
+		mr = (struct mint_request){.grant = g,
+					   .issuer = d->cfg->issuer,
+					   .agent = s->agent,
+					   .session = s->id,
+					   .audience = rt->audience,
+					   .scope = rt->scope,
+					   .htm = bind_session ? NULL : method,
+					   .htu = bind_session ? NULL : htu,
+					   .ttl = ttl,
+					   .now = now};
 		if (mint_token(d->key, &mr, &token, jti, &exp, &err) != 0) {
 			deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
 			return;
@@ -277,10 +278,11 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 		deny(s, r, out, method, url, NULL, true, "a route denies %s %s", method, url);
 		return;
 	case DP_ACTION_PASSTHROUGH:
-		if (session_log(s, "passthrough",
-				with_peer(json_pack("{s:s, s:s}", "method", method, "url", url), r)) !=
-		    0) {
-			snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
+		if (session_log(
+			s, "passthrough",
+			with_peer(json_pack("{s:s, s:s}", "method", method, "url", url), r)) != 0) {
+			snprintf(out->reason, sizeof(out->reason),
+				 "the audit log cannot be written");
 			return;
 		}
 		s->counts.passthrough++;

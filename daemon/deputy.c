@@ -10,12 +10,12 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *summary;
 } commands[] = {
-	{ "run", cmd_run, "run a command as a session of an agent for a user" },
-	{ "sessions", cmd_sessions, "list sessions, open and closed" },
-	{ "logs", cmd_logs, "show a session's connections and actions" },
-	{ "audit", cmd_audit, "verify a session log's hash chain and signature" },
-	{ "grant", cmd_grant, "issue a grant JWT from an issuer key (no IdP)" },
-	{ "verify", cmd_verify, "verify a delegation token as a backend does" },
+    {"run", cmd_run, "run a command as a session of an agent for a user"},
+    {"sessions", cmd_sessions, "list sessions, open and closed"},
+    {"logs", cmd_logs, "show a session's connections and actions"},
+    {"audit", cmd_audit, "verify a session log's hash chain and signature"},
+    {"grant", cmd_grant, "issue a grant JWT from an issuer key (no IdP)"},
+    {"verify", cmd_verify, "verify a delegation token as a backend does"},
 };
 
 static void usage(FILE *out)

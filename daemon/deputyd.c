@@ -74,7 +74,8 @@ static int setup_cgroups(struct deputyd *d)
 	int rc = cgroup_root(d->cg_root, sizeof(d->cg_root));
 
 	if (rc)
-		return fail("cgroup", "no cgroup2 file system is mounted (see /proc/self/mountinfo)");
+		return fail("cgroup",
+			    "no cgroup2 file system is mounted (see /proc/self/mountinfo)");
 	snprintf(d->cg_parent, sizeof(d->cg_parent), "%s/%s", d->cg_root, d->cfg->cgroup);
 	rc = cgroup_create(d->cg_parent);
 	if (rc)
@@ -92,8 +93,7 @@ static int setup_kernel(struct deputyd *d)
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
-	    kernel_open(d->cg_parent, policy_on_kernel_event, d, &d->kernel,
-			&err) != 0)
+	    kernel_open(d->cg_parent, policy_on_kernel_event, d, &d->kernel, &err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
 	return 0;
@@ -101,11 +101,11 @@ static int setup_kernel(struct deputyd *d)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
-						  { NULL, 0, NULL, 0 } };
+	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
 	const char *config_path = DP_DEFAULT_CONFIG;
 	bool foreground = false, verbose = false, check_only = false;
-	struct deputyd d = { .listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1 };
+	struct deputyd d = {.listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1};
 	struct dp_httpd *httpd = NULL;
 	struct dp_err err;
 	int opt, rc = 1;
@@ -142,7 +142,8 @@ int main(int argc, char **argv)
 	if (config_load(config_path, &d.cfg, &err) != 0)
 		return fail("config", "%s", err.msg);
 	if (check_only) {
-		/* Also load the issuers' key sets: a config naming a missing jwks_file is not ok. */
+		/* Also load the issuers' key sets: a config naming a missing jwks_file is not ok.
+		 */
 		d.trust = trust_new(d.cfg, &err);
 		if (!d.trust) {
 			config_free(d.cfg);
@@ -156,7 +157,8 @@ int main(int argc, char **argv)
 	}
 	if (geteuid() != 0) {
 		config_free(d.cfg);
-		return fail("start", "must run as root (it creates cgroups and loads eBPF programs)");
+		return fail("start",
+			    "must run as root (it creates cgroups and loads eBPF programs)");
 	}
 	umask(022);
 	if (setup_dirs(&d) || setup_key(&d))

@@ -45,14 +45,14 @@ struct session {
 	char *agent; /* "agent:NAME" */
 	uid_t uid;
 	pid_t leader;
-	int leader_pidfd; /* deputy run: when it is gone, the session ends */
+	int leader_pidfd;	  /* deputy run: when it is gone, the session ends */
 	char leader_cg[PATH_MAX]; /* where deputy run came from, to return it there at close */
-	char cg_path[PATH_MAX]; /* absolute */
-	char cg_rel[PATH_MAX];  /* as /proc/PID/cgroup shows it */
+	char cg_path[PATH_MAX];	  /* absolute */
+	char cg_rel[PATH_MAX];	  /* as /proc/PID/cgroup shows it */
 	uint64_t cg_id;
 	struct audit_log *log;
 	struct client *control; /* deputy run's connection */
-	int exit_status;        /* -1 until deputy run reports it */
+	int exit_status;	/* -1 until deputy run reports it */
 	int64_t opened, close_requested;
 	struct {
 		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
@@ -70,9 +70,9 @@ struct deputyd {
 	struct dp_kernel *kernel; /* NULL under "kernel": "off" */
 	struct session *sessions;
 	size_t n_sessions;
-	char cg_root[PATH_MAX];   /* cgroup2 mount */
+	char cg_root[PATH_MAX];	  /* cgroup2 mount */
 	char cg_parent[PATH_MAX]; /* <root>/<cfg->cgroup> */
-	char log_dir[PATH_MAX];   /* <state_dir>/sessions */
+	char log_dir[PATH_MAX];	  /* <state_dir>/sessions */
 	int epfd, listen_fd, signal_fd, timer_fd;
 	bool stopping;
 	uint64_t lost_reported;
@@ -110,14 +110,14 @@ struct decide_req {
 	const char *scheme, *host, *method, *target;
 	int port;
 	uint64_t cookie;
-	pid_t pid;        /* the asking process, for the log */
+	pid_t pid;	  /* the asking process, for the log */
 	const char *comm; /* its name */
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
 	char reason[256];
 	const char *header; /* borrowed from config */
-	char *token;        /* malloc'd */
+	char *token;	    /* malloc'd */
 	char jti[DP_ID_LEN];
 	const char *scope;
 };

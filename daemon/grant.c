@@ -102,7 +102,7 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 		if (ci->jwks_file) {
 			/* A key file is local configuration: unreadable means misconfigured, and
 			 * deputyd refuses to start. A jwks_uri may be down for a while: logged. */
-			struct dp_err lerr = { "" };
+			struct dp_err lerr = {""};
 
 			ti->loaded_at = now;
 			ti->keys = jwks_load(ti->source, &lerr);

@@ -35,8 +35,8 @@ struct dp_grant {
 /* Verify a grant JWT: issuer trusted, kid known, alg pinned to the key, signature, exp,
  * nbf/iat (skew), aud == audience (deputyd's issuer), sub/jti/exp present, may_act.sub ==
  * agent. 0 and *out, or -EACCES/-EINVAL with err saying why. */
-int grant_verify(struct dp_trust *trust, const char *token, const char *audience,
-		 const char *agent, int64_t now, struct dp_grant **out, struct dp_err *err) DP_WUR;
+int grant_verify(struct dp_trust *trust, const char *token, const char *audience, const char *agent,
+		 int64_t now, struct dp_grant **out, struct dp_err *err) DP_WUR;
 void grant_free(struct dp_grant *g);
 bool grant_has_scope(const struct dp_grant *g, const char *scope);
 bool grant_has_resource(const struct dp_grant *g, const char *resource);

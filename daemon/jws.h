@@ -60,8 +60,8 @@ void dp_keyset_free(struct dp_keyset *ks);
 char *dp_jws_sign(const struct dp_key *key, const char *typ, const json_t *claims,
 		  struct dp_err *err);
 /* The same over an already encoded JSON payload (the minting fast path). typ may be NULL. */
-char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *payload,
-		      size_t len, struct dp_err *err);
+char *dp_jws_sign_raw(const struct dp_key *key, const char *typ, const char *payload, size_t len,
+		      struct dp_err *err);
 
 /* A parsed but not yet verified JWS. */
 struct dp_jws {

@@ -90,7 +90,6 @@ int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max);
  * cgroup2, cgroup socket programs or ring buffers unsupported). */
 int kernel_available(struct dp_err *err);
 
-
 /* Names for the audit log (design: Audit log, `connect`): "inet", "inet6", "unix",
  * "packet" or "other"; "tcp", "udp" or "other"; "allow" / "block"; and the event type
  * ("connect", "sendmsg", "socket_refused", "close", "unix_connect", "unknown"). */

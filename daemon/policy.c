@@ -52,7 +52,7 @@ static void allow_add(int family, const void *addr, int prefix, uint16_t port)
 
 static void allow_host(const char *host, int port)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
 	int rc = getaddrinfo(host, NULL, &hints, &res);
 
 	if (rc != 0) {
@@ -211,8 +211,8 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 	case DP_EV_CLOSE:
 		session_log(s, "disconnect",
 			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
-				      "family", kernel_family_name(ev->family), "daddr", addr, "dport",
-				      (json_int_t)ev->port, "duration_us",
+				      "family", kernel_family_name(ev->family), "daddr", addr,
+				      "dport", (json_int_t)ev->port, "duration_us",
 				      (json_int_t)(ev->duration_ns / 1000), "established",
 				      (ev->flags & DP_EVF_ESTABLISHED) != 0));
 		break;

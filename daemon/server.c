@@ -55,7 +55,7 @@ struct client {
 	pid_t pid;
 	uid_t uid;
 	struct session *bound; /* the session this peer proved it belongs to */
-	char comm[17];         /* the peer's name, read once when it is bound */
+	char comm[17];	       /* the peer's name, read once when it is bound */
 	struct session *controls;
 	uint8_t rbuf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	size_t rlen;
@@ -97,7 +97,7 @@ static void client_flush(struct deputyd *d, struct client *c)
 	}
 	/* The common case (the reply fit) costs no epoll_ctl: only undo an armed EPOLLOUT. */
 	if (c->want_out) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 
 		epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 		c->want_out = false;
@@ -247,7 +247,8 @@ static int fields_parse(const uint8_t *p, size_t len, struct fields *f, char *wh
 		f->rawlen[tag] = vlen;
 		if (tag_is_u64(tag)) {
 			if (vlen != 8) {
-				snprintf(why, whysz, "integer field tag %u of length %u", tag, vlen);
+				snprintf(why, whysz, "integer field tag %u of length %u", tag,
+					 vlen);
 				return -EBADMSG;
 			}
 			memcpy(&f->u64[tag], v, 8);
@@ -353,7 +354,7 @@ typedef void (*handler_fn)(struct deputyd *d, struct client *c, const struct dp_
 static void on_session_open(struct deputyd *d, struct client *c, const struct dp_hdr *h,
 			    struct fields *f)
 {
-	static const uint16_t need[] = { DP_T_GRANT, DP_T_AGENT };
+	static const uint16_t need[] = {DP_T_GRANT, DP_T_AGENT};
 	uint8_t buf[1024];
 	struct dp_msg m;
 	struct session *s;
@@ -400,7 +401,8 @@ static void on_session_close(struct deputyd *d, struct client *c, const struct d
 		}
 	}
 	if (!s || !f->str[DP_T_SESSION] || strcmp(f->str[DP_T_SESSION], s->id) != 0) {
-		reply_error(d, c, h->seq, "session: only the connection that opened it may close it");
+		reply_error(d, c, h->seq,
+			    "session: only the connection that opened it may close it");
 		return;
 	}
 	/* Close first: deputy run is moved out of the session's cgroup before the rest is
@@ -410,11 +412,10 @@ static void on_session_close(struct deputyd *d, struct client *c, const struct d
 	reply_ok(d, c, h->seq);
 }
 
-static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *h,
-		      struct fields *f)
+static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *h, struct fields *f)
 {
-	static const uint16_t need[] = { DP_T_SESSION, DP_T_SCHEME, DP_T_HOST, DP_T_PORT,
-					 DP_T_METHOD, DP_T_TARGET };
+	static const uint16_t need[] = {DP_T_SESSION, DP_T_SCHEME, DP_T_HOST,
+					DP_T_PORT,    DP_T_METHOD, DP_T_TARGET};
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct decide_req r;
 	struct decide_res res;
@@ -477,8 +478,7 @@ static void on_response(struct deputyd *d, struct client *c, const struct dp_hdr
 		reply_ok(d, c, h->seq);
 }
 
-static void on_conn(struct deputyd *d, struct client *c, const struct dp_hdr *h,
-		    struct fields *f)
+static void on_conn(struct deputyd *d, struct client *c, const struct dp_hdr *h, struct fields *f)
 {
 	struct session *s;
 	char why[256];
@@ -621,8 +621,7 @@ static void on_log_read(struct deputyd *d, struct client *c, const struct dp_hdr
 	client_send(d, c, &m);
 }
 
-static void on_jwks(struct deputyd *d, struct client *c, const struct dp_hdr *h,
-		    struct fields *f)
+static void on_jwks(struct deputyd *d, struct client *c, const struct dp_hdr *h, struct fields *f)
 {
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	struct dp_msg m;
@@ -636,15 +635,15 @@ static const struct {
 	uint16_t type;
 	handler_fn fn;
 } handlers[] = {
-	{ DP_MSG_SESSION_OPEN, on_session_open },
-	{ DP_MSG_SESSION_CLOSE, on_session_close },
-	{ DP_MSG_DECIDE, on_decide },
-	{ DP_MSG_RESPONSE, on_response },
-	{ DP_MSG_CONN, on_conn },
-	{ DP_MSG_DENY_REPORT, on_deny_report },
-	{ DP_MSG_SESSIONS, on_sessions },
-	{ DP_MSG_LOG_READ, on_log_read },
-	{ DP_MSG_JWKS, on_jwks },
+    {DP_MSG_SESSION_OPEN, on_session_open},
+    {DP_MSG_SESSION_CLOSE, on_session_close},
+    {DP_MSG_DECIDE, on_decide},
+    {DP_MSG_RESPONSE, on_response},
+    {DP_MSG_CONN, on_conn},
+    {DP_MSG_DENY_REPORT, on_deny_report},
+    {DP_MSG_SESSIONS, on_sessions},
+    {DP_MSG_LOG_READ, on_log_read},
+    {DP_MSG_JWKS, on_jwks},
 };
 
 /* ---- connections ------------------------------------------------------------------- */
@@ -876,7 +875,7 @@ static void clients_reap(struct deputyd *d)
 
 static int server_listen(struct deputyd *d)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	const char *path = d->cfg->socket;
 	char dir[PATH_MAX];
 	char *slash;
@@ -938,11 +937,11 @@ static void server_reload(struct deputyd *d)
 	/* Keep what only a restart may change; take routes, issuers and policy. */
 	{
 		struct dp_config *old = d->cfg;
-#define KEEP(field)                                                                          \
-	do {                                                                                 \
-		char *t_ = cfg->field;                                                       \
-		cfg->field = old->field;                                                     \
-		old->field = t_;                                                             \
+#define KEEP(field)                                                                                \
+	do {                                                                                       \
+		char *t_ = cfg->field;                                                             \
+		cfg->field = old->field;                                                           \
+		old->field = t_;                                                                   \
 	} while (0)
 		KEEP(socket);
 		KEEP(state_dir);
@@ -963,7 +962,7 @@ static void server_reload(struct deputyd *d)
 
 static int epoll_add_tag(struct deputyd *d, int fd, uintptr_t tag)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
 
 	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
@@ -973,7 +972,7 @@ static int epoll_add_tag(struct deputyd *d, int fd, uintptr_t tag)
 static int server_wait(struct deputyd *d, struct epoll_event *evs, int max, long timeout_us)
 {
 	static bool no_pwait2;
-	struct timespec ts = { timeout_us / 1000000, (timeout_us % 1000000) * 1000 };
+	struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
 	int n;
 
 	if (timeout_us < 0)
@@ -989,8 +988,8 @@ static int server_wait(struct deputyd *d, struct epoll_event *evs, int max, long
 
 int server_run(struct deputyd *d)
 {
-	struct itimerspec its = { .it_interval = { 0, TICK_MS * 1000000L },
-				  .it_value = { 0, TICK_MS * 1000000L } };
+	struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L},
+				 .it_value = {0, TICK_MS * 1000000L}};
 	int64_t last_policy = dp_now();
 	bool refilling = false;
 	sigset_t mask;
@@ -1011,8 +1010,8 @@ int server_run(struct deputyd *d)
 	if (d->signal_fd < 0 || d->timer_fd < 0 || d->epfd < 0)
 		return -errno;
 	timerfd_settime(d->timer_fd, 0, &its, NULL);
-	if (epoll_add_tag(d, d->listen_fd, EP_LISTEN) || epoll_add_tag(d, d->signal_fd, EP_SIGNAL) ||
-	    epoll_add_tag(d, d->timer_fd, EP_TIMER))
+	if (epoll_add_tag(d, d->listen_fd, EP_LISTEN) ||
+	    epoll_add_tag(d, d->signal_fd, EP_SIGNAL) || epoll_add_tag(d, d->timer_fd, EP_TIMER))
 		return -errno;
 	if (d->kernel && epoll_add_tag(d, kernel_fd(d->kernel), EP_KERNEL))
 		return -errno;

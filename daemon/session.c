@@ -351,10 +351,10 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 	for (size_t i = 0; i < argc; i++)
 		json_array_append_new(jargv, session_text(argv[i]));
 	rc = session_log(s, "session_open",
-			 json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
-				   "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
-				   s->grant->jti, "argv", jargv, "uid", (json_int_t)uid, "pid",
-				   (json_int_t)pid, "cgroup", s->cg_rel));
+			 json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user",
+				   s->grant->sub, "agent", s->agent, "grant_iss", s->grant->iss,
+				   "grant_jti", s->grant->jti, "argv", jargv, "uid",
+				   (json_int_t)uid, "pid", (json_int_t)pid, "cgroup", s->cg_rel));
 	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) != 0)
 		s->leader_cg[0] = '\0';
 	if (rc == 0)
@@ -475,7 +475,8 @@ void session_tick(struct deputyd *d)
 			session_finish(d, s);
 			continue;
 		}
-		if (s->state == SESSION_CLOSING && now - s->close_requested >= CLOSE_GRACE_SECONDS) {
+		if (s->state == SESSION_CLOSING &&
+		    now - s->close_requested >= CLOSE_GRACE_SECONDS) {
 			cgroup_kill(s->cg_path);
 			s->close_requested = now;
 		}
@@ -611,8 +612,8 @@ static void session_recover_one(struct deputyd *d, const char *id)
 		char cg[PATH_MAX];
 		size_t n = strlen(s->cg_rel);
 
-		if (cgroup_of_pid(s->leader, cg, sizeof(cg)) != 0 || strncmp(cg, s->cg_rel, n) != 0 ||
-		    (cg[n] != '\0' && cg[n] != '/')) {
+		if (cgroup_of_pid(s->leader, cg, sizeof(cg)) != 0 ||
+		    strncmp(cg, s->cg_rel, n) != 0 || (cg[n] != '\0' && cg[n] != '/')) {
 			close(s->leader_pidfd);
 			s->leader_pidfd = -1;
 		}
@@ -733,10 +734,10 @@ ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *
 
 static json_t *session_summary(const char *id, json_t *first, json_t *last, bool open)
 {
-	json_t *e = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "session", id, "state",
-			      open ? "open" : "closed", "user", json_object_get(first, "user"),
-			      "agent", json_object_get(first, "agent"), "uid",
-			      json_object_get(first, "uid"), "opened", json_object_get(first, "ts"));
+	json_t *e = json_pack(
+	    "{s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "session", id, "state", open ? "open" : "closed",
+	    "user", json_object_get(first, "user"), "agent", json_object_get(first, "agent"), "uid",
+	    json_object_get(first, "uid"), "opened", json_object_get(first, "ts"));
 
 	if (e && !open && json_is_object(last) &&
 	    strcmp(json_string_value(json_object_get(last, "type")) ?: "", "session_close") == 0) {
@@ -771,18 +772,19 @@ json_t *session_list_json(struct deputyd *d)
 		s = session_find(d, id);
 		e = session_summary(id, first, last, s != NULL);
 		if (e && s) {
-			json_t *counts = json_pack(
-				"{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
-				(json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
-				"passthrough", (json_int_t)s->counts.passthrough, "responses",
-				(json_int_t)s->counts.responses, "connects",
-				(json_int_t)s->counts.connects, "blocked",
-				(json_int_t)s->counts.blocked, "unmediated",
-				(json_int_t)s->counts.unmediated);
+			json_t *counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
+						   (json_int_t)s->counts.tokens, "denies",
+						   (json_int_t)s->counts.denies, "passthrough",
+						   (json_int_t)s->counts.passthrough, "responses",
+						   (json_int_t)s->counts.responses, "connects",
+						   (json_int_t)s->counts.connects, "blocked",
+						   (json_int_t)s->counts.blocked, "unmediated",
+						   (json_int_t)s->counts.unmediated);
 
 			if (counts && d->kernel)
-				json_object_set_new(counts, "lost_events",
-						    json_integer((json_int_t)kernel_lost_events(d->kernel)));
+				json_object_set_new(
+				    counts, "lost_events",
+				    json_integer((json_int_t)kernel_lost_events(d->kernel)));
 			json_object_set_new(e, "counts", counts);
 		}
 		if (e)

@@ -42,7 +42,7 @@ void dp_log_use_syslog(void)
 
 void dp_vlog(enum dp_log_level lvl, const char *fmt, va_list ap)
 {
-	static const int prio[] = { LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	static const int prio[] = {LOG_WARNING, LOG_INFO, LOG_DEBUG};
 	char line[1024];
 	int n;
 
@@ -76,7 +76,7 @@ void dp_log(enum dp_log_level lvl, const char *fmt, ...)
 }
 
 static const char b64url_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 ssize_t dp_b64url_encode(const void *in, size_t n, char *out, size_t outsz)
 {

@@ -25,21 +25,22 @@
 #define DP_PROTO_MAX_PAYLOAD 32768 /* a grant is at most 16 KiB */
 
 enum dp_msg_type {
-	DP_MSG_OK = 1,            /* reply: nothing to say */
-	DP_MSG_ERROR = 2,         /* reply: DP_T_REASON */
-	DP_MSG_SESSION_OPEN = 10, /* GRANT, AGENT, ARGV… -> SESSION_OPENED */
+	DP_MSG_OK = 1,		    /* reply: nothing to say */
+	DP_MSG_ERROR = 2,	    /* reply: DP_T_REASON */
+	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, ARGV… -> SESSION_OPENED */
 	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER */
 	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
-	DP_MSG_DECIDE = 20,   /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
+	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
-	DP_MSG_CONN = 23,     /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
-	DP_MSG_DENY_REPORT = 24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
-	DP_MSG_SESSIONS = 30,    /* -> DATA_REPLY (JSON array) */
-	DP_MSG_LOG_READ = 31,    /* SESSION, OFFSET -> LOG_DATA */
-	DP_MSG_LOG_DATA = 32,    /* DATA, OFFSET (next), STATUS (1 = session closed) */
-	DP_MSG_JWKS = 33,        /* -> DATA_REPLY (deputyd's JWKS JSON) */
-	DP_MSG_DATA_REPLY = 34,  /* reply: DATA */
+	DP_MSG_CONN = 23, /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
+	DP_MSG_DENY_REPORT =
+	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
+	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */
+	DP_MSG_LOG_READ = 31,	/* SESSION, OFFSET -> LOG_DATA */
+	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
+	DP_MSG_JWKS = 33,	/* -> DATA_REPLY (deputyd's JWKS JSON) */
+	DP_MSG_DATA_REPLY = 34, /* reply: DATA */
 };
 
 enum dp_tag {
@@ -63,7 +64,7 @@ enum dp_tag {
 	DP_T_SCOPE = 18,
 	DP_T_PID = 19,
 	DP_T_FAMILY = 20, /* AF_INET / AF_INET6 */
-	DP_T_ADDR = 21,   /* 4 or 16 raw bytes */
+	DP_T_ADDR = 21,	  /* 4 or 16 raw bytes */
 	DP_T_OFFSET = 22,
 	DP_T_DATA = 23,
 	DP_T_MAX_ = 24,
@@ -97,7 +98,7 @@ struct dp_msg {
 static inline void dp_msg_init(struct dp_msg *m, void *buf, size_t cap, uint16_t type, uint32_t seq,
 			       uint8_t flags)
 {
-	struct dp_hdr h = { 0, DP_PROTO_VERSION, flags, type, seq };
+	struct dp_hdr h = {0, DP_PROTO_VERSION, flags, type, seq};
 
 	m->buf = (uint8_t *)buf;
 	m->cap = cap;

@@ -33,9 +33,8 @@ deputy_verifier *deputy_verifier_new(const char *jwks, char *err, size_t errlen)
 /* 0 when valid; then *claims_json (if claims_json is not NULL) gets the claims as a
  * malloc'd JSON string. -1 and a one-line reason in err when not. scope and issuer may be
  * NULL (not checked). */
-int deputy_verify(deputy_verifier *v, const char *token, const char *audience,
-		  const char *scope, const char *issuer, char **claims_json, char *err,
-		  size_t errlen);
+int deputy_verify(deputy_verifier *v, const char *token, const char *audience, const char *scope,
+		  const char *issuer, char **claims_json, char *err, size_t errlen);
 
 void deputy_verifier_free(deputy_verifier *v);
 

@@ -14,9 +14,9 @@
 
 int main(int argc, char **argv)
 {
-	struct dp_trusted_issuer ti = { 0 };
-	struct dp_config cfg = { 0 };
-	struct dp_err err = { "" };
+	struct dp_trusted_issuer ti = {0};
+	struct dp_config cfg = {0};
+	struct dp_err err = {""};
 	struct dp_grant *g = NULL;
 	struct dp_trust *trust;
 	char buf[DP_JWS_MAX_LEN + 64], *token;

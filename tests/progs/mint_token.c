@@ -17,19 +17,25 @@
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "key", required_argument, NULL, 'k' },    { "idp-iss", required_argument, NULL, 'i' },
-		{ "idp-jwks", required_argument, NULL, 'j' }, { "issuer", required_argument, NULL, 'I' },
-		{ "agent", required_argument, NULL, 'a' },  { "grant", required_argument, NULL, 'g' },
-		{ "aud", required_argument, NULL, 'A' },    { "scope", required_argument, NULL, 's' },
-		{ "htm", required_argument, NULL, 'm' },    { "htu", required_argument, NULL, 'u' },
-		{ "ttl", required_argument, NULL, 't' },    { "age", required_argument, NULL, 'x' },
-		{ NULL, 0, NULL, 0 },
+	    {"key", required_argument, NULL, 'k'},
+	    {"idp-iss", required_argument, NULL, 'i'},
+	    {"idp-jwks", required_argument, NULL, 'j'},
+	    {"issuer", required_argument, NULL, 'I'},
+	    {"agent", required_argument, NULL, 'a'},
+	    {"grant", required_argument, NULL, 'g'},
+	    {"aud", required_argument, NULL, 'A'},
+	    {"scope", required_argument, NULL, 's'},
+	    {"htm", required_argument, NULL, 'm'},
+	    {"htu", required_argument, NULL, 'u'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"age", required_argument, NULL, 'x'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *key_path = NULL, *grant_text = NULL;
-	struct dp_trusted_issuer ti = { 0 };
-	struct dp_config cfg = { 0 };
-	struct mint_request req = { .ttl = 60 };
-	struct dp_err err = { "" };
+	struct dp_trusted_issuer ti = {0};
+	struct dp_config cfg = {0};
+	struct mint_request req = {.ttl = 60};
+	struct dp_err err = {""};
 	struct dp_grant *g = NULL;
 	struct dp_trust *trust;
 	struct dp_key *key;
@@ -39,19 +45,44 @@ int main(int argc, char **argv)
 	dp_log_init("mint_token", DP_LOG_WARN);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'k': key_path = optarg; break;
-		case 'i': ti.issuer = optarg; break;
-		case 'j': ti.jwks_file = optarg; break;
-		case 'I': req.issuer = optarg; break;
-		case 'a': req.agent = optarg; break;
-		case 'g': grant_text = optarg; break;
-		case 'A': req.audience = optarg; break;
-		case 's': req.scope = optarg; break;
-		case 'm': req.htm = optarg; break;
-		case 'u': req.htu = optarg; break;
-		case 't': req.ttl = atoi(optarg); break;
-		case 'x': age = atoi(optarg); break;
-		default: return 2;
+		case 'k':
+			key_path = optarg;
+			break;
+		case 'i':
+			ti.issuer = optarg;
+			break;
+		case 'j':
+			ti.jwks_file = optarg;
+			break;
+		case 'I':
+			req.issuer = optarg;
+			break;
+		case 'a':
+			req.agent = optarg;
+			break;
+		case 'g':
+			grant_text = optarg;
+			break;
+		case 'A':
+			req.audience = optarg;
+			break;
+		case 's':
+			req.scope = optarg;
+			break;
+		case 'm':
+			req.htm = optarg;
+			break;
+		case 'u':
+			req.htu = optarg;
+			break;
+		case 't':
+			req.ttl = atoi(optarg);
+			break;
+		case 'x':
+			age = atoi(optarg);
+			break;
+		default:
+			return 2;
 		}
 	}
 	if (!key_path || !ti.issuer || !ti.jwks_file || !req.issuer || !req.agent || !grant_text) {
