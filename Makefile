@@ -147,7 +147,8 @@ $(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(COMMON_LIB) $(TEST_LDLIBS)
 
-# Fuzz targets: libFuzzer under clang; each also links a plain replay main for gcc builds.
+# Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
+# needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
 $(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
