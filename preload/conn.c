@@ -315,6 +315,33 @@ static void conn_process_head(struct conn *c)
 	}
 }
 
+/* Body bytes that came in the same caller buffer as the head join the head in c->out, so
+ * both leave in one write (one TLS record), as the caller handed them over; the server
+ * reads the request in one piece. Only when the transport takes no partial writes: then a
+ * failed flush fails the whole call as would-block and the caller retries it anyway
+ * (resume skips what c->out already owes), which is what it sees today when the head's own
+ * flush fails. With partial writes the body keeps its own send, whose count the caller
+ * gets back. */
+static void conn_take_body(struct conn *c, const char *p, size_t n, size_t *used)
+{
+	size_t room = CONN_OUT_CAP - c->out_len;
+	struct hh_body probe = c->body;
+	bool done = false;
+	ssize_t k;
+
+	if (c->rq != RQ_BODY || c->out_off != 0 || room == 0 || n == 0)
+		return;
+	k = hh_body_feed(&probe, p, n < room ? n : room, &done);
+	if (k <= 0)
+		return; /* malformed or empty: the RQ_BODY step handles it as before */
+	memcpy(c->out + c->out_len, p, (size_t)k);
+	c->out_len += (size_t)k;
+	c->body = probe;
+	*used += (size_t)k;
+	if (done)
+		c->rq = RQ_HEAD;
+}
+
 static bool conn_buffers(struct conn *c)
 {
 	if (!c->head)
@@ -421,6 +448,8 @@ ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool 
 			if (c->rq == RQ_FIRST)
 				c->rq = RQ_HEAD;
 			conn_process_head(c);
+			if (!partial_ok)
+				conn_take_body(c, buf + used, len - used, &used);
 			if (c->out_off < c->out_len && conn_flush(c, flags) < 0)
 				goto blocked;
 			break;
