@@ -126,19 +126,16 @@ fail:
 	return rc;
 }
 
-int audit_append(struct audit_log *log, const char *type, const json_t *fields)
+char *audit_record_tree(uint64_t seq, const char *ts, const char *session, const char *type,
+			const char *prev, const json_t *fields, size_t *len)
 {
-	char ts[DP_TS_LEN];
 	json_t *rec;
 	char *line;
-	size_t len;
-	int rc = 0;
 
-	dp_timestamp(ts);
-	rec = json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", (json_int_t)log->seq, "ts", ts,
-			"session", log->session, "type", type, "prev", log->prev);
+	rec = json_pack("{s:I, s:s, s:s, s:s, s:s}", "seq", (json_int_t)seq, "ts", ts, "session",
+			session, "type", type, "prev", prev);
 	if (!rec)
-		return -ENOMEM;
+		return NULL;
 	if (fields) {
 		const char *k;
 		json_t *v;
@@ -151,15 +148,166 @@ int audit_append(struct audit_log *log, const char *type, const json_t *fields)
 	}
 	line = json_dumps(rec, JSON_COMPACT | JSON_ENSURE_ASCII);
 	json_decref(rec);
-	if (!line)
-		return -ENOMEM;
-	len = strlen(line);
+	if (line)
+		*len = strlen(line);
+	return line;
+}
+
+/* The text path writes only what needs no escaping itself (printable ASCII without quote
+ * or backslash: jansson copies those bytes as they are); anything else is dumped by
+ * jansson, so both paths give the same bytes by construction. */
+struct audit_buf {
+	char *p;
+	size_t len, cap;
+	bool full;
+};
+
+static void ab_put(struct audit_buf *b, const char *s, size_t n)
+{
+	if (b->full || n >= b->cap - b->len) {
+		b->full = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static bool ab_plain(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch < 0x20 || ch > 0x7f || ch == '"' || ch == '\\')
+			return false;
+	}
+	return true;
+}
+
+/* A member: ,"key":  (the key must be plain: the callers' keys are identifiers). */
+static bool ab_key(struct audit_buf *b, const char *key, bool first)
+{
+	size_t n = strlen(key);
+
+	if (!ab_plain(key, n))
+		return false;
+	ab_put(b, first ? "{\"" : ",\"", 2);
+	ab_put(b, key, n);
+	ab_put(b, "\":", 2);
+	return true;
+}
+
+static bool ab_str(struct audit_buf *b, const char *s, size_t n)
+{
+	if (!ab_plain(s, n))
+		return false;
+	ab_put(b, "\"", 1);
+	ab_put(b, s, n);
+	ab_put(b, "\"", 1);
+	return true;
+}
+
+static bool ab_value(struct audit_buf *b, const json_t *v)
+{
+	char num[32];
+	char *dump;
+	int n;
+
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		if (ab_str(b, json_string_value(v), json_string_length(v)))
+			return true;
+		break;
+	case JSON_INTEGER:
+		n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		ab_put(b, num, (size_t)n);
+		return true;
+	case JSON_TRUE:
+		ab_put(b, "true", 4);
+		return true;
+	case JSON_FALSE:
+		ab_put(b, "false", 5);
+		return true;
+	case JSON_NULL:
+		ab_put(b, "null", 4);
+		return true;
+	default:
+		break;
+	}
+	dump = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+	if (!dump)
+		return false;
+	ab_put(b, dump, strlen(dump));
+	free(dump);
+	return true;
+}
+
+ssize_t audit_record_text(uint64_t seq, const char *ts, const char *session, const char *type,
+			  const char *prev, const json_t *fields, char *buf, size_t cap)
+{
+	static const char *const own[] = {"seq", "ts", "session", "type", "prev"};
+	struct audit_buf b = {.p = buf, .cap = cap};
+	const char *hv[] = {ts, session, type, prev};
+	char num[32];
+	int n;
+
+	ab_key(&b, "seq", true);
+	n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, (json_int_t)seq);
+	ab_put(&b, num, (size_t)n);
+	for (size_t i = 0; i < 4; i++)
+		if (!ab_key(&b, own[i + 1], false) || !ab_str(&b, hv[i], strlen(hv[i])))
+			return -1;
+	if (fields) {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach((json_t *)fields, k, v)
+		{
+			bool dup = false;
+
+			for (size_t i = 0; i < 5; i++)
+				dup |= strcmp(k, own[i]) == 0;
+			if (dup)
+				continue;
+			if (!ab_key(&b, k, false) || !ab_value(&b, v))
+				return -1;
+		}
+	}
+	ab_put(&b, "}", 1);
+	if (b.full)
+		return -1;
+	return (ssize_t)b.len;
+}
+
+int audit_append(struct audit_log *log, const char *type, const json_t *fields)
+{
+	/* Room for the longest line the log takes, its newline and the NUL. */
+	static _Thread_local char text[AUDIT_MAX_LINE + 2];
+	char ts[DP_TS_LEN];
+	char *line, *heap = NULL;
+	size_t len;
+	ssize_t tl;
+	int rc = 0;
+
+	dp_timestamp(ts);
+	tl = audit_record_text(log->seq, ts, log->session, type, log->prev, fields, text,
+			       AUDIT_MAX_LINE);
+	if (tl >= 0) {
+		line = text;
+		len = (size_t)tl;
+	} else {
+		/* Something the text path does not write itself, or a line too long: the
+		 * tree gives the same bytes or the same refusal. */
+		line = heap =
+		    audit_record_tree(log->seq, ts, log->session, type, log->prev, fields, &len);
+		if (!line)
+			return -ENOMEM;
+	}
 	if (len >= AUDIT_MAX_LINE) {
-		free(line);
+		free(heap);
 		return -E2BIG;
 	}
 	audit_hash_line(line, len, log->prev);
-	line[len] = '\n'; /* json_dumps left room for the NUL */
+	line[len] = '\n'; /* both paths left room for a NUL */
 	/* One write: O_APPEND makes it atomic with respect to other appenders. */
 	for (size_t off = 0; off < len + 1;) {
 		ssize_t w = write(log->fd, line + off, len + 1 - off);
@@ -172,7 +320,7 @@ int audit_append(struct audit_log *log, const char *type, const json_t *fields)
 		}
 		off += (size_t)w;
 	}
-	free(line);
+	free(heap);
 	if (rc == 0)
 		log->seq++;
 	return rc;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "jws.h"
 #include "util.h"
@@ -32,6 +33,15 @@ int audit_create(const char *dir, const char *session, struct audit_log **out,
 /* Reopen an existing log to continue it (after a deputyd restart): recovers seq and prev. */
 int audit_reopen(const char *dir, const char *session, struct audit_log **out,
 		 struct dp_err *err) DP_WUR;
+/* One record's line (no newline) built two ways that must give the same bytes: as a
+ * jansson tree dumped compact and ASCII-only (the reference: malloc'd, NULL when out of memory
+ * or a string is not UTF-8), and as text straight into buf (the hot path; its length, or -1
+ * when it needs the tree or the line would not fit in cap). audit_append uses the second
+ * and falls back to the first; both are here for the unit test that keeps them equal. */
+char *audit_record_tree(uint64_t seq, const char *ts, const char *session, const char *type,
+			const char *prev, const json_t *fields, size_t *len);
+ssize_t audit_record_text(uint64_t seq, const char *ts, const char *session, const char *type,
+			  const char *prev, const json_t *fields, char *buf, size_t cap);
 /* Append one record of type with the members of fields (borrowed; may be NULL). */
 int audit_append(struct audit_log *log, const char *type, const json_t *fields) DP_WUR;
 /* Append session_close with counts (borrowed) and the signature, then fdatasync. */
