@@ -39,34 +39,6 @@
 
 #define RUN_TIMEOUT_S 120
 
-/* unit.h's RUN, plus cases that can be skipped (a feature this kernel lacks). */
-static int case_skipped;
-#define skip(...)                                                                                  \
-	do {                                                                                       \
-		printf("SKIP: %s: ", unit_case);                                                   \
-		printf(__VA_ARGS__);                                                               \
-		printf("\n");                                                                      \
-		case_skipped = 1;                                                                  \
-		return;                                                                            \
-	} while (0)
-#define KRUN(fn)                                                                                   \
-	do {                                                                                       \
-		case_skipped = 0;                                                                  \
-		RUN_IF_NOT_SKIPPED(fn);                                                            \
-	} while (0)
-#define RUN_IF_NOT_SKIPPED(fn)                                                                     \
-	do {                                                                                       \
-		int before_ = unit_failed;                                                         \
-		unit_failed = 0;                                                                   \
-		unit_case = #fn;                                                                   \
-		fflush(stdout);                                                                    \
-		fn();                                                                              \
-		if (!unit_failed && !case_skipped)                                                 \
-			printf("PASS: %s\n", #fn);                                                 \
-		unit_failed |= before_;                                                            \
-		fflush(stdout);                                                                    \
-	} while (0)
-
 static char cg_parent[PATH_MAX], cg_s1[PATH_MAX], cg_s2[PATH_MAX], cg_sub[PATH_MAX],
     cg_other[PATH_MAX], cg_other_s[PATH_MAX + 8];
 static uint64_t id_s1, id_s2;
@@ -944,8 +916,8 @@ int main(void)
 	struct dp_err err = {{0}};
 
 	dp_log_init("test_kernel", getenv("DEPUTY_DEBUG") ? DP_LOG_DEBUG : DP_LOG_WARN);
-	KRUN(audit_names);
-	KRUN(cgroup2_found);
+	RUN(audit_names);
+	RUN(cgroup2_found);
 	if (kernel_available(&err) != 0) {
 		printf("%s: kernel: BPF unavailable: %s\n", require ? "FAIL" : "SKIP", err.msg);
 		return require || unit_failed ? 1 : 0;
@@ -959,23 +931,23 @@ int main(void)
 		printf("FAIL: kernel_setup: %s\n", err.msg);
 		return 1;
 	}
-	KRUN(tcp4_blocked);
-	KRUN(tcp4_allowed_and_closed);
-	KRUN(tcp6_loopback);
-	KRUN(v4mapped_gets_ipv4_rules);
-	KRUN(io_uring_connect);
-	KRUN(udp_sendto);
-	KRUN(tcp_fast_open);
-	KRUN(bypass_sockets_refused);
-	KRUN(busybox_static);
-	KRUN(outside_sessions_unaffected);
-	KRUN(sub_cgroup_counts_as_session);
-	KRUN(unenforced_logs_only);
-	KRUN(policy_replace_and_stats);
-	KRUN(unix_connect_logged);
-	KRUN(burst_no_event_lost);
-	KRUN(restart_keeps_enforcing);
-	KRUN(stale_pins_replaced);
+	RUN(tcp4_blocked);
+	RUN(tcp4_allowed_and_closed);
+	RUN(tcp6_loopback);
+	RUN(v4mapped_gets_ipv4_rules);
+	RUN(io_uring_connect);
+	RUN(udp_sendto);
+	RUN(tcp_fast_open);
+	RUN(bypass_sockets_refused);
+	RUN(busybox_static);
+	RUN(outside_sessions_unaffected);
+	RUN(sub_cgroup_counts_as_session);
+	RUN(unenforced_logs_only);
+	RUN(policy_replace_and_stats);
+	RUN(unix_connect_logged);
+	RUN(burst_no_event_lost);
+	RUN(restart_keeps_enforcing);
+	RUN(stale_pins_replaced);
 	cleanup();
 	UNIT_EXIT();
 }

@@ -8,7 +8,18 @@
 #include <string.h>
 
 static int unit_failed;
+static int unit_skipped;
 static const char *unit_case = "?";
+
+/* Skips the running case (a feature this machine lacks); prints SKIP instead of PASS. */
+#define skip(...)                                                                        \
+	do {                                                                             \
+		printf("SKIP: %s: ", unit_case);                                         \
+		printf(__VA_ARGS__);                                                     \
+		printf("\n");                                                            \
+		unit_skipped = 1;                                                        \
+		return;                                                                  \
+	} while (0)
 
 #define fail(...)                                                                        \
 	do {                                                                             \
@@ -33,15 +44,16 @@ static const char *unit_case = "?";
 			     b_ ? b_ : "(null)");                                         \
 	} while (0)
 
-/* Runs one case; prints PASS unless it printed FAIL. */
+/* Runs one case; prints PASS unless it printed FAIL or SKIP. */
 #define RUN(fn)                                                                          \
 	do {                                                                             \
 		int before_ = unit_failed;                                               \
 		unit_failed = 0;                                                         \
+		unit_skipped = 0;                                                        \
 		unit_case = #fn;                                                         \
 		fflush(stdout);                                                          \
 		fn();                                                                    \
-		if (!unit_failed)                                                        \
+		if (!unit_failed && !unit_skipped)                                       \
 			printf("PASS: %s\n", #fn);                                       \
 		unit_failed |= before_;                                                  \
 		fflush(stdout);                                                          \
