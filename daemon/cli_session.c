@@ -238,8 +238,9 @@ int cmd_run(int argc, char **argv)
 
 /* ---- requests that return data ---------------------------------------------------------- */
 
-static int simple_call(const char *what, const char *sock_opt, uint16_t type, const char *session,
-		       uint64_t offset, struct dpc *c, struct dp_err *err)
+/* A request with at most a session and an offset, and its reply in c. */
+static int simple_call(struct dpc *c, uint16_t type, const char *session, uint64_t offset,
+		       struct dp_err *err)
 {
 	static uint8_t buf[4096];
 	struct dp_msg m;
@@ -249,8 +250,6 @@ static int simple_call(const char *what, const char *sock_opt, uint16_t type, co
 		dp_msg_put_str(&m, DP_T_SESSION, session);
 	if (type == DP_MSG_LOG_READ)
 		dp_msg_put_u64(&m, DP_T_OFFSET, offset);
-	(void)what;
-	(void)sock_opt;
 	return dpc_call(c, &m, err);
 }
 
@@ -262,7 +261,7 @@ static int fetch_log(struct dpc *c, const char *session, char **text, size_t *le
 		const uint8_t *v;
 		uint16_t n;
 		char *nt;
-		int rc = simple_call("logs", NULL, DP_MSG_LOG_READ, session, *offset, c, err);
+		int rc = simple_call(c, DP_MSG_LOG_READ, session, *offset, err);
 
 		if (rc)
 			return rc;
@@ -330,7 +329,7 @@ int cmd_sessions(int argc, char **argv)
 			return fputs(sessions_help, stderr), 2;
 	}
 	if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0 ||
-	    simple_call("sessions", sock_opt, DP_MSG_SESSIONS, NULL, 0, &c, &err) != 0)
+	    simple_call(&c, DP_MSG_SESSIONS, NULL, 0, &err) != 0)
 		return cli_fail("sessions", "%s", err.msg);
 	data = dpc_field_str(&c, DP_T_DATA);
 	dpc_close(&c);
@@ -653,7 +652,7 @@ int cmd_audit(int argc, char **argv)
 
 		if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0 ||
 		    fetch_log(&c, target, &text, &len, &offset, &closed, &err) != 0 ||
-		    simple_call("audit", sock_opt, DP_MSG_JWKS, NULL, 0, &c, &err) != 0) {
+		    simple_call(&c, DP_MSG_JWKS, NULL, 0, &err) != 0) {
 			dpc_close(&c);
 			cli_fail("audit", "%s: %s", target, err.msg);
 			goto out;

@@ -27,13 +27,14 @@ static void usage(FILE *out)
 static int fail(const char *what, const char *fmt, ...) DP_PRINTF(2, 3);
 static int fail(const char *what, const char *fmt, ...)
 {
+	char why[512];
 	va_list ap;
 
-	fprintf(stderr, "deputyd: %s: ", what);
+	/* Through the log: stderr before detaching, syslog after, "deputyd: what: why". */
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	pr_warn("%s: %s", what, why);
 	return 1;
 }
 
