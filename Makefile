@@ -42,7 +42,8 @@ endif
 CFLAGS   ?= -O2 -g
 # snprintf truncation is bounded and safe; gcc -O2 flags every path-building call.
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter -Wno-format-truncation
-CPPFLAGS += -D_GNU_SOURCE -Iinclude -Idaemon -I$(BUILD)
+DAEMON_DIRS := daemon/lib daemon/deputyd daemon/cli daemon/proxy
+CPPFLAGS += -D_GNU_SOURCE -Iinclude $(addprefix -I,$(DAEMON_DIRS)) -I$(BUILD)
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP $(SANFLAGS) $(EXTRA_CFLAGS)
 LDLIBS_D := -lbpf -lelf -lz -lcurl -ljansson -lssl -lcrypto -lpthread
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
@@ -50,8 +51,10 @@ ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 # ---- sources ---------------------------------------------------------------
-MAINS        := daemon/deputyd.c daemon/deputy.c
-DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard daemon/*.c))
+# daemon/lib: code deputyd, the CLI and the proxy share; daemon/deputyd, daemon/cli,
+# daemon/proxy: one folder per program, its main.c the entry point.
+MAINS        := daemon/deputyd/main.c daemon/cli/main.c
+DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHIM_SRCS    := $(wildcard preload/*.c)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
@@ -102,11 +105,11 @@ $(COMMON_LIB): $(DAEMON_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/deputyd: $(BUILD)/daemon/deputyd.o $(COMMON_LIB)
+$(BUILD)/deputyd: $(BUILD)/daemon/deputyd/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
-$(BUILD)/deputy: $(BUILD)/daemon/deputy.o $(COMMON_LIB)
+$(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 

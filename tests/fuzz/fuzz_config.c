@@ -4,8 +4,8 @@
  * attacker, but deputyd parses it as root and must refuse, never crash on, anything.
  * Accepted configs are also matched against routes derived from the input.
  */
-#include "../../daemon/util.c"
-#include "../../daemon/config.c"
+#include "../../daemon/lib/util.c"
+#include "../../daemon/lib/config.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -5,9 +5,9 @@
  * recv() would deliver it; whatever happens, the client ends up answered or still reading,
  * and an answer is a well-formed status line.
  */
-#include "../../daemon/util.c"
-#include "../../daemon/config.c"
-#include "../../daemon/httpd.c"
+#include "../../daemon/lib/util.c"
+#include "../../daemon/lib/config.c"
+#include "../../daemon/deputyd/httpd.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -298,7 +298,7 @@ def token_cases(be, certs, issuer):
     out = client_ok(r, 'tls_onebyte (valid token)')
     [rec] = recs_for(be, '/tok-good', 1)
     if (rec['token']['error'] or '').startswith('not checked'):
-        raise Skip('backend built without deputy_verify (daemon/verify.c): %s'
+        raise Skip('backend built without deputy_verify (daemon/lib/verify.c): %s'
                    % rec['token']['error'])
     check_eq(rec['token']['valid'], True, 'valid token (%s)' % rec['token']['error'])
     check_eq(rec['token']['claims']['sub'], 'alice', 'claims.sub')
