@@ -21,9 +21,6 @@ struct dpc_decision {
 	char user[256];
 };
 
-/* Tells deputyd about a connection before it is made (synchronous). 0 or -errno. */
-int dpc_conn(uint64_t cookie, const struct sockaddr *sa, socklen_t salen);
-
 /* Asks for a decision. Never fails open: on any error d->verdict is DP_VERDICT_DENY with
  * the reason set, and the return value is -errno (0 when deputyd answered). */
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,

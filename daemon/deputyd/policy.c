@@ -24,15 +24,20 @@
 static struct dp_kallow *allow;
 static size_t n_allow, cap_allow;
 
-static void allow_add(int family, const void *addr, int prefix, uint16_t port)
+/* One destination named twice (two hosts on one address, a route and allow_cidrs) gets
+ * the union of what each says: DP_RULE_ROUTE then wins over DP_RULE_OPAQUE, so a connection
+ * that some route wants mediated is never left untouched. */
+static void allow_add(int family, const void *addr, int prefix, uint16_t port, uint32_t rule)
 {
 	struct dp_kallow *a;
 
 	for (size_t i = 0; i < n_allow; i++)
 		if (allow[i].family == family && allow[i].prefix == prefix &&
 		    allow[i].port == port &&
-		    memcmp(allow[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
+		    memcmp(allow[i].addr, addr, family == AF_INET ? 4 : 16) == 0) {
+			allow[i].rule |= rule;
 			return;
+		}
 	if (n_allow == cap_allow) {
 		size_t cap = cap_allow ? cap_allow * 2 : 32;
 		struct dp_kallow *n = realloc(allow, cap * sizeof(*n));
@@ -48,9 +53,10 @@ static void allow_add(int family, const void *addr, int prefix, uint16_t port)
 	memcpy(a->addr, addr, family == AF_INET ? 4 : 16);
 	a->prefix = prefix;
 	a->port = port;
+	a->rule = rule;
 }
 
-static void allow_host(const char *host, int port)
+static void allow_host(const char *host, int port, uint32_t rule)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
 	int rc = getaddrinfo(host, NULL, &hints, &res);
@@ -62,10 +68,10 @@ static void allow_host(const char *host, int port)
 	for (ai = res; ai; ai = ai->ai_next) {
 		if (ai->ai_family == AF_INET)
 			allow_add(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 32,
-				  (uint16_t)port);
+				  (uint16_t)port, rule);
 		else if (ai->ai_family == AF_INET6)
 			allow_add(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 128,
-				  (uint16_t)port);
+				  (uint16_t)port, rule);
 	}
 	freeaddrinfo(res);
 }
@@ -83,11 +89,22 @@ static void allow_resolvers(void)
 		if (sscanf(line, " nameserver %46s", addr) != 1)
 			continue;
 		if (inet_pton(AF_INET, addr, bin) == 1)
-			allow_add(AF_INET, bin, 32, 53);
+			allow_add(AF_INET, bin, 32, 53, DP_RULE_ALLOW);
 		else if (inet_pton(AF_INET6, addr, bin) == 1)
-			allow_add(AF_INET6, bin, 128, 53);
+			allow_add(AF_INET6, bin, 128, 53, DP_RULE_ALLOW);
 	}
 	fclose(f);
+}
+
+/* What a route makes of its destination (DP_RULE_*): a deny route's is only marked, so the
+ * shim refuses there what it cannot read, and is allowed only if something else allows it. */
+static uint32_t policy_route_rule(const struct dp_route *rt)
+{
+	uint32_t strict = rt->action == DP_ACTION_PASSTHROUGH ? 0 : DP_RULE_STRICT;
+
+	if (rt->action == DP_ACTION_DENY)
+		return strict;
+	return DP_RULE_ALLOW | strict | (rt->tls_opaque ? DP_RULE_OPAQUE : DP_RULE_ROUTE);
 }
 
 static void policy_compute(struct deputyd *d)
@@ -96,13 +113,16 @@ static void policy_compute(struct deputyd *d)
 
 	n_allow = 0;
 	for (size_t i = 0; i < cfg->n_routes; i++)
-		if (cfg->routes[i].action != DP_ACTION_DENY)
-			allow_host(cfg->routes[i].host, cfg->routes[i].port);
+		allow_host(cfg->routes[i].host, cfg->routes[i].port,
+			   policy_route_rule(&cfg->routes[i]));
 	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)
 		allow_add(cfg->allow_cidrs[i].family, cfg->allow_cidrs[i].addr,
-			  cfg->allow_cidrs[i].prefix, 0);
+			  cfg->allow_cidrs[i].prefix, 0, DP_RULE_ALLOW);
 	if (cfg->allow_resolvers)
 		allow_resolvers();
+	/* Here because every config change comes through here before sessions get rules. */
+	if (kernel_proxy_configure(d->kernel, cfg) != 0)
+		pr_warn("policy: cannot tell the kernel where the proxy listens");
 }
 
 int policy_apply(struct deputyd *d, struct session *s)
@@ -132,6 +152,33 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 	return NULL;
 }
 
+/* A `connect` record: who mediates the connection (design: Audit log, `mediator`), or
+ * why nobody does. */
+static json_t *policy_connect_fields(struct deputyd *d, const struct dp_event *ev, const char *comm,
+				     const char *addr)
+{
+	bool block = ev->verdict == DP_EV_BLOCK;
+	const char *mediator = ev->flags & DP_EVF_CLAIMED   ? "shim"
+			       : ev->flags & DP_EVF_PROXIED ? "proxy"
+							    : NULL;
+	json_t *o =
+	    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}", "pid",
+		      (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid, "comm", session_text(comm),
+		      "family", kernel_family_name(ev->family), "protocol",
+		      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr, "dport",
+		      (json_int_t)ev->port, "verdict", block ? "block" : "allow", "enforced",
+		      block ? ev->enforced != 0 : d->cfg->enforce, "mediated", mediator != NULL,
+		      "cookie", (json_int_t)ev->cookie);
+
+	if (o && mediator)
+		json_object_set_new(o, "mediator", json_string(mediator));
+	else if (o && (ev->flags & DP_EVF_OPAQUE))
+		json_object_set_new(o, "reason", json_string("tls opaque"));
+	else if (o && (ev->flags & DP_EVF_UNMEDIATED))
+		json_object_set_new(o, "reason", json_string("not mediated"));
+	return o;
+}
+
 void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 {
 	struct deputyd *d = ctx;
@@ -146,7 +193,7 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 	comm[DP_EV_COMM_LEN] = '\0';
 	if (ev->family == AF_INET || ev->family == AF_INET6)
 		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
-	mediated = cookie_set_has(&s->cookies, ev->cookie);
+	mediated = ev->flags & (DP_EVF_CLAIMED | DP_EVF_PROXIED);
 
 	switch (ev->type) {
 	case DP_EV_CONNECT:
@@ -156,25 +203,18 @@ void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
 			s->counts.blocked++;
 		if (!mediated)
 			s->counts.unmediated++;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
-				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "protocol",
-				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
-				      addr, "dport", (json_int_t)ev->port, "verdict",
-				      block ? "block" : "allow", "enforced",
-				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
-				      mediated, "cookie", (json_int_t)ev->cookie));
+		session_log(s, "connect", policy_connect_fields(d, ev, comm, addr));
 		if (block && ev->enforced) {
 			s->counts.denies++;
-			session_log(s, "deny",
-				    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
-					      "kernel", "reason",
-					      "destination not allowed by the session's routes",
-					      "pid", (json_int_t)ev->tgid, "comm",
-					      session_text(comm), "daddr", addr, "dport",
-					      (json_int_t)ev->port, "enforced", true));
+			session_log(
+			    s, "deny",
+			    json_pack(
+				"{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel", "reason",
+				ev->flags & DP_EVF_UNMEDIATED
+				    ? "not mediated"
+				    : "destination not allowed by the session's routes",
+				"pid", (json_int_t)ev->tgid, "comm", session_text(comm), "daddr",
+				addr, "dport", (json_int_t)ev->port, "enforced", true));
 		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
