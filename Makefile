@@ -54,7 +54,11 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # daemon/lib: code deputyd, the CLI and the proxy share; daemon/deputyd, daemon/cli,
 # daemon/proxy: one folder per program, its main.c the entry point.
 MAINS        := daemon/deputyd/main.c daemon/cli/main.c
-DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
+# The proxy links only what it needs (util, the shim's HTTP parser), never deputyd's code.
+PROXY_SRCS   := $(wildcard daemon/proxy/*.c)
+PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/daemon/proxy/httphead.o \
+		$(BUILD)/daemon/lib/util.o
+DAEMON_SRCS  := $(filter-out $(MAINS) $(PROXY_SRCS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHIM_SRCS    := $(wildcard preload/*.c)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
@@ -71,7 +75,7 @@ FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
 
 COMMON_LIB := $(BUILD)/libdeputy-common.a
-BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(BUILD)/deputy-proxy
 
 .PHONY: all test check demo bench deps install clean fuzz tests-build
 all: $(BINS)
@@ -113,6 +117,20 @@ $(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
+$(BUILD)/daemon/proxy/httphead.o: preload/httphead.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Ipreload -c $< -o $@
+
+$(BUILD)/daemon/proxy/%.o: daemon/proxy/%.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Ipreload -c $< -o $@
+
+$(BUILD)/deputy-proxy: $(PROXY_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ -lssl -lcrypto -lpthread
+
 # ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
 $(BUILD)/preload/%.pic.o: preload/%.c
 	$(call msg,CC,$@)
@@ -152,7 +170,7 @@ $(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
 
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
 # needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(PROXY_SRCS) $(SHIM_SRCS)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(CPPFLAGS) -Ipreload -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
@@ -183,6 +201,7 @@ install: all
 	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
 	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
+	install -m 0755 $(BUILD)/deputy-proxy $(DESTDIR)$(PREFIX)/lib/deputy/deputy-proxy
 	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
 
