@@ -110,8 +110,9 @@ struct decide_req {
 	const char *scheme, *host, *method, *target;
 	int port;
 	uint64_t cookie;
-	pid_t pid;	  /* the asking process, for the log */
-	const char *comm; /* its name */
+	pid_t pid;	      /* the asking process, for the log */
+	const char *comm;     /* its name */
+	const char *mediator; /* "proxy" for the proxy's requests; NULL: the shim's */
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
@@ -123,6 +124,9 @@ struct decide_res {
 };
 void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	    struct decide_res *out);
+/* The DECISION reply's fields for res (shim and proxy get the same). */
+struct dp_msg;
+void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const struct session *s);
 
 /* policy.c: kernel allow lists for every session (routes' resolved addresses, allow_cidrs,
  * resolvers). */

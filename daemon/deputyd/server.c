@@ -30,6 +30,7 @@
 
 #include "cgroup.h"
 #include "kernel.h"
+#include "proxyd.h"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -46,7 +47,7 @@
 #define PRESIGN_CAP 4096
 #define PRESIGN_IDLE_US 200
 
-enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_CLIENT_BASE };
+enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY, EP_CLIENT_BASE };
 
 struct client {
 	struct client *next;
@@ -355,10 +356,11 @@ static void on_session_open(struct deputyd *d, struct client *c, const struct dp
 			    struct fields *f)
 {
 	static const uint16_t need[] = {DP_T_GRANT, DP_T_AGENT};
-	uint8_t buf[1024];
+	uint8_t buf[4096];
 	struct dp_msg m;
 	struct session *s;
 	struct dp_err err;
+	const char *ca;
 	char why[128];
 
 	if (!fields_require(f, need, DP_ARRAY_SIZE(need), why, sizeof(why))) {
@@ -376,9 +378,17 @@ static void on_session_open(struct deputyd *d, struct client *c, const struct dp
 	}
 	c->controls = s;
 	c->bound = s;
+	/* The proxy's CA for this session: deputy run makes the agent trust it. */
+	ca = proxyd_session_ca(s, &err);
+	if (!ca) {
+		session_request_close(d, s, -1);
+		reply_error(d, c, h->seq, err.msg);
+		return;
+	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPENED, h->seq, 0);
 	dp_msg_put_str(&m, DP_T_SESSION, s->id);
 	dp_msg_put_str(&m, DP_T_USER, s->grant->sub);
+	dp_msg_put_str(&m, DP_T_CA, ca);
 	client_send(d, c, &m);
 }
 
@@ -441,18 +451,10 @@ static void on_decide(struct deputyd *d, struct client *c, const struct dp_hdr *
 	r.cookie = f->u64[DP_T_COOKIE];
 	r.pid = c->pid;
 	r.comm = c->comm;
+	r.mediator = NULL;
 	decide(d, s, &r, &res);
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, h->seq, 0);
-	dp_msg_put_u64(&m, DP_T_VERDICT, (uint64_t)res.verdict);
-	dp_msg_put_str(&m, DP_T_REASON, res.reason);
-	if (res.verdict == DP_VERDICT_DELEGATE) {
-		dp_msg_put_str(&m, DP_T_HEADER, res.header);
-		dp_msg_put_str(&m, DP_T_TOKEN, res.token);
-		dp_msg_put_str(&m, DP_T_JTI, res.jti);
-	}
-	dp_msg_put_str(&m, DP_T_SCOPE, res.scope ? res.scope : "");
-	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
-	dp_msg_put(&m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
+	decide_put_reply(&m, &res, s);
 	free(res.token);
 	client_send(d, c, &m);
 }
@@ -956,6 +958,7 @@ static void server_reload(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	proxyd_reload(d);
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }
@@ -1016,6 +1019,7 @@ int server_run(struct deputyd *d)
 	if (d->kernel && epoll_add_tag(d, kernel_fd(d->kernel), EP_KERNEL))
 		return -errno;
 
+	proxyd_start(d, EP_PROXY);
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
 		pr_info("signing key is not ES256: no presigning, every token signed in full");
 
@@ -1057,12 +1061,15 @@ int server_run(struct deputyd *d)
 				}
 				accept_pause(d, false);
 				session_tick(d);
+				proxyd_tick(d);
 				if (dp_now() - last_policy >= d->cfg->resolve_interval) {
 					last_policy = dp_now();
 					policy_refresh(d);
 				}
 			} else if (tag == EP_KERNEL) {
 				kernel_consume(d->kernel);
+			} else if (tag == EP_PROXY) {
+				proxyd_event(d);
 			} else {
 				struct client *c = evs[i].data.ptr;
 
@@ -1084,6 +1091,7 @@ int server_run(struct deputyd *d)
 	}
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
+	proxyd_stop(d);
 	{
 		uint64_t hits, misses;
 		size_t avail;

@@ -764,7 +764,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	    "proxy",	     "proxy_listen",
+	    "proxy",	     "proxy_listen",	"upstream_ca_file",
 	};
 	json_t *v;
 	const char *s = NULL;
@@ -893,6 +893,9 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
 			return r;
 	}
+	if ((v = json_object_get(root, "upstream_ca_file")) &&
+	    (r = cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH, &cfg->upstream_ca_file)))
+		return r;
 	return cfg_parse_proxy(c, root, cfg);
 }
 
@@ -1005,6 +1008,7 @@ void config_free(struct dp_config *cfg)
 	free(cfg->socket);
 	free(cfg->state_dir);
 	free(cfg->signing_key);
+	free(cfg->upstream_ca_file);
 	free(cfg->http_listen);
 	free(cfg->cgroup);
 	free(cfg->proxy_listen);

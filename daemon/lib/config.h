@@ -66,7 +66,8 @@ struct dp_config {
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
 	bool proxy;   /* "proxy": "on" (default) / "off" */
-	char *proxy_listen; /* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
+	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
+	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */

@@ -689,6 +689,26 @@ static void test_proxy_keys(void)
 		      "routes[1].tls: \"opaque\" disagrees with routes[0] for a.test port 443");
 }
 
+/* upstream_ca_file: the proxy's trust anchors for upstreams; absent means the system store. */
+static void test_upstream_ca_file(void)
+{
+	struct dp_err err;
+	struct dp_config *cfg = parse_ok(CFG("", DELEGATE "}"), &err);
+
+	if (!cfg)
+		fail("minimal config refused: %s", err.msg);
+	check(cfg->upstream_ca_file == NULL);
+	config_free(cfg);
+	cfg = parse_ok(CFG(", \"upstream_ca_file\": \"/etc/deputy/upstream.pem\"", DELEGATE "}"),
+		       &err);
+	if (!cfg)
+		fail("upstream_ca_file refused: %s", err.msg);
+	check_str(cfg->upstream_ca_file, "/etc/deputy/upstream.pem");
+	config_free(cfg);
+	check_refused(CFG(", \"upstream_ca_file\": \"ca.pem\"", ""), "upstream_ca_file: ");
+	check_refused(CFG(", \"upstream_ca_file\": 1", ""), "upstream_ca_file: must be");
+}
+
 static void test_action_names(void)
 {
 	check_str(config_action_name(DP_ACTION_DELEGATE), "delegate");
@@ -739,6 +759,7 @@ int main(void)
 	RUN(test_load);
 	RUN(test_match);
 	RUN(test_proxy_keys);
+	RUN(test_upstream_ca_file);
 	RUN(test_action_names);
 	RUN(test_parse_listen);
 	UNIT_EXIT();
