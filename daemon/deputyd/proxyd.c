@@ -216,7 +216,7 @@ static int listen_addrs(const char *listen, struct dp_err *err)
 
 /* In the child, between fork and exec: no capabilities left, not even in the bounding set,
  * and no way to get any back (no_new_privs). Returns only on failure. */
-static void child_exec(const char *path, const char *cg_procs, int chan, int *lfd, int nl, int cafd)
+static void child_exec(int exe, const char *cg_procs, int chan, int *lfd, int nl, int cafd)
 {
 	char a_chan[16], a_l[2][16], a_ca[16];
 	char *argv[12], *envp[3] = {NULL, NULL, NULL};
@@ -264,14 +264,16 @@ static void child_exec(const char *path, const char *cg_procs, int chan, int *lf
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
 	    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
 		_exit(126);
-	execve(path, argv, envp);
+	/* By the fd deputyd opened as root: the path may be in a directory the proxy's user
+	 * cannot search (a 0700 checkout). */
+	execveat(exe, "", argv, envp, AT_EMPTY_PATH);
 	_exit(127);
 }
 
 static int spawn(struct deputyd *d, struct dp_err *err)
 {
 	char path[PATH_MAX], cg[PATH_MAX], procs[PATH_MAX + 16];
-	int sv[2] = {-1, -1}, lfd[2] = {-1, -1}, cafd = -1, nl = 0, rc = -EIO;
+	int sv[2] = {-1, -1}, lfd[2] = {-1, -1}, cafd = -1, exe = -1, nl = 0, rc = -EIO;
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = px.ep_tag};
 	pid_t pid;
 
@@ -297,6 +299,11 @@ static int spawn(struct deputyd *d, struct dp_err *err)
 		else if (i == 0)
 			goto out;
 	}
+	exe = open(path, O_PATH | O_CLOEXEC);
+	if (exe < 0) {
+		dp_err_set(err, "%s: %s", path, strerror(errno));
+		goto out;
+	}
 	if (px.ca_file && (cafd = open(px.ca_file, O_RDONLY | O_CLOEXEC)) < 0) {
 		dp_err_set(err, "upstream_ca_file: %s: %s", px.ca_file, strerror(errno));
 		goto out;
@@ -311,7 +318,7 @@ static int spawn(struct deputyd *d, struct dp_err *err)
 		goto out;
 	}
 	if (pid == 0)
-		child_exec(path, procs, sv[1], lfd, nl, cafd);
+		child_exec(exe, procs, sv[1], lfd, nl, cafd);
 	/* deputyd keeps no copy of the listening sockets: when the proxy is gone, nothing
 	 * listens and redirected connects are refused. */
 	fcntl(sv[0], F_SETFL, O_NONBLOCK);
@@ -328,6 +335,8 @@ out:
 		close(lfd[i]);
 	if (cafd >= 0)
 		close(cafd);
+	if (exe >= 0)
+		close(exe);
 	if (sv[0] >= 0)
 		close(sv[0]);
 	if (sv[1] >= 0)

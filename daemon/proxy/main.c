@@ -2,8 +2,8 @@
 /*
  * deputy-proxy: mediates a session's connections that the shim cannot (design: layer 4).
  * deputyd starts it as the unprivileged user deputy-proxy with no capabilities, and hands it
- * what it cannot get itself: the listening sockets (bound by deputyd: proxy_listen and
- * [::1] at the same port), the socketpair to deputyd, and upstream_ca_file's text. It holds
+ * what it cannot get itself: the listening sockets (proxy_listen and [::1] at the same port,
+ * bound by deputyd, which keeps no copy), the socketpair to deputyd, and upstream_ca_file. It holds
  * no signing key and decides nothing: every request goes to deputyd, which attributes each
  * connection from kernel data (see relay.c).
  *
@@ -152,8 +152,10 @@ int main(int argc, char **argv)
 		pr_warn("started without its sockets: deputyd starts the proxy");
 		return 2;
 	}
-	/* deputyd's end is the only way to mediate anything: die with it. */
+	/* deputyd's end is the only way to mediate anything: die with it. The name is set
+	 * here since an exec by fd may name the process after the fd. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	prctl(PR_SET_NAME, "deputy-proxy");
 	if (getppid() == 1)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);

@@ -348,6 +348,20 @@ static void refuse(struct conn *c, const char *reason, const char *scope, const 
 		pxio_write(&c->io, c->out, (size_t)n);
 }
 
+/* The upstream could not be reached or verified: not deputy's refusal (403), the gateway's
+ * failure (RFC 9110 §15.6.3). */
+static void bad_gateway(struct conn *c)
+{
+	static const char resp[] =
+	    "HTTP/1.1 502 Bad Gateway\r\n"
+	    "Content-Type: application/json\r\n"
+	    "Content-Length: 60\r\n"
+	    "Connection: close\r\n\r\n"
+	    "{\"error\":\"deputy_upstream\",\"reason\":\"upstream unreachable\"}\n";
+
+	pxio_write(&c->io, resp, sizeof(resp) - 1);
+}
+
 /* Sends the request body that follows the head: what c->in holds after it, then what the
  * agent sends. *end: where the body ended in c->in (a pipelined request may follow). c->in
  * still holds the head when *all_buffered. */
@@ -462,8 +476,9 @@ static int forward(struct conn *c, size_t head_len, size_t out_len)
 		struct upconn *u = up_get(&c->up, &reused, &err);
 
 		if (!u) {
-			pr_debug("upstream %s: %s", c->up.host, err.msg);
-			refuse(c, "the upstream server cannot be reached", "", "");
+			pr_info("upstream %s: %s", c->up.host[0] ? c->up.host : "(plain)", err.msg);
+			bad_gateway(c);
+			report(c, 502);
 			return 1;
 		}
 		/* The head is rebuilt into c->out by the caller and kept in c->in: rewrite
