@@ -94,7 +94,7 @@ static int setup_kernel(struct deputyd *d)
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
-	    kernel_open(d->cg_parent, policy_on_kernel_event, d, &d->kernel, &err) != 0)
+	    kernel_open(d->cg_parent, kevent_record, d, &d->kernel, &err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
 	return 0;
