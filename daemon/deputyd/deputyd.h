@@ -138,6 +138,10 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
+/* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
+ * policy call. */
+struct dp_kallow;
+size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out);
 
 /* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log. */
 struct dp_event;

@@ -105,6 +105,13 @@ static void policy_compute(struct deputyd *d)
 		allow_resolvers();
 }
 
+size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out)
+{
+	policy_compute(d);
+	*out = allow;
+	return n_allow;
+}
+
 int policy_apply(struct deputyd *d, struct session *s)
 {
 	if (!d->kernel)
