@@ -208,6 +208,50 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 	return s->cg_id ? 0 : -errno;
 }
 
+/* Everything that may refuse a session before anything of it exists: its agent name, the
+ * asking process (not already in a session), the grant; then its id. */
+static int session_admit(struct deputyd *d, struct session *s, const char *grant, const char *agent,
+			 struct dp_err *err)
+{
+	struct dp_err gerr;
+	int rc;
+
+	if (agent_normalize(agent, &s->agent) != 0) {
+		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
+		return -EINVAL;
+	}
+	/* A process of a session that opened another would leave its cgroup: it would outlive
+	 * its session and its records would go to another log. */
+	if (cgroup_of_pid(s->leader, s->leader_cg, sizeof(s->leader_cg)) == 0) {
+		const char *parent = d->cg_parent + strlen(d->cg_root);
+		size_t n = strlen(parent);
+
+		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
+			dp_err_set(err,
+				   "session: pid %d is in session %.22s: it cannot open another "
+				   "session",
+				   (int)s->leader, s->leader_cg + n + 1);
+			return -EPERM;
+		}
+	}
+	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	if (rc) {
+		pr_info("grant refused for uid %u (%s): %s", (unsigned)s->uid, s->agent, gerr.msg);
+		dp_err_set(err, "grant refused: %s", gerr.msg);
+		return rc;
+	}
+	/* An id starting with '-' would read as an option on command lines: draw again
+	 * (this keeps more than 127 bits of randomness). */
+	do {
+		rc = dp_random_id(s->id);
+	} while (rc == 0 && (s->id[0] == '-' || s->id[0] == '_'));
+	if (rc != 0) {
+		dp_err_set(err, "session: no randomness");
+		return -EIO;
+	}
+	return 0;
+}
+
 int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pidfd,
 		 const char *grant, const char *agent, char *const *argv, size_t argc,
 		 struct session **out, struct dp_err *err)
@@ -227,42 +271,10 @@ int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pi
 	s->leader_pidfd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
 	s->control = c;
 	s->opened = dp_now();
-	if (agent_normalize(agent, &s->agent) != 0) {
-		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
-		session_free(s);
-		return -EINVAL;
-	}
-	/* A process of a session that opened another would leave its cgroup: it would outlive
-	 * its session and its records would go to another log. */
-	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) == 0) {
-		const char *parent = d->cg_parent + strlen(d->cg_root);
-		size_t n = strlen(parent);
-
-		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
-			dp_err_set(err,
-				   "session: pid %d is in session %.22s: it cannot open another "
-				   "session",
-				   (int)pid, s->leader_cg + n + 1);
-			session_free(s);
-			return -EPERM;
-		}
-	}
-	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	rc = session_admit(d, s, grant, agent, err);
 	if (rc) {
-		pr_info("grant refused for uid %u (%s): %s", (unsigned)uid, s->agent, gerr.msg);
-		dp_err_set(err, "grant refused: %s", gerr.msg);
 		session_free(s);
 		return rc;
-	}
-	/* An id starting with '-' would read as an option on command lines: draw again
-	 * (this keeps more than 127 bits of randomness). */
-	do {
-		rc = dp_random_id(s->id);
-	} while (rc == 0 && (s->id[0] == '-' || s->id[0] == '_'));
-	if (rc != 0) {
-		dp_err_set(err, "session: no randomness");
-		session_free(s);
-		return -EIO;
 	}
 	rc = session_make_cgroup(d, s);
 	if (rc) {
