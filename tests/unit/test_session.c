@@ -176,6 +176,21 @@ static json_t *last_record(const char *id)
 	return rec;
 }
 
+/* Starts a leader and opens its session; fails the case when it cannot. */
+#define OPEN_SESSION(s, pid, pidfd)                                                                \
+	do {                                                                                       \
+		struct dp_err e_ = {"fork failed"};                                                \
+		pid = child_start(&pidfd);                                                         \
+		s = pid > 0 ? open_one(pid, pidfd, &e_) : NULL;                                    \
+		if (!s) {                                                                          \
+			if (pid > 0) {                                                             \
+				kill(pid, SIGKILL);                                                \
+				waitpid(pid, NULL, 0);                                             \
+			}                                                                          \
+			fail("session_open: %s", e_.msg);                                          \
+		}                                                                                  \
+	} while (0)
+
 #define NEED_ROOT()                                                                                \
 	do {                                                                                       \
 		struct dp_err e_ = {""};                                                           \
@@ -191,7 +206,6 @@ static json_t *last_record(const char *id)
 static void open_close_finish(void)
 {
 	char state[PATH_MAX], cg[PATH_MAX], cg_path[PATH_MAX], id[DP_ID_LEN];
-	struct dp_err err;
 	struct session *s;
 	struct stat st;
 	json_t *rec;
@@ -199,14 +213,7 @@ static void open_close_finish(void)
 	pid_t pid;
 
 	NEED_ROOT();
-	pid = child_start(&pidfd);
-	check(pid > 0 && pidfd >= 0);
-	s = open_one(pid, pidfd, &err);
-	if (!s) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		fail("session_open: %s", err.msg);
-	}
+	OPEN_SESSION(s, pid, pidfd);
 	check(s->state == SESSION_OPEN && session_find(&d, s->id) == s);
 	check(cgroup_of_pid(pid, cg, sizeof(cg)) == 0);
 	check_str(cg, s->cg_rel);
@@ -241,19 +248,12 @@ static void open_close_finish(void)
 /* The leader gone without a close (deputy run killed): the next tick ends the session. */
 static void leader_exit_ends_session(void)
 {
-	struct dp_err err;
 	struct session *s;
 	int pidfd;
 	pid_t pid;
 
 	NEED_ROOT();
-	pid = child_start(&pidfd);
-	s = open_one(pid, pidfd, &err);
-	if (!s) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		fail("session_open: %s", err.msg);
-	}
+	OPEN_SESSION(s, pid, pidfd);
 	n_gone = 0;
 	session_tick(&d);
 	check(s->state == SESSION_OPEN && d.sessions == s);
@@ -305,13 +305,7 @@ static void nested_open_refused(void)
 	pid_t pid;
 
 	NEED_ROOT();
-	pid = child_start(&pidfd);
-	s = open_one(pid, pidfd, &err);
-	if (!s) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		fail("session_open: %s", err.msg);
-	}
+	OPEN_SESSION(s, pid, pidfd);
 	grant = grant_for(AGENT);
 	rc = session_open(&d, NULL, pid, 0, pidfd, grant, "unit", argv, 1, &inner, &err);
 	free(grant);
