@@ -82,7 +82,8 @@ struct deputyd {
 	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
 };
 
-/* server.c */
+/* server.c: listen first, so that "ready" in the log means clients can connect. */
+int server_listen(struct deputyd *d);
 int server_run(struct deputyd *d);
 
 /* session.c */

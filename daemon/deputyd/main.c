@@ -198,6 +198,8 @@ int main(int argc, char **argv)
 		dp_log_use_syslog();
 	}
 	session_recover(&d);
+	if (server_listen(&d) != 0)
+		goto out;
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
 		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
 	rc = server_run(&d) ? 1 : 0;

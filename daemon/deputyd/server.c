@@ -33,7 +33,7 @@
 
 /* ---- setup and loop ------------------------------------------------------------------ */
 
-static int server_listen(struct deputyd *d)
+int server_listen(struct deputyd *d)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	const char *path = d->cfg->socket;
@@ -155,11 +155,7 @@ int server_run(struct deputyd *d)
 	int64_t last_policy = dp_now();
 	bool refilling = false;
 	sigset_t mask;
-	int rc;
 
-	rc = server_listen(d);
-	if (rc)
-		return rc;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
