@@ -27,26 +27,24 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "lib"))
-import backend as bk  # noqa: E402
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
 
 AUD = "https://localhost"
-SA = bk.SERVICE_ACCOUNT
-_tmp = bk.TempDir(prefix="deputy-redirect-test-")
+SA = dt.SERVICE_ACCOUNT
+_tmp = dt.TempDir(prefix="deputy-redirect-test-")
 _certs = None
 
 
 def certs():
     global _certs
     if _certs is None:
-        _certs = bk.make_certs(_tmp.path)
+        _certs = dt.make_certs(_tmp.path)
         # the agents run as nobody and must read the CA
         for d, _, files in os.walk(_tmp.path):
             os.chmod(d, 0o755)
             for f in files:
                 os.chmod(os.path.join(d, f), 0o644)
-        os.chmod(_tmp.path, 0o755)
     return _certs
 
 
@@ -120,10 +118,10 @@ class Stack:
     """The TLS backend, a stand-in proxy and a deputyd whose routes name the backend's port
     on localhost (which deputyd resolves to 127.0.0.1) and on ::1."""
 
-    def __init__(self, tls="intercept", **config):
-        self.dir = bk.TempDir(prefix="deputy-redirect-case-")
+    def __init__(self, tls="intercept", extra_routes=(), **config):
+        self.dir = dt.TempDir(prefix="deputy-redirect-case-")
         self.d = dt.Deputyd(routes=[])
-        self.be = bk.Backend(self.dir.path, certs=certs(),
+        self.be = dt.Backend(self.dir.path, certs=certs(),
                              jwks=os.path.join(self.d.state, "jwks.json"), audience=AUD)
         self.be.start()
         self.proxy = StandIn()
@@ -135,7 +133,7 @@ class Stack:
              "action": "delegate", "audience": AUD, "scope": "files:write", "tls": tls},
             {"host": "localhost", "port": p, "path": "/admin*", "action": "deny", "tls": tls},
             {"host": "::1", "port": p, "action": "passthrough", "tls": tls},
-        ]
+        ] + list(extra_routes)
         self.d.config["proxy_listen"] = self.proxy.listen()
         self.d.config.update(config)
         self.d.write_config()
@@ -326,6 +324,53 @@ def odd_methods_refused_by_the_shim():
             eq(status, "403", m + ": status")
             eq(json.loads(body).get("error"), "deputy_denied", m + ": body")
         eq(s.be.requests(), [], "requests at the API")
+
+
+# With the shim and libssl: bytes that are no HTTP request, on a claimed socket to a
+# passthrough route's destination (where the shim lets them pass).
+RAW_BYTES_AGENT = r"""
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"\x00not http\r\n")
+s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+s.recv(10)
+s.close()
+"""
+
+
+@case
+def disconnects_count_mediated_requests():
+    need_bpf()
+    other = StandIn()  # here just a passthrough destination that reads what it gets
+    try:
+        with Stack(extra_routes=[{"host": "127.0.0.1", "port": other.port,
+                                  "action": "passthrough"}]) as s:
+            script = ("set -e; curl -sS --cacert %s -H 'Authorization: %s' %s %s >/dev/null; "
+                      "%s -c '%s' %d" % (certs().ca, SA, s.url("/read/1"), s.url("/read/2"),
+                                         dt.PYTHON, RAW_BYTES_AGENT, other.port))
+            r = s.run(["sh", "-c", script])
+            eq(r.returncode, 0, "agent: " + r.stderr[-500:])
+            eq(len(s.be.requests()), 2, "requests at the API")
+            sid, recs = s.records()
+            gone = [x for x in recs if x["type"] == "disconnect"]
+            api = [x for x in gone if x["dport"] == s.be.port]
+            eq(len(api), 1, "one keep-alive connection to the API: %r" % gone)
+            eq((api[0]["requests"], api[0]["mediated"], api[0]["mediator"]), (2, True, "shim"),
+               "its disconnect")
+            raw = [x for x in gone if x["dport"] == other.port]
+            eq(len(raw), 1, "disconnect of the raw connection: %r" % gone)
+            eq((raw[0]["requests"], raw[0]["mediated"], raw[0]["mediator"]),
+               (0, False, "shim"), "its disconnect")
+            check(raw[0]["bytes_sent"] > 0, "bytes_sent %r" % raw[0])
+            conns = [x for x in recs if x["type"] == "connect" and x.get("family") != "unix"]
+            check(all(x["mediated"] for x in conns), "connect records %r" % conns)
+            eq(recs[-1]["counts"]["unmediated"], 1, "session_close counts.unmediated")
+            listed = [x for x in s.d.sessions() if (x.get("session") or x.get("id")) == sid]
+            eq(len(listed), 1, "deputy sessions")
+            eq(listed[0]["counts"]["unmediated"], 1, "deputy sessions: unmediated")
+    finally:
+        other.close()
 
 
 if __name__ == "__main__":
