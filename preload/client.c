@@ -292,12 +292,16 @@ void dpc_response(const char *jti, int status)
 	pthread_mutex_unlock(&dpc_lock);
 }
 
+/* Waits for deputyd's answer: a refusal is rare, and the agent must not see it before it is
+ * logged (a process that exits right after reading its 403 would otherwise often take the
+ * report with it, deputyd finding no such process to attribute it to). */
 void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target)
 {
 	struct dp_msg m;
+	struct dp_hdr rh;
 
 	pthread_mutex_lock(&dpc_lock);
-	dp_msg_init(&m, dpc_sbuf, sizeof(dpc_sbuf), DP_MSG_DENY_REPORT, 0, DP_F_NOREPLY);
+	dp_msg_init(&m, dpc_sbuf, sizeof(dpc_sbuf), DP_MSG_DENY_REPORT, 0, 0);
 	dpc_put_session(&m);
 	dp_msg_put_str(&m, DP_T_REASON, reason);
 	if (host && *host)
@@ -306,7 +310,7 @@ void dpc_deny_report(const char *reason, const char *host, const char *method, c
 		dp_msg_put_str(&m, DP_T_METHOD, method);
 	if (target && *target)
 		dp_msg_put_str(&m, DP_T_TARGET, target);
-	if (dp_msg_finish(&m) == 0 && dpc_exchange(m.len, true, NULL) < 0)
+	if (dp_msg_finish(&m) != 0 || dpc_exchange(m.len, false, &rh) < 0 || rh.type != DP_MSG_OK)
 		shim_debug("could not report a refusal to deputyd");
 	pthread_mutex_unlock(&dpc_lock);
 }

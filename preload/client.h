@@ -26,7 +26,8 @@ struct dpc_decision {
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
 	       const char *target, uint64_t cookie, struct dpc_decision *d);
 
-/* Fire-and-forget reports (DP_F_NOREPLY). */
+/* Reports: a response, fire-and-forget (DP_F_NOREPLY); a refusal of the shim's own, once
+ * deputyd has logged it. */
 void dpc_response(const char *jti, int status);
 void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target);
 

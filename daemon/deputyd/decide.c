@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deputy/methods.h"
 #include "mint.h"
 
 /* Under "token_binding": "session" a cached token is reused while it has at least this much
@@ -273,6 +274,12 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 		deny(s, r, out, method, url, NULL, !monitor, "no route allows %s %s", method, url);
 		if (monitor && out->verdict == DP_VERDICT_PASSTHROUGH)
 			s->counts.passthrough++;
+		return;
+	}
+	if (!dp_http_method_known(r->method) &&
+	    !(rt->method && strcmp(rt->method, r->method) == 0)) {
+		deny(s, r, out, method, url, NULL, true,
+		     "method %s is not an upper-case known method and no route names it", method);
 		return;
 	}
 	switch (rt->action) {

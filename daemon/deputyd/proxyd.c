@@ -800,6 +800,7 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 		res = (struct decide_res){.verdict = DP_VERDICT_DENY};
 		snprintf(res.reason, sizeof(res.reason), "%s", reason);
 	} else {
+		kevent_request(d, s, pc->orig.cookie);
 		decide(d, s, &r, &res);
 	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, pm->h.seq, 0);

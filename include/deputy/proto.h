@@ -33,7 +33,7 @@ enum dp_msg_type {
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
-	DP_MSG_CONN = 23, /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
+	/* 23: retired (the shim's claim on a socket is the kernel's business now) */
 	DP_MSG_DENY_REPORT =
 	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
 	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */

@@ -18,12 +18,9 @@ import json
 import os
 import re
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,14 +33,13 @@ if (os.geteuid() == 0 and os.environ.get("DEPUTY_PROXY_TEST_NS") != "1"
     os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
                            sys.executable] + sys.argv, env)
 
-import backend as bk  # noqa: E402
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
 
 NOBODY = dt.unprivileged_user()
-BUN = os.path.join(dt.SRC, "build", "npm", "node_modules", "@oven", "bun-linux-x64", "bin",
-                   "bun")
-GO_CLIENT = os.path.join(dt.BUILD, "tests", "progs", "go-httpget")
+BUN_BUILT = os.path.join(dt.SRC, "build", "npm", "node_modules", "@oven", "bun-linux-x64", "bin",
+                         "bun")
+GO_BUILT = os.path.join(dt.BUILD, "tests", "progs", "go-httpget")
 SERVICE_KEY = "Bearer service-account-key"
 
 # Node: fetch, or https.request when argv[1] is "request"; prints STATUS and the body.
@@ -112,30 +108,21 @@ def require(path_or_cmd, what):
         dt.skip("%s not installed (scripts/deps.sh installs it)" % what, bpf=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 class World:
     """What every case shares: the private /etc/hosts, the test CA, a TLS and a plain API."""
     inst = None
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="deputy-proxy-test.")
-        os.chmod(self.dir, 0o755)
+        self.dir = dt.reachable_dir("deputy-proxy-test.")
         hosts = os.path.join(self.dir, "hosts")
         with open(hosts, "w") as f:
             f.write("127.0.0.1 localhost\n127.0.0.1 api.test\n127.0.0.2 other.test\n")
         os.chmod(hosts, 0o644)
         subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
-        self.certs = bk.make_certs(self.dir)
+        self.certs = dt.make_certs(self.dir)
         os.chmod(self.certs.dir, 0o755)
-        self.tls = bk.Backend(self.dir, certs=self.certs, name="tls").start()
-        self.plain = bk.Backend(self.dir, name="plain").start()
+        self.tls = dt.Backend(self.dir, certs=self.certs, name="tls").start()
+        self.plain = dt.Backend(self.dir, name="plain").start()
 
     @classmethod
     def get(cls):
@@ -160,7 +147,7 @@ class World:
         ]
 
     def deputyd(self, **config):
-        d = dt.Deputyd(routes=self.routes(), proxy_listen="127.0.0.1:%d" % free_port(),
+        d = dt.Deputyd(routes=self.routes(), proxy_listen="127.0.0.1:%d" % dt.free_port(),
                        upstream_ca_file=self.certs.ca, **config)
         return d.start()
 
@@ -227,7 +214,7 @@ def check_mediated(d, w, api, run, path, scope="email:read"):
     eq(status, 200, "routed request (stderr %s)" % r.stderr[-300:])
     reqs = api.wait_records("request", before + 1)
     check(len(reqs) == before + 1, "the API got %d requests" % (len(reqs) - before))
-    auth = bk.header(reqs[-1], "Authorization")
+    auth = dt.header(reqs[-1], "Authorization")
     eq(len(auth), 1, "Authorization headers at the API")
     check(auth[0] != SERVICE_KEY and auth[0].startswith("Bearer "),
           "the API got the agent's own key")
@@ -278,18 +265,30 @@ def node_https_request_is_mediated_by_the_proxy():
     node_case("request")
 
 
+def reachable(path):
+    """A copy of a built program where the agent's user can run it (the checkout may be
+    private to root)."""
+    dst = os.path.join(dt.AGENT_DIR, "progs", os.path.basename(path))
+    if not os.path.exists(dst):
+        os.makedirs(os.path.dirname(dst), mode=0o755, exist_ok=True)
+        shutil.copy2(path, dst)
+        os.chmod(dst, 0o755)
+    return dst
+
+
 @case
 def bun_fetch_is_mediated_by_the_proxy():
     w = World.get()
-    require(BUN, "bun (npm @oven/bun-linux-x64)")
+    require(BUN_BUILT, "bun (npm @oven/bun-linux-x64)")
     d = w.deputyd()
+    bun = reachable(BUN_BUILT)
     check_mediated(d, w, w.tls, lambda m, p: agent(
-        d, [BUN, "-e", NODE_CLIENT, "fetch", m, https_url(w, p)]), "/read/1")
+        d, [bun, "-e", NODE_CLIENT, "fetch", m, https_url(w, p)]), "/read/1")
 
 
 def go_client():
     require("go", "go (golang-go)")
-    if not os.access(GO_CLIENT, os.X_OK):
+    if not os.access(GO_BUILT, os.X_OK):
         src = os.path.join(dt.SRC, "tests", "progs", "go")
         tmp = tempfile.mkdtemp(prefix="deputy-go.")
         shutil.copy(os.path.join(src, "httpget.go"), tmp)
@@ -297,12 +296,12 @@ def go_client():
             f.write("module httpget\n\ngo 1.19\n")
         env = dict(os.environ, GOFLAGS="-mod=mod", GOPROXY="off", GO111MODULE="on",
                    GOCACHE=os.path.join(dt.BUILD, "go-cache"), CGO_ENABLED="0")
-        os.makedirs(os.path.dirname(GO_CLIENT), exist_ok=True)
-        r = subprocess.run(["go", "build", "-o", GO_CLIENT, "."], cwd=tmp, env=env,
+        os.makedirs(os.path.dirname(GO_BUILT), exist_ok=True)
+        r = subprocess.run(["go", "build", "-o", GO_BUILT, "."], cwd=tmp, env=env,
                            capture_output=True, text=True, timeout=300)
         shutil.rmtree(tmp, ignore_errors=True)
         check(r.returncode == 0, "go build: " + r.stderr[-500:])
-    return GO_CLIENT
+    return reachable(GO_BUILT)
 
 
 @case
@@ -364,7 +363,7 @@ def static_busybox_wget_to_a_plain_http_route():
     eq(answer(r.stdout)[0], 200, "routed request: " + r.stderr[-300:])
     reqs = w.plain.wait_records("request", before + 1)
     eq(len(reqs), before + 1, "requests at the API")
-    auth = bk.header(reqs[-1], "Authorization")
+    auth = dt.header(reqs[-1], "Authorization")
     eq(len(auth), 1)
     verify_token(d, auth[0][7:], "email:read")
     r = run("GET", "/admin")
@@ -435,7 +434,7 @@ def a_killed_proxy_is_restarted_and_in_flight_requests_fail():
         [dt.DEPUTY, "run", "--grant", d.grant_file(grant), "--agent", "mailbot", "--", dt.PYTHON,
          "-c", PY_CLIENT, "GET", https_url(w, "/read/slow?delay_ms=4000")],
         env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=dt._demote(NOBODY))
+        preexec_fn=dt.demote(NOBODY))
     deadline = time.time() + 20
     while time.time() < deadline and not any(
             r["target"].startswith("/read/slow") for r in w.tls.requests()):
