@@ -17,6 +17,7 @@
 #include "config.h"
 #include "grant.h"
 #include "jws.h"
+#include "presign.h"
 #include "util.h"
 
 struct client;
