@@ -10,6 +10,11 @@ LIB=$BUILD/libdeputy-verify.a
 LIST=$SRC/daemon/lib/verify-exports.txt
 HDR=$SRC/include/deputy/verify.h
 CC=${CC:-cc}
+# A SAN=1 library needs the sanitizer runtimes its objects call into.
+SAN=
+if nm -u "$LIB" 2>/dev/null | grep -q ' __asan_'; then
+	SAN=-fsanitize=address,undefined
+fi
 
 want() { grep -v '^#' "$LIST" | sed '/^$/d' | LC_ALL=C sort; }
 
@@ -55,7 +60,7 @@ int main(void)
 	return 0;
 }
 C
-	if ! out=$($CC -I"$SRC/include" -o "$dir/b" "$dir/b.c" "$LIB" -ljansson -lcurl -lssl \
+	if ! out=$($CC $SAN -I"$SRC/include" -o "$dir/b" "$dir/b.c" "$LIB" -ljansson -lcurl -lssl \
 		-lcrypto -lpthread 2>&1); then
 		echo "FAIL: links_beside_clashing_names: $(echo "$out" | head -3 | tr '\n' ' ')"
 	elif ! out=$("$dir/b" 2>&1) || [ "$out" != "-1 malformed token: bad base64url in header" ]; then
