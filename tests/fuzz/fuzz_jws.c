@@ -13,7 +13,11 @@
 #include <string.h>
 
 #include "util.c"
+#include "jwk.c"
+#include "key.c"
+#include "keyset.c"
 #include "jws.c"
+#include "claims.c"
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "mint.c"
