@@ -14,6 +14,7 @@
 
 #include "util.c"
 #include "jws.c"
+#include "url.c"
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "mint.c"
