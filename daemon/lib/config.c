@@ -266,7 +266,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 			return r;
 		if (s[0] != '/' && s[0] != '*')
 			return cfg_fail(c, "path", "must start with '/' or '*'");
-		if (strlen(s) > CFG_MAX_GLOB || cfg_has_ctl_or_space(s))
+		if (strlen(s) > CFG_MAX_GLOB || url_has_ctl_or_space(s))
 			return cfg_fail(
 			    c, "path",
 			    "must be at most %d bytes without spaces or control characters",

@@ -65,14 +65,6 @@ bool cfg_is_scope_token(const char *s)
 	return true;
 }
 
-bool cfg_has_ctl_or_space(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
-			return true;
-	return false;
-}
-
 /* ---- value checkers: each takes the JSON value of one key --------------------------- */
 
 int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out)

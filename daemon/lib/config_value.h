@@ -25,7 +25,6 @@ int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...) DP_PRINTF
 bool cfg_is_http_token(const char *s, size_t max);
 /* RFC 6749 §3.3 scope-token of at most CFG_MAX_SCOPE bytes. */
 bool cfg_is_scope_token(const char *s);
-bool cfg_has_ctl_or_space(const char *s);
 
 /* Each takes the JSON value v of key; 0 or -EINVAL/-ENOMEM with err set. */
 int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out);

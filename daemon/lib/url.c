@@ -18,7 +18,7 @@
 
 #include <curl/curl.h>
 
-static bool url_has_ctl_or_space(const char *s)
+bool url_has_ctl_or_space(const char *s)
 {
 	for (; *s; s++)
 		if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)

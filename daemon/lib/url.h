@@ -27,6 +27,9 @@ struct url_parts {
  * one-line reason in err. */
 int url_parse_http(const char *s, struct url_parts *out, struct dp_err *err) DP_WUR;
 
+/* Spaces, control bytes or DEL: what a URL, a path or a glob of one never carries raw. */
+bool url_has_ctl_or_space(const char *s);
+
 /* Keys fetched in clear text could be swapped on the way: https://, or http:// only to a
  * loopback host (a test IdP, a sidecar), which cannot be intercepted off the host. */
 bool url_fetch_allowed(const struct url_parts *u);
