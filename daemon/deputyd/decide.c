@@ -45,12 +45,7 @@ static bool valid_text(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
+	return n > 0 && n <= max && !url_has_ctl_or_space(s);
 }
 
 /* The asking process, on every decision record. */

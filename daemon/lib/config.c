@@ -221,6 +221,74 @@ static const char *const cfg_forbidden_headers[] = {
     "te",   "trailer",	      "keep-alive",	   "proxy-connection", "expect",
 };
 
+/* A route's path glob. */
+static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *rt)
+{
+	char norm[CFG_MAX_GLOB + 1];
+	const char *s = NULL;
+	int r;
+
+	if ((r = cfg_get_string(c, "path", v, &s)))
+		return r;
+	if (s[0] != '/' && s[0] != '*')
+		return cfg_fail(c, "path", "must start with '/' or '*'");
+	if (strlen(s) > CFG_MAX_GLOB || url_has_ctl_or_space(s))
+		return cfg_fail(c, "path",
+				"must be at most %d bytes without spaces or control characters",
+				CFG_MAX_GLOB);
+	/* matched against the path without query or fragment: '#' could never match */
+	if (strchr(s, '#'))
+		return cfg_fail(c, "path", "must not contain '#'");
+	/* requests are normalised before matching, so a pattern that is not could
+	 * never match what it seems to say */
+	url_path_normalize(s, strlen(s), norm);
+	if (strcmp(norm, s) != 0)
+		return cfg_fail(c, "path",
+				"must be normalised (no \".\" or \"..\" segments, no "
+				"%%-escaped letters or digits): \"%s\"",
+				norm);
+	return cfg_dup_string(c, "path", s, &rt->path);
+}
+
+/* What only a delegate route has: audience, scope and the header that carries the token. */
+static int cfg_parse_route_delegate(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
+{
+	struct url_parts parts;
+	const char *s = NULL;
+	json_t *v;
+	int r;
+
+	if (!(v = json_object_get(obj, "audience")))
+		return cfg_fail(c, "audience", "required with \"action\": \"delegate\"");
+	if ((r = cfg_get_string(c, "audience", v, &s)) ||
+	    (r = cfg_check_uri(c, "audience", s, &parts)) ||
+	    (r = cfg_dup_string(c, "audience", s, &rt->audience)))
+		return r;
+
+	if (!(v = json_object_get(obj, "scope")))
+		return cfg_fail(c, "scope", "required with \"action\": \"delegate\"");
+	if ((r = cfg_get_string(c, "scope", v, &s)))
+		return r;
+	if (!cfg_is_scope_token(s))
+		return cfg_fail(c, "scope",
+				"must be one scope (printable, no spaces, at most %d bytes)",
+				CFG_MAX_SCOPE);
+	if ((r = cfg_dup_string(c, "scope", s, &rt->scope)))
+		return r;
+
+	s = "Authorization";
+	if ((v = json_object_get(obj, "header"))) {
+		if ((r = cfg_get_string(c, "header", v, &s)))
+			return r;
+		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+			return cfg_fail(c, "header", "must be an HTTP header name");
+		for (size_t i = 0; i < DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
+			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
+				return cfg_fail(c, "header", "\"%s\" cannot carry a token", s);
+	}
+	return cfg_dup_string(c, "header", s, &rt->header);
+}
+
 static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
 	static const char *const keys[] = {"host",   "port",	 "method", "path",
@@ -228,8 +296,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
-	struct url_parts parts;
-	int r, i;
+	int r;
 
 	if (!json_is_object(obj))
 		return cfg_fail(c, NULL, "must be an object");
@@ -261,32 +328,8 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 			*p = (char)toupper((unsigned char)*p);
 	}
 
-	if ((v = json_object_get(obj, "path"))) {
-		if ((r = cfg_get_string(c, "path", v, &s)))
-			return r;
-		if (s[0] != '/' && s[0] != '*')
-			return cfg_fail(c, "path", "must start with '/' or '*'");
-		if (strlen(s) > CFG_MAX_GLOB || url_has_ctl_or_space(s))
-			return cfg_fail(
-			    c, "path",
-			    "must be at most %d bytes without spaces or control characters",
-			    CFG_MAX_GLOB);
-		/* matched against the path without query or fragment: '#' could never match */
-		if (strchr(s, '#'))
-			return cfg_fail(c, "path", "must not contain '#'");
-		/* requests are normalised before matching, so a pattern that is not could
-		 * never match what it seems to say */
-		char norm[CFG_MAX_GLOB + 1];
-
-		url_path_normalize(s, strlen(s), norm);
-		if (strcmp(norm, s) != 0)
-			return cfg_fail(c, "path",
-					"must be normalised (no \".\" or \"..\" segments, no "
-					"%%-escaped letters or digits): \"%s\"",
-					norm);
-		if ((r = cfg_dup_string(c, "path", s, &rt->path)))
-			return r;
-	}
+	if ((v = json_object_get(obj, "path")) && (r = cfg_parse_route_path(c, v, rt)))
+		return r;
 
 	if (!(v = json_object_get(obj, "action")))
 		return cfg_fail(c, "action", "required");
@@ -310,35 +353,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		return 0;
 	}
 
-	if (!(v = json_object_get(obj, "audience")))
-		return cfg_fail(c, "audience", "required with \"action\": \"delegate\"");
-	if ((r = cfg_get_string(c, "audience", v, &s)) ||
-	    (r = cfg_check_uri(c, "audience", s, &parts)) ||
-	    (r = cfg_dup_string(c, "audience", s, &rt->audience)))
-		return r;
-
-	if (!(v = json_object_get(obj, "scope")))
-		return cfg_fail(c, "scope", "required with \"action\": \"delegate\"");
-	if ((r = cfg_get_string(c, "scope", v, &s)))
-		return r;
-	if (!cfg_is_scope_token(s))
-		return cfg_fail(c, "scope",
-				"must be one scope (printable, no spaces, at most %d bytes)",
-				CFG_MAX_SCOPE);
-	if ((r = cfg_dup_string(c, "scope", s, &rt->scope)))
-		return r;
-
-	s = "Authorization";
-	if ((v = json_object_get(obj, "header"))) {
-		if ((r = cfg_get_string(c, "header", v, &s)))
-			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
-			return cfg_fail(c, "header", "must be an HTTP header name");
-		for (i = 0; i < (int)DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
-			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
-				return cfg_fail(c, "header", "\"%s\" cannot carry a token", s);
-	}
-	return cfg_dup_string(c, "header", s, &rt->header);
+	return cfg_parse_route_delegate(c, obj, rt);
 }
 
 static int cfg_parse_issuer_cb(struct cfg_ctx *c, json_t *v, void *item)
@@ -376,6 +391,78 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	return 0;
 }
 
+/* deputyd's JWKS endpoint: a loopback address, or off. */
+static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config *cfg)
+{
+	struct sockaddr_storage ss;
+	const char *s = NULL;
+	socklen_t sl;
+	int r;
+
+	if ((r = cfg_get_string(c, "http_listen", v, &s)))
+		return r;
+	if (s[0] == '\0' || strcmp(s, "off") == 0) {
+		free(cfg->http_listen);
+		cfg->http_listen = NULL;
+	} else {
+		r = config_parse_listen(s, false, &ss, &sl);
+		if (r == -EADDRNOTAVAIL)
+			return cfg_fail(c, "http_listen",
+					"must be a loopback address (127.0.0.0/8 or [::1])");
+		if (r)
+			return cfg_fail(c, "http_listen",
+					"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", "
+					"\"[::1]:8471\") or \"off\"");
+		if ((r = cfg_dup_string(c, "http_listen", s, &cfg->http_listen)))
+			return r;
+	}
+	return 0;
+}
+
+/* The optional settings that choose a mode or a bound. */
+static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	const char *s = NULL;
+	int r, choice;
+	json_t *v;
+
+	if ((v = json_object_get(root, "unrouted"))) {
+		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
+			return r;
+		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
+	}
+	if ((v = json_object_get(root, "enforce")) &&
+	    (r = cfg_get_bool(c, "enforce", v, &cfg->enforce)))
+		return r;
+	if ((v = json_object_get(root, "kernel"))) {
+		if ((r = cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
+			return r;
+		cfg->kernel = choice == 0;
+	}
+	if ((v = json_object_get(root, "token_binding"))) {
+		if ((r = cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
+			return r;
+		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
+	}
+	if ((v = json_object_get(root, "allow_resolvers")) &&
+	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
+		return r;
+	if ((v = json_object_get(root, "resolve_interval")) &&
+	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
+		return r;
+	if ((v = json_object_get(root, "cgroup"))) {
+		if ((r = cfg_get_string(c, "cgroup", v, &s)))
+			return r;
+		if (!cfg_cgroup_path_ok(s))
+			return cfg_fail(c, "cgroup",
+					"must be a relative cgroup path of [A-Za-z0-9._-] "
+					"components (no \"..\", no leading '/')");
+		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
+			return r;
+	}
+	return 0;
+}
+
 static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	static const char *const keys[] = {
@@ -387,7 +474,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	json_t *v;
 	const char *s = NULL;
 	struct url_parts parts;
-	int r, choice;
+	int r;
 
 	if (!json_is_object(root))
 		return cfg_fail(c, NULL, "the config must be a JSON object");
@@ -425,29 +512,8 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
 		return r;
 
-	if ((v = json_object_get(root, "http_listen"))) {
-		struct sockaddr_storage ss;
-		socklen_t sl;
-
-		if ((r = cfg_get_string(c, "http_listen", v, &s)))
-			return r;
-		if (s[0] == '\0' || strcmp(s, "off") == 0) {
-			free(cfg->http_listen);
-			cfg->http_listen = NULL;
-		} else {
-			r = config_parse_listen(s, false, &ss, &sl);
-			if (r == -EADDRNOTAVAIL)
-				return cfg_fail(
-				    c, "http_listen",
-				    "must be a loopback address (127.0.0.0/8 or [::1])");
-			if (r)
-				return cfg_fail(c, "http_listen",
-						"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", "
-						"\"[::1]:8471\") or \"off\"");
-			if ((r = cfg_dup_string(c, "http_listen", s, &cfg->http_listen)))
-				return r;
-		}
-	}
+	if ((v = json_object_get(root, "http_listen")) && (r = cfg_parse_http_listen(c, v, cfg)))
+		return r;
 
 	if (!(v = json_object_get(root, "trusted_issuers")))
 		return cfg_fail(c, "trusted_issuers", "required");
@@ -477,41 +543,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 				 cfg_parse_cidr_cb)))
 		return r;
 
-	if ((v = json_object_get(root, "unrouted"))) {
-		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
-			return r;
-		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
-	}
-	if ((v = json_object_get(root, "enforce")) &&
-	    (r = cfg_get_bool(c, "enforce", v, &cfg->enforce)))
-		return r;
-	if ((v = json_object_get(root, "kernel"))) {
-		if ((r = cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
-			return r;
-		cfg->kernel = choice == 0;
-	}
-	if ((v = json_object_get(root, "token_binding"))) {
-		if ((r = cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
-			return r;
-		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
-	}
-	if ((v = json_object_get(root, "allow_resolvers")) &&
-	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
-		return r;
-	if ((v = json_object_get(root, "resolve_interval")) &&
-	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
-		return r;
-	if ((v = json_object_get(root, "cgroup"))) {
-		if ((r = cfg_get_string(c, "cgroup", v, &s)))
-			return r;
-		if (!cfg_cgroup_path_ok(s))
-			return cfg_fail(c, "cgroup",
-					"must be a relative cgroup path of [A-Za-z0-9._-] "
-					"components (no \"..\", no leading '/')");
-		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
-			return r;
-	}
-	return 0;
+	return cfg_parse_switches(c, root, cfg);
 }
 
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
