@@ -18,6 +18,7 @@
 #include "keyset.c"
 #include "jws.c"
 #include "claims.c"
+#include "url.c"
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "mint.c"
