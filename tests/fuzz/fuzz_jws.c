@@ -3,9 +3,6 @@
  * libFuzzer target for everything that reads token bytes from outside: the JWS parser and
  * verifier, JWKS parsing, grant verification (claims included), the public token verifier
  * and htu normalisation. The first input byte picks the entry point, the rest is the input.
- *
- * The key below is a throwaway test key that signs nothing real: a fixed key lets seeds
- * carry validly signed grants, so the fuzzer reaches the claim checks behind the signature.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,16 +16,11 @@
 #include "mint.c"
 #include "verify.c"
 
+#include "fuzz_key.h"
+
 #define FUZZ_ISS "https://idp.fuzz"
 #define FUZZ_AUD "https://deputy.fuzz"
 #define FUZZ_AGENT "agent:fuzz"
-
-static const char fuzz_key_pem[] =
-	"-----BEGIN PRIVATE KEY-----\n"
-	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgCEiEAJ0/SRlCGcp7\n"
-	"80MvMMLNA+uHze2W73unyo6sSBmhRANCAAQVfIXsS02NlLBdi05tbblOeFQIgExx\n"
-	"diFDa1fQ4hoBHBvOb0RAjS3UZKU4I/epFM9H6UpLgpP5gFnjp6/CVIB7\n"
-	"-----END PRIVATE KEY-----\n";
 
 static struct dp_key *fuzz_key;
 static char *fuzz_jwks;
@@ -39,16 +31,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	static struct dp_trusted_issuer ti;
 	static struct dp_config cfg;
-	struct dp_err err = { "" };
-	EVP_PKEY *pkey = pem_parse_private(fuzz_key_pem, sizeof(fuzz_key_pem) - 1);
+	struct dp_err err = {""};
 	char why[256];
 
 	dp_log_init("fuzz_jws", DP_LOG_WARN);
-	fuzz_key = pkey ? key_wrap(pkey, true, NULL, &err) : NULL;
-	if (!fuzz_key) {
-		fprintf(stderr, "fuzz key: %s\n", err.msg);
-		abort();
-	}
+	fuzz_key = fuzz_key_new();
 	fuzz_jwks = dp_key_jwks_json(fuzz_key);
 	/* jwks_load takes inline JSON, so the trusted issuer needs no file */
 	ti.issuer = FUZZ_ISS;
@@ -65,7 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 static void fuzz_parse_verify(const char *s)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_jws jws;
 
 	if (dp_jws_parse(s, &jws, &err) == 0) {
@@ -76,7 +63,7 @@ static void fuzz_parse_verify(const char *s)
 
 static void fuzz_grant(const char *s)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_grant *g = NULL;
 
 	/* a fixed "now" keeps runs reproducible, and no unknown kid triggers a reload */
@@ -89,7 +76,7 @@ static void fuzz_grant(const char *s)
 
 static void fuzz_claims(const char *s, size_t n)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	json_t *c = json_loadb(s, n, JSON_REJECT_DUPLICATES, NULL);
 	struct dp_grant *g;
 
