@@ -4,7 +4,7 @@
 # then the npm packages the proxy's runtime tests use (scripts/npm-deps.sh).
 set -euo pipefail
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
-      libssl-dev openssl libjansson-dev libjwt-dev libcurl4-openssl-dev liburing-dev
+      libssl-dev openssl libjansson-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps
       golang-go gnutls-bin wget)
 # Runtimes the proxy is tested with: Debian's Node and npm unless the machine already has a
