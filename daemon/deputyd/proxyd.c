@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * proxyd: starting, watching and answering deputy-proxy (see proxyd.h); the proxy's program
- * is daemon/proxy/. What the proxy may ask is narrow: attribute an accepted socket (deputyd
- * looks at the socket itself), a leaf certificate for an attributed connection's route host,
- * a decision for a request on it, and to log its responses and refusals.
+ * proxyd: starting, watching and restarting deputy-proxy (daemon/proxy/), its channel, and
+ * each session's CA (see proxyd.h). What the proxy may ask, and the answers, are
+ * proxyreq.c's.
  */
 #include "proxyd.h"
 
@@ -31,26 +30,15 @@
 
 #include "cgroup.h"
 #include "kernel.h"
+#include "proxyreq.h"
 #include "sessca.h"
 
 #define PROXY_USER "deputy-proxy"
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 5000
 #define HEALTHY_MS 10000 /* a proxy up this long restarts fast again after a crash */
-/* Open connections deputyd tracks for the proxy (the proxy caps its own lower). */
-#define PCONN_MAX 4096
 
 extern char **environ;
-
-struct pconn {
-	uint64_t id;
-	char sid[DP_ID_LEN];
-	struct dp_proxied orig;
-	char sni[256]; /* the route host the leaf was minted for; "" for plain HTTP */
-	char comm[17];
-	bool tls_asked; /* a leaf was asked for: the connection is TLS from then on */
-	bool attested;	/* plain, or TLS with a leaf for a route host: requests may follow */
-};
 
 struct ca_entry {
 	char sid[DP_ID_LEN];
@@ -72,9 +60,6 @@ static struct {
 	int n_la;
 } px = {.chan = -1, .backoff_ms = RESTART_MIN_MS};
 
-static struct pconn *conns;
-static size_t n_conns;
-static uint64_t conn_ids;
 static struct ca_entry *cas;
 static size_t n_cas;
 
@@ -88,7 +73,7 @@ static int64_t now_ms(void)
 
 /* ---- the session CAs ------------------------------------------------------------------ */
 
-static struct sessca *ca_of(const char *sid)
+struct sessca *proxyd_sessca(const char *sid)
 {
 	for (size_t i = 0; i < n_cas; i++)
 		if (strcmp(cas[i].sid, sid) == 0)
@@ -98,7 +83,7 @@ static struct sessca *ca_of(const char *sid)
 
 const char *proxyd_session_ca(struct session *s, struct dp_err *err)
 {
-	struct sessca *ca = ca_of(s->id);
+	struct sessca *ca = proxyd_sessca(s->id);
 	struct ca_entry *n;
 
 	if (ca)
@@ -370,7 +355,7 @@ static void proxy_down(struct deputyd *d, const char *why)
 	}
 	if (now_ms() - px.started_ms >= HEALTHY_MS)
 		px.backoff_ms = RESTART_MIN_MS;
-	n_conns = 0;
+	proxyreq_forget_all();
 	if (px.wanted)
 		schedule_restart();
 }
@@ -433,8 +418,7 @@ void proxyd_stop(struct deputyd *d)
 	free(cas);
 	cas = NULL;
 	n_cas = 0;
-	free(conns);
-	conns = NULL;
+	proxyreq_forget_all();
 	if (d->cg_parent[0]) {
 		char cg[PATH_MAX];
 
@@ -466,127 +450,7 @@ void proxyd_tick(struct deputyd *d)
 	n_cas = keep;
 }
 
-/* ---- the proxy's requests --------------------------------------------------------------- */
-
-struct pmsg {
-	struct dp_hdr h;
-	const uint8_t *val[DP_T_MAX_];
-	uint16_t len[DP_T_MAX_];
-	const char *str[DP_T_MAX_]; /* NUL-terminated copies ("" when absent) */
-	uint64_t conn;
-	int fd; /* SCM_RIGHTS, or -1 */
-	char arena[DP_PROTO_MAX_PAYLOAD + DP_T_MAX_];
-};
-
-static bool tag_is_text(uint16_t t)
-{
-	return t == DP_T_REASON || t == DP_T_HOST || t == DP_T_SCHEME || t == DP_T_METHOD ||
-	       t == DP_T_TARGET || t == DP_T_JTI;
-}
-
-static int pmsg_parse(const uint8_t *p, size_t n, struct pmsg *m)
-{
-	size_t off = 0, used = 0;
-	uint16_t tag, vlen;
-	const uint8_t *v;
-	int r;
-
-	memset(m->val, 0, sizeof(m->val));
-	for (size_t i = 0; i < DP_T_MAX_; i++)
-		m->str[i] = "";
-	while ((r = dp_field_next(p, n, &off, &tag, &v, &vlen)) == 1) {
-		/* Each tag at most once: the copies fit the arena. Strings have no NUL. */
-		if (tag == 0 || tag >= DP_T_MAX_ || m->val[tag] ||
-		    (tag_is_text(tag) && memchr(v, '\0', vlen)))
-			return -EBADMSG;
-		m->val[tag] = v;
-		m->len[tag] = vlen;
-		memcpy(m->arena + used, v, vlen);
-		m->arena[used + vlen] = '\0';
-		m->str[tag] = m->arena + used;
-		used += (size_t)vlen + 1;
-	}
-	if (r < 0 || (m->val[DP_T_CONN] && m->len[DP_T_CONN] != 8) ||
-	    (m->val[DP_T_STATUS] && m->len[DP_T_STATUS] != 8))
-		return -EBADMSG;
-	m->conn = 0;
-	if (m->val[DP_T_CONN])
-		memcpy(&m->conn, m->val[DP_T_CONN], 8);
-	return 0;
-}
-
-static uint64_t pmsg_u64(const struct pmsg *m, uint16_t tag)
-{
-	uint64_t x = 0;
-
-	if (m->val[tag] && m->len[tag] == 8)
-		memcpy(&x, m->val[tag], 8);
-	return x;
-}
-
-static void reply(struct deputyd *d, struct dp_msg *m)
-{
-	ssize_t w;
-
-	if (dp_msg_finish(m) != 0)
-		return;
-	w = send(px.chan, m->buf, m->len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	/* The proxy waits for each reply: a full socket means it is not reading them. */
-	if (w != (ssize_t)m->len)
-		proxy_down(d, "does not read its replies");
-}
-
-static void reply_error(struct deputyd *d, const struct pmsg *pm, const char *reason)
-{
-	uint8_t buf[600];
-	struct dp_msg m;
-
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_ERROR, pm->h.seq, 0);
-	dp_msg_put(&m, DP_T_REASON, reason, strnlen(reason, 512));
-	reply(d, &m);
-}
-
-static struct pconn *conn_find(uint64_t id)
-{
-	for (size_t i = 0; i < n_conns; i++)
-		if (conns[i].id == id)
-			return &conns[i];
-	return NULL;
-}
-
-/* The open session a connection belongs to, or NULL. */
-static struct session *conn_session(struct deputyd *d, const struct pconn *pc)
-{
-	struct session *s = session_find(d, pc->sid);
-
-	return s && s->state == SESSION_OPEN ? s : NULL;
-}
-
-static json_t *proxy_record(json_t *rec, const struct pconn *pc)
-{
-	if (rec) {
-		json_object_set_new(rec, "pid", json_integer(pc->orig.pid));
-		json_object_set_new(rec, "comm", session_text(pc->comm));
-		json_object_set_new(rec, "mediator", json_string("proxy"));
-		json_object_set_new(rec, "cookie", json_integer((json_int_t)pc->orig.cookie));
-	}
-	return rec;
-}
-
-static void log_deny(struct session *s, const struct pconn *pc, const char *layer,
-		     const char *reason, const char *method, const char *target)
-{
-	s->counts.denies++;
-	session_log(
-	    s, "deny",
-	    proxy_record(json_pack("{s:s, s:o, s:o, s:o, s:o, s:b}", "layer", layer, "reason",
-				   session_text(reason), "host", session_text(pc->sni), "method",
-				   session_text(method ? method : ""), "target",
-				   session_text(target ? target : ""), "enforced", true),
-			 pc));
-}
-
-static bool is_local_listener(const struct sockaddr_storage *ss)
+bool proxyd_is_listener(const struct sockaddr_storage *ss)
 {
 	for (int i = 0; i < px.n_la; i++) {
 		if (ss->ss_family != px.la[i].ss_family)
@@ -609,273 +473,16 @@ static bool is_local_listener(const struct sockaddr_storage *ss)
 	return false;
 }
 
-static void read_comm(pid_t pid, char out[17])
+void proxyd_reply(struct deputyd *d, struct dp_msg *m)
 {
-	char path[64];
-	FILE *f;
+	ssize_t w;
 
-	out[0] = '\0';
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	f = fopen(path, "re");
-	if (f) {
-		if (fgets(out, 17, f))
-			out[strcspn(out, "\n")] = '\0';
-		fclose(f);
-	}
-}
-
-/* PROXY_CONN: who is on the other end of the socket the proxy accepted, by the kernel's map
- * of redirected connections, looked up with the socket's own addresses. */
-static void on_conn(struct deputyd *d, struct pmsg *pm)
-{
-	struct sockaddr_storage local, peer;
-	socklen_t ll = sizeof(local), pl = sizeof(peer);
-	struct dp_proxied orig;
-	struct session *s;
-	struct pconn *pc;
-	uint8_t buf[256];
-	struct dp_msg m;
-	int rc;
-
-	if (pm->fd < 0 || getsockname(pm->fd, (struct sockaddr *)&local, &ll) != 0 ||
-	    getpeername(pm->fd, (struct sockaddr *)&peer, &pl) != 0 || !is_local_listener(&local)) {
-		reply_error(d, pm, "not a connection to the proxy's listening address");
+	if (dp_msg_finish(m) != 0)
 		return;
-	}
-	rc = kernel_proxied_lookup(d->kernel, (struct sockaddr *)&peer, pl, &orig);
-	if (rc != 0) {
-		reply_error(d, pm,
-			    rc == -ENOENT ? "not a redirected connection" : "kernel lookup failed");
-		return;
-	}
-	for (s = d->sessions; s; s = s->next)
-		if (s->cg_id == orig.cgroup_id && s->state == SESSION_OPEN)
-			break;
-	if (!s || !ca_of(s->id)) {
-		reply_error(d, pm, "no open session for this connection");
-		return;
-	}
-	if (n_conns == PCONN_MAX) {
-		reply_error(d, pm, "too many proxied connections");
-		return;
-	}
-	if (n_conns % 64 == 0) {
-		struct pconn *n = realloc(conns, (n_conns + 64) * sizeof(*n));
-
-		if (!n) {
-			reply_error(d, pm, "out of memory");
-			return;
-		}
-		conns = n;
-	}
-	pc = &conns[n_conns++];
-	memset(pc, 0, sizeof(*pc));
-	pc->id = ++conn_ids;
-	pc->orig = orig;
-	pc->attested = true; /* until it asks for a leaf: plain HTTP */
-	snprintf(pc->sid, sizeof(pc->sid), "%s", s->id);
-	read_comm((pid_t)orig.pid, pc->comm);
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_PROXY_CONN_OK, pm->h.seq, 0);
-	dp_msg_put_u64(&m, DP_T_CONN, pc->id);
-	dp_msg_put_u64(&m, DP_T_FAMILY, (uint64_t)orig.family);
-	dp_msg_put(&m, DP_T_ADDR, orig.addr, orig.family == AF_INET ? 4 : 16);
-	dp_msg_put_u64(&m, DP_T_PORT, orig.port);
-	dp_msg_put_u64(&m, DP_T_COOKIE, s->cg_id);
-	reply(d, &m);
-}
-
-static bool addr_matches(const struct addrinfo *ai, const struct dp_proxied *o)
-{
-	if (ai->ai_family == AF_INET && o->family == AF_INET)
-		return memcmp(&((struct sockaddr_in *)ai->ai_addr)->sin_addr, o->addr, 4) == 0;
-	if (ai->ai_family == AF_INET6 && o->family == AF_INET6)
-		return memcmp(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, o->addr, 16) == 0;
-	return false;
-}
-
-/* Is host a route host on the original destination's port, and the original destination one
- * of its addresses? (The kernel redirected the connect because some route's host resolved
- * there; the name the agent uses must be one of those.) */
-static bool host_serves(struct deputyd *d, const char *host, const struct dp_proxied *o)
-{
-	bool route = false, found = false;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
-
-	for (size_t i = 0; i < d->cfg->n_routes && !route; i++) {
-		const struct dp_route *rt = &d->cfg->routes[i];
-
-		route = rt->port == o->port && !rt->tls_opaque && strcasecmp(rt->host, host) == 0;
-	}
-	if (!route || getaddrinfo(host, NULL, &hints, &res) != 0)
-		return false;
-	for (ai = res; ai && !found; ai = ai->ai_next)
-		found = addr_matches(ai, o);
-	freeaddrinfo(res);
-	return found;
-}
-
-/* PROXY_LEAF: a certificate for the SNI, only if it names a route host of the original
- * destination. */
-static void on_leaf(struct deputyd *d, struct pmsg *pm)
-{
-	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
-	struct pconn *pc = conn_find(pm->conn);
-	struct session *s = pc ? conn_session(d, pc) : NULL;
-	const char *sni = pm->str[DP_T_HOST], *pem;
-	struct dp_err err;
-	uint64_t id;
-	struct dp_msg m;
-
-	if (!s || pc->tls_asked) {
-		reply_error(d, pm, "no such connection, or a second handshake");
-		return;
-	}
-	pc->tls_asked = true;
-	pc->attested = false;
-	snprintf(pc->sni, sizeof(pc->sni), "%s", sni);
-	if (!sni[0] || !host_serves(d, sni, &pc->orig)) {
-		char reason[400];
-
-		snprintf(reason, sizeof(reason),
-			 sni[0] ? "TLS server name \"%s\" is not a route host of the destination"
-				: "TLS without a server name (SNI)%s",
-			 sni);
-		log_deny(s, pc, "daemon", reason, NULL, NULL);
-		pc->sni[0] = '\0';
-		reply_error(d, pm, reason);
-		return;
-	}
-	if (sessca_leaf(ca_of(s->id), sni, &pem, &id, &err) != 0) {
-		log_deny(s, pc, "daemon", err.msg, NULL, NULL);
-		reply_error(d, pm, err.msg);
-		return;
-	}
-	pc->attested = true;
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DATA_REPLY, pm->h.seq, 0);
-	dp_msg_put_str(&m, DP_T_DATA, pem);
-	dp_msg_put_u64(&m, DP_T_OFFSET, id);
-	reply(d, &m);
-}
-
-/* PROXY_DECIDE: the shim's DECIDE, for a connection deputyd attributed. The host the request
- * names must be the one the TLS handshake named (or, in plain HTTP, a route host of the
- * original destination). */
-static void on_decide(struct deputyd *d, struct pmsg *pm)
-{
-	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
-	struct pconn *pc = conn_find(pm->conn);
-	struct session *s = pc ? conn_session(d, pc) : NULL;
-	const char *scheme = pm->str[DP_T_SCHEME], *host = pm->str[DP_T_HOST];
-	struct decide_req r = {0};
-	struct decide_res res;
-	struct dp_msg m;
-	bool tls = pc && pc->tls_asked;
-
-	if (!s) {
-		reply_error(d, pm, "no such connection");
-		return;
-	}
-	if (!pm->val[DP_T_METHOD] || !pm->val[DP_T_TARGET] || !pc->attested) {
-		reply_error(d, pm, "decide: missing fields, or a refused connection");
-		return;
-	}
-	r = (struct decide_req){.scheme = tls ? "https" : "http",
-				.host = host,
-				.method = pm->str[DP_T_METHOD],
-				.target = pm->str[DP_T_TARGET],
-				.port = pc->orig.port,
-				.cookie = pc->orig.cookie,
-				.pid = (pid_t)pc->orig.pid,
-				.comm = pc->comm,
-				.mediator = "proxy"};
-	if (strcmp(scheme, r.scheme) != 0 ||
-	    (tls ? strcasecmp(host, pc->sni) != 0 : !host_serves(d, host, &pc->orig))) {
-		char reason[400];
-
-		snprintf(reason, sizeof(reason),
-			 tls ? "the request's host \"%s\" is not the TLS server name"
-			     : "the request's host \"%s\" is not a route host of the destination",
-			 host);
-		log_deny(s, pc, "daemon", reason, r.method, r.target);
-		res = (struct decide_res){.verdict = DP_VERDICT_DENY};
-		snprintf(res.reason, sizeof(res.reason), "%s", reason);
-	} else {
-		kevent_request(d, s, pc->orig.cookie);
-		decide(d, s, &r, &res);
-	}
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, pm->h.seq, 0);
-	decide_put_reply(&m, &res, s);
-	free(res.token);
-	reply(d, &m);
-}
-
-static void on_response(struct deputyd *d, struct pmsg *pm)
-{
-	struct pconn *pc = conn_find(pm->conn);
-	struct session *s = pc ? conn_session(d, pc) : NULL;
-	uint64_t status = pmsg_u64(pm, DP_T_STATUS);
-
-	if (!s || status > 999)
-		return;
-	s->counts.responses++;
-	session_log(s, "response",
-		    proxy_record(json_pack("{s:o, s:I}", "jti", session_text(pm->str[DP_T_JTI]),
-					   "status", (json_int_t)status),
-				 pc));
-}
-
-static void on_deny(struct deputyd *d, struct pmsg *pm)
-{
-	struct pconn *pc = conn_find(pm->conn);
-	struct session *s = pc ? conn_session(d, pc) : NULL;
-
-	if (s)
-		log_deny(s, pc, "proxy", pm->str[DP_T_REASON], pm->str[DP_T_METHOD],
-			 pm->str[DP_T_TARGET]);
-}
-
-static void on_close(struct deputyd *d, struct pmsg *pm)
-{
-	struct pconn *pc = conn_find(pm->conn);
-
-	if (pc)
-		*pc = conns[--n_conns];
-}
-
-static const struct {
-	uint16_t type;
-	bool noreply;
-	void (*fn)(struct deputyd *d, struct pmsg *pm);
-} handlers[] = {
-    {DP_MSG_PROXY_CONN, false, on_conn},     {DP_MSG_PROXY_LEAF, false, on_leaf},
-    {DP_MSG_PROXY_DECIDE, false, on_decide}, {DP_MSG_PROXY_RESPONSE, true, on_response},
-    {DP_MSG_PROXY_DENY, true, on_deny},	     {DP_MSG_PROXY_CLOSE, true, on_close},
-};
-
-/* One message: NULL, or why the proxy broke the protocol (it is then stopped). */
-static const char *dispatch(struct deputyd *d, const uint8_t *buf, size_t n, int fd)
-{
-	static struct pmsg pm; /* one thread; 40 KiB is better off the stack */
-
-	if (n < DP_PROTO_HDR_LEN)
-		return "short message";
-	memcpy(&pm.h, buf, sizeof(pm.h));
-	pm.fd = fd;
-	if (dp_hdr_check(&pm.h) != 0 || pm.h.len != n - DP_PROTO_HDR_LEN)
-		return "bad header";
-	if (pmsg_parse(buf + DP_PROTO_HDR_LEN, pm.h.len, &pm) != 0)
-		return "malformed fields";
-	if ((pm.fd >= 0) != (pm.h.type == DP_MSG_PROXY_CONN))
-		return "a socket where none belongs, or none where one does";
-	for (size_t i = 0; i < DP_ARRAY_SIZE(handlers); i++)
-		if (handlers[i].type == pm.h.type) {
-			/* A request that gets a reply must ask for one, and the reverse. */
-			if (handlers[i].noreply != ((pm.h.flags & DP_F_NOREPLY) != 0))
-				return "reply flag";
-			handlers[i].fn(d, &pm);
-			return NULL;
-		}
-	return "unknown message type";
+	w = send(px.chan, m->buf, m->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* The proxy waits for each reply: a full socket means it is not reading them. */
+	if (w != (ssize_t)m->len)
+		proxy_down(d, "does not read its replies");
 }
 
 void proxyd_event(struct deputyd *d)
@@ -911,7 +518,7 @@ void proxyd_event(struct deputyd *d)
 		if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfd > 1)
 			bad = "truncated message, or more than one socket";
 		else
-			bad = dispatch(d, buf, (size_t)r, nfd ? fds[0] : -1);
+			bad = proxyreq_handle(d, buf, (size_t)r, nfd ? fds[0] : -1);
 		for (int i = 0; i < nfd; i++)
 			close(fds[i]);
 		if (bad) {

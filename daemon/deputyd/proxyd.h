@@ -26,6 +26,16 @@ void proxyd_tick(struct deputyd *d);
 void proxyd_reload(struct deputyd *d);
 void proxyd_stop(struct deputyd *d);
 
+/* For proxyreq.c: the reply to the proxy's current request (a proxy that does not read
+ * its replies is stopped), whether an address is one the proxy listens on, and a session's
+ * CA (NULL when it has none). */
+struct dp_msg;
+struct sessca;
+struct sockaddr_storage;
+void proxyd_reply(struct deputyd *d, struct dp_msg *m);
+bool proxyd_is_listener(const struct sockaddr_storage *ss);
+struct sessca *proxyd_sessca(const char *sid);
+
 /* The session's CA certificate (PEM), made on first use. NULL with err set. */
 const char *proxyd_session_ca(struct session *s, struct dp_err *err);
 

@@ -8,6 +8,7 @@
 #include <deputy/proto.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <pthread.h>
@@ -568,6 +569,7 @@ void relay_conn(int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	bool orderly = false;
+	int one = 1;
 
 	if (!c) {
 		pxio_reset(fd);
@@ -576,6 +578,9 @@ void relay_conn(int fd)
 	c->fd = fd;
 	c->io.fd = -1;
 	pxio_timeouts(fd, AGENT_TIMEOUT);
+	/* Handshakes and responses go out in several small writes: without this, Nagle waits
+	 * for the agent's delayed ACKs (tens to hundreds of ms per exchange). */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (attribute(c) == 0 && agent_start(c) == 0) {
 		for (;;) {
 			size_t head_len;
