@@ -52,26 +52,12 @@ static void run_forward(int sig)
 static int find_shim(char *out, size_t outsz)
 {
 	const char *env = getenv("DEPUTY_PRELOAD");
-	char exe[PATH_MAX], *slash;
-	ssize_t n;
 
 	if (env && *env) {
 		snprintf(out, outsz, "%s", env);
 		return access(out, R_OK) == 0 ? 0 : -ENOENT;
 	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return -ENOENT;
-	exe[n] = '\0';
-	slash = strrchr(exe, '/');
-	if (!slash)
-		return -ENOENT;
-	*slash = '\0';
-	snprintf(out, outsz, "%s/libdeputy.so", exe);
-	if (access(out, R_OK) == 0)
-		return 0;
-	snprintf(out, outsz, "%s/../lib/deputy/libdeputy.so", exe);
-	return access(out, R_OK) == 0 ? 0 : -ENOENT;
+	return dp_find_installed("libdeputy.so", R_OK, out, outsz);
 }
 
 static char *read_grant(const char *path)

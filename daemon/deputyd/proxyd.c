@@ -135,27 +135,6 @@ static int proxy_user(struct dp_err *err)
 	return 0;
 }
 
-/* deputy-proxy beside deputyd (the build tree) or in ../lib/deputy (an installed prefix). */
-static int proxy_path(char *out, size_t outsz)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash;
-
-	if (n <= 0)
-		return -errno;
-	self[n] = '\0';
-	slash = strrchr(self, '/');
-	if (!slash)
-		return -ENOENT;
-	*slash = '\0';
-	snprintf(out, outsz, "%s/deputy-proxy", self);
-	if (access(out, X_OK) == 0)
-		return 0;
-	snprintf(out, outsz, "%s/../lib/deputy/deputy-proxy", self);
-	return access(out, X_OK) == 0 ? 0 : -ENOENT;
-}
-
 static int listen_on(const struct sockaddr_storage *ss, socklen_t len, struct dp_err *err)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -262,7 +241,7 @@ static int spawn(struct deputyd *d, struct dp_err *err)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = px.ep_tag};
 	pid_t pid;
 
-	if (proxy_path(path, sizeof(path)) != 0) {
+	if (dp_find_installed("deputy-proxy", X_OK, path, sizeof(path)) != 0) {
 		dp_err_set(err, "deputy-proxy not found beside deputyd nor in ../lib/deputy");
 		return -ENOENT;
 	}

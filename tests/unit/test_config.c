@@ -614,6 +614,7 @@ static void test_proxy_keys(void)
 	check(cfg->proxy == true);
 	check_str(cfg->proxy_listen, "127.0.0.1:8472");
 	check(cfg->routes[0].tls_opaque == false);
+	check(cfg->upstream_ca_file == NULL); /* the system store */
 	config_free(cfg);
 
 	cfg = parse_ok(CFG(", \"proxy\": \"off\", \"proxy_listen\": \"127.0.0.2:9000\"",
@@ -642,18 +643,13 @@ static void test_proxy_keys(void)
 		      "routes[1].tls: \"opaque\" disagrees with routes[0] for a.test port 443");
 }
 
-/* upstream_ca_file: the proxy's trust anchors for upstreams; absent means the system store. */
+/* upstream_ca_file: the proxy's trust anchors for upstreams (the default is with the proxy's
+ * other keys). */
 static void test_upstream_ca_file(void)
 {
 	struct dp_err err;
-	struct dp_config *cfg = parse_ok(CFG("", DELEGATE "}"), &err);
-
-	if (!cfg)
-		fail("minimal config refused: %s", err.msg);
-	check(cfg->upstream_ca_file == NULL);
-	config_free(cfg);
-	cfg = parse_ok(CFG(", \"upstream_ca_file\": \"/etc/deputy/upstream.pem\"", DELEGATE "}"),
-		       &err);
+	struct dp_config *cfg = parse_ok(
+	    CFG(", \"upstream_ca_file\": \"/etc/deputy/upstream.pem\"", DELEGATE "}"), &err);
 	if (!cfg)
 		fail("upstream_ca_file refused: %s", err.msg);
 	check_str(cfg->upstream_ca_file, "/etc/deputy/upstream.pem");
