@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * The kernel layer for real: loads bpf/deputy.bpf.c through daemon/kernel.c onto a fresh
+ * The kernel layer for real: loads bpf/deputy.bpf.c through daemon/deputyd/kernel.c onto a fresh
  * parent cgroup (deputy-test-<pid>), registers session cgroups with a policy that allows one
  * loopback port, and runs the test clients of tests/progs (raw syscalls, io_uring, UDP, TCP
  * Fast Open, raw sockets) and busybox inside and outside the sessions. Checks the syscall
  * results, the events, and that a blocked destination's listener never saw a connection.
- * Needs root and BPF: prints SKIP otherwise, FAIL when DEPUTY_REQUIRE_BPF=1.
+ * Mediation: a stand-in proxy at proxy_listen receives the unclaimed connects to a route's
+ * destination (v4, v6, v4-mapped), kernel_proxied_lookup finds the original destination and
+ * session from its accepted socket, the agent's getpeername still says the original; the
+ * claim, "proxy": "off", "tls": "opaque" and UDP to a route's destination.
+ * One file for all of it (past the usual size): the cases share one costly setup (cgroups,
+ * network namespace, loaded programs, listeners). Needs root and BPF: prints SKIP otherwise, FAIL when DEPUTY_REQUIRE_BPF=1.
  * Cleans up (children, BPF links and pins, cgroups) on every exit path.
  */
 #include <arpa/inet.h>
