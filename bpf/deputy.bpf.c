@@ -19,7 +19,8 @@
  *    path of Unix-socket connects, never blocks them.
  *  - cgroup/setsockopt, getsockopt: the shim's claim of a socket (DP_SO_CLAIM) and its
  *    question what the destination is (DP_SO_DEST), answered from socket-local storage.
- *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below).
+ *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below); bind4/6 keep
+ *    session processes off the proxy's port.
  *
  * Mediation (design: layer 4). In an enforced session, a TCP connect to a route's
  * destination ("tls": "intercept") that the shim did not claim goes to deputy's proxy: the
@@ -668,6 +669,32 @@ int deputy_getsockopt(struct bpf_sockopt *ctx)
 	ctx->optlen = sizeof(*out);
 	ctx->retval = 0;
 	return 1;
+}
+
+/* Nothing in a session may listen where the proxy does: while the proxy is down, a
+ * session's listener there would receive other sessions' redirected connections. */
+static __always_inline int bind_allowed(struct bpf_sock_addr *ctx)
+{
+	struct dp_proxy_cfg *p;
+	__u32 zero = 0;
+	__u64 cgid;
+
+	if (ctx->type != SOCK_STREAM || !session_of(&cgid))
+		return 1;
+	p = bpf_map_lookup_elem(&proxy_cfg, &zero);
+	return !p || !p->port || ctx->user_port != p->port;
+}
+
+SEC("cgroup/bind4")
+int deputy_bind4(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+SEC("cgroup/bind6")
+int deputy_bind6(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
 }
 
 /* The socket state of a connection sent to the proxy, or NULL. */
