@@ -19,7 +19,8 @@
  *    path of Unix-socket connects, never blocks them.
  *  - cgroup/setsockopt, getsockopt: the shim's claim of a socket (DP_SO_CLAIM) and its
  *    question what the destination is (DP_SO_DEST), answered from socket-local storage.
- *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below).
+ *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below); bind4/6 keep
+ *    session processes off the proxy's port.
  *
  * Mediation (design: layer 4). In an enforced session, a TCP connect to a route's
  * destination ("tls": "intercept") that the shim did not claim goes to deputy's proxy: the
@@ -43,6 +44,9 @@
  * a process outside) is not seen, so whoever starts a session must not leak sockets into it.
  * A session process with root privileges can leave its cgroup or detach programs; sessions
  * are meant for unprivileged agents. AF_PACKET is refused by SIGKILL, not EPERM.
+ *
+ * One file of ~800 lines rather than several: the programs share their maps and one
+ * skeleton, and the loader pins and adopts them as one object.
  *
  * UDP: a DNS-heavy agent sends many datagrams, often one socket per query. A sendmsg event
  * is emitted for the first datagram of a (session, process, destination) and again when the
@@ -325,23 +329,25 @@ static __always_inline void conn_track(struct dp_event *e)
 	bpf_map_update_elem(&conns, &e->cookie, &c, BPF_ANY);
 }
 
+static __always_inline void set_user_ip6(struct bpf_sock_addr *ctx, __u32 a0, __u32 a1, __u32 a2,
+					 __u32 a3)
+{
+	ctx->user_ip6[0] = a0;
+	ctx->user_ip6[1] = a1;
+	ctx->user_ip6[2] = a2;
+	ctx->user_ip6[3] = a3;
+}
+
 /* Sends the connect to the proxy: the address the socket really connects to. */
 static __always_inline void redirect_to_proxy(struct bpf_sock_addr *ctx, const struct dest *d,
 					      const struct dp_proxy_cfg *p)
 {
-	if (d->family == AF_INET && !(d->flags & DP_EVF_V4MAPPED)) {
+	if (d->family == AF_INET && !(d->flags & DP_EVF_V4MAPPED))
 		ctx->user_ip4 = p->addr4;
-	} else if (d->family == AF_INET) {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0xffff);
-		ctx->user_ip6[3] = p->addr4;
-	} else {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(1);
-	}
+	else if (d->family == AF_INET)
+		set_user_ip6(ctx, 0, 0, bpf_htonl(0xffff), p->addr4);
+	else
+		set_user_ip6(ctx, 0, 0, 0, bpf_htonl(1));
 	ctx->user_port = p->port;
 }
 
@@ -665,43 +671,68 @@ int deputy_getsockopt(struct bpf_sockopt *ctx)
 	return 1;
 }
 
-/* The agent sees the address it connected to, not the proxy's. */
-SEC("cgroup/getpeername4")
-int deputy_getpeername4(struct bpf_sock_addr *ctx)
+/* Nothing in a session may listen where the proxy does: while the proxy is down, a
+ * session's listener there would receive other sessions' redirected connections. */
+static __always_inline int bind_allowed(struct bpf_sock_addr *ctx)
+{
+	struct dp_proxy_cfg *p;
+	__u32 zero = 0;
+	__u64 cgid;
+
+	if (ctx->type != SOCK_STREAM || !session_of(&cgid))
+		return 1;
+	p = bpf_map_lookup_elem(&proxy_cfg, &zero);
+	return !p || !p->port || ctx->user_port != p->port;
+}
+
+SEC("cgroup/bind4")
+int deputy_bind4(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+SEC("cgroup/bind6")
+int deputy_bind6(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+/* The socket state of a connection sent to the proxy, or NULL. */
+static __always_inline struct sk_state *proxied_state(struct bpf_sock_addr *ctx)
 {
 	struct sk_state *st;
 
 	if (!ctx->sk)
-		return 1;
+		return NULL;
 	st = bpf_sk_storage_get(&sk_states, ctx->sk, 0, 0);
-	if (!st || !st->proxied || st->orig.family != AF_INET)
-		return 1;
-	ctx->user_ip4 = st->orig.addr[0];
-	ctx->user_port = st->orig.port;
+	return st && st->proxied ? st : NULL;
+}
+
+/* The agent sees the address it connected to, not the proxy's. */
+SEC("cgroup/getpeername4")
+int deputy_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct sk_state *st = proxied_state(ctx);
+
+	if (st && st->orig.family == AF_INET) {
+		ctx->user_ip4 = st->orig.addr[0];
+		ctx->user_port = st->orig.port;
+	}
 	return 1;
 }
 
 SEC("cgroup/getpeername6")
 int deputy_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct sk_state *st;
+	struct sk_state *st = proxied_state(ctx);
 
-	if (!ctx->sk)
+	if (!st)
 		return 1;
-	st = bpf_sk_storage_get(&sk_states, ctx->sk, 0, 0);
-	if (!st || !st->proxied)
-		return 1;
-	if (st->orig.family == AF_INET) { /* v4-mapped */
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0xffff);
-		ctx->user_ip6[3] = st->orig.addr[0];
-	} else {
-		ctx->user_ip6[0] = st->orig.addr[0];
-		ctx->user_ip6[1] = st->orig.addr[1];
-		ctx->user_ip6[2] = st->orig.addr[2];
-		ctx->user_ip6[3] = st->orig.addr[3];
-	}
+	if (st->orig.family == AF_INET) /* v4-mapped */
+		set_user_ip6(ctx, 0, 0, bpf_htonl(0xffff), st->orig.addr[0]);
+	else
+		set_user_ip6(ctx, st->orig.addr[0], st->orig.addr[1], st->orig.addr[2],
+			     st->orig.addr[3]);
 	ctx->user_port = st->orig.port;
 	return 1;
 }

@@ -45,13 +45,21 @@
 #define KERNEL_PIN_ROOT KERNEL_BPFFS "/deputy"
 
 static const char *const kernel_prog_names[KP_N_] = {
-    [KP_CONNECT4] = "connect4",		[KP_CONNECT6] = "connect6",
-    [KP_SENDMSG4] = "sendmsg4",		[KP_SENDMSG6] = "sendmsg6",
-    [KP_SOCK_CREATE] = "sock_create",	[KP_CONNECT_UNIX] = "connect_unix",
-    [KP_SOCK_STATE] = "sock_state",	[KP_SOCKET_ENTER] = "socket_enter",
-    [KP_SETSOCKOPT] = "setsockopt",	[KP_GETSOCKOPT] = "getsockopt",
-    [KP_GETPEERNAME4] = "getpeername4", [KP_GETPEERNAME6] = "getpeername6",
+    [KP_CONNECT4] = "connect4",
+    [KP_CONNECT6] = "connect6",
+    [KP_SENDMSG4] = "sendmsg4",
+    [KP_SENDMSG6] = "sendmsg6",
+    [KP_SOCK_CREATE] = "sock_create",
+    [KP_CONNECT_UNIX] = "connect_unix",
+    [KP_SOCK_STATE] = "sock_state",
+    [KP_SOCKET_ENTER] = "socket_enter",
+    [KP_SETSOCKOPT] = "setsockopt",
+    [KP_GETSOCKOPT] = "getsockopt",
+    [KP_GETPEERNAME4] = "getpeername4",
+    [KP_GETPEERNAME6] = "getpeername6",
     [KP_SOCKOPS] = "sockops",
+    [KP_BIND4] = "bind4",
+    [KP_BIND6] = "bind6",
 };
 
 static int kernel_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -93,6 +101,10 @@ static struct bpf_program *kernel_prog(struct deputy_bpf *skel, enum kernel_prog
 		return skel->progs.deputy_getpeername6;
 	case KP_SOCKOPS:
 		return skel->progs.deputy_sockops;
+	case KP_BIND4:
+		return skel->progs.deputy_bind4;
+	case KP_BIND6:
+		return skel->progs.deputy_bind6;
 	case KP_N_:
 		break;
 	}

@@ -26,6 +26,8 @@ enum kernel_prog {
 	KP_GETPEERNAME4,
 	KP_GETPEERNAME6,
 	KP_SOCKOPS,
+	KP_BIND4,
+	KP_BIND6,
 	KP_N_,
 };
 

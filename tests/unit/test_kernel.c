@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * The kernel layer for real: loads bpf/deputy.bpf.c through daemon/kernel.c onto a fresh
+ * The kernel layer for real: loads bpf/deputy.bpf.c through daemon/deputyd/kernel.c onto a fresh
  * parent cgroup (deputy-test-<pid>), registers session cgroups with a policy that allows one
  * loopback port, and runs the test clients of tests/progs (raw syscalls, io_uring, UDP, TCP
  * Fast Open, raw sockets) and busybox inside and outside the sessions. Checks the syscall
  * results, the events, and that a blocked destination's listener never saw a connection.
- * Needs root and BPF: prints SKIP otherwise, FAIL when DEPUTY_REQUIRE_BPF=1.
- * Cleans up (children, BPF links and pins, cgroups) on every exit path.
+ * Mediation: a stand-in proxy at proxy_listen receives the unclaimed connects to a route's
+ * destination (v4, v6, v4-mapped), kernel_proxied_lookup finds the original destination and
+ * session from its accepted socket, the agent's getpeername still says the original; the
+ * claim, "proxy": "off", "tls": "opaque" and UDP to a route's destination.
+ * One file for all of it (past the usual size): the cases share one costly setup (cgroups,
+ * network namespace, loaded programs, listeners). Needs root and BPF: prints SKIP otherwise, FAIL
+ * when DEPUTY_REQUIRE_BPF=1. Cleans up (children, BPF links and pins, cgroups) on every exit path.
  */
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -1007,6 +1012,28 @@ static void claim_outside_session(void)
 	close(fd);
 }
 
+/* A session process cannot listen on the proxy's port (any address); elsewhere it can. */
+static void proxy_port_not_bindable(void)
+{
+	char code[128];
+	const char *argv[] = {"/usr/bin/python3", "-c", code, NULL};
+	pid_t pid;
+
+	if (set_proxy(true) != 0)
+		fail("policy");
+	snprintf(code, sizeof(code),
+		 "import socket, sys\ns = socket.socket(socket.AF_INET6)\ntry:\n"
+		 "    s.bind(('::', %u))\nexcept OSError as e:\n    sys.exit(e.errno)",
+		 0u);
+	check(run_in(cg_s1, &pid, argv) == 0); /* another (any free) port */
+	snprintf(code, sizeof(code),
+		 "import socket, sys\ns = socket.socket(socket.AF_INET6)\ntry:\n"
+		 "    s.bind(('::', %u))\nexcept OSError as e:\n    sys.exit(e.errno)",
+		 port_p);
+	check(run_in(cg_s1, &pid, argv) == EPERM);
+	check(run_in(cg_other, &pid, argv) != EPERM); /* in use by the stand-in: EADDRINUSE */
+}
+
 /* Not a test: puts s1 back as the other cases expect it, whatever failed above. */
 static void mediation_restore(void)
 {
@@ -1236,6 +1263,7 @@ int main(void)
 	RUN(udp_to_route_refused);
 	RUN(opaque_goes_direct);
 	RUN(claim_outside_session);
+	RUN(proxy_port_not_bindable);
 	RUN(mediation_restore);
 	RUN(restart_keeps_enforcing);
 	RUN(stale_pins_replaced);
