@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "jsonw.h"
+
 bool hh_is_tchar(unsigned char c)
 {
 	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
@@ -782,119 +784,41 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 
 /* ---- the refusal ----------------------------------------------------------------------- */
 
-/* Appends s as a JSON string (RFC 8259 escaping); invalid UTF-8 bytes are replaced by '?'
- * so the body always parses. */
-static int hh_json_str(char *out, size_t cap, size_t *o, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	char lim[HH_DENY_FIELD_MAX + 1];
-	const unsigned char *p = (const unsigned char *)lim;
-
-	/* Bounded input, so the response always fits (6 output bytes per input byte at most). */
-	snprintf(lim, sizeof(lim), "%s", s ? s : "");
-
-#define PUT(ch)                                                                                    \
-	do {                                                                                       \
-		if (*o + 1 >= cap)                                                                 \
-			return -ENOSPC;                                                            \
-		out[(*o)++] = (char)(ch);                                                          \
-	} while (0)
-	PUT('"');
-	while (*p) {
-		unsigned char c = *p;
-		int extra = 0;
-
-		if (c == '"' || c == '\\') {
-			PUT('\\');
-			PUT(c);
-			p++;
-			continue;
-		}
-		if (c < 0x20) {
-			PUT('\\');
-			PUT('u');
-			PUT('0');
-			PUT('0');
-			PUT(hex[c >> 4]);
-			PUT(hex[c & 15]);
-			p++;
-			continue;
-		}
-		if (c < 0x80) {
-			PUT(c);
-			p++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0 && c >= 0xc2)
-			extra = 1;
-		else if ((c & 0xf0) == 0xe0)
-			extra = 2;
-		else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
-			extra = 3;
-		else {
-			PUT('?');
-			p++;
-			continue;
-		}
-		{
-			int k;
-
-			for (k = 1; k <= extra; k++)
-				if ((p[k] & 0xc0) != 0x80)
-					break;
-			/* reject overlongs and surrogates in 3-byte forms, > U+10FFFF */
-			if (k <= extra || (c == 0xe0 && p[1] < 0xa0) ||
-			    (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
-			    (c == 0xf4 && p[1] >= 0x90)) {
-				PUT('?');
-				p++;
-				continue;
-			}
-			for (k = 0; k <= extra; k++)
-				PUT(p[k]);
-			p += extra + 1;
-		}
-	}
-	PUT('"');
-#undef PUT
-	return 0;
-}
-
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user)
 {
 	char body[3 * 6 * HH_DENY_FIELD_MAX + 128];
-	size_t o = 0;
+	const char *val[] = {reason, scope, user};
+	static const char *const key[] = {"reason", "scope", "user"};
+	struct jw w;
+	ssize_t o;
 	int n;
 
-#define LIT(s)                                                                                     \
-	do {                                                                                       \
-		size_t l_ = strlen(s);                                                             \
-		if (o + l_ >= sizeof(body))                                                        \
-			return -ENOSPC;                                                            \
-		memcpy(body + o, s, l_);                                                           \
-		o += l_;                                                                           \
-	} while (0)
-	LIT("{\"error\":\"deputy_denied\",\"reason\":");
-	if (hh_json_str(body, sizeof(body), &o, reason) < 0)
+	/* Invalid UTF-8 becomes '?' so the body always parses; each field is cut at
+	 * HH_DENY_FIELD_MAX bytes so the response always fits (6 bytes out per byte in). */
+	jw_init(&w, body, sizeof(body), JW_UTF8_REPLACE);
+	jw_obj_open(&w);
+	jw_key(&w, "error");
+	jw_str(&w, "deputy_denied");
+	for (size_t i = 0; i < 3; i++) {
+		const char *v = val[i] ? val[i] : "";
+
+		jw_key(&w, key[i]);
+		jw_strn(&w, v, strnlen(v, HH_DENY_FIELD_MAX));
+	}
+	jw_obj_close(&w);
+	o = jw_end(&w);
+	if (o < 0)
 		return -ENOSPC;
-	LIT(",\"scope\":");
-	if (hh_json_str(body, sizeof(body), &o, scope) < 0)
-		return -ENOSPC;
-	LIT(",\"user\":");
-	if (hh_json_str(body, sizeof(body), &o, user) < 0)
-		return -ENOSPC;
-	LIT("}");
-#undef LIT
 	n = snprintf(out, cap,
 		     "HTTP/1.1 403 Forbidden\r\n"
 		     "Content-Type: application/json\r\n"
 		     "Content-Length: %zu\r\n"
 		     "Connection: close\r\n"
 		     "\r\n",
-		     o);
-	if (n < 0 || (size_t)n + o > cap)
+		     (size_t)o);
+	if (n < 0 || (size_t)n + (size_t)o > cap)
 		return -ENOSPC;
-	memcpy(out + n, body, o);
+	memcpy(out + n, body, (size_t)o);
 	return (ssize_t)(n + o);
 }
