@@ -16,6 +16,7 @@
 #include "jws.c"
 #include "jwks_fetch.c"
 #include "grant.c"
+#include "jsonw.c"
 #include "mint.c"
 #include "verify.c"
 
