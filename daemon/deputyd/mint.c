@@ -19,21 +19,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "httphead.h"
 #include "jsonw.h"
 
 #define MINT_TYP "at+jwt"
 #define MINT_STACK_BUF 2048
-
-/* RFC 9110 token characters: a method is nothing else. */
-static bool is_http_token(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
-			return false;
-	return true;
-}
 
 static bool is_printable_ascii(const char *s)
 {
@@ -79,7 +69,8 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		dp_err_set(err, "grant expired");
 		return -EACCES;
 	}
-	if ((req->htm && !is_http_token(req->htm)) || (req->htu && !is_printable_ascii(req->htu))) {
+	if ((req->htm && !hh_is_token(req->htm, strlen(req->htm))) ||
+	    (req->htu && !is_printable_ascii(req->htu))) {
 		dp_err_set(err, "htm or htu is not a valid method or URL");
 		return -EINVAL;
 	}

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "httphead.h"
+
 #define CFG_MAX_FILE (1 << 20)
 #define CFG_MAX_ROUTES 4096
 #define CFG_MAX_ISSUERS 64
@@ -61,24 +63,6 @@ static int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
 }
 
 /* ---- character classes ------------------------------------------------------------- */
-
-/* RFC 9110 §5.6.2 tchar: what a method or a header field name may consist of. */
-static bool cfg_is_tchar(unsigned char ch)
-{
-	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool cfg_is_http_token(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!cfg_is_tchar((unsigned char)s[i]))
-			return false;
-	return true;
-}
 
 /* RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
 static bool cfg_is_scope_token(const char *s)
@@ -553,7 +537,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	if ((v = json_object_get(obj, "method"))) {
 		if ((r = cfg_get_string(c, "method", v, &s)))
 			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+		if (!hh_is_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "method", "must be an HTTP method such as \"POST\"");
 		if ((r = cfg_dup_string(c, "method", s, &rt->method)))
 			return r;
@@ -632,7 +616,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	if ((v = json_object_get(obj, "header"))) {
 		if ((r = cfg_get_string(c, "header", v, &s)))
 			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+		if (!hh_is_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "header", "must be an HTTP header name");
 		for (i = 0; i < (int)DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
 			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)

@@ -17,6 +17,7 @@
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "jsonw.c"
+#include "httphead.c"
 #include "mint.c"
 #include "verify.c"
 

@@ -2,6 +2,8 @@
 /*
  * httphead: HTTP/1.x request heads (strict), bodies, response heads (lenient) and the 403
  * the shim answers with. See httphead.h for why requests are strict and responses are not.
+ * It lives with the shared code because deputyd's JWKS endpoint parses its requests with it
+ * too; the shim compiles it in (see the Makefile's SHIM_SHARED).
  */
 #include "httphead.h"
 
@@ -17,6 +19,18 @@ bool hh_is_tchar(unsigned char c)
 	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
 		return true;
 	return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+bool hh_is_token(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!hh_is_tchar((unsigned char)s[i]))
+			return false;
+	return true;
 }
 
 static char hh_lower(char c)
