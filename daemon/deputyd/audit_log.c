@@ -177,12 +177,9 @@ ssize_t audit_log_record(uint64_t seq, const char *ts, const char *session, cons
 
 	jw_init(&w, buf, cap, JW_ASCII);
 	jw_obj_open(&w);
-	jw_key(&w, "seq");
-	jw_int(&w, (int64_t)seq);
-	for (size_t i = 1; i < DP_ARRAY_SIZE(own); i++) {
-		jw_key(&w, own[i]);
-		jw_str(&w, own_val[i]);
-	}
+	jw_member_int(&w, "seq", (int64_t)seq);
+	for (size_t i = 1; i < DP_ARRAY_SIZE(own); i++)
+		jw_member_str(&w, own[i], own_val[i]);
 	if (fields) {
 		const char *k;
 		json_t *v;

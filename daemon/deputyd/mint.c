@@ -33,6 +33,38 @@ static bool is_printable_ascii(const char *s)
 	return true;
 }
 
+/* RFC 9068 §2.2 claims, then RFC 8693 act, then the RFC 9449-style request binding. */
+static void mint_write_claims(struct jw *jw, const struct mint_request *req, const char *jti,
+			      int64_t exp)
+{
+	const struct dp_grant *g = req->grant;
+
+	jw_obj_open(jw);
+	jw_member_str(jw, "iss", req->issuer);
+	jw_member_str(jw, "sub", g->sub);
+	jw_key(jw, "act");
+	jw_obj_open(jw);
+	jw_member_str(jw, "sub", req->agent);
+	jw_obj_close(jw);
+	jw_member_str(jw, "client_id", req->agent);
+	jw_member_str(jw, "aud", req->audience);
+	jw_member_str(jw, "scope", req->scope);
+	jw_member_int(jw, "iat", req->now);
+	jw_member_int(jw, "exp", exp);
+	jw_member_str(jw, "jti", jti);
+	jw_member_str(jw, "sid", req->session);
+	jw_key(jw, "grant");
+	jw_obj_open(jw);
+	jw_member_str(jw, "iss", g->iss);
+	jw_member_str(jw, "jti", g->jti);
+	jw_obj_close(jw);
+	if (req->htm)
+		jw_member_str(jw, "htm", req->htm);
+	if (req->htu)
+		jw_member_str(jw, "htu", req->htu);
+	jw_obj_close(jw);
+}
+
 int mint_token(const struct dp_key *key, const struct mint_request *req, char **token,
 	       char jti[DP_ID_LEN], int64_t *exp, struct dp_err *err)
 {
@@ -98,47 +130,7 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		}
 	}
 	jw_init(&jw, heap ? heap : stackbuf, cap, 0);
-	/* RFC 9068 §2.2 claims, then RFC 8693 act, then the RFC 9449-style request binding. */
-	jw_obj_open(&jw);
-	jw_key(&jw, "iss");
-	jw_str(&jw, req->issuer);
-	jw_key(&jw, "sub");
-	jw_str(&jw, g->sub);
-	jw_key(&jw, "act");
-	jw_obj_open(&jw);
-	jw_key(&jw, "sub");
-	jw_str(&jw, req->agent);
-	jw_obj_close(&jw);
-	jw_key(&jw, "client_id");
-	jw_str(&jw, req->agent);
-	jw_key(&jw, "aud");
-	jw_str(&jw, req->audience);
-	jw_key(&jw, "scope");
-	jw_str(&jw, req->scope);
-	jw_key(&jw, "iat");
-	jw_int(&jw, req->now);
-	jw_key(&jw, "exp");
-	jw_int(&jw, e);
-	jw_key(&jw, "jti");
-	jw_str(&jw, jti);
-	jw_key(&jw, "sid");
-	jw_str(&jw, req->session);
-	jw_key(&jw, "grant");
-	jw_obj_open(&jw);
-	jw_key(&jw, "iss");
-	jw_str(&jw, g->iss);
-	jw_key(&jw, "jti");
-	jw_str(&jw, g->jti);
-	jw_obj_close(&jw);
-	if (req->htm) {
-		jw_key(&jw, "htm");
-		jw_str(&jw, req->htm);
-	}
-	if (req->htu) {
-		jw_key(&jw, "htu");
-		jw_str(&jw, req->htu);
-	}
-	jw_obj_close(&jw);
+	mint_write_claims(&jw, req, jti, e);
 	len = jw_end(&jw);
 	if (len < 0) {
 		free(heap);

@@ -812,8 +812,7 @@ ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *
 	 * HH_DENY_FIELD_MAX bytes so the response always fits (6 bytes out per byte in). */
 	jw_init(&w, body, sizeof(body), JW_UTF8_REPLACE);
 	jw_obj_open(&w);
-	jw_key(&w, "error");
-	jw_str(&w, "deputy_denied");
+	jw_member_str(&w, "error", "deputy_denied");
 	for (size_t i = 0; i < 3; i++) {
 		const char *v = val[i] ? val[i] : "";
 

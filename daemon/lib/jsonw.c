@@ -259,6 +259,18 @@ void jw_null(struct jw *w)
 	jw_literal(w, "null");
 }
 
+void jw_member_str(struct jw *w, const char *key, const char *s)
+{
+	jw_key(w, key);
+	jw_str(w, s);
+}
+
+void jw_member_int(struct jw *w, const char *key, int64_t v)
+{
+	jw_key(w, key);
+	jw_int(w, v);
+}
+
 ssize_t jw_end(const struct jw *w)
 {
 	return w->err ? w->err : (ssize_t)w->len;

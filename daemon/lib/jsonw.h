@@ -44,6 +44,9 @@ void jw_int(struct jw *w, int64_t v);
 void jw_real(struct jw *w, double v);
 void jw_bool(struct jw *w, bool v);
 void jw_null(struct jw *w);
+/* An object member whose value is a string or an integer: jw_key, then the value. */
+void jw_member_str(struct jw *w, const char *key, const char *s);
+void jw_member_int(struct jw *w, const char *key, int64_t v);
 /* The text's length (NUL-terminated in the buffer), or the first error. */
 ssize_t jw_end(const struct jw *w);
 
