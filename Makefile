@@ -58,7 +58,7 @@ DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS)
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
 # and hidden (so they add no exported symbol): never copies of them.
-SHIM_SHARED  := daemon/lib/httphead.c daemon/lib/jsonw.c
+SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c
 SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)

@@ -71,7 +71,7 @@ int hh_host_norm(const char *p, size_t n, char *out, size_t cap, int *port);
 enum hh_prefix { HH_PREFIX_NO, HH_PREFIX_MAYBE, HH_PREFIX_YES };
 enum hh_prefix hh_method_prefix(const char *p, size_t n);
 
-/* Message body framing (Content-Length, chunked, until close, none). */
+/* Message body framing (Content-Length, chunked, until close, none): httpbody.c. */
 enum hh_body_mode { HH_BODY_NONE, HH_BODY_LENGTH, HH_BODY_CHUNKED, HH_BODY_CLOSE };
 struct hh_body {
 	uint8_t mode, st;
@@ -114,6 +114,8 @@ ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *
 /* Is c a tchar (RFC 9110 §5.6.2 token character: what methods and field names are made of)?
  * The one copy of that check for the shim, deputyd and the CLI. */
 bool hh_is_tchar(unsigned char c);
+/* Is c allowed in a field value (VCHAR, obs-text, SP, HTAB)? */
+bool hh_is_vchar_obs(unsigned char c);
 /* Is s a token of 1 to max tchars? */
 bool hh_is_token(const char *s, size_t max);
 

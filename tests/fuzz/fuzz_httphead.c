@@ -5,6 +5,7 @@
  * just the absence of crashes: a rewritten head must parse again with the same framing.
  */
 #include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/httpbody.c"
 #include "../../daemon/lib/jsonw.c"
 
 #include <stdlib.h>

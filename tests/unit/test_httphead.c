@@ -3,6 +3,7 @@
 #include "unit.h"
 
 #include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/httpbody.c"
 
 #include <jansson.h>
 
