@@ -18,6 +18,8 @@ DESTDIR ?=
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
+LD_R    ?= ld
+OBJCOPY ?= objcopy
 PYTHON  ?= /usr/bin/python3
 
 ifeq ($(SAN),1)
@@ -74,7 +76,9 @@ FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
 
 COMMON_LIB := $(BUILD)/libdeputy-common.a
-BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so
+VERIFY_LIB := $(BUILD)/libdeputy-verify.a
+VERIFY_EXPORTS := daemon/lib/verify-exports.txt
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB)
 
 .PHONY: all test check demo bench deps install clean fuzz tests-build
 all: $(BINS)
@@ -107,6 +111,17 @@ $(BUILD)/daemon/%.o: daemon/%.c | $(BPF_SKELS)
 $(COMMON_LIB): $(DAEMON_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# ---- the verification library for backends: only verify.h's symbols are global ----------
+# ld -r takes from the common library just the members the public entry points need (and
+# what those need in turn), as one object; objcopy then makes every other symbol local.
+$(VERIFY_LIB): $(COMMON_LIB) $(VERIFY_EXPORTS)
+	$(call msg,AR,$@)
+	$(Q)grep -v '^#' $(VERIFY_EXPORTS) | sed '/^$$/d' > $(BUILD)/verify-exports.list
+	$(Q)$(LD_R) -r -o $(BUILD)/verify.o \
+		$$(sed 's/^/-u /' $(BUILD)/verify-exports.list) $(COMMON_LIB)
+	$(Q)$(OBJCOPY) --keep-global-symbols=$(BUILD)/verify-exports.list $(BUILD)/verify.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/verify.o
 
 $(BUILD)/deputyd: $(BUILD)/daemon/deputyd/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
@@ -148,10 +163,14 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(COMMON_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
 
-$(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
+# The backend verifies tokens as an installed backend would: through the slim verification
+# library and the libraries the README names. util.o is its own logging and hex helpers (the
+# library's copies are local, so the two never meet).
+$(BUILD)/tests/backend: $(BACKEND_SRCS) $(VERIFY_LIB) $(BUILD)/daemon/lib/util.o
 	$(call msg,LD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(COMMON_LIB) $(TEST_LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(BUILD)/daemon/lib/util.o \
+		$(VERIFY_LIB) -ljansson -lcurl -lssl -lcrypto -lpthread
 
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
 # needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
@@ -186,7 +205,7 @@ install: all
 	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
 	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
-	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
+	install -m 0644 $(VERIFY_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-verify.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
 
 clean:

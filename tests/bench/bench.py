@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 
 import deputytest as dt  # noqa: E402
-from backend import Backend, TempDir, make_certs  # noqa: E402
+from deputytest import Backend, TempDir, make_certs  # noqa: E402
 
 BUILD = dt.BUILD
 BENCH = os.path.join(BUILD, 'tests', 'bench')

@@ -8,6 +8,8 @@
 #include "../../daemon/lib/util.c"
 #include "../../daemon/lib/jsonw.c"
 #include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/url.c"
+#include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
 #include "../../daemon/deputyd/httpd.c"
 

@@ -13,7 +13,12 @@
 #include <string.h>
 
 #include "util.c"
+#include "jwk.c"
+#include "key.c"
+#include "keyset.c"
 #include "jws.c"
+#include "claims.c"
+#include "url.c"
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "jsonw.c"

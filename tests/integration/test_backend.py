@@ -15,13 +15,13 @@ import socket
 import ssl
 import sys
 
-sys.path.insert(0, os.path.join(os.environ.get('DEPUTY_SRC', '.'), 'tests/lib'))
-from backend import (SERVICE_ACCOUNT, Backend, Runner, Skip, TempDir, TestIssuer,  # noqa: E402
-                     body_bytes, check, check_eq, header, make_certs, parse_client_output,
-                     pattern, prog, run, sha256)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+import deputytest as dt  # noqa: E402
+from deputytest import (SERVICE_ACCOUNT, Backend, Skip, TempDir, TestIssuer,  # noqa: E402
+                        body_bytes, check, check_eq, header, make_certs, parse_client_output,
+                        pattern, prog, run, run_case, sha256)
 
 AUD = 'https://api.test'
-t = Runner()
 
 
 def recs_for(be, prefix, count=None):
@@ -118,7 +118,7 @@ def curl_http2(be_h2):
 # ---- Python --------------------------------------------------------------------------
 
 def python_urllib(be, certs):
-    client = os.path.join(os.environ.get('DEPUTY_SRC', '.'), 'tests/lib/urllib_client.py')
+    client = os.path.join(dt.LIB, 'urllib_client.py')
     r = run([sys.executable, client, '--ca', certs.ca, '-s', '5000',
              be.url(path='/py-post'), be.url('mail.test', '/py-mail')])
     out = client_ok(r, 'urllib_client')
@@ -439,9 +439,37 @@ def clean_exit(d, certs):
 
 
 def refuses_non_loopback(d):
-    r = run([os.path.join(os.environ.get('BUILD', 'build'), 'tests', 'backend'),
-             '--listen', '0.0.0.0:0'])
+    r = run([dt.BACKEND_BIN, '--listen', '0.0.0.0:0'])
     check(r.returncode != 0 and 'loopback' in r.stderr, 'listened on 0.0.0.0: %r' % r.stderr)
+
+
+# name, function, and the fixtures main() passes it, in order
+CASES = [
+    ('curl_get', curl_get, 'be'),
+    ('curl_post_binary_body', curl_post, 'be', 'dir'),
+    ('curl_keepalive_two_urls', curl_keepalive, 'be'),
+    ('curl_http2_gets_h2_without_deputy', curl_http2, 'be_h2'),
+    ('python_urllib', python_urllib, 'be', 'certs'),
+    ('libcurl_threads_keepalive', curl_threads, 'be', 'certs'),
+    ('onebyte_writes', tls_onebyte, 'be', 'certs'),
+    ('nonblocking_client', tls_nonblock, 'be', 'certs'),
+    ('chunked_upload_expect_trailer', tls_chunked, 'be', 'certs'),
+    ('pipelined_requests', tls_pipeline, 'be', 'certs'),
+    ('fork_exec_strips_environment', tls_fork_exec, 'be', 'certs'),
+    ('constructor_request', tls_ctor, 'be', 'certs'),
+    ('tls_echo', tls_echo, 'be_echo', 'certs'),
+    ('token_absent', token_absent, 'be', 'certs'),
+    ('token_two_authorization_headers', token_two_headers, 'be', 'certs'),
+    ('token_valid_and_invalid', token_cases, 'be', 'certs', 'issuer'),
+    ('token_custom_header', token_custom_header, 'dir', 'certs'),
+    ('backend_refuses_malformed', refuses_malformed, 'be', 'certs'),
+    ('backend_response_shaping', status_shaping, 'be', 'certs'),
+    ('backend_h2_hostile_frames', h2_hostile_frames, 'be_h2', 'certs'),
+    ('plain_http', plain_http, 'be_plain', 'dir'),
+    ('ipv6_loopback', ipv6, 'dir', 'certs'),
+    ('backend_refuses_non_loopback', refuses_non_loopback, 'dir'),
+    ('clean_exit_on_sigterm', clean_exit, 'dir', 'certs'),
+]
 
 
 def main():
@@ -452,36 +480,16 @@ def main():
                 Backend(d, certs=certs, h2=True, name='h2') as be_h2, \
                 Backend(d, certs=certs, echo=True, name='echo') as be_echo, \
                 Backend(d, name='plain') as be_plain:
-            t.run('curl_get', curl_get, be)
-            t.run('curl_post_binary_body', curl_post, be, d)
-            t.run('curl_keepalive_two_urls', curl_keepalive, be)
-            t.run('curl_http2_gets_h2_without_deputy', curl_http2, be_h2)
-            t.run('python_urllib', python_urllib, be, certs)
-            t.run('libcurl_threads_keepalive', curl_threads, be, certs)
-            t.run('onebyte_writes', tls_onebyte, be, certs)
-            t.run('nonblocking_client', tls_nonblock, be, certs)
-            t.run('chunked_upload_expect_trailer', tls_chunked, be, certs)
-            t.run('pipelined_requests', tls_pipeline, be, certs)
-            t.run('fork_exec_strips_environment', tls_fork_exec, be, certs)
-            t.run('constructor_request', tls_ctor, be, certs)
-            t.run('tls_echo', tls_echo, be_echo, certs)
-            t.run('token_absent', token_absent, be, certs)
-            t.run('token_two_authorization_headers', token_two_headers, be, certs)
-            t.run('token_valid_and_invalid', token_cases, be, certs, issuer)
-            t.run('token_custom_header', token_custom_header, d, certs)
-            t.run('backend_refuses_malformed', refuses_malformed, be, certs)
-            t.run('backend_response_shaping', status_shaping, be, certs)
-            t.run('backend_h2_hostile_frames', h2_hostile_frames, be_h2, certs)
-            t.run('plain_http', plain_http, be_plain, d)
-            t.run('ipv6_loopback', ipv6, d, certs)
-            t.run('backend_refuses_non_loopback', refuses_non_loopback, d)
-            t.run('clean_exit_on_sigterm', clean_exit, d, certs)
+            fixtures = {'be': be, 'be_h2': be_h2, 'be_echo': be_echo, 'be_plain': be_plain,
+                        'dir': d, 'certs': certs, 'issuer': issuer}
+            for name, fn, *args in CASES:
+                run_case(name, fn, *[fixtures[a] for a in args])
             for b in (be, be_h2, be_echo, be_plain):
                 status = b.stop()
                 if status != 0:
-                    t.run('backend_%s_exit' % b.name, check, False,
-                          'exited %s: %s' % (status, b.stderr()))
-    t.exit()
+                    run_case('backend_%s_exit' % b.name, check, False,
+                             'exited %s: %s' % (status, b.stderr()))
+    dt.finish()
 
 
 if __name__ == '__main__':

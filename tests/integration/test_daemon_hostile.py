@@ -6,7 +6,6 @@ a real deputyd; some run the attacker inside a session, some as an unprivileged 
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -14,9 +13,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
-
-LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib")
-
 
 def in_session(d, code, token=None, user=None, agent="mailbot"):
     """Run Python code inside a session; it has dt, c (a Conn) and sid. Returns
@@ -28,9 +24,8 @@ def in_session(d, code, token=None, user=None, agent="mailbot"):
                 "import deputytest as dt\n"
                 "sid = os.environ['DEPUTY_SESSION']\n"
                 "print('session=' + sid, flush=True)\n"
-                "c = dt.Conn(os.environ['DEPUTY_SOCKET'])\n" % os.path.abspath(LIB) + code)
+                "c = dt.Conn(os.environ['DEPUTY_SOCKET'])\n" % dt.LIB + code)
     os.chmod(script, 0o644)
-    os.chmod(os.path.abspath(LIB), 0o755)
     r = d.run(token or d.idp.grant(), [dt.PYTHON, script], user=user, agent=agent)
     sid = None
     for line in r.stdout.splitlines():
@@ -38,18 +33,6 @@ def in_session(d, code, token=None, user=None, agent="mailbot"):
             sid = line.split("=", 1)[1]
     check(sid, "no session: %r %r" % (r.stdout, r.stderr))
     return r, sid
-
-
-def raw_frame(msg, fields, seq=1, flags=0):
-    """A frame whose string fields are bytes, sent as they are."""
-    payload = b""
-    for name, value in fields:
-        if name in dt.U64:
-            value = struct.pack("<Q", value)
-        elif isinstance(value, str):
-            value = value.encode()
-        payload += struct.pack("<HH", dt.TAG[name], len(value)) + value
-    return struct.pack("<IBBHI", len(payload), 1, flags, dt.MSG[msg], seq) + payload
 
 
 def proc_io(pid, key="rchar"):
@@ -329,7 +312,7 @@ for s in conns:
 print(len(conns), served, flush=True)
 sys.stdin.read()
 """, d.socket], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        preexec_fn=dt._demote((uid, gid)))
+        preexec_fn=dt.demote((uid, gid)))
     try:
         line = flood.stdout.readline().split()
         check(len(line) == 2, "flood did not report")

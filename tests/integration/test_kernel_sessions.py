@@ -25,12 +25,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
 
-PROGS = os.path.join(dt.BUILD, "tests", "progs")
-NET_CONNECT = os.path.join(PROGS, "net_connect")
-NET_URING = os.path.join(PROGS, "net_uring")
-NET_UDP = os.path.join(PROGS, "net_udp")
-NET_TFO = os.path.join(PROGS, "net_tfo")
-NET_SOCK = os.path.join(PROGS, "net_sock")
+NET_CONNECT = dt.prog("net_connect")
+NET_URING = dt.prog("net_uring")
+NET_UDP = dt.prog("net_udp")
+NET_TFO = dt.prog("net_tfo")
+NET_SOCK = dt.prog("net_sock")
 BUSYBOX = "/bin/busybox"
 BURST = 10000
 
@@ -232,7 +231,7 @@ def run_in_session(d, plan, on_result, user=None, status=0):
                           "mailbot", "--", dt.PYTHON, script, json.dumps(plan)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=d.env(),
-                         preexec_fn=dt._demote(user) if user else None)
+                         preexec_fn=dt.demote(user) if user else None)
     results, sid = {}, None
     try:
         first = p.stdout.readline()
@@ -554,19 +553,6 @@ def enforce_false_logs_blocks_but_allows():
 
 # ---- outside any session -------------------------------------------------------------------------
 
-def start_session(d, seconds=60):
-    """A session kept open by a sleeping agent; returns (Popen, session id)."""
-    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent",
-                          "mailbot", "--", "sh", "-c",
-                          'echo "session=$DEPUTY_SESSION"; exec sleep %d' % seconds],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env())
-    line = p.stdout.readline()
-    if not line.startswith("session="):
-        p.kill()
-        raise AssertionError("session did not start: %r %r" % (line, p.stderr.read()))
-    return p, line.split("=", 1)[1].strip()
-
-
 @case
 def processes_outside_sessions_are_never_affected():
     need_bpf()
@@ -574,7 +560,7 @@ def processes_outside_sessions_are_never_affected():
     p = None
     try:
         d = dt.Deputyd(routes=net.routes()).start()
-        p, sid = start_session(d)
+        p, sid = d.start_session()
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         users = [None] + ([dt.unprivileged_user()] if dt.is_root() else [])
@@ -584,7 +570,7 @@ def processes_outside_sessions_are_never_affected():
                 before = l.count
                 r = subprocess.run(argv + suffix, stdin=subprocess.DEVNULL,
                                    capture_output=True, text=True, timeout=30, env=env,
-                                   preexec_fn=dt._demote(user) if user else None)
+                                   preexec_fn=dt.demote(user) if user else None)
                 what = "%s outside a session%s" % (name, " as uid %d" % user[0] if user else "")
                 eq(r.returncode, 0, "%s: %s%s" % (what, r.stdout, r.stderr))
                 eq(l.wait_for(before + 1), before + 1, what + ": connections seen")
@@ -763,7 +749,7 @@ for name, port, report in (("reported", allowed, True), ("unreported", allowed, 
     s.close()
     out[name] = {"cookie": cookie, "err": err}
 print(json.dumps({"session": os.environ["DEPUTY_SESSION"], "pid": os.getpid(), "out": out}))
-""" % os.path.join(dt.SRC, "tests", "lib")
+""" % dt.LIB
 
 
 @case

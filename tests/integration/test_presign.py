@@ -26,7 +26,7 @@ import deputytest as dt
 c = dt.Conn(os.environ["DEPUTY_SOCKET"])
 for _ in range(int(sys.argv[1])):
     print(json.dumps(c.decide(os.environ["DEPUTY_SESSION"])), flush=True)
-""" % os.path.dirname(os.path.abspath(dt.__file__))
+""" % dt.LIB
 
 
 @case

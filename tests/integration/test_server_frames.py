@@ -50,7 +50,7 @@ c.s.sendall(burst)
 time.sleep(1)  # read nothing until deputyd has run out of room for replies
 out["burst"] = replies(c, 300)
 print(json.dumps(out), flush=True)
-""" % os.path.dirname(os.path.abspath(dt.__file__))
+""" % dt.LIB
 
 
 @case

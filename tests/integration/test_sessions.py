@@ -40,19 +40,6 @@ def session_of(proc_stdout):
     raise AssertionError("no session id printed: %r" % proc_stdout)
 
 
-def start_session(d, token, seconds=60, user=None):
-    """A session kept open by a sleeping agent; returns (Popen, session id)."""
-    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", d.grant_file(token), "--agent", "mailbot",
-                          "--", "sh", "-c", 'echo "session=$DEPUTY_SESSION"; exec sleep %d'
-                          % seconds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=d.env(), preexec_fn=dt._demote(user) if user else None)
-    line = p.stdout.readline()
-    if not line.startswith("session="):
-        p.kill()
-        raise AssertionError("session did not start: %r %r" % (line, p.stderr.read()))
-    return p, line.split("=", 1)[1].strip()
-
-
 def decide_req(host="api.test", method="POST", target="/send", port=443, session="$SESSION"):
     return ["DECIDE", [["SESSION", session], ["SCHEME", "https"], ["HOST", host],
                        ["PORT", port], ["METHOD", method], ["TARGET", target]]]
@@ -201,7 +188,7 @@ def unprivileged_user_runs_a_session():
 @case
 def peer_check_outside_and_other_sessions():
     d = dt.Deputyd().start()
-    a, sid_a = start_session(d, d.idp.grant(user="alice"))
+    a, sid_a = d.start_session(d.idp.grant(user="alice"))
     try:
         # this test process is outside every session, even as root
         rep = dt.Conn(d.socket).decide(sid_a)
@@ -308,7 +295,7 @@ def tampering_with_a_log_breaks_audit_verify():
 @case
 def killing_deputyd_loses_no_acknowledged_record_and_restart_resumes():
     d = dt.Deputyd().start()
-    p, sid = start_session(d, d.idp.grant(), seconds=120)
+    p, sid = d.start_session(d.idp.grant(), seconds=120)
     try:
         r, replies = dt.agent_requests(d, d.idp.grant(),
                                        [decide_req(target="/send/%d" % i) for i in range(50)])
@@ -338,7 +325,7 @@ def killing_deputyd_loses_no_acknowledged_record_and_restart_resumes():
 @case
 def deputy_run_closes_with_a_restarted_deputyd():
     d = dt.Deputyd().start()
-    p, sid = start_session(d, d.idp.grant(), seconds=3)
+    p, sid = d.start_session(d.idp.grant(), seconds=3)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
     d.start()
@@ -356,7 +343,7 @@ def sighup_reloads_routes_without_dropping_sessions():
     d = dt.Deputyd().start()
     g = d.idp.grant(scope="email:send files:write",
                     resource=["https://api.test", "https://files.test"])
-    p, sid = start_session(d, g)
+    p, sid = d.start_session(g)
     try:
         reqs = [decide_req(host="files.test", method="PUT", target="/f")]
         _, before = dt.agent_requests(d, g, reqs)
@@ -440,7 +427,7 @@ def sessions_and_logs_commands():
 @case
 def logs_follow_streams_until_close():
     d = dt.Deputyd().start()
-    p, sid = start_session(d, d.idp.grant(), seconds=2)
+    p, sid = d.start_session(d.idp.grant(), seconds=2)
     f = subprocess.Popen([dt.DEPUTY, "logs", sid, "--json", "--follow"], stdout=subprocess.PIPE,
                          text=True, env=d.env())
     out, _ = f.communicate(timeout=30)
@@ -453,7 +440,7 @@ def logs_follow_streams_until_close():
 @case
 def sigterm_closes_sessions_cleanly():
     d = dt.Deputyd().start()
-    p, sid = start_session(d, d.idp.grant())
+    p, sid = d.start_session(d.idp.grant())
     eq(d.stop(), 0, "deputyd exits 0 on SIGTERM")
     eq(d.records(sid)[-1]["type"], "session_close")
     p.wait(timeout=10)

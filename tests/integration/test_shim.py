@@ -14,27 +14,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "lib"))
-import backend as bk  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
 
-SA = bk.SERVICE_ACCOUNT
+SA = dt.SERVICE_ACCOUNT
 AUD = "https://api.test"
 GRANT_SCOPE = "email:send email:read files:write"
-URLLIB_CLIENT = os.path.join(dt.SRC, "tests", "lib", "urllib_client.py")
+URLLIB_CLIENT = os.path.join(dt.LIB, "urllib_client.py")
 
-_tmp = bk.TempDir(prefix="deputy-shim-test-")
+_tmp = dt.TempDir(prefix="deputy-shim-test-")
 _certs = None
 
 
 def certs():
     global _certs
     if _certs is None:
-        _certs = bk.make_certs(_tmp.path)
+        _certs = dt.make_certs(_tmp.path)
     return _certs
 
 
@@ -42,9 +39,9 @@ class Stack:
     """A backend (TLS unless plain) and a deputyd whose routes point at it."""
 
     def __init__(self, plain=False, echo=False, h2=False, extra_routes=()):
-        self.dir = bk.TempDir(prefix="deputy-shim-case-")
+        self.dir = dt.TempDir(prefix="deputy-shim-case-")
         self.d = dt.Deputyd(routes=[])
-        self.be = bk.Backend(self.dir.path, certs=None if plain else certs(), echo=echo, h2=h2,
+        self.be = dt.Backend(self.dir.path, certs=None if plain else certs(), echo=echo, h2=h2,
                              jwks=os.path.join(self.d.state, "jwks.json"), audience=AUD)
         self.be.start()
         p = self.be.port
@@ -95,13 +92,13 @@ class Stack:
 def ran(r, what="agent"):
     check(r.returncode == 0, "%s exited %d: %s" % (what, r.returncode,
                                                     (r.stderr or "")[-800:]))
-    return bk.parse_client_output(r.stdout)
+    return dt.parse_client_output(r.stdout)
 
 
 def check_delegated(rec, method, url, scope, body=None):
     """The backend's record of one request that must carry a fresh, valid token."""
     eq(rec["method"], method, "method")
-    auth = bk.header(rec, "Authorization")
+    auth = dt.header(rec, "Authorization")
     eq(len(auth), 1, "Authorization headers")
     check(auth[0] != SA, "the service-account credential reached the backend")
     tok = rec["token"]
@@ -114,7 +111,7 @@ def check_delegated(rec, method, url, scope, body=None):
     eq(cl["sub"], "alice", "sub")
     eq(cl["act"], {"sub": "agent:mailbot"}, "act")
     if body is not None:
-        eq(rec["body_sha256"], bk.sha256(body), "body sha256")
+        eq(rec["body_sha256"], dt.sha256(body), "body sha256")
         eq(rec["body_len"], len(body), "body length")
 
 
@@ -157,7 +154,7 @@ def curl_get_delegated():
 @case
 def curl_post_body_byte_identical():
     with Stack() as s:
-        body = bk.pattern(200000) + bytes(range(256)) * 4
+        body = dt.pattern(200000) + bytes(range(256)) * 4
         path = os.path.join(s.dir.path, "body.bin")
         with open(path, "wb") as f:
             f.write(body)
@@ -211,7 +208,7 @@ def curl_plain_http():
         tok = rec["token"]
         check(tok["valid"], "token: %s" % tok.get("error"))
         eq(tok["claims"]["htu"], url, "htu")
-        eq(bk.body_bytes(rec), b"x=1", "body")
+        eq(dt.body_bytes(rec), b"x=1", "body")
 
 
 # ---- refusals -------------------------------------------------------------------------------
@@ -252,7 +249,7 @@ def no_session_fails_closed():
         env = s.d.env()
         env["LD_PRELOAD"] = dt.SHIM
         env.pop("DEPUTY_SESSION", None)
-        r = bk.run(s.be.curl("-sS", s.url("/read/x")), env=env)
+        r = dt.run(s.be.curl("-sS", s.url("/read/x")), env=env)
         check(r.returncode == 0, "curl: " + r.stderr[-500:])
         check_refused(403, json.loads(r.stdout), "session")
         eq(s.be.requests(), [], "requests at the backend")
@@ -274,9 +271,9 @@ def host_sni_mismatch_refused():
 def smuggling_head_refused():
     with Stack() as s:
         # Content-Length and Transfer-Encoding together: refused before anything is sent.
-        r = s.run([bk.prog("tls_onebyte"), "-c", certs().ca, "-r", "127.0.0.1", "-X", "POST",
+        r = s.run([dt.prog("tls_onebyte"), "-c", certs().ca, "-r", "127.0.0.1", "-X", "POST",
                    "-H", "Transfer-Encoding: chunked", "-d", "hello", s.url("/send/x")])
-        out = bk.parse_client_output(r.stdout)
+        out = dt.parse_client_output(r.stdout)
         check(out["responses"], "no response: " + r.stderr[-400:])
         check_refused(*out["responses"][0])
         eq(s.be.requests(), [], "requests at the backend")
@@ -290,7 +287,7 @@ def deputyd_gone_fails_closed():
         with open(script, "w") as f:
             f.write(AGENT_TWO_CALLS)
         e = s.d.env()
-        p = bk.track(subprocess.Popen(
+        p = dt.track(subprocess.Popen(
             [dt.DEPUTY, "run", "--grant", s.d.grant_file(s.grant), "--agent", "mailbot", "--",
              dt.PYTHON, script, certs().ca, s.url("/read/1"), s.url("/read/2"), go],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e))
@@ -300,8 +297,8 @@ def deputyd_gone_fails_closed():
         s.d.proc.wait()
         open(go, "w").close()
         out, err = p.communicate(timeout=60)
-        bk.stop_process(p)
-        res = bk.parse_client_output(out)
+        dt.stop_process(p)
+        res = dt.parse_client_output(out)
         eq(len(res["responses"]), 2, "responses: " + out[-300:] + err[-300:])
         eq(res["responses"][0][0], 200, "first status")
         check_refused(*res["responses"][1], "deputyd")
@@ -311,7 +308,7 @@ def deputyd_gone_fails_closed():
 AGENT_TWO_CALLS = r'''
 import os, sys, time
 sys.path.insert(0, %r)
-from backend import urllib_opener
+from deputytest import urllib_opener
 import urllib.error, urllib.request
 ca, u1, u2, go = sys.argv[1:5]
 op = urllib_opener(ca)
@@ -328,13 +325,13 @@ for i, u in enumerate((u1, u2)):
         st, data = e.code, e.read()
     print("status %%d" %% st)
     print(data.decode(errors="replace"), flush=True)
-''' % os.path.join(dt.SRC, "tests", "lib")
+''' % dt.LIB
 
 
 # ---- the awkward clients ------------------------------------------------------------------
 
 def tls_prog(s, name, *args, url=None, env=None):
-    return s.run([bk.prog(name), "-c", certs().ca, "-r", "127.0.0.1"] + list(args) +
+    return s.run([dt.prog(name), "-c", certs().ca, "-r", "127.0.0.1"] + list(args) +
                  ([url] if url else []), **(env or {}))
 
 
@@ -390,12 +387,12 @@ def ssl_peek_then_read():
 def one_byte_per_write_plain():
     with Stack(plain=True) as s:
         url = s.url("/read/onebyte")
-        out = ran(s.run([bk.prog("tls_onebyte"), "-r", "127.0.0.1", "-n", "2", url]))
+        out = ran(s.run([dt.prog("tls_onebyte"), "-r", "127.0.0.1", "-n", "2", url]))
         reqs = s.be.requests()
         eq(len(reqs), 2, "requests")
         for rec in reqs:
             check(rec["token"]["valid"], "token: %s" % rec["token"].get("error"))
-            eq(len(bk.header(rec, "Authorization")), 1, "Authorization headers")
+            eq(len(dt.header(rec, "Authorization")), 1, "Authorization headers")
         eq([st for st, _ in out["responses"]], [200, 200], "statuses")
 
 
@@ -455,7 +452,7 @@ def pipelined_requests():
         eq(len(out["responses"]), 6, "responses")
         for i, rec in enumerate(reqs):
             check(rec["token"]["valid"], "token %d: %s" % (i, rec["token"].get("error")))
-            eq(len(bk.header(rec, "Authorization")), 1, "Authorization headers")
+            eq(len(dt.header(rec, "Authorization")), 1, "Authorization headers")
             eq(rec["token"]["claims"]["htm"], rec["method"], "htm")
         jtis = {r["token"]["claims"]["jti"] for r in reqs}
         eq(len(jtis), 6, "distinct tokens")
@@ -467,14 +464,14 @@ def pipelined_requests():
 def libcurl_threads():
     with Stack() as s:
         urls = [s.url("/files/t1"), s.url("/files/t2")]
-        r = s.run([bk.prog("curl_threads"), "-c", certs().ca, "-R", s.be.resolve(),
+        r = s.run([dt.prog("curl_threads"), "-c", certs().ca, "-R", s.be.resolve(),
                    "-t", "4", "-n", "6", "-s", "5000"] + urls)
         check(r.returncode == 0, "curl_threads: " + r.stderr[-500:])
         reqs = s.be.requests()
         eq(len(reqs), 24, "requests")
         for rec in reqs:
             check(rec["token"]["valid"], "token: %s" % rec["token"].get("error"))
-            eq(len(bk.header(rec, "Authorization")), 1, "Authorization headers")
+            eq(len(dt.header(rec, "Authorization")), 1, "Authorization headers")
         lines = [l.split() for l in r.stdout.splitlines() if l.strip()]
         eq(len(lines), 24, "transfers")
         eq({l[4] for l in lines}, {"200"}, "statuses")
@@ -486,7 +483,7 @@ def fork_exec_child_sanitised_env():
         url = s.url("/send/child")
         for mode in ("execve", "execvpe", "posix_spawn", "posix_spawnp"):
             n0 = len(s.be.requests())
-            r = s.run([bk.prog("tls_fork_exec"), "-m", mode, "--", bk.prog("tls_onebyte"),
+            r = s.run([dt.prog("tls_fork_exec"), "-m", mode, "--", dt.prog("tls_onebyte"),
                        "-c", certs().ca, "-r", "127.0.0.1", "-X", "POST", "-d", "from child",
                        url])
             out = ran(r, "tls_fork_exec -m " + mode)
@@ -499,7 +496,7 @@ def fork_exec_child_sanitised_env():
 @case
 def tls_echo_passthrough_untouched():
     with Stack(echo=True) as s:
-        r = s.run([bk.prog("tls_echo_client"), "-c", certs().ca, "-r", "127.0.0.1", "-s",
+        r = s.run([dt.prog("tls_echo_client"), "-c", certs().ca, "-r", "127.0.0.1", "-s",
                    "300000", "-n", "3", "tls://echo.test:%d" % s.be.port])
         check(r.returncode == 0, "echo client: " + (r.stdout + r.stderr)[-500:])
         check("echo ok" in r.stdout, r.stdout)
@@ -509,7 +506,7 @@ def tls_echo_passthrough_untouched():
 def constructor_tls_before_main():
     with Stack() as s:
         url = s.url("/send/ctor")
-        r = s.run([bk.prog("tls_ctor"), "-c", certs().ca, "-r", "127.0.0.1", "-d", "early",
+        r = s.run([dt.prog("tls_ctor"), "-c", certs().ca, "-r", "127.0.0.1", "-d", "early",
                    url])
         check(r.returncode == 0, "tls_ctor: " + r.stderr[-500:])
         check("main ran" in r.stdout, r.stdout)
@@ -562,7 +559,4 @@ def connect_marked_mediated():
 
 
 if __name__ == "__main__":
-    try:
-        dt.main()
-    finally:
-        _tmp.__exit__()
+    dt.main()

@@ -5,65 +5,36 @@ jwks_uri fetched over HTTPS from a loopback server with a throwaway CA.
 
 Run with Debian's /usr/bin/python3 (python3-jwt, python3-cryptography). Prints one
 PASS/FAIL/SKIP line per case."""
-import base64
 import hashlib
 import hmac
 import http.server
 import json
 import os
-import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import deputytest as dt  # noqa: E402
+from deputytest import b64url, b64url_decode, case, check, eq  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
-DEPUTY = os.path.join(BUILD, "deputy")
-MINT = os.path.join(BUILD, "tests/progs/mint_token")
-CHECK = os.path.join(BUILD, "tests/progs/check_grant")
+import jwt  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
+
+DEPUTY = dt.DEPUTY
+MINT = dt.prog("mint_token")
+CHECK = dt.prog("check_grant")
 
 IDP = "https://idp.test"
 DEPUTYD = "https://deputy.test"
 AGENT = "agent:mailbot"
 MAIL = "https://mail.internal"
 
-failed = False
-
-
-def case(fn):
-    global failed
-    try:
-        fn()
-        print("PASS: %s" % fn.__name__, flush=True)
-    except Exception as e:  # one line per case; details on stderr
-        failed = True
-        print("FAIL: %s: %s" % (fn.__name__, str(e).replace("\n", " | ")[:300]), flush=True)
-        traceback.print_exc()
-
-
 def run(args, stdin=None, env=None, check=True):
-    p = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60,
-                       env=env)
-    if check and p.returncode != 0:
-        raise AssertionError("%s exited %d: %s%s" % (os.path.basename(args[0]), p.returncode,
-                                                     p.stdout, p.stderr))
-    return p
-
-
-def b64url(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def b64url_decode(s):
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    """Here a command is expected to succeed unless a case says otherwise."""
+    return dt.run(args, input=stdin, env=env, check=check)
 
 
 def thumbprint(jwk):
@@ -100,7 +71,7 @@ E = Env()
 
 
 def setup():
-    E.dir = tempfile.mkdtemp(prefix="deputy-tokens.")
+    E.dir = dt.TempDir(prefix="deputy-tokens.").path
     E.idp_ec = ec.generate_private_key(ec.SECP256R1())
     E.idp_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     E.other = ec.generate_private_key(ec.SECP256R1())
@@ -139,54 +110,59 @@ def deputyd_jwks():
 # ---- cases -----------------------------------------------------------------------------
 
 
+@case
 def issuer_jwks_is_standard():
     jwks = json.load(open(E.idp_jwks))
-    (jwk,) = jwks["keys"]
-    assert jwk["kid"] == thumbprint(jwk), "kid is not the RFC 7638 thumbprint"
-    assert jwk["alg"] == "ES256" and jwk["use"] == "sig"
+    eq(len(jwks["keys"]), 1, "keys")
+    jwk = jwks["keys"][0]
+    eq(jwk["kid"], thumbprint(jwk), "kid is not the RFC 7638 thumbprint")
+    eq((jwk["alg"], jwk["use"]), ("ES256", "sig"), "alg and use")
     # the same public key as the PEM
     pub = jwt.PyJWK(jwk).key
     want = E.idp_ec.public_key().public_numbers()
-    assert pub.public_numbers() == want
+    eq(pub.public_numbers(), want, "the JWK's public key")
 
 
+@case
 def deputy_grant_verifies_with_pyjwt():
     for key, pem, alg in ((E.idp_ec, E.idp_ec_pem, "ES256"), (E.idp_rsa, E.idp_rsa_pem, "RS256")):
         tok = deputy_grant(pem, ["--ttl", "15m"])
         c = jwt.decode(tok, key.public_key(), algorithms=[alg], audience=DEPUTYD, issuer=IDP,
                        options={"require": ["exp", "iat", "jti", "sub"]})
-        assert c["sub"] == "alice@example.com"
-        assert c["scope"] == "email:send email:read"
-        assert c["resource"] == [MAIL, "https://cal.internal"]
-        assert c["may_act"] == {"sub": AGENT}
-        assert c["exp"] - c["iat"] == 900
-        assert header_of(tok)["alg"] == alg
+        eq(c["sub"], "alice@example.com", "sub")
+        eq(c["scope"], "email:send email:read", "scope")
+        eq(c["resource"], [MAIL, "https://cal.internal"], "resource")
+        eq(c["may_act"], {"sub": AGENT}, "may_act")
+        eq(c["exp"] - c["iat"], 900, "lifetime")
+        eq(header_of(tok)["alg"], alg, "alg")
 
 
+@case
 def minted_token_verifies_with_pyjwt():
     tok = mint(deputy_grant(), extra=["--htm", "POST", "--htu", MAIL + "/api/send"])
     jwks = json.load(open(deputyd_jwks()))
     hdr = jwt.get_unverified_header(tok)
-    assert hdr == {"alg": "ES256", "typ": "at+jwt", "kid": jwks["keys"][0]["kid"]}, hdr
-    assert hdr["kid"] == thumbprint(jwks["keys"][0])
+    eq(hdr, {"alg": "ES256", "typ": "at+jwt", "kid": jwks["keys"][0]["kid"]}, "header")
+    eq(hdr["kid"], thumbprint(jwks["keys"][0]), "kid")
     key = jwt.PyJWKSet.from_dict(jwks)[hdr["kid"]].key
     c = jwt.decode(tok, key, algorithms=["ES256"], audience=MAIL, issuer=DEPUTYD,
                    options={"require": ["exp", "iat", "jti", "sub"]})
-    assert list(c) == ["iss", "sub", "act", "client_id", "aud", "scope", "iat", "exp", "jti",
-                       "sid", "grant", "htm", "htu"], list(c)
-    assert c["sub"] == "alice@example.com" and c["act"] == {"sub": AGENT}
-    assert c["client_id"] == AGENT and c["scope"] == "email:send"
-    assert c["exp"] - c["iat"] == 60
-    assert c["grant"]["iss"] == IDP and c["htm"] == "POST"
+    eq(list(c), ["iss", "sub", "act", "client_id", "aud", "scope", "iat", "exp", "jti",
+                 "sid", "grant", "htm", "htu"], "claims")
+    eq((c["sub"], c["act"]), ("alice@example.com", {"sub": AGENT}), "sub and act")
+    eq((c["client_id"], c["scope"]), (AGENT, "email:send"), "client_id and scope")
+    eq(c["exp"] - c["iat"], 60, "lifetime")
+    eq((c["grant"]["iss"], c["htm"]), (IDP, "POST"), "grant.iss and htm")
     # and with the wrong audience PyJWT refuses it too
     try:
         jwt.decode(tok, key, algorithms=["ES256"], audience="https://other")
     except jwt.InvalidAudienceError:
         pass
     else:
-        raise AssertionError("PyJWT accepted a wrong audience")
+        dt.fail("PyJWT accepted a wrong audience")
 
 
+@case
 def pyjwt_grants_accepted():
     now = int(time.time())
     claims = {"iss": IDP, "sub": "bob", "aud": [DEPUTYD], "iat": now, "exp": now + 600,
@@ -199,13 +175,14 @@ def pyjwt_grants_accepted():
         kid = json.load(open(jwks))["keys"][0]["kid"]
         tok = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
         p = run([CHECK, IDP, jwks, DEPUTYD, AGENT, tok], check=False)
-        assert p.returncode == 0 and p.stdout.strip() == "ok bob email:send", p.stdout
+        check(p.returncode == 0 and p.stdout.strip() == "ok bob email:send", p.stdout)
         # and PyJWT's grant through deputyd's minting, back into PyJWT
         if alg == "ES256":
             t = mint(tok)
-            assert claims_of(t)["sub"] == "bob"
+            eq(claims_of(t)["sub"], "bob", "sub")
 
 
+@case
 def hostile_grants_refused():
     now = int(time.time())
     kid = json.load(open(E.idp_jwks))["keys"][0]["kid"]
@@ -231,22 +208,25 @@ def hostile_grants_refused():
     ]
     for tok, want in cases:
         p = run([CHECK, IDP, E.idp_jwks, DEPUTYD, AGENT, tok], check=False)
-        assert p.returncode == 1 and p.stdout.strip() == want, (p.stdout, want)
+        check(p.returncode == 1 and p.stdout.strip() == want, "%r, want %r" % (p.stdout, want))
 
 
+@case
 def grant_mint_verify_round_trip():
     grant = deputy_grant()
     tok = mint(grant)
     p = run([DEPUTY, "verify", "--jwks", deputyd_jwks(), "--audience", MAIL, "--scope",
              "email:send", "--issuer", DEPUTYD, "-"], stdin=tok + "\n")
     c = json.loads(p.stdout)
-    assert c["sub"] == "alice@example.com" and c["grant"]["jti"] == claims_of(grant)["jti"]
+    eq((c["sub"], c["grant"]["jti"]), ("alice@example.com", claims_of(grant)["jti"]),
+       "sub and grant.jti")
     # a grant is not a delegation token: a backend must not take one
     p = run([DEPUTY, "verify", "--jwks", E.idp_jwks, "--audience", DEPUTYD, grant],
             check=False)
-    assert p.returncode == 1 and "is not at+jwt" in p.stderr, p.stderr
+    check(p.returncode == 1 and "is not at+jwt" in p.stderr, p.stderr)
 
 
+@case
 def verify_refusals():
     tok = mint(deputy_grant())
     jwks = deputyd_jwks()
@@ -269,18 +249,19 @@ def verify_refusals():
     ]
     for t, aud, want in cases:
         p = run([DEPUTY, "verify", "--jwks", jwks, "--audience", aud, t], check=False)
-        assert p.returncode == 1, (want, p.stdout)
-        assert p.stderr.strip() == "deputy: verify: " + want, (p.stderr, want)
-        assert p.stdout == ""
+        eq(p.returncode, 1, "%s: exit status (%r)" % (want, p.stdout))
+        eq(p.stderr.strip(), "deputy: verify: " + want, "stderr")
+        eq(p.stdout, "", "%s: stdout" % want)
     p = run([DEPUTY, "verify", "--jwks", jwks, "--audience", MAIL, "--scope", "email:read",
              tok], check=False)
-    assert p.stderr.strip() == 'deputy: verify: scope "email:read" not granted', p.stderr
+    eq(p.stderr.strip(), 'deputy: verify: scope "email:read" not granted', "stderr")
 
 
+@case
 def cli_contract():
     for sub in ("grant", "verify"):
         p = run([DEPUTY, sub, "--help"])
-        assert p.stdout.startswith("usage: deputy " + sub), p.stdout
+        check(p.stdout.startswith("usage: deputy " + sub), p.stdout)
     # the grant's audience defaults to the issuer of deputyd's config
     cfg = os.path.join(E.dir, "deputy.json")
     with open(cfg, "w") as f:
@@ -288,17 +269,17 @@ def cli_contract():
     args = [DEPUTY, "grant", "--key", E.idp_ec_pem, "--iss", IDP, "--user", "u", "--agent",
             "agent:a", "--scope", "s1", "--scope", "s2", "--resource", MAIL, "--ttl", "90s"]
     c = claims_of(run(args + ["--config", cfg]).stdout.strip())
-    assert c["aud"] == "https://from-config.test" and c["scope"] == "s1 s2", c
-    assert c["may_act"] == {"sub": "agent:a"} and c["exp"] - c["iat"] == 90
+    eq((c["aud"], c["scope"]), ("https://from-config.test", "s1 s2"), "aud and scope")
+    eq((c["may_act"], c["exp"] - c["iat"]), ({"sub": "agent:a"}, 90), "may_act and lifetime")
     c = claims_of(run(args, env=dict(os.environ, DEPUTY_CONFIG=cfg)).stdout.strip())
-    assert c["aud"] == "https://from-config.test"
+    eq(c["aud"], "https://from-config.test", "aud from DEPUTY_CONFIG")
     p = run(args + ["--config", os.path.join(E.dir, "missing.json")], check=False)
-    assert p.returncode != 0 and p.stderr.startswith("deputy: grant: no audience"), p.stderr
-    assert p.stderr.count("\n") == 1
+    check(p.returncode != 0 and p.stderr.startswith("deputy: grant: no audience"), p.stderr)
+    eq(p.stderr.count("\n"), 1, "lines on stderr")
     p = run(args + ["--aud", DEPUTYD, "--ttl", "5y"], check=False)
-    assert p.returncode != 0 and p.stderr.startswith("deputy: grant: --ttl"), p.stderr
+    check(p.returncode != 0 and p.stderr.startswith("deputy: grant: --ttl"), p.stderr)
     p = run([DEPUTY, "verify", "--jwks", E.idp_jwks], check=False)
-    assert p.returncode == 2 and p.stderr.startswith("deputy: verify: "), p.stderr
+    check(p.returncode == 2 and p.stderr.startswith("deputy: verify: "), p.stderr)
 
 
 class JwksHandler(http.server.BaseHTTPRequestHandler):
@@ -320,13 +301,10 @@ class JwksHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@case
 def jwks_uri_over_https():
-    if not shutil.which("openssl"):
-        raise AssertionError("the openssl command is missing (make deps)")
-    cert, key = os.path.join(E.dir, "cert.pem"), os.path.join(E.dir, "cert-key.pem")
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-keyout", key, "-out", cert, "-days", "1", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"])
+    certs = dt.make_certs(E.dir)
+    cert, key = certs.cert, certs.key
     JwksHandler.files = {"/jwks": open(E.idp_jwks, "rb").read(),
                          "/deputyd-jwks": open(deputyd_jwks(), "rb").read()}
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
@@ -338,44 +316,32 @@ def jwks_uri_over_https():
     try:
         url = "https://127.0.0.1:%d" % srv.server_address[1]
         grant = deputy_grant()
-        env = dict(os.environ, DEPUTY_CA_FILE=cert)
+        env = dict(os.environ, DEPUTY_CA_FILE=certs.ca)
         p = run([CHECK, IDP, url + "/jwks", DEPUTYD, AGENT, grant], env=env, check=False)
-        assert p.returncode == 0 and p.stdout.startswith("ok alice@example.com"), \
-            (p.stdout, p.stderr)
+        check(p.returncode == 0 and p.stdout.startswith("ok alice@example.com"),
+              "%r %r" % (p.stdout, p.stderr))
         # without trusting the throwaway CA the fetch fails (logged) and the kid is unknown
         env.pop("DEPUTY_CA_FILE")
         p = run([CHECK, IDP, url + "/jwks", DEPUTYD, AGENT, grant], env=env, check=False)
-        assert p.returncode == 1 and "unknown kid" in p.stdout, p.stdout
-        assert "keys not loaded" in p.stderr, p.stderr
+        check(p.returncode == 1 and "unknown kid" in p.stdout, p.stdout)
+        check("keys not loaded" in p.stderr, p.stderr)
         # deputy verify with a JWKS URL
         tok = mint(grant)
         p = run([DEPUTY, "verify", "--jwks", url + "/deputyd-jwks", "--audience", MAIL, tok],
-                env=dict(os.environ, DEPUTY_CA_FILE=cert), check=False)
-        assert p.returncode == 0, p.stderr
+                env=dict(os.environ, DEPUTY_CA_FILE=certs.ca), check=False)
+        eq(p.returncode, 0, p.stderr)
         p = run([DEPUTY, "verify", "--jwks", url + "/missing", "--audience", MAIL, tok],
-                env=dict(os.environ, DEPUTY_CA_FILE=cert), check=False)
-        assert p.returncode == 1 and "HTTP status 404" in p.stderr, p.stderr
+                env=dict(os.environ, DEPUTY_CA_FILE=certs.ca), check=False)
+        check(p.returncode == 1 and "HTTP status 404" in p.stderr, p.stderr)
     finally:
         srv.shutdown()
         srv.server_close()
 
 
-def main():
+if __name__ == "__main__":
     for exe in (DEPUTY, MINT, CHECK):
         if not os.access(exe, os.X_OK):
             print("FAIL: setup: %s is not built" % exe)
-            return 1
+            sys.exit(1)
     setup()
-    try:
-        for fn in (issuer_jwks_is_standard, deputy_grant_verifies_with_pyjwt,
-                   minted_token_verifies_with_pyjwt, pyjwt_grants_accepted,
-                   hostile_grants_refused, grant_mint_verify_round_trip, verify_refusals,
-                   cli_contract, jwks_uri_over_https):
-            case(fn)
-    finally:
-        shutil.rmtree(E.dir, ignore_errors=True)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    dt.main()

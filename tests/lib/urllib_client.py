@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from backend import SERVICE_ACCOUNT, pattern, sha256, urllib_opener  # noqa: E402
+from deputytest import SERVICE_ACCOUNT, pattern, sha256, urllib_opener  # noqa: E402
 
 
 def main():
