@@ -58,13 +58,16 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # daemon/lib: code deputyd, the CLI and the proxy share; daemon/deputyd, daemon/cli,
 # daemon/proxy: one folder per program, its main.c the entry point.
 MAINS        := daemon/deputyd/main.c daemon/cli/main.c
-# The proxy links only what it needs (util, the shim's HTTP parser), never deputyd's code.
+# The proxy links only what it needs (util, the HTTP parser the shim uses), never deputyd's.
 PROXY_SRCS   := $(wildcard daemon/proxy/*.c)
-PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/daemon/proxy/httphead.o \
-		$(BUILD)/daemon/lib/util.o
+PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) \
+		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o)
 DAEMON_SRCS  := $(filter-out $(MAINS) $(PROXY_SRCS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
-SHIM_SRCS    := $(wildcard preload/*.c)
+# The shim also carries the shared modules it needs, compiled again position-independent
+# and hidden (so they add no exported symbol): never copies of them.
+SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c
+SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)
 BPF_SKELS    := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/%.skel.h)
@@ -135,22 +138,12 @@ $(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
-$(BUILD)/daemon/proxy/httphead.o: preload/httphead.c
-	$(call msg,CC,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Ipreload -c $< -o $@
-
-$(BUILD)/daemon/proxy/%.o: daemon/proxy/%.c
-	$(call msg,CC,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) -Ipreload -c $< -o $@
-
 $(BUILD)/deputy-proxy: $(PROXY_OBJS)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ -lssl -lcrypto -lpthread
 
 # ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
-$(BUILD)/preload/%.pic.o: preload/%.c
+$(BUILD)/%.pic.o: %.c
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP -fPIC -fvisibility=hidden \

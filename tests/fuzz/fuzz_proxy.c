@@ -9,9 +9,11 @@
  *  - a head the proxy forwards parses again, names the same host, keeps its framing, and
  *    carries the token in exactly one header.
  */
-#include "hello.c"
-#include "httphead.c"
-#include "pxhttp.c"
+#include "../../daemon/lib/httpbody.c"
+#include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/jsonw.c"
+#include "../../daemon/proxy/hello.c"
+#include "../../daemon/proxy/pxhttp.c"
 
 #include <stdlib.h>
 
