@@ -20,6 +20,7 @@
 #include "config.h"
 #include "grant.h"
 #include "jws.h"
+#include "presign.h"
 #include "util.h"
 
 struct conn;
