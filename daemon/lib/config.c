@@ -297,7 +297,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
-	int r, i;
+	int r;
 
 	if (!json_is_object(obj))
 		return cfg_fail(c, NULL, "must be an object");
@@ -344,9 +344,11 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	else
 		return cfg_fail(c, "action", "must be \"delegate\", \"passthrough\" or \"deny\"");
 	if ((v = json_object_get(obj, "tls"))) {
-		if ((r = cfg_get_choice(c, "tls", v, "intercept", "opaque", &i)))
+		int opaque;
+
+		if ((r = cfg_get_choice(c, "tls", v, "intercept", "opaque", &opaque)))
 			return r;
-		rt->tls_opaque = i == 1;
+		rt->tls_opaque = opaque == 1;
 	}
 
 	if (rt->action != DP_ACTION_DELEGATE) {
