@@ -9,7 +9,6 @@
 #include "shim.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -230,17 +229,14 @@ static void conn_reset(struct conn *c, const char *reason)
  * only the upper-case known ones.) */
 static enum hh_prefix conn_token_prefix(const char *p, size_t n)
 {
-	static const char tchar[] = "!#$%&'*+-.^_`|~";
 	size_t i = 0;
 
 	while (i < n && (p[i] == '\r' || p[i] == '\n'))
 		i++;
 	for (size_t start = i; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-
-		if (ch == ' ' && i > start)
+		if (p[i] == ' ' && i > start)
 			return HH_PREFIX_YES;
-		if (i - start >= 32 || !(isalnum(ch) || (ch && strchr(tchar, ch))))
+		if (i - start >= 32 || !hh_is_tchar((unsigned char)p[i]))
 			return HH_PREFIX_NO;
 	}
 	return HH_PREFIX_MAYBE;

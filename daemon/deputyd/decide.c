@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deputy/methods.h"
 #include "httphead.h"
 #include "mint.h"
 #include "route.h"
@@ -231,8 +230,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 			s->counts.passthrough++;
 		return;
 	}
-	if (!dp_http_method_known(r->method) &&
-	    !(rt->method && strcmp(rt->method, r->method) == 0)) {
+	if (!hh_method_known(r->method) && !(rt->method && strcmp(rt->method, r->method) == 0)) {
 		deny(s, r, out, method, url, NULL, true,
 		     "method %s is not an upper-case known method and no route names it", method);
 		return;
