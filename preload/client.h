@@ -24,10 +24,13 @@ struct dpc_decision {
 /* Tells deputyd about a connection before it is made (synchronous). 0 or -errno. */
 int dpc_conn(uint64_t cookie, const struct sockaddr *sa, socklen_t salen);
 
-/* Asks for a decision. Never fails open: on any error d->verdict is DP_VERDICT_DENY with
- * the reason set, and the return value is -errno (0 when deputyd answered). */
+/* Asks for a decision. sni (or "") and peer (the socket's peer, or NULL) let deputyd check
+ * that a token would go to the route's host. Never fails open: on any error d->verdict is
+ * DP_VERDICT_DENY with the reason set, and the return value is -errno (0 when deputyd
+ * answered). */
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
-	       const char *target, uint64_t cookie, struct dpc_decision *d);
+	       const char *target, uint64_t cookie, const char *sni,
+	       const struct sockaddr_storage *peer, struct dpc_decision *d);
 
 /* Fire-and-forget reports (DP_F_NOREPLY). */
 void dpc_response(const char *jti, int status);

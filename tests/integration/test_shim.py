@@ -57,6 +57,11 @@ class Stack:
             {"host": "echo.test", "port": p, "action": "passthrough"},
             {"host": "mail.test", "port": p, "action": "deny"},
         ] + list(extra_routes)
+        # api.test is a made-up name for the backend on loopback: say where it is, or no
+        # token would go there.
+        for rt in self.d.config["routes"]:
+            if rt["action"] == "delegate":
+                rt.setdefault("addrs", ["127.0.0.1", "::1"])
         # The backend is on loopback under made-up names: let the kernel layer allow it.
         self.d.config["allow_cidrs"] = ["127.0.0.0/8", "::1/128"]
         self.d.write_config()
