@@ -20,15 +20,7 @@ from deputytest import case, check, eq  # noqa: E402
 AUD = "https://api.test"
 OTHER = "127.0.0.2"  # another server on the host, reachable through allow_cidrs
 
-_tmp = dt.TempDir(prefix="deputy-route-test-")
-_certs = None
-
-
-def certs():
-    global _certs
-    if _certs is None:
-        _certs = dt.make_certs(_tmp.path)
-    return _certs
+certs = dt.shared_certs
 
 
 class Stack:

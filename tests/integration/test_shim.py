@@ -24,15 +24,7 @@ AUD = "https://api.test"
 GRANT_SCOPE = "email:send email:read files:write"
 URLLIB_CLIENT = os.path.join(dt.LIB, "urllib_client.py")
 
-_tmp = dt.TempDir(prefix="deputy-shim-test-")
-_certs = None
-
-
-def certs():
-    global _certs
-    if _certs is None:
-        _certs = dt.make_certs(_tmp.path)
-    return _certs
+certs = dt.shared_certs
 
 
 class Stack:

@@ -30,8 +30,10 @@ The API, by part:
 - deputyd: `Issuer` (a test IdP signing grants), `Deputyd` (start, cli, run, records,
   wait_closed, ...), the wire protocol (`Conn`, `frame`, `MSG`, `TAG`, `VERDICT`),
   `agent_requests()`, `decode_jwt()`, `b64url()`, `b64url_decode()`.
-- the HTTPS side: `make_certs(dir)` (a test CA and server certificate), `Backend` (the test
-  backend, tests/backend.c), `TestIssuer` (tokens shaped like deputy's, without deputyd),
+- the HTTPS side: `make_certs(dir)` (a test CA and server certificate; `shared_certs()`
+  makes them once per program), `Backend` (the test backend, tests/backend.c),
+  `route_conn_fields()` (a DECIDE's connection, as the shim sends it), `TestIssuer` (tokens
+  shaped like deputy's, without deputyd),
   `parse_client_output()`, `pattern()`, `sha256()`, `header()`, `body_bytes()`,
   `urllib_opener()`.
 """
@@ -865,6 +867,17 @@ def make_certs(d):
     cd = os.path.join(d, 'certs')
     run(['bash', CERTS_SH, cd], check=True)
     return Certs(cd)
+
+
+_shared_certs = None
+
+
+def shared_certs():
+    """make_certs once per test program, in a directory removed when it ends."""
+    global _shared_certs
+    if _shared_certs is None:
+        _shared_certs = make_certs(reachable_dir("deputy-certs."))
+    return _shared_certs
 
 
 # ---- the backend -------------------------------------------------------------------------
