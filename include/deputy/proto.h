@@ -67,7 +67,10 @@ enum dp_tag {
 	DP_T_ADDR = 21,	  /* 4 or 16 raw bytes */
 	DP_T_OFFSET = 22,
 	DP_T_DATA = 23,
-	DP_T_MAX_ = 24,
+	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
+	 * (the socket's peer, as the shim knows it). */
+	DP_T_SNI = 24,
+	DP_T_MAX_ = 25,
 };
 
 enum dp_verdict {
