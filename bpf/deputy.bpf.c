@@ -121,29 +121,11 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* What the close event needs to know about a TCP connection it did not see start. */
-struct conn_val {
-	__u64 cgid;
-	__u64 start_ns;
-	__u32 pid;
-	__u32 tgid;
-	__u16 family;
-	__u16 port;
-	__u8 verdict;
-	__u8 enforced;
-	__u8 flags;
-	__u8 pad_;
-	__u8 addr[16];
-	char comm[DP_EV_COMM_LEN];
-	struct dp_proxied_key pkey; /* DP_EVF_PROXIED: its entry in `proxied` (port 0: none) */
-	__u32 pad2_;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* socket cookie */
-	__type(value, struct conn_val);
+	__type(value, struct dp_conn);
 } conns SEC(".maps");
 
 struct udp_key {
@@ -311,7 +293,7 @@ static __always_inline void event_dest(struct dp_event *e, const struct dest *d)
 /* Remember a TCP connection so the state tracepoint can report its close. */
 static __always_inline void conn_track(struct dp_event *e)
 {
-	struct conn_val c = {};
+	struct dp_conn c = {};
 
 	if (!e->cookie)
 		return;
@@ -746,7 +728,7 @@ int deputy_sockops(struct bpf_sock_ops *ops)
 	struct dp_proxied_key k = {};
 	struct dp_proxied v = {};
 	struct sk_state *st;
-	struct conn_val *c;
+	struct dp_conn *c;
 	struct bpf_sock *sk;
 	__u64 cookie;
 
@@ -795,7 +777,7 @@ int deputy_sockops(struct bpf_sock_ops *ops)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(deputy_sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct conn_val *c;
+	struct dp_conn *c;
 	struct dp_event *e;
 	__u64 cookie;
 

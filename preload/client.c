@@ -242,7 +242,8 @@ static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 }
 
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
-	       const char *target, uint64_t cookie, struct dpc_decision *d)
+	       const char *target, uint64_t cookie, const char *sni,
+	       const struct sockaddr_storage *peer, struct dpc_decision *d)
 {
 	struct dp_msg m;
 	struct dp_hdr rh;
@@ -261,6 +262,15 @@ int dpc_decide(const char *scheme, const char *host, int port, const char *metho
 	dp_msg_put_str(&m, DP_T_TARGET, target);
 	if (cookie)
 		dp_msg_put_u64(&m, DP_T_COOKIE, cookie);
+	if (sni && *sni)
+		dp_msg_put_str(&m, DP_T_SNI, sni);
+	if (peer && peer->ss_family == AF_INET) {
+		dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET);
+		dp_msg_put(&m, DP_T_ADDR, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+	} else if (peer && peer->ss_family == AF_INET6) {
+		dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET6);
+		dp_msg_put(&m, DP_T_ADDR, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+	}
 	err = dp_msg_finish(&m);
 	if (err == 0)
 		err = dpc_exchange(m.len, false, &rh);

@@ -21,10 +21,13 @@ struct dpc_decision {
 	char user[256];
 };
 
-/* Asks for a decision. Never fails open: on any error d->verdict is DP_VERDICT_DENY with
- * the reason set, and the return value is -errno (0 when deputyd answered). */
+/* Asks for a decision. sni (or "") and peer (the socket's peer, or NULL) let deputyd check
+ * that a token would go to the route's host. Never fails open: on any error d->verdict is
+ * DP_VERDICT_DENY with the reason set, and the return value is -errno (0 when deputyd
+ * answered). */
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
-	       const char *target, uint64_t cookie, struct dpc_decision *d);
+	       const char *target, uint64_t cookie, const char *sni,
+	       const struct sockaddr_storage *peer, struct dpc_decision *d);
 
 /* Reports: a response, fire-and-forget (DP_F_NOREPLY); a refusal of the shim's own, once
  * deputyd has logged it. */

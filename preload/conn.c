@@ -312,7 +312,8 @@ static void conn_process_head(struct conn *c)
 	pthread_mutex_unlock(&c->lock);
 
 	shim_guard++;
-	dpc_decide(c->https ? "https" : "http", host, port, method, target, c->cookie, d);
+	dpc_decide(c->https ? "https" : "http", host, port, method, target, c->cookie, c->sni,
+		   &c->peer, d);
 	shim_guard--;
 	shim_debug("%s %s://%s:%d%s: %s%s%s", method, c->https ? "https" : "http", host, port,
 		   target,

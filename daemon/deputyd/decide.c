@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bind.h"
 #include "httphead.h"
 #include "mint.h"
 #include "route.h"
@@ -140,6 +141,10 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 		     "audience \"%s\" is not in the user's grant", rt->audience);
 		return;
 	}
+	if (bind_check(d, s, r, rt, &err) != 0) {
+		deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
+		return;
+	}
 	cached = bind_session ? token_cache_find(s, rt->audience, rt->scope) : NULL;
 	if (cached && cached->exp - now >= SESSION_TOKEN_MIN_LEFT) {
 		token = strdup(cached->token);
@@ -203,7 +208,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 {
 	const struct dp_route *rt;
 	char path[URL_PATH_MAX + 1], url[8192 + 64];
-	const char *method = r->method;
+	const char *method = r->method, *why;
 
 	memset(out, 0, sizeof(*out));
 	out->verdict = DP_VERDICT_DENY;
@@ -233,6 +238,11 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	if (!hh_method_known(r->method) && !(rt->method && strcmp(rt->method, r->method) == 0)) {
 		deny(s, r, out, method, url, NULL, true,
 		     "method %s is not an upper-case known method and no route names it", method);
+		return;
+	}
+	/* Backends disagree on what such a path names, so no route can be said to cover it. */
+	if ((why = url_path_ambiguous(path, strlen(path)))) {
+		deny(s, r, out, method, url, NULL, true, "ambiguous request path: %s", why);
 		return;
 	}
 	switch (rt->action) {

@@ -128,11 +128,16 @@ void cookie_set_free(struct cookie_set *cs);
 /* decide.c */
 struct decide_req {
 	const char *scheme, *host, *method, *target;
+	const char *sni; /* the TLS server name the client sent; NULL or "" when none */
 	int port;
 	uint64_t cookie;
 	pid_t pid;	      /* the asking process, for the log */
 	const char *comm;     /* its name */
 	const char *mediator; /* "proxy" for the proxy's requests; NULL: the shim's */
+	/* The shim's word on where its socket goes (AF_INET/AF_INET6, network order; family 0:
+	 * not said): binding uses it only under "kernel": "off". */
+	int peer_family;
+	uint8_t peer_addr[16];
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
@@ -156,6 +161,10 @@ void policy_refresh(struct deputyd *d);
  * policy call. */
 struct dp_kallow;
 size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out);
+/* Is addr (family AF_INET: 4 bytes, AF_INET6: 16, network order) where rt's host is: one of
+ * its addresses as deputyd last resolved them, or in the route's "addrs"? */
+bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int family,
+			   const uint8_t *addr);
 
 /* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log;
  * kevent_request counts a mediated HTTP request on the session's connection `cookie` (the

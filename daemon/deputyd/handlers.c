@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "peer.h"
 #include "proxyd.h"
@@ -101,6 +102,15 @@ int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r
 	q.target = f->str[DP_T_TARGET];
 	q.port = f->u64[DP_T_PORT] <= 65535 ? (int)f->u64[DP_T_PORT] : -1;
 	q.cookie = f->u64[DP_T_COOKIE];
+	q.sni = f->str[DP_T_SNI];
+	q.peer_family = 0;
+	if (f->has[DP_T_ADDR] &&
+	    ((f->u64[DP_T_FAMILY] == AF_INET && f->rawlen[DP_T_ADDR] == 4) ||
+	     (f->u64[DP_T_FAMILY] == AF_INET6 && f->rawlen[DP_T_ADDR] == 16))) {
+		q.peer_family = (int)f->u64[DP_T_FAMILY];
+		memset(q.peer_addr, 0, sizeof(q.peer_addr));
+		memcpy(q.peer_addr, f->raw[DP_T_ADDR], f->rawlen[DP_T_ADDR]);
+	}
 	q.pid = c->pid;
 	q.comm = c->comm;
 	q.mediator = NULL;

@@ -575,6 +575,15 @@ int kernel_consume(struct dp_kernel *k)
 	return ring_buffer__consume(k->rb);
 }
 
+int kernel_conn_lookup(const struct dp_kernel *k, uint64_t cookie, struct dp_conn *out)
+{
+	if (!cookie)
+		return -ENOENT;
+	if (bpf_map_lookup_elem(bpf_map__fd(k->skel->maps.conns), &cookie, out) != 0)
+		return -errno;
+	return 0;
+}
+
 uint64_t kernel_lost_events(const struct dp_kernel *k)
 {
 	int ncpu = libbpf_num_possible_cpus();

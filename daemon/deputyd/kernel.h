@@ -78,6 +78,11 @@ int kernel_consume(struct dp_kernel *k);
 /* Events the kernel could not queue because the ring buffer was full, since the maps were
  * created (an adopting kernel_open() keeps counting). */
 uint64_t kernel_lost_events(const struct dp_kernel *k);
+/* The TCP connection of a session whose socket has this cookie, from its connect() until it
+ * closes: where it really goes, whatever the process says. 0, or -ENOENT (none: not a TCP
+ * socket connected in a session, already closed, or pushed out of the map by 16384 newer
+ * ones) or -errno. */
+int kernel_conn_lookup(const struct dp_kernel *k, uint64_t cookie, struct dp_conn *out);
 
 /* Register the session cgroup `cgid` or replace its policy: n allow rules, enforce or only
  * log blocks. New rules apply before old ones are dropped, so a replacement never blocks

@@ -8,6 +8,9 @@
  * unless "allow_resolvers" is false — the nameservers of /etc/resolv.conf on port 53 so the
  * agent can resolve names. Loopback gets no implicit allow. What the kernel reports back is
  * kevent.c's.
+ *
+ * The same resolution says where a route host is for destination binding (bind.c): its
+ * resolved addresses and its route's "addrs" are kept per host, also under "kernel": "off".
  */
 #include "deputyd.h"
 
@@ -23,6 +26,49 @@
 
 static struct dp_kallow *allow;
 static size_t n_allow, cap_allow;
+static bool computed;
+
+struct host_addr { /* one resolved address of a route host */
+	char *host;
+	int family;
+	uint8_t addr[16];
+};
+static struct host_addr *host_addrs;
+static size_t n_host_addrs, cap_host_addrs;
+
+static void host_addrs_clear(void)
+{
+	for (size_t i = 0; i < n_host_addrs; i++)
+		free(host_addrs[i].host);
+	n_host_addrs = 0;
+}
+
+static void host_addr_add(const char *host, int family, const void *addr)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+	struct host_addr *h;
+
+	for (size_t i = 0; i < n_host_addrs; i++)
+		if (host_addrs[i].family == family && strcmp(host_addrs[i].host, host) == 0 &&
+		    memcmp(host_addrs[i].addr, addr, alen) == 0)
+			return;
+	if (n_host_addrs == cap_host_addrs) {
+		size_t cap = cap_host_addrs ? cap_host_addrs * 2 : 32;
+		struct host_addr *n = realloc(host_addrs, cap * sizeof(*n));
+
+		if (!n)
+			return;
+		host_addrs = n;
+		cap_host_addrs = cap;
+	}
+	h = &host_addrs[n_host_addrs];
+	memset(h, 0, sizeof(*h));
+	if (!(h->host = strdup(host)))
+		return;
+	h->family = family;
+	memcpy(h->addr, addr, alen);
+	n_host_addrs++;
+}
 
 /* One destination named twice (two hosts on one address, a route and allow_cidrs) gets
  * the union of what each says: DP_RULE_ROUTE then wins over DP_RULE_OPAQUE, so a connection
@@ -66,12 +112,17 @@ static void allow_host(const char *host, int port, uint32_t rule)
 		return;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET)
+		if (ai->ai_family == AF_INET) {
 			allow_add(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 32,
 				  (uint16_t)port, rule);
-		else if (ai->ai_family == AF_INET6)
+			host_addr_add(host, AF_INET,
+				      &((struct sockaddr_in *)ai->ai_addr)->sin_addr);
+		} else if (ai->ai_family == AF_INET6) {
 			allow_add(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 128,
 				  (uint16_t)port, rule);
+			host_addr_add(host, AF_INET6,
+				      &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
+		}
 	}
 	freeaddrinfo(res);
 }
@@ -112,9 +163,17 @@ static void policy_compute(struct deputyd *d)
 	const struct dp_config *cfg = d->cfg;
 
 	n_allow = 0;
-	for (size_t i = 0; i < cfg->n_routes; i++)
-		allow_host(cfg->routes[i].host, cfg->routes[i].port,
-			   policy_route_rule(&cfg->routes[i]));
+	host_addrs_clear();
+	computed = true;
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct dp_route *rt = &cfg->routes[i];
+		uint32_t rule = policy_route_rule(rt);
+
+		allow_host(rt->host, rt->port, rule);
+		for (size_t k = 0; k < rt->n_addrs; k++)
+			allow_add(rt->addrs[k].family, rt->addrs[k].addr, rt->addrs[k].prefix,
+				  (uint16_t)rt->port, rule);
+	}
 	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)
 		allow_add(cfg->allow_cidrs[i].family, cfg->allow_cidrs[i].addr,
 			  cfg->allow_cidrs[i].prefix, 0, DP_RULE_ALLOW);
@@ -134,19 +193,43 @@ size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out)
 
 int policy_apply(struct deputyd *d, struct session *s)
 {
+	if (!computed)
+		policy_compute(d);
 	if (!d->kernel)
 		return 0;
-	if (!allow)
-		policy_compute(d);
 	return kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow);
 }
 
 void policy_refresh(struct deputyd *d)
 {
+	policy_compute(d);
 	if (!d->kernel)
 		return;
-	policy_compute(d);
 	for (struct session *s = d->sessions; s; s = s->next)
 		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow) != 0)
 			pr_warn("session %s: cannot update kernel policy", s->id);
+}
+
+static bool cidr_has(const struct dp_cidr *c, int family, const uint8_t *addr)
+{
+	int full = c->prefix / 8, rest = c->prefix % 8;
+
+	if (c->family != family || memcmp(c->addr, addr, (size_t)full) != 0)
+		return false;
+	return rest == 0 || ((c->addr[full] ^ addr[full]) & (0xff00 >> rest)) == 0;
+}
+
+bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int family,
+			   const uint8_t *addr)
+{
+	if (!computed)
+		policy_compute(d);
+	for (size_t i = 0; i < rt->n_addrs; i++)
+		if (cidr_has(&rt->addrs[i], family, addr))
+			return true;
+	for (size_t i = 0; i < n_host_addrs; i++)
+		if (host_addrs[i].family == family && strcmp(host_addrs[i].host, rt->host) == 0 &&
+		    memcmp(host_addrs[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
+			return true;
+	return false;
 }

@@ -284,6 +284,7 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	}
 	r = (struct decide_req){.scheme = tls ? "https" : "http",
 				.host = host,
+				.sni = tls ? pc->sni : NULL,
 				.method = pm_str(pm, DP_T_METHOD),
 				.target = pm_str(pm, DP_T_TARGET),
 				.port = pc->orig.port,

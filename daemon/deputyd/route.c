@@ -3,7 +3,12 @@
  * route: matches a request (host, port, method, path) to the first route of the config that
  * covers it. The request side is normalised exactly as config.c normalised the routes (one
  * host and path normaliser, in url.c), so that matching is plain comparison plus fnmatch:
- * "Mail.Internal." is the route host "mail.internal", "/x/../%61dmin" is "/admin".
+ * "Mail.Internal." is the route host "mail.internal", "/x//../%61dmin" is "/admin".
+ *
+ * A deny route is matched the way the most lenient backend would read the path: regardless
+ * of letter case (IIS, case-insensitive file systems) and also with ';' parameters cut from
+ * each segment (Tomcat, Spring: "/admin;x/users" is "/admin/users"). A delegate or
+ * passthrough route is matched as written, so it never covers more than it says.
  */
 #include "route.h"
 
@@ -30,11 +35,26 @@ static int route_request_host(const char *host, char *out, size_t outsz)
 	return url_host_normalize(host, out, outsz);
 }
 
+static bool route_path_matches(const struct dp_route *rt, const char *path, const char *bare)
+{
+	if (rt->action != DP_ACTION_DENY)
+		return fnmatch(rt->path, path, 0) == 0;
+	return fnmatch(rt->path, path, FNM_CASEFOLD) == 0 ||
+	       fnmatch(rt->path, bare, FNM_CASEFOLD) == 0;
+}
+
+bool route_host_is(const struct dp_route *rt, const char *host)
+{
+	char h[INET6_ADDRSTRLEN + URL_HOST_MAX];
+
+	return host && route_request_host(host, h, sizeof(h)) == 0 && strcmp(rt->host, h) == 0;
+}
+
 const struct dp_route *route_match(const struct dp_config *cfg, const char *host, int port,
 				   const char *method, const char *path)
 {
 	char want[INET6_ADDRSTRLEN + URL_HOST_MAX];
-	char pbuf[URL_PATH_MAX + 1];
+	char pbuf[URL_PATH_MAX + 1], bare[URL_PATH_MAX + 1];
 
 	if (!cfg || !host || route_request_host(host, want, sizeof(want)) != 0)
 		return NULL;
@@ -44,6 +64,7 @@ const struct dp_route *route_match(const struct dp_config *cfg, const char *host
 		if (plen > URL_PATH_MAX)
 			return NULL; /* longer than any sane request path: never matches */
 		url_path_normalize(path, plen, pbuf);
+		url_path_strip_params(pbuf, bare);
 	}
 
 	for (size_t i = 0; i < cfg->n_routes; i++) {
@@ -53,7 +74,7 @@ const struct dp_route *route_match(const struct dp_config *cfg, const char *host
 			continue;
 		if (rt->method && (!method || strcmp(rt->method, method) != 0))
 			continue;
-		if (rt->path && (!path || fnmatch(rt->path, pbuf, 0) != 0))
+		if (rt->path && (!path || !route_path_matches(rt, pbuf, bare)))
 			continue;
 		return rt;
 	}

@@ -8,9 +8,13 @@
 /* First match wins, in config order. host compared case-insensitively (brackets around an
  * IPv6 literal and one trailing dot ignored), port exactly, method exactly (upper-case),
  * path as a glob against the request path without query or fragment, after
- * url_path_normalize. A NULL method or path matches only routes that leave it unset. NULL
- * when none matches. */
+ * url_path_normalize; a deny route's glob also case-insensitively and against the path
+ * without ';' parameters. A NULL method or path matches only routes that leave it unset.
+ * NULL when none matches. */
 const struct dp_route *route_match(const struct dp_config *cfg, const char *host, int port,
 				   const char *method, const char *path);
+
+/* Does host (as a request, SNI or URL names it) name rt's host, as route_match compares? */
+bool route_host_is(const struct dp_route *rt, const char *host);
 
 #endif

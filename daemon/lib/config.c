@@ -30,6 +30,7 @@
 #define CFG_MAX_ROUTES 4096
 #define CFG_MAX_ISSUERS 64
 #define CFG_MAX_CIDRS 1024
+#define CFG_MAX_ROUTE_ADDRS 64
 #define CFG_MAX_PATH 4096
 #define CFG_MAX_GLOB 2048
 #define CFG_MAX_TOKEN 64 /* HTTP methods and header names */
@@ -290,10 +291,12 @@ static int cfg_parse_route_delegate(struct cfg_ctx *c, json_t *obj, struct dp_ro
 	return cfg_dup_string(c, "header", s, &rt->header);
 }
 
+static int cfg_parse_cidr_cb(struct cfg_ctx *c, json_t *v, void *item);
+
 static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
 	static const char *const keys[] = {"host",     "port",	"method", "path", "action",
-					   "audience", "scope", "header", "tls"};
+					   "audience", "scope", "header", "tls",  "addrs"};
 	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
@@ -349,6 +352,14 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		if ((r = cfg_get_choice(c, "tls", v, "intercept", "opaque", &opaque)))
 			return r;
 		rt->tls_opaque = opaque == 1;
+	}
+
+	if ((v = json_object_get(obj, "addrs"))) {
+		if (rt->action == DP_ACTION_DENY)
+			return cfg_fail(c, "addrs", "a deny route has no destination to name");
+		if ((r = cfg_parse_array(c, "addrs", v, CFG_MAX_ROUTE_ADDRS, sizeof(*rt->addrs),
+					 (void **)&rt->addrs, &rt->n_addrs, cfg_parse_cidr_cb)))
+			return r;
 	}
 
 	if (rt->action != DP_ACTION_DELEGATE) {
@@ -699,6 +710,9 @@ void config_free(struct dp_config *cfg)
 		free(rt->audience);
 		free(rt->scope);
 		free(rt->header);
+		for (size_t k = 0; k < rt->n_addrs; k++)
+			free(rt->addrs[k].text);
+		free(rt->addrs);
 	}
 	free(cfg->routes);
 	for (size_t i = 0; i < cfg->n_issuers; i++) {

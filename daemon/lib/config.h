@@ -19,6 +19,8 @@ enum dp_action { DP_ACTION_DELEGATE, DP_ACTION_PASSTHROUGH, DP_ACTION_DENY };
 enum dp_unrouted { DP_UNROUTED_DENY, DP_UNROUTED_MONITOR };
 enum dp_binding { DP_BINDING_REQUEST, DP_BINDING_SESSION };
 
+struct dp_cidr;
+
 struct dp_route {
 	char *host;   /* exact host name or address, lower-case */
 	int port;     /* 1..65535 */
@@ -29,6 +31,9 @@ struct dp_route {
 	char *scope;	 /* delegate only: exactly one scope token */
 	char *header;	 /* delegate only; default "Authorization" */
 	bool tls_opaque; /* "tls": "opaque": connections left untouched, logged unmediated */
+	/* Where the host is besides its resolved addresses: tokens go only there (bind.c). */
+	struct dp_cidr *addrs;
+	size_t n_addrs;
 };
 
 struct dp_trusted_issuer {

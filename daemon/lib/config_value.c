@@ -186,7 +186,11 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 		struct cfg_ctx sub = {.err = c->err};
 		int r;
 
-		snprintf(sub.where, sizeof(sub.where), "%s[%zu]", key, i);
+		/* nested arrays (a route's addrs) keep the whole key path */
+		if (c->where[0])
+			snprintf(sub.where, sizeof(sub.where), "%s.%s[%zu]", c->where, key, i);
+		else
+			snprintf(sub.where, sizeof(sub.where), "%s[%zu]", key, i);
 		r = parse_one(&sub, json_array_get(arr, i), items + i * elsize);
 		if (r)
 			return r;

@@ -222,8 +222,25 @@ static int url_hexval(unsigned char ch)
 	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
-/* Normalised so that "/%61dmin" or "/x/../admin" cannot slip past a route written for
- * "/admin*"; decoding other escapes would change the path's meaning. */
+static bool url_is_unreserved(unsigned char ch)
+{
+	return isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~';
+}
+
+/* The byte a "%XY" at in[i] stands for, or -1 when in[i] starts no escape. */
+static int url_escape_at(const char *in, size_t n, size_t i)
+{
+	int hi, lo;
+
+	if (in[i] != '%' || i + 2 >= n || (hi = url_hexval((unsigned char)in[i + 1])) < 0 ||
+	    (lo = url_hexval((unsigned char)in[i + 2])) < 0)
+		return -1;
+	return hi << 4 | lo;
+}
+
+/* Normalised so that "/%61dmin", "//admin" or "/x/../admin" cannot slip past a route written
+ * for "/admin*": slashes are merged as nginx does before it resolves dot segments. Decoding
+ * other escapes would change the path's meaning. */
 void url_path_normalize(const char *in, size_t n, char *out)
 {
 	char dec[URL_PATH_MAX + 1];
@@ -233,18 +250,15 @@ void url_path_normalize(const char *in, size_t n, char *out)
 	if (n > URL_PATH_MAX)
 		n = URL_PATH_MAX; /* callers refuse longer paths; never overrun dec */
 	for (size_t i = 0; i < n; i++) {
-		int hi, lo;
+		int ch = url_escape_at(in, n, i);
 
-		if (in[i] == '%' && i + 2 < n && (hi = url_hexval((unsigned char)in[i + 1])) >= 0 &&
-		    (lo = url_hexval((unsigned char)in[i + 2])) >= 0) {
-			unsigned char ch = (unsigned char)(hi << 4 | lo);
-
-			if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-				dec[d++] = (char)ch;
-				i += 2;
-				continue;
-			}
+		if (ch >= 0 && url_is_unreserved((unsigned char)ch)) {
+			dec[d++] = (char)ch;
+			i += 2;
+			continue;
 		}
+		if (in[i] == '/' && d > 0 && dec[d - 1] == '/')
+			continue;
 		dec[d++] = in[i];
 	}
 	dec[d] = '\0';
@@ -274,6 +288,66 @@ void url_path_normalize(const char *in, size_t n, char *out)
 		}
 	}
 	out[o] = '\0';
+}
+
+/* A segment (up to '/' or the end) that is "." or ".." once a ';' parameter, literal or
+ * %3B, is cut off, and that has one: Tomcat and Spring read "..;x" as "..". */
+static bool url_dot_segment_with_params(const char *seg, size_t n)
+{
+	size_t dots = 0;
+
+	while (dots < n && seg[dots] == '.')
+		dots++;
+	if (dots == 0 || dots > 2 || dots == n)
+		return false;
+	return seg[dots] == ';' || url_escape_at(seg, n, dots) == ';';
+}
+
+const char *url_path_ambiguous(const char *path, size_t n)
+{
+	char dec[URL_PATH_MAX + 1];
+	size_t d = 0;
+
+	if (n > URL_PATH_MAX)
+		return "the path is too long";
+	for (size_t i = 0; i < n; i++) {
+		unsigned char raw = (unsigned char)path[i];
+		int ch = url_escape_at(path, n, i);
+
+		if (raw < 0x20 || raw == 0x7f || (ch >= 0 && (ch < 0x20 || ch == 0x7f)))
+			return "a control byte in the path";
+		if (raw == '\\')
+			return "a backslash in the path";
+		if (ch == '/' || ch == '\\')
+			return "an encoded '/' or '\\' in the path";
+		if (ch >= 0 && url_is_unreserved((unsigned char)ch)) {
+			dec[d++] = (char)ch;
+			i += 2;
+		} else {
+			dec[d++] = path[i];
+		}
+	}
+	dec[d] = '\0';
+	for (size_t i = 0; i < d; i++)
+		if ((i == 0 || dec[i - 1] == '/') &&
+		    url_dot_segment_with_params(dec + i, strcspn(dec + i, "/")))
+			return "a ';' parameter on a '.' or '..' segment";
+	return NULL;
+}
+
+void url_path_strip_params(const char *in, char *out)
+{
+	bool in_param = false;
+
+	for (; *in; in++) {
+		if (*in == '/')
+			in_param = false;
+		else if (*in == ';')
+			in_param = true;
+		if (!in_param)
+			*out++ = *in;
+	}
+	*out = '\0';
 }
 
 static int url_copy_path(const char *p, size_t n, char *out, size_t outsz)

@@ -48,11 +48,20 @@ int url_host_normalize(const char *in, char *out, size_t outsz) DP_WUR;
 
 /*
  * A request path as the backend will understand it: percent-encoded unreserved characters
- * decoded (RFC 3986 §6.2.2.2), then dot segments removed (§5.2.4). Other escapes (%2F, %00,
- * …) stay encoded. in holds n <= URL_PATH_MAX bytes; out has room for n + 1 and the result
- * is never longer than the input.
+ * decoded (RFC 3986 §6.2.2.2), repeated slashes merged (as nginx does), then dot segments
+ * removed (§5.2.4). Other escapes (%2F, %00, …) stay encoded. in holds n <= URL_PATH_MAX
+ * bytes; out has room for n + 1 and the result is never longer than the input.
  */
 void url_path_normalize(const char *in, size_t n, char *out);
+
+/* Why backends would disagree on what a request path (n bytes, as sent) names, or NULL: an
+ * encoded '/' or '\', a backslash, a control byte (raw or encoded), a ';' parameter on a dot
+ * segment ("..;/", which Tomcat and Spring read as ".."), a path over URL_PATH_MAX. */
+const char *url_path_ambiguous(const char *path, size_t n);
+
+/* in with every segment's ';' parameters removed ("/a;x/b;y" -> "/a/b"), into out (room for
+ * strlen(in) + 1): the path as servlet containers read it. */
+void url_path_strip_params(const char *in, char *out);
 
 /* The path of an HTTP request target, origin-form ("/p?q") or absolute-form
  * ("https://h/p?q", RFC 9112 §3.2.2), without query or fragment; "/" when an absolute-form

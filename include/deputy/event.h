@@ -123,6 +123,29 @@ struct dp_proxy_cfg {
 };
 
 /*
+ * A TCP connection of a session, from its connect() to its close: the value of the `conns`
+ * map, keyed by socket cookie. The close event needs it (the state tracepoint does not run
+ * in the process), and deputyd reads a connection's real destination from it before it lets
+ * a token go there (kernel_conn_lookup).
+ */
+struct dp_conn {
+	dp_u64 cgid; /* the session's cgroup id */
+	dp_u64 start_ns;
+	dp_u32 pid;
+	dp_u32 tgid;
+	dp_u16 family; /* effective: a v4-mapped destination is AF_INET (flags say so) */
+	dp_u16 port;   /* host byte order */
+	dp_u8 verdict;
+	dp_u8 enforced;
+	dp_u8 flags;
+	dp_u8 pad_;
+	dp_u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+	char comm[DP_EV_COMM_LEN];
+	struct dp_proxied_key pkey; /* DP_EVF_PROXIED: its entry in `proxied` (port 0: none) */
+	dp_u32 pad2_;
+};
+
+/*
  * Policy maps, written by deputyd and read by the BPF programs. One entry in `sessions` per
  * session cgroup; the allow rules live in one LPM trie whose key starts with the session's
  * cgroup id, the family and the port, so a rule is found by a longest-prefix lookup on
@@ -162,6 +185,7 @@ _Static_assert(sizeof(struct dp_event) == 216, "dp_event layout is shared with B
 _Static_assert(sizeof(struct dp_allow_key) == 32, "LPM key must have no padding");
 _Static_assert(sizeof(struct dp_proxied) == 48, "dp_proxied layout is shared with BPF");
 _Static_assert(sizeof(struct dp_proxied_key) == 20, "hash key must have no padding");
+_Static_assert(sizeof(struct dp_conn) == 88, "dp_conn layout is shared with BPF");
 #endif
 
 #endif

@@ -81,7 +81,10 @@ enum dp_tag {
 	DP_T_DATA = 23,
 	DP_T_CONN = 24, /* a proxied connection's id, given by deputyd */
 	DP_T_CA = 25,	/* SESSION_OPENED: the session's proxy CA certificate, PEM */
-	DP_T_MAX_ = 26,
+	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
+	 * (the socket's peer, as the shim knows it). */
+	DP_T_SNI = 26,
+	DP_T_MAX_ = 27,
 };
 
 enum dp_verdict {

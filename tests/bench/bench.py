@@ -161,7 +161,8 @@ def session_close_counts(d, sid):
 
 def new_deputyd(backend_port, **config):
     routes = [{'host': 'api.test', 'port': backend_port, 'method': 'POST', 'path': '/send*',
-               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send'}]
+               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send',
+               'addrs': ['127.0.0.1']}]
     d = dt.Deputyd(routes=routes, allow_cidrs=['127.0.0.0/8'], **config).start()
     return d
 

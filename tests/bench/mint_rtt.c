@@ -20,6 +20,8 @@
  */
 #include <deputy/proto.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -35,6 +37,23 @@
 static const char *sock_path, *session, *host = "api.test", *method = "POST", *target = "/send";
 static long port = 443;
 static volatile bool stop;
+/* The connection the requests say they travel on: deputyd delegates only when it goes to
+ * the route's host (here the backend on 127.0.0.1:port), as a shim's request would. */
+static uint64_t route_cookie;
+static const uint8_t route_addr[4] = {127, 0, 0, 1};
+
+static int mr_route_connect(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	socklen_t len = sizeof(route_cookie);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memcpy(&sin.sin_addr, route_addr, 4);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_COOKIE, &route_cookie, &len) != 0)
+		return -1;
+	return fd; /* kept open for the whole run */
+}
 
 static int mr_connect(void)
 {
@@ -91,6 +110,9 @@ static int mr_decide(int fd, uint32_t seq)
 	dp_msg_put_u64(&m, DP_T_PORT, (uint64_t)port);
 	dp_msg_put_str(&m, DP_T_METHOD, method);
 	dp_msg_put_str(&m, DP_T_TARGET, target);
+	dp_msg_put_u64(&m, DP_T_COOKIE, route_cookie);
+	dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET);
+	dp_msg_put(&m, DP_T_ADDR, route_addr, 4);
 	if (dp_msg_finish(&m) != 0 || write(fd, m.buf, m.len) != (ssize_t)m.len)
 		return -1;
 	if (mr_read_full(fd, &h, sizeof(h)) != 0 || dp_hdr_check(&h) != 0 ||
@@ -273,6 +295,10 @@ int main(int argc, char **argv)
 	}
 	sock_path = getenv("DEPUTY_SOCKET");
 	session = getenv("DEPUTY_SESSION");
+	if (mr_route_connect() < 0) {
+		perror("mint_rtt: connect to the route's host");
+		return 1;
+	}
 	if (!sock_path || !session || n < 1 || n > 10000000 || step_ms < 1) {
 		fprintf(stderr,
 			"mint_rtt: run me under `deputy run` (DEPUTY_SOCKET, DEPUTY_SESSION)\n");

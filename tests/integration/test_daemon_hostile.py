@@ -122,6 +122,8 @@ def strings_jansson_cannot_encode_are_logged_escaped():
     code = "frames = %r\n" % frames + """
 for msg, fields in frames:
     fields = [(k, sid if v is None else v) for k, v in fields]
+    if msg == "DECIDE":
+        fields += dt.route_conn_fields()
     payload = b""
     for k, v in fields:
         if k in dt.U64:

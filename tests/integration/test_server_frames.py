@@ -18,7 +18,7 @@ sys.path.insert(0, %r)
 import deputytest as dt
 sid = os.environ["DEPUTY_SESSION"]
 fields = [("SESSION", sid), ("SCHEME", "https"), ("HOST", "api.test"), ("PORT", 443),
-          ("METHOD", "POST"), ("TARGET", "/send")]
+          ("METHOD", "POST"), ("TARGET", "/send")] + dt.route_conn_fields()
 out = {}
 
 def replies(c, n):

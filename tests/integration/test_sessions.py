@@ -349,7 +349,8 @@ def sighup_reloads_routes_without_dropping_sessions():
         _, before = dt.agent_requests(d, g, reqs)
         eq(dt.VERDICT[before[0]["VERDICT"]], "deny")
         d.config["routes"].append({"host": "files.test", "port": 443, "action": "delegate",
-                                   "audience": "https://files.test", "scope": "files:write"})
+                                   "audience": "https://files.test", "scope": "files:write",
+                                   "addrs": [d.api_addr]})
         d.write_config()
         d.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 10

@@ -30,8 +30,10 @@ The API, by part:
 - deputyd: `Issuer` (a test IdP signing grants), `Deputyd` (start, cli, run, records,
   wait_closed, ...), the wire protocol (`Conn`, `frame`, `MSG`, `TAG`, `VERDICT`),
   `agent_requests()`, `decode_jwt()`, `b64url()`, `b64url_decode()`.
-- the HTTPS side: `make_certs(dir)` (a test CA and server certificate), `Backend` (the test
-  backend, tests/backend.c), `TestIssuer` (tokens shaped like deputy's, without deputyd),
+- the HTTPS side: `make_certs(dir)` (a test CA and server certificate; `shared_certs()`
+  makes them once per program), `Backend` (the test backend, tests/backend.c),
+  `route_conn_fields()` (a DECIDE's connection, as the shim sends it), `TestIssuer` (tokens
+  shaped like deputy's, without deputyd),
   `parse_client_output()`, `pattern()`, `sha256()`, `header()`, `body_bytes()`,
   `urllib_opener()`.
 """
@@ -50,6 +52,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.request
@@ -433,6 +436,11 @@ class Deputyd:
         if kernel is None:
             kernel = "on" if bpf_available() else "off"
         self.cgroup = "deputy-test-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
+        # Where api.test is: deputyd delegates only to a route host's addresses, so the
+        # default routes say where (a loopback address of their own), and as root a
+        # listener there takes the agents' connections (route_conn_fields).
+        self.api_addr = "127.%d.%d.%d" % tuple(b % 254 + 1 for b in uuid.uuid4().bytes[:3])
+        self.listener = None
         self.config = {
             "issuer": ISSUER,
             "socket": self.socket,
@@ -441,9 +449,11 @@ class Deputyd:
             "trusted_issuers": [{"issuer": self.idp.iss, "jwks_file": self.jwks_file}],
             "routes": routes if routes is not None else [
                 {"host": "api.test", "port": 443, "method": "POST", "path": "/send*",
-                 "action": "delegate", "audience": "https://api.test", "scope": "email:send"},
+                 "action": "delegate", "audience": "https://api.test", "scope": "email:send",
+                 "addrs": [self.api_addr]},
                 {"host": "api.test", "port": 443, "method": "GET", "path": "/read*",
-                 "action": "delegate", "audience": "https://api.test", "scope": "email:read"},
+                 "action": "delegate", "audience": "https://api.test", "scope": "email:read",
+                 "addrs": [self.api_addr]},
                 {"host": "llm.test", "port": 443, "action": "passthrough"},
                 {"host": "evil.test", "port": 443, "action": "deny"},
             ],
@@ -464,6 +474,8 @@ class Deputyd:
             json.dump(self.config, f, indent=1)
 
     def start(self, wait=True):
+        if self.config["kernel"] == "on" and self.listener is None:
+            self.listener = _RouteListener(self.api_addr, 443)
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         self.errf = open(self.stderr_path, "ab")
@@ -509,6 +521,9 @@ class Deputyd:
         try:
             self.stop()
         finally:
+            if self.listener:
+                self.listener.close()
+                self.listener = None
             self._cleanup_files()
 
     def _cleanup_files(self):
@@ -558,6 +573,11 @@ class Deputyd:
         env = dict(os.environ)
         env.pop("LD_PRELOAD", None)
         env["DEPUTY_SOCKET"] = self.socket
+        env["DEPUTY_TEST_ROUTE_ADDR"] = self.api_addr
+        if self.config["kernel"] == "on":
+            env["DEPUTY_TEST_ROUTE_CONNECT"] = "1"
+        else:
+            env.pop("DEPUTY_TEST_ROUTE_CONNECT", None)
         env.update(extra)
         return env
 
@@ -624,6 +644,63 @@ class Deputyd:
         return recs
 
 
+# ---- a connection to the route's host, as the shim's requests travel on -------------------
+
+class _RouteListener:
+    """A listener at (addr, port) that accepts and drops connections, so agents' connects to
+    a route's address complete (root only: port 443)."""
+
+    def __init__(self, addr, port):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.s.bind((addr, port))
+        self.s.listen(128)
+        self.stopped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped:
+            try:
+                c, _ = self.s.accept()
+            except OSError:
+                return
+            c.close()
+
+    def close(self):
+        self.stopped = True
+        try:
+            self.s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.s.close()
+
+
+SO_COOKIE = 57
+_route_socks = []
+
+
+def route_conn_fields(port=443):
+    """DECIDE fields saying which connection a request travels on, as the shim sends them:
+    under a deputyd with the kernel layer, a real connection to the test route's address
+    (DEPUTY_TEST_ROUTE_ADDR) and its socket cookie; without it, the peer address alone
+    (deputyd then has only the shim's word). [] outside a test deputyd's environment."""
+    addr = os.environ.get("DEPUTY_TEST_ROUTE_ADDR")
+    if not addr:
+        return []
+    fields = [("FAMILY", socket.AF_INET), ("ADDR", socket.inet_aton(addr))]
+    if os.environ.get("DEPUTY_TEST_ROUTE_CONNECT") == "1":
+        s = socket.create_connection((addr, port), timeout=10)
+        _route_socks.append(s)
+        fields.append(("COOKIE", struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET,
+                                                                   SO_COOKIE, 8))[0]))
+    return fields
+
+
+def route_conns_close():
+    while _route_socks:
+        _route_socks.pop().close()
+
+
 # ---- the wire protocol, spoken from Python (include/deputy/proto.h) --------------------------
 
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
@@ -632,8 +709,9 @@ MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_C
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
-       "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23}
-U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT"}
+       "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23, "CONN": 24, "CA": 25,
+       "SNI": 26}
+U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN"}
 TAG_NAME = {v: k for k, v in TAG.items()}
 MSG_NAME = {v: k for k, v in MSG.items()}
 VERDICT = {0: "deny", 1: "delegate", 2: "passthrough"}
@@ -699,12 +777,19 @@ class Conn:
         return self.recv_reply()
 
     def decide(self, session, host="api.test", port=443, method="POST", target="/send",
-               scheme="https", cookie=None):
+               scheme="https", cookie=None, bind=True):
+        """One DECIDE; with bind (and no cookie) on a connection to the test route's
+        address (route_conn_fields)."""
         f = [("SESSION", session), ("SCHEME", scheme), ("HOST", host), ("PORT", port),
              ("METHOD", method), ("TARGET", target)]
         if cookie is not None:
             f.append(("COOKIE", cookie))
-        return self.call("DECIDE", f)
+        elif bind:
+            f += route_conn_fields(port)
+        try:
+            return self.call("DECIDE", f)
+        finally:
+            route_conns_close()
 
     def close(self):
         self.s.close()
@@ -719,7 +804,10 @@ import deputytest as dt
 c = dt.Conn(os.environ["DEPUTY_SOCKET"])
 for msg, fields in json.loads(sys.argv[1]):
     fields = [(k, os.environ["DEPUTY_SESSION"] if v == "$SESSION" else v) for k, v in fields]
+    if msg == "DECIDE" and "COOKIE" not in dict(fields):
+        fields += dt.route_conn_fields(dict(fields).get("PORT", 443))
     r = c.call(msg, fields)
+    dt.route_conns_close()
     print(json.dumps(r), flush=True)
 ''' % LIB
 
@@ -789,6 +877,17 @@ def make_certs(d):
     cd = os.path.join(d, 'certs')
     run(['bash', CERTS_SH, cd], check=True)
     return Certs(cd)
+
+
+_shared_certs = None
+
+
+def shared_certs():
+    """make_certs once per test program, in a directory removed when it ends."""
+    global _shared_certs
+    if _shared_certs is None:
+        _shared_certs = make_certs(reachable_dir("deputy-certs."))
+    return _shared_certs
 
 
 # ---- the backend -------------------------------------------------------------------------

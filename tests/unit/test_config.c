@@ -539,6 +539,35 @@ static void test_bad_cidrs(void)
 	check_refused(CFG(", \"allow_cidrs\": [\"\"]", ""), "allow_cidrs[0]:");
 }
 
+/* A route's addrs: CIDRs like allow_cidrs, errors naming the route and the entry. */
+static void test_route_addrs(void)
+{
+	struct dp_config *cfg = NULL;
+	struct dp_err err = {{0}};
+	const char *ok = CFG("", "{\"host\": \"h.test\", \"port\": 443, \"action\": "
+				 "\"passthrough\"},"
+				 "{\"host\": \"h.test\", \"port\": 443, \"action\": "
+				 "\"passthrough\", \"addrs\": [\"10.0.0.0/8\", \"::1\"]}");
+
+	check(config_parse(ok, strlen(ok), &cfg, &err) == 0);
+	if (!cfg)
+		return;
+	check(cfg->routes[0].n_addrs == 0 && cfg->routes[0].addrs == NULL);
+	check(cfg->routes[1].n_addrs == 2);
+	check(cfg->routes[1].addrs[0].family == AF_INET && cfg->routes[1].addrs[0].prefix == 8);
+	check(cfg->routes[1].addrs[1].family == AF_INET6 && cfg->routes[1].addrs[1].prefix == 128);
+	config_free(cfg);
+	check_refused(CFG("", "{\"host\": \"h.test\", \"port\": 443, \"action\": "
+			      "\"passthrough\", \"addrs\": [\"10.0.0.0/8\", \"10.1.2.3/8\"]}"),
+		      "routes[0].addrs[1]: \"10.1.2.3/8\": address has bits set beyond the /8");
+	check_refused(CFG("", "{\"host\": \"h.test\", \"port\": 443, \"action\": "
+			      "\"passthrough\", \"addrs\": \"10.0.0.0/8\"}"),
+		      "routes[0].addrs: must be an array");
+	check_refused(CFG("", "{\"host\": \"h.test\", \"port\": 443, \"action\": "
+			      "\"deny\", \"addrs\": [\"10.0.0.1\"]}"),
+		      "routes[0].addrs: a deny route has no destination to name");
+}
+
 static void test_error_is_one_line_and_bounded(void)
 {
 	/* a long hostile key is cut and control bytes hidden in the message */
@@ -704,6 +733,7 @@ int main(void)
 	RUN(test_bad_issuers);
 	RUN(test_bad_routes);
 	RUN(test_bad_cidrs);
+	RUN(test_route_addrs);
 	RUN(test_error_is_one_line_and_bounded);
 	RUN(test_load);
 	RUN(test_proxy_keys);

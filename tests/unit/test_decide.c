@@ -4,6 +4,7 @@
  * (config_parse), a real signing key, a real session log, as the DECIDE handler calls it.
  * Each case checks the verdict, the reason, the token's claims and the record in the log.
  */
+#include <arpa/inet.h>
 #include <deputy/proto.h>
 #include <errno.h>
 
@@ -18,13 +19,17 @@
 	"\"routes\": ["                                                                            \
 	"{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": "            \
 	"\"/api/send*\", \"action\": \"delegate\", \"audience\": \"https://mail.internal\", "      \
-	"\"scope\": \"email:send\", \"header\": \"X-Token\"},"                                     \
+	"\"scope\": \"email:send\", \"header\": \"X-Token\", \"addrs\": [\"10.0.0.0/24\"]},"       \
 	"{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"DELETE\", \"action\": "        \
 	"\"delegate\", \"audience\": \"https://mail.internal\", \"scope\": \"email:delete\"},"     \
+	"{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"BREW\", \"action\": "          \
+	"\"passthrough\"},"                                                                        \
 	"{\"host\": \"other.internal\", \"port\": 443, \"action\": \"delegate\", \"audience\": "   \
 	"\"https://other.internal\", \"scope\": \"email:send\"},"                                  \
 	"{\"host\": \"mail.internal\", \"port\": 443, \"path\": \"/admin*\", \"action\": "         \
 	"\"deny\"},"                                                                               \
+	"{\"host\": \"mail.internal\", \"port\": 443, \"path\": \"/*\", \"action\": "              \
+	"\"passthrough\"},"                                                                        \
 	"{\"host\": \"llm.test\", \"port\": 443, \"action\": \"passthrough\"}]"
 
 static char *scopes[] = {"email:send", "email:read"};
@@ -41,6 +46,9 @@ static struct dp_grant grant = {
 };
 static struct deputyd d;
 static struct session s;
+/* Where the request's connection goes, as the shim reports it (deputyd without a kernel
+ * layer), and the TLS SNI the client sent. */
+static const char *peer = "10.0.0.1", *sni;
 
 static int setup(const char *extra)
 {
@@ -65,6 +73,7 @@ static void ask(const char *method, const char *host, const char *target, struct
 			       .host = host,
 			       .method = method,
 			       .target = target,
+			       .sni = sni,
 			       .port = 443,
 			       .pid = 4242,
 			       .comm = "agent"};
@@ -72,6 +81,10 @@ static void ask(const char *method, const char *host, const char *target, struct
 	char *text = NULL, *last;
 	size_t len;
 
+	if (peer && inet_pton(AF_INET, peer, r.peer_addr) == 1)
+		r.peer_family = AF_INET;
+	else if (peer && inet_pton(AF_INET6, peer, r.peer_addr) == 1)
+		r.peer_family = AF_INET6;
 	decide(&d, &s, &r, res);
 	*rec = NULL;
 	if (dp_read_file(audit_log_path(s.log), 1 << 20, &text, &len) != 0)
@@ -298,6 +311,115 @@ static void grant_expired(void)
 	json_decref(rec);
 }
 
+/* Issue 11 item 6: a token goes only where the route's host is. */
+static void bound_to_route_host(void)
+{
+	struct decide_res res;
+	json_t *rec;
+
+	peer = "10.0.0.9";
+	sni = "MAIL.internal.";
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DELEGATE);
+	free(res.token);
+	json_decref(rec);
+	peer = "::ffff:10.0.0.1";
+	sni = NULL;
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DELEGATE);
+	free(res.token);
+	json_decref(rec);
+
+	peer = "10.1.0.1"; /* curl --resolve mail.internal:443:10.1.0.1 */
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY && res.token == NULL);
+	check_str(res.reason,
+		  "the connection goes to 10.1.0.1:443, not to the route host mail.internal:443");
+	check_str(rec_str(rec, "type"), "deny");
+	check_str(rec_str(rec, "reason"), res.reason);
+	json_decref(rec);
+	peer = "2001:db8::1";
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check_str(res.reason, "the connection goes to [2001:db8::1]:443, not to the route host "
+			      "mail.internal:443");
+	json_decref(rec);
+	peer = NULL;
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY);
+	check_str(res.reason, "the request's connection has no known destination");
+	json_decref(rec);
+
+	peer = "10.0.0.1";
+	sni = "evil.test";
+	ask("POST", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY);
+	check_str(res.reason, "TLS SNI \"evil.test\" does not name the route host mail.internal");
+	json_decref(rec);
+	sni = NULL;
+	ask("POST", "mail.internal", "https://evil.test/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY);
+	check_str(res.reason,
+		  "the request target names another host than the route host mail.internal");
+	json_decref(rec);
+	/* passthrough routes carry no token: nothing to bind */
+	peer = "10.1.0.1";
+	ask("GET", "llm.test", "/v1", &res, &rec);
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+	peer = "10.0.0.1";
+}
+
+static void methods_exact(void)
+{
+	struct decide_res res;
+	json_t *rec;
+
+	/* not upper-case, or unknown, on a routed destination: refused ... */
+	ask("post", "mail.internal", "/api/send", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY);
+	check_str(res.reason,
+		  "method post is not an upper-case known method and no route names it");
+	json_decref(rec);
+	ask("FOO", "llm.test", "/v1", &res, &rec);
+	check(res.verdict == DP_VERDICT_DENY);
+	json_decref(rec);
+	/* ... unless a route names it */
+	ask("BREW", "mail.internal", "/pot", &res, &rec);
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+	ask("PATCH", "llm.test", "/v1", &res, &rec);
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+}
+
+/* Issue 11 item 5: spellings of /admin that backends read as /admin. */
+static void paths_past_deny(void)
+{
+	static const char *const past[] = {
+	    "//admin/users",	"/x/..;/admin/users", "/ADMIN/users",
+	    "/Admin;v=1/users", "/%61dmin",	      "/x/%2e%2e/admin",
+	    "/admin%2Fusers",	"/x\\..\\admin",      "/x/.%3b/admin"};
+	struct decide_res res;
+	json_t *rec;
+
+	for (size_t i = 0; i < DP_ARRAY_SIZE(past); i++) {
+		ask("GET", "mail.internal", past[i], &res, &rec);
+		json_decref(rec);
+		if (res.verdict != DP_VERDICT_DENY)
+			fail("%s: %d %s", past[i], res.verdict, res.reason);
+	}
+	ask("GET", "mail.internal", "/x/..;/admin/users", &res, &rec);
+	check_str(res.reason, "ambiguous request path: a ';' parameter on a '.' or '..' segment");
+	json_decref(rec);
+	ask("GET", "mail.internal", "/inbox%2F1", &res, &rec);
+	check_str(res.reason, "ambiguous request path: an encoded '/' or '\\' in the path");
+	json_decref(rec);
+	/* what is not ambiguous passes the catch-all passthrough route */
+	ask("GET", "mail.internal", "/inbox;v=1/../x", &res, &rec);
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+}
+
 int main(void)
 {
 	struct dp_err err = {{0}};
@@ -326,6 +448,9 @@ int main(void)
 	RUN(malformed);
 	RUN(session_closing);
 	RUN(grant_expired);
+	RUN(bound_to_route_host);
+	RUN(methods_exact);
+	RUN(paths_past_deny);
 	audit_log_free(s.log);
 	config_free(d.cfg);
 	dp_key_free(d.key);

@@ -87,6 +87,42 @@ static void allow_list_from_routes_and_cidrs(void)
 	config_free(d.cfg);
 }
 
+/* A route's addrs are allow rules on its port, and where its host is for destination
+ * binding, as are the host's resolved addresses; nothing else is. */
+static void route_addrs_and_hosts(void)
+{
+	struct deputyd d = {0};
+	const struct dp_kallow *a;
+	unsigned char in[16], out[16], v6[16];
+	size_t n;
+
+	d.cfg =
+	    parse(HEAD "\"allow_resolvers\": false, \"allow_cidrs\": [\"10.0.0.0/8\"], "
+		       "\"routes\": ["
+		       "{\"host\": \"api.invalid\", \"port\": 8443, \"action\": \"delegate\", "
+		       "\"audience\": \"https://x\", \"scope\": \"s\", "
+		       "\"addrs\": [\"192.0.2.0/25\"]},"
+		       "{\"host\": \"127.0.0.1\", \"port\": 443, \"action\": \"passthrough\"}]}");
+	check(d.cfg);
+	if (!d.cfg)
+		return;
+	n = policy_allowed(&d, &a);
+	check(find_rule(a, n, AF_INET, "192.0.2.0", 25, 8443));
+	inet_pton(AF_INET, "192.0.2.127", in);
+	inet_pton(AF_INET, "192.0.2.128", out);
+	inet_pton(AF_INET6, "::1", v6);
+	check(policy_route_has_addr(&d, &d.cfg->routes[0], AF_INET, in));
+	check(!policy_route_has_addr(&d, &d.cfg->routes[0], AF_INET, out));
+	check(!policy_route_has_addr(&d, &d.cfg->routes[0], AF_INET6, v6));
+	/* allow_cidrs let connections through, they do not say where a route host is */
+	inet_pton(AF_INET, "10.1.1.1", out);
+	check(!policy_route_has_addr(&d, &d.cfg->routes[0], AF_INET, out));
+	inet_pton(AF_INET, "127.0.0.1", in);
+	check(policy_route_has_addr(&d, &d.cfg->routes[1], AF_INET, in));
+	check(!policy_route_has_addr(&d, &d.cfg->routes[0], AF_INET, in));
+	config_free(d.cfg);
+}
+
 /* The nameservers of /etc/resolv.conf on port 53, only while allow_resolvers is on. */
 static void resolvers_follow_the_setting(void)
 {
@@ -347,6 +383,7 @@ int main(void)
 {
 	dp_log_init("test_policy", DP_LOG_WARN);
 	RUN(allow_list_from_routes_and_cidrs);
+	RUN(route_addrs_and_hosts);
 	RUN(resolvers_follow_the_setting);
 	RUN(kevent_connect_records);
 	RUN(kevent_unix_close_and_refused);

@@ -64,6 +64,25 @@ static void normalisation(void)
 	check(m("mail.internal", 443, "POST", "/api/send/..") == r1);
 	check(m("mail.internal", 443, "POST", "/api/%zzsend") == r1);
 	check(m("mail.internal", 443, "POST", "/api/send%") == r0);
+	/* repeated slashes are merged, as nginx does */
+	check(m("mail.internal", 443, "POST", "//api//send") == r0);
+	check(m("mail.internal", 443, "GET", "/api//x") == r1);
+}
+
+static void deny_routes_read_leniently(void)
+{
+	/* a deny route matches whatever the letter case ... */
+	check(m("mail.internal", 443, "GET", "/API/x") == r1);
+	check(m("mail.internal", 443, "GET", "/Api/%58") == r1);
+	check(m("2001:db8::1", 80, "GET", "/V2/X") == r4);
+	/* ... and with ';' parameters cut from each segment */
+	check(m("mail.internal", 443, "GET", "/api;jsessionid=1/x") == r1);
+	check(m("mail.internal", 443, "GET", "/v;a/x") == r2);
+	check(m("2001:db8::1", 80, "GET", "/v2;x/x") == r4);
+	/* other routes only as written: a delegate route never covers more than it says */
+	check(m("mail.internal", 443, "POST", "/API/send") == r1);
+	check(m("mail.internal", 443, "POST", "/api/send;x") == r0);
+	check(m("mail.internal", 443, "POST", "/Api/Send") == r1);
 }
 
 static void long_path_never_matches(void)
@@ -138,6 +157,7 @@ int main(void)
 	r3 = &cfg->routes[3], r4 = &cfg->routes[4], r5 = &cfg->routes[5];
 	RUN(globs);
 	RUN(normalisation);
+	RUN(deny_routes_read_leniently);
 	RUN(long_path_never_matches);
 	RUN(methods);
 	RUN(first_match_wins);

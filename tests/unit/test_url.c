@@ -115,7 +115,8 @@ static void paths(void)
 		const char *in, *want;
 	} cases[] = {
 	    {"/a/./b/../c", "/a/c"}, {"/%61%2Fb", "/a%2Fb"}, {"/../../x", "/x"}, {"/x/..", "/"},
-	    {"/%7e%2e", "/~."},	     {"/a//b", "/a//b"},     {"/%zz", "/%zz"},	 {"/a%", "/a%"},
+	    {"/%7e%2e", "/~."},	     {"/a//b", "/a/b"},	     {"/%zz", "/%zz"},	 {"/a%", "/a%"},
+	    {"//a///b/", "/a/b/"},   {"/a/%2e%2e//b", "/b"}, {"/a//../b", "/b"}, {"/A/b", "/A/b"},
 	};
 	char out[64];
 
@@ -124,6 +125,39 @@ static void paths(void)
 		if (strcmp(out, cases[i].want) != 0)
 			fail("\"%s\" gives \"%s\", want \"%s\"", cases[i].in, out, cases[i].want);
 	}
+}
+
+static void ambiguous_paths(void)
+{
+	static const char *const bad[] = {
+	    "/api%2Fadmin", "/api%2fadmin", "/api%5cadmin", "/api\\admin",  "/a%00b",
+	    "/a%1fb",	    "/a%7Fb",	    "/a\x01b",	    "/x/..;/admin", "/x/.;/admin",
+	    "/x/..;a=b/y",  "/x/%2e%2e;/y", "/x/..%3b/y",   "/..;",
+	};
+	static const char *const fine[] = {
+	    "/api/admin", "/a;b/c", "/a/b;..", "/a/...;/b", "/a/.x;/b",
+	    "/%zz",	  "/a%",    "/%41",    "/a/../b",   "/a//b",
+	};
+
+	for (size_t i = 0; i < DP_ARRAY_SIZE(bad); i++)
+		if (!url_path_ambiguous(bad[i], strlen(bad[i])))
+			fail("\"%s\" is not refused as ambiguous", bad[i]);
+	for (size_t i = 0; i < DP_ARRAY_SIZE(fine); i++)
+		if (url_path_ambiguous(fine[i], strlen(fine[i])))
+			fail("\"%s\" is refused: %s", fine[i],
+			     url_path_ambiguous(fine[i], strlen(fine[i])));
+}
+
+static void path_params(void)
+{
+	char out[64];
+
+	url_path_strip_params("/a;x=1/b;y/c", out);
+	check_str(out, "/a/b/c");
+	url_path_strip_params("/;/a;", out);
+	check_str(out, "//a");
+	url_path_strip_params("/plain", out);
+	check_str(out, "/plain");
 }
 
 static void target_paths(void)
@@ -149,6 +183,8 @@ int main(void)
 	RUN(loopback);
 	RUN(hosts);
 	RUN(paths);
+	RUN(ambiguous_paths);
+	RUN(path_params);
 	RUN(target_paths);
 	UNIT_EXIT();
 }
