@@ -253,7 +253,8 @@ def the_session_ends_when_its_agent_tree_ends():
     sid = r.stdout.split("session=", 1)[1].split()[0]
     recs = d.wait_closed(sid)
     eq(recs[-1]["counts"]["exit_status"], 3, "exit status in the seal")
-    check(not os.path.exists(os.path.join(dt.cgroup2_root(), d.cgroup, sid)),
+    cg = os.path.join(dt.cgroup2_root(), d.cgroup, sid)
+    check(dt.wait_until(lambda: not os.path.exists(cg), 10),
           "the session's cgroup (and the daemon in it) outlived the session")
     # deputy run killed: the session ends with it, its agent killed.
     p, sid = d.start_session(user=dt.unprivileged_user(), seconds=300)
@@ -263,60 +264,52 @@ def the_session_ends_when_its_agent_tree_ends():
     eq(recs[-1]["counts"]["exit_status"], -1, "exit status of a session whose leader died")
 
 
+def steal_from(d, shim):
+    """A victim agent (alice, may send email) and a thief in another session of the same uid
+    (mallory, may not) that reads the victim's environment, copies its connection to deputyd
+    and asks for an email:send token on it. Returns (the victim's line, the thief's steps)."""
+    v = Agent(d, ["victim"], grant=d.idp.grant(user="alice", scope="email:send email:read"),
+              shim=shim)
+    try:
+        vic = v.until("victim")["victim"][0]
+        t = Agent(d, ["thief", vic["pid"], vic["fd"], vic["session"]],
+                  grant=d.idp.grant(user="mallory", scope="email:read"))
+        try:
+            out = {rec["step"]: rec for rec in iter(t.line, None)}
+        finally:
+            t.finish()
+    finally:
+        v.finish()
+    return vic, out
+
+
 @case
 def a_copied_connection_gets_nothing():
     need_root()
     d = dt.Deputyd().start()
     # The victim runs without the shim (like a static binary): dumpable, its environment
-    # readable by its uid. Its grant allows email:send; the thief's does not.
-    v = Agent(d, ["victim"], grant=d.idp.grant(user="alice", scope="email:send email:read"),
-              shim=False)
-    vic = v.until("victim")["victim"][0]
-    t = Agent(d, ["thief", vic["pid"], vic["fd"], vic["session"]],
-              grant=d.idp.grant(user="mallory", scope="email:read"))
-    try:
-        out = {}
-        while True:
-            rec = t.line()
-            if rec is None:
-                break
-            out[rec["step"]] = rec
-        check(out.get("environ", {}).get("ok"), "the victim (no shim) should be readable: %r"
-              % out)
-        eq(out["getfd"]["errno"], 0, "pidfd_getfd on a dumpable process of the same uid")
-        rep = out["decide"]["reply"]
-        check(rep == "closed" or (isinstance(rep, dict) and rep.get("type") == "ERROR"),
-              "a copied connection got an answer: %r" % rep)
-        recs = d.records(vic["session"], kernel=False)
-        check(not any(r["type"] == "token" and r["scope"] == "email:send" for r in recs),
-              "a token was minted on the copied connection")
-        check("sent on pid %d's connection" % vic["pid"] in d.log_text(),
-              "deputyd did not log the foreign sender")
-    finally:
-        t.finish()
-        v.finish()
+    # readable by its uid.
+    vic, out = steal_from(d, shim=False)
+    check(out.get("environ", {}).get("ok"), "the victim (no shim) should be readable: %r" % out)
+    eq(out["getfd"]["errno"], 0, "pidfd_getfd on a dumpable process of the same uid")
+    rep = out["decide"]["reply"]
+    check(rep == "closed" or (isinstance(rep, dict) and rep.get("type") == "ERROR"),
+          "a copied connection got an answer: %r" % rep)
+    recs = d.records(vic["session"], kernel=False)
+    check(not any(r["type"] == "token" and r["scope"] == "email:send" for r in recs),
+          "a token was minted on the copied connection")
+    check("sent on pid %d's connection" % vic["pid"] in d.log_text(),
+          "deputyd did not log the foreign sender")
 
 
 @case
 def agents_with_the_shim_cannot_be_copied_from():
     need_root()
     d = dt.Deputyd().start()
-    v = Agent(d, ["victim"], grant=d.idp.grant(user="alice", scope="email:send email:read"))
-    vic = v.until("victim")["victim"][0]
-    t = Agent(d, ["thief", vic["pid"], vic["fd"], vic["session"]],
-              grant=d.idp.grant(user="mallory", scope="email:read"))
-    try:
-        out = {}
-        while True:
-            rec = t.line()
-            if rec is None:
-                break
-            out[rec["step"]] = rec
-        check(not out["environ"]["ok"], "another session read a shim agent's environment")
-        eq(out["getfd"]["errno"], 1, "pidfd_getfd on a shim agent must fail with EPERM")
-    finally:
-        t.finish()
-        v.finish()
+    _, out = steal_from(d, shim=True)
+    check(not out["environ"]["ok"], "another session read a shim agent's environment")
+    eq(out["getfd"]["errno"], 1, "pidfd_getfd on a shim agent must fail with EPERM")
+    check("decide" not in out, "the thief got a connection to use: %r" % out)
 
 
 @case
