@@ -4,6 +4,8 @@
 #   make test       build and run every test (tests/run.sh prints "N passed, N failed")
 #   make demo       install missing packages, build, show deputy at work
 #   make bench      run the benchmarks under tests/bench
+#   make fuzz       fuzzing campaign: every target FUZZ_SECONDS (600) on all cores
+#   make fuzz-merge put what the campaign found that adds coverage into the seed corpora
 #   make install DESTDIR=… PREFIX=…
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
@@ -18,6 +20,8 @@ DESTDIR ?=
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
+LD_R    ?= ld
+OBJCOPY ?= objcopy
 PYTHON  ?= /usr/bin/python3
 
 ifeq ($(SAN),1)
@@ -56,7 +60,10 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 MAINS        := daemon/deputyd/main.c daemon/cli/main.c
 DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
-SHIM_SRCS    := $(wildcard preload/*.c)
+# The shim also carries the shared modules it needs, compiled again position-independent
+# and hidden (so they add no exported symbol): never copies of them.
+SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c
+SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)
 BPF_SKELS    := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/%.skel.h)
@@ -71,9 +78,11 @@ FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
 
 COMMON_LIB := $(BUILD)/libdeputy-common.a
-BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so
+VERIFY_LIB := $(BUILD)/libdeputy-verify.a
+VERIFY_EXPORTS := daemon/lib/verify-exports.txt
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB)
 
-.PHONY: all test check demo bench deps install clean fuzz tests-build
+.PHONY: all test check demo bench deps install clean fuzz fuzz-build fuzz-merge tests-build
 all: $(BINS)
 
 # ---- BPF: vmlinux.h -> .bpf.o -> skeleton ---------------------------------
@@ -105,6 +114,17 @@ $(COMMON_LIB): $(DAEMON_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# ---- the verification library for backends: only verify.h's symbols are global ----------
+# ld -r takes from the common library just the members the public entry points need (and
+# what those need in turn), as one object; objcopy then makes every other symbol local.
+$(VERIFY_LIB): $(COMMON_LIB) $(VERIFY_EXPORTS)
+	$(call msg,AR,$@)
+	$(Q)grep -v '^#' $(VERIFY_EXPORTS) | sed '/^$$/d' > $(BUILD)/verify-exports.list
+	$(Q)$(LD_R) -r -o $(BUILD)/verify.o \
+		$$(sed 's/^/-u /' $(BUILD)/verify-exports.list) $(COMMON_LIB)
+	$(Q)$(OBJCOPY) --keep-global-symbols=$(BUILD)/verify-exports.list $(BUILD)/verify.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/verify.o
+
 $(BUILD)/deputyd: $(BUILD)/daemon/deputyd/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
@@ -114,7 +134,7 @@ $(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
 # ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
-$(BUILD)/preload/%.pic.o: preload/%.c
+$(BUILD)/%.pic.o: %.c
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP -fPIC -fvisibility=hidden \
@@ -145,14 +165,20 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(COMMON_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
 
-$(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
+# The backend verifies tokens as an installed backend would: through the slim verification
+# library and the libraries the README names. util.o is its own logging and hex helpers (the
+# library's copies are local, so the two never meet).
+$(BUILD)/tests/backend: $(BACKEND_SRCS) $(VERIFY_LIB) $(BUILD)/daemon/lib/util.o
 	$(call msg,LD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(COMMON_LIB) $(TEST_LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(BUILD)/daemon/lib/util.o \
+		$(VERIFY_LIB) -ljansson -lcurl -lssl -lcrypto -lpthread
 
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
-# needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
+# needs); tests/fuzz/fuzz.sh runs them: make test for FUZZ_TEST_SECONDS each, make fuzz for
+# FUZZ_SECONDS each.
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS) \
+		$(wildcard $(addsuffix /*.h,$(DAEMON_DIRS)) preload/*.h include/deputy/*.h)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(CPPFLAGS) -Ipreload -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
@@ -160,10 +186,10 @@ $(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
 
 TEST_BINS := $(UNIT_BINS) $(PROG_BINS) $(if $(BACKEND_SRCS),$(BUILD)/tests/backend)
 tests-build: all $(TEST_BINS)
-fuzz: $(FUZZ_BINS)
+fuzz-build: $(FUZZ_BINS)
 
 test check: deps
-	$(Q)$(MAKE) --no-print-directory tests-build fuzz
+	$(Q)$(MAKE) --no-print-directory tests-build fuzz-build
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/run.sh
 
 demo: deps
@@ -174,6 +200,13 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all tests-build $(BENCH_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/bench/run.sh
 
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh campaign
+
+fuzz-merge: fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh merge
+
 deps:
 	$(Q)scripts/deps.sh
 
@@ -183,7 +216,7 @@ install: all
 	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
 	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
-	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
+	install -m 0644 $(VERIFY_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-verify.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
 
 clean:

@@ -16,10 +16,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "audit.h"
+#include "audit_log.h"
 #include "config.h"
 #include "grant.h"
 #include "jws.h"
+#include "presign.h"
 #include "util.h"
 
 struct conn;
