@@ -4,11 +4,12 @@
  *
  * `deputy run` forks the child that will run CMD and keeps it waiting, asks deputyd to open a
  * session for it (deputyd verifies the grant and moves the child into the session's
- * cgroup), then lets it exec CMD with LD_PRELOAD, DEPUTY_SOCKET and DEPUTY_SESSION set,
- * waits for it, and reports its exit status when closing the session. It stays connected
- * meanwhile: if it dies, deputyd ends the session. It never enters the session itself and
- * is not dumpable: the agent runs as the same user, and a `deputy run` it could ptrace or
- * copy descriptors from would be a process outside the session under its control.
+ * cgroup), then lets it exec CMD with LD_PRELOAD, DEPUTY_SOCKET and DEPUTY_SESSION set (and
+ * the session's trust bundle, bundle.h), waits for it, and reports its exit status when
+ * closing the session. It stays connected meanwhile: if it dies, deputyd ends the session.
+ * It never enters the session itself and is not dumpable: the agent runs as the same user,
+ * and a `deputy run` it could ptrace or copy descriptors from would be a process outside
+ * the session under its control.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "bundle.h"
 #include "cli.h"
 #include "client.h"
 #include "jws.h"
@@ -55,26 +57,12 @@ static void run_forward(int sig)
 static int find_shim(char *out, size_t outsz)
 {
 	const char *env = getenv("DEPUTY_PRELOAD");
-	char exe[PATH_MAX], *slash;
-	ssize_t n;
 
 	if (env && *env) {
 		snprintf(out, outsz, "%s", env);
 		return access(out, R_OK) == 0 ? 0 : -ENOENT;
 	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return -ENOENT;
-	exe[n] = '\0';
-	slash = strrchr(exe, '/');
-	if (!slash)
-		return -ENOENT;
-	*slash = '\0';
-	snprintf(out, outsz, "%s/libdeputy.so", exe);
-	if (access(out, R_OK) == 0)
-		return 0;
-	snprintf(out, outsz, "%s/../lib/deputy/libdeputy.so", exe);
-	return access(out, R_OK) == 0 ? 0 : -ENOENT;
+	return dp_find_installed("libdeputy.so", R_OK, out, outsz);
 }
 
 static char *read_grant(const char *path)
@@ -120,17 +108,26 @@ static int run_exec(char **cmd, const char *shim, const char *sock, const char *
 	return errno == ENOENT ? 127 : 126;
 }
 
-/* The child: waits for the session id on the pipe (deputyd moves it into the session
+/* What the child waits for: "<session id>\n<trust bundle path or nothing>". */
+static int run_go(int go, const char *session, const char *bundle)
+{
+	char msg[DP_ID_LEN + PATH_MAX + 2];
+	int n = snprintf(msg, sizeof(msg), "%s\n%s", session, bundle ? bundle : "");
+
+	return n > 0 && (size_t)n < sizeof(msg) && write(go, msg, (size_t)n) == n ? 0 : -EIO;
+}
+
+/* The child: waits for run_go's message on the pipe (deputyd moves it into the session
  * meanwhile), then runs CMD. End of file without an id: no session, so no command. */
 static int run_child_main(int go, char **cmd, const char *shim, const char *sock)
 {
-	char session[DP_ID_LEN + 1];
+	char msg[DP_ID_LEN + PATH_MAX + 2];
 	size_t n = 0;
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGQUIT, SIG_DFL);
-	while (n < sizeof(session) - 1) {
-		ssize_t r = read(go, session + n, sizeof(session) - 1 - n);
+	while (n < sizeof(msg) - 1) {
+		ssize_t r = read(go, msg + n, sizeof(msg) - 1 - n);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -139,10 +136,13 @@ static int run_child_main(int go, char **cmd, const char *shim, const char *sock
 		n += (size_t)r;
 	}
 	close(go);
-	if (n != DP_ID_LEN - 1)
+	msg[n] = '\0';
+	if (n < DP_ID_LEN || msg[DP_ID_LEN - 1] != '\n')
 		return 127;
-	session[n] = '\0';
-	return run_exec(cmd, shim, sock, session);
+	msg[DP_ID_LEN - 1] = '\0';
+	if (msg[DP_ID_LEN])
+		bundle_setenv(msg + DP_ID_LEN);
+	return run_exec(cmd, shim, sock, msg);
 }
 
 /* Opens the session for the child, its reply in c; 0 or the exit status to return. */
@@ -214,7 +214,7 @@ int cmd_run(int argc, char **argv)
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
-	char shim[PATH_MAX], *grant, *session;
+	char shim[PATH_MAX], *grant, *session, *ca, *bundle = NULL;
 	struct sigaction sa = {.sa_handler = run_forward};
 	struct dp_err err;
 	int opt, status, go[2];
@@ -273,6 +273,7 @@ int cmd_run(int argc, char **argv)
 	status = run_open(&c, grant, agent, run_child, argv + optind, buf, sizeof(buf));
 	free(grant);
 	session = status == 0 ? dcli_field_str(&c, DP_T_SESSION) : NULL;
+	ca = status == 0 ? dcli_field_str(&c, DP_T_CA) : NULL;
 	if (!session) {
 		close(go[1]); /* the child ends without running CMD */
 		run_wait();
@@ -287,10 +288,20 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGUSR2, &sa, NULL);
-	if (write(go[1], session, strlen(session)) != (ssize_t)strlen(session))
-		kill(run_child, SIGKILL);
-	close(go[1]);
-	status = run_wait();
+	/* Without the bundle, TLS through deputy's proxy would fail: the command does not run. */
+	if (ca && bundle_write(ca, &bundle, &err) != 0) {
+		status = cli_fail("run", "%s", err.msg);
+		close(go[1]); /* the child ends without running CMD */
+		run_wait();
+	} else {
+		if (run_go(go[1], session, bundle) != 0)
+			kill(run_child, SIGKILL);
+		close(go[1]);
+		status = run_wait();
+	}
+	bundle_remove(bundle);
+	free(bundle);
+	free(ca);
 	run_close(&c, sock, session, status, buf, sizeof(buf));
 	free(session);
 	dcli_close(&c);
