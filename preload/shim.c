@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -229,6 +230,11 @@ static void shim_do_init(void)
 	    strlen(self.dli_fname) < sizeof(shim_env.self_path))
 		strcpy(shim_env.self_path, self.dli_fname);
 	shim_save_env();
+	/* Other sessions' agents may run as the same user: undumpable, this process cannot be
+	 * ptraced, have its descriptors copied (pidfd_getfd) or its environment read by them.
+	 * exec makes a process dumpable again; the shim in the new image does this again. */
+	if (shim_env.have_session)
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	pthread_atfork(NULL, NULL, shim_atfork_child);
 	if (!shim_env.have_session)
 		shim_debug("no DEPUTY_SESSION: every HTTP request will be refused");

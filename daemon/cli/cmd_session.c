@@ -2,13 +2,17 @@
 /*
  * cli_session: `deputy run`, `deputy sessions`, `deputy logs`, `deputy audit verify`.
  *
- * `deputy run` asks deputyd to open a session (deputyd verifies the grant and moves this
- * process into the session's cgroup), then forks CMD with LD_PRELOAD, DEPUTY_SOCKET and
- * DEPUTY_SESSION set (and the session's trust bundle, bundle.h), waits for it, and reports
- * its exit status when closing the session.
- * It stays connected meanwhile: if it dies, deputyd ends the session.
+ * `deputy run` forks the child that will run CMD and keeps it waiting, asks deputyd to open a
+ * session for it (deputyd verifies the grant and moves the child into the session's
+ * cgroup), then lets it exec CMD with LD_PRELOAD, DEPUTY_SOCKET and DEPUTY_SESSION set (and
+ * the session's trust bundle, bundle.h), waits for it, and reports its exit status when
+ * closing the session. It stays connected meanwhile: if it dies, deputyd ends the session.
+ * It never enters the session itself and is not dumpable: the agent runs as the same user,
+ * and a `deputy run` it could ptrace or copy descriptors from would be a process outside
+ * the session under its control.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -103,6 +108,102 @@ static int run_exec(char **cmd, const char *shim, const char *sock, const char *
 	return errno == ENOENT ? 127 : 126;
 }
 
+/* What the child waits for: "<session id>\n<trust bundle path or nothing>". */
+static int run_go(int go, const char *session, const char *bundle)
+{
+	char msg[DP_ID_LEN + PATH_MAX + 2];
+	int n = snprintf(msg, sizeof(msg), "%s\n%s", session, bundle ? bundle : "");
+
+	return n > 0 && (size_t)n < sizeof(msg) && write(go, msg, (size_t)n) == n ? 0 : -EIO;
+}
+
+/* The child: waits for run_go's message on the pipe (deputyd moves it into the session
+ * meanwhile), then runs CMD. End of file without an id: no session, so no command. */
+static int run_child_main(int go, char **cmd, const char *shim, const char *sock)
+{
+	char msg[DP_ID_LEN + PATH_MAX + 2];
+	size_t n = 0;
+
+	signal(SIGINT, SIG_DFL);
+	signal(SIGQUIT, SIG_DFL);
+	while (n < sizeof(msg) - 1) {
+		ssize_t r = read(go, msg + n, sizeof(msg) - 1 - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(go);
+	msg[n] = '\0';
+	if (n < DP_ID_LEN || msg[DP_ID_LEN - 1] != '\n')
+		return 127;
+	msg[DP_ID_LEN - 1] = '\0';
+	if (msg[DP_ID_LEN])
+		bundle_setenv(msg + DP_ID_LEN);
+	return run_exec(cmd, shim, sock, msg);
+}
+
+/* Opens the session for the child, its reply in c; 0 or the exit status to return. */
+static int run_open(struct dcli *c, const char *grant, const char *agent, pid_t child, char **cmd,
+		    uint8_t *buf, size_t bufsz)
+{
+	struct dp_msg m;
+	struct dp_err err;
+	int rc;
+
+	dp_msg_init(&m, buf, bufsz, DP_MSG_SESSION_OPEN, dcli_next_seq(c), 0);
+	dp_msg_put_str(&m, DP_T_GRANT, grant);
+	dp_msg_put_str(&m, DP_T_AGENT, agent);
+	dp_msg_put_u64(&m, DP_T_PID, (uint64_t)child);
+	for (; *cmd; cmd++)
+		dp_msg_put_str(&m, DP_T_ARGV, *cmd);
+	rc = dcli_call(c, &m, &err);
+	if (rc == -EPERM) {
+		/* deputyd's reason already reads "grant refused: …" or "session: …". */
+		fprintf(stderr, "deputy: %s\n", err.msg);
+		return 1;
+	}
+	if (rc != 0 || c->hdr.type != DP_MSG_SESSION_OPENED)
+		return cli_fail("run", "%s", rc ? err.msg : "unexpected reply from deputyd");
+	return 0;
+}
+
+/* Tells deputyd the command's status; from a new connection if deputyd restarted. */
+static void run_close(struct dcli *c, const char *sock, const char *session, int status,
+		      uint8_t *buf, size_t bufsz)
+{
+	struct dp_msg m;
+	struct dp_err err;
+	int rc;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		dp_msg_init(&m, buf, bufsz, DP_MSG_SESSION_CLOSE, dcli_next_seq(c), 0);
+		dp_msg_put_str(&m, DP_T_SESSION, session);
+		dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
+		rc = dcli_call(c, &m, &err);
+		if (rc == 0 || rc == -EPERM || attempt == 1)
+			break;
+		dcli_close(c);
+		rc = dcli_connect(c, sock, &err);
+		if (rc != 0)
+			break;
+	}
+	if (rc != 0)
+		cli_fail("run", "closing session %s: %s", session, err.msg);
+}
+
+static int run_wait(void)
+{
+	int ws;
+
+	while (waitpid(run_child, &ws, 0) < 0)
+		if (errno != EINTR)
+			return 127;
+	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
@@ -113,12 +214,14 @@ int cmd_run(int argc, char **argv)
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
-	char shim[PATH_MAX], *grant, *session, *user, *ca, *bundle = NULL;
+	char shim[PATH_MAX], *grant, *session, *ca, *bundle = NULL;
 	struct sigaction sa = {.sa_handler = run_forward};
-	struct dp_msg m;
 	struct dp_err err;
-	int opt, status, rc;
+	int opt, status, go[2];
 
+	/* Before the grant is read: a process of the same user must not read it, nor take
+	 * this one over (see the header). Children inherit it until they exec. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "+g:a:s:h", opts, NULL)) != -1) {
 		switch (opt) {
@@ -155,30 +258,27 @@ int cmd_run(int argc, char **argv)
 		free(grant);
 		return cli_fail("run", "%s", err.msg);
 	}
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPEN, dcli_next_seq(&c), 0);
-	dp_msg_put_str(&m, DP_T_GRANT, grant);
-	dp_msg_put_str(&m, DP_T_AGENT, agent);
-	for (int i = optind; i < argc; i++)
-		dp_msg_put_str(&m, DP_T_ARGV, argv[i]);
+	if (pipe2(go, O_CLOEXEC) < 0 || (run_child = fork()) < 0) {
+		free(grant);
+		dcli_close(&c);
+		return cli_fail("run", "fork: %s", strerror(errno));
+	}
+	if (run_child == 0) {
+		close(go[1]);
+		dcli_close(&c); /* deputyd's connection is deputy run's alone */
+		free(grant);
+		_exit(run_child_main(go[0], argv + optind, shim, sock));
+	}
+	close(go[0]);
+	status = run_open(&c, grant, agent, run_child, argv + optind, buf, sizeof(buf));
 	free(grant);
-	rc = dcli_call(&c, &m, &err);
-	if (rc == -EPERM) {
-		/* deputyd's reason already reads "grant refused: …" or "session: …". */
-		fprintf(stderr, "deputy: %s\n", err.msg);
-		dcli_close(&c);
-		return 1;
-	}
-	if (rc != 0 || c.hdr.type != DP_MSG_SESSION_OPENED) {
-		dcli_close(&c);
-		return cli_fail("run", "%s", rc ? err.msg : "unexpected reply from deputyd");
-	}
-	session = dcli_field_str(&c, DP_T_SESSION);
-	user = dcli_field_str(&c, DP_T_USER);
-	ca = dcli_field_str(&c, DP_T_CA);
+	session = status == 0 ? dcli_field_str(&c, DP_T_SESSION) : NULL;
+	ca = status == 0 ? dcli_field_str(&c, DP_T_CA) : NULL;
 	if (!session) {
-		free(user);
+		close(go[1]); /* the child ends without running CMD */
+		run_wait();
 		dcli_close(&c);
-		return cli_fail("run", "deputyd sent no session id");
+		return status ? status : cli_fail("run", "deputyd sent no session id");
 	}
 	/* A terminal's SIGINT/SIGQUIT already reach CMD (same process group); others are
 	 * forwarded. */
@@ -191,43 +291,19 @@ int cmd_run(int argc, char **argv)
 	/* Without the bundle, TLS through deputy's proxy would fail: the command does not run. */
 	if (ca && bundle_write(ca, &bundle, &err) != 0) {
 		status = cli_fail("run", "%s", err.msg);
-	} else if ((run_child = fork()) < 0) {
-		status = cli_fail("run", "fork: %s", strerror(errno));
-	} else if (run_child == 0) {
-		signal(SIGINT, SIG_DFL);
-		signal(SIGQUIT, SIG_DFL);
-		if (bundle)
-			bundle_setenv(bundle);
-		_exit(run_exec(argv + optind, shim, sock, session));
+		close(go[1]); /* the child ends without running CMD */
+		run_wait();
 	} else {
-		int ws;
-
-		while (waitpid(run_child, &ws, 0) < 0 && errno == EINTR)
-			;
-		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+		if (run_go(go[1], session, bundle) != 0)
+			kill(run_child, SIGKILL);
+		close(go[1]);
+		status = run_wait();
 	}
 	bundle_remove(bundle);
 	free(bundle);
 	free(ca);
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dcli_next_seq(&c), 0);
-	dp_msg_put_str(&m, DP_T_SESSION, session);
-	dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
-	rc = dcli_call(&c, &m, &err);
-	if (rc != 0 && rc != -EPERM) {
-		/* deputyd restarted meanwhile: tell the new one, from a new connection. */
-		dcli_close(&c);
-		if (dcli_connect(&c, sock, &err) == 0) {
-			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dcli_next_seq(&c),
-				    0);
-			dp_msg_put_str(&m, DP_T_SESSION, session);
-			dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
-			rc = dcli_call(&c, &m, &err);
-		}
-	}
-	if (rc != 0)
-		cli_fail("run", "closing session %s: %s", session, err.msg);
+	run_close(&c, sock, session, status, buf, sizeof(buf));
 	free(session);
-	free(user);
 	dcli_close(&c);
 	return status;
 }

@@ -7,6 +7,9 @@
  */
 #include "conn.h"
 
+#include "peer.h"
+#include "proc.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +24,12 @@
 
 #define CONN_PARTIAL_TIMEOUT 10
 #define CONN_MAX_WBUF (4u << 20)
-/* Connections one non-root uid may hold: the shim keeps one per process of a session. Each
- * costs deputyd two fds and a frame buffer, so without a bound one user could take them
- * all. Root is not bounded: a root agent can stop deputyd anyway. */
+/* Connections one session may hold, and one non-root uid outside every session: the shim
+ * keeps one per process of a session. Each costs deputyd two fds and a frame buffer, so
+ * without a bound one agent could take them all; counted per session, one session's flood
+ * does not lock out the other sessions of its uid. Root outside sessions is not bounded: it
+ * can stop deputyd anyway. */
+#define CONNS_PER_SESSION 512
 #define CONNS_PER_UID 512
 
 static struct conn *conns;
@@ -142,13 +148,49 @@ void conn_accept_pause(struct deputyd *d, bool pause)
 		accept_paused = pause;
 }
 
-static size_t conns_of_uid(uid_t uid)
+/* Whether a new connection of this uid, from a process of session home ("" for none), is
+ * over its limit. */
+static bool conn_over_limit(uid_t uid, const char *home)
 {
 	size_t n = 0;
 
+	if (!home[0] && uid == 0)
+		return false;
 	for (struct conn *c = conns; c; c = c->next)
-		n += c->uid == uid;
-	return n;
+		n += home[0] ? strcmp(c->home, home) == 0 : !c->home[0] && c->uid == uid;
+	return n >= (home[0] ? CONNS_PER_SESSION : CONNS_PER_UID);
+}
+
+/* Whether c may stay: its process is pinned and placed, and it is within its limit. */
+static bool conn_admit(struct deputyd *d, struct conn *c)
+{
+	static int64_t last_warn;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+	int rc;
+
+	/* Without a pidfd the peer checks could be fooled by a reused pid. */
+	if (c->pidfd < 0)
+		return false;
+	/* Out of fds /proc cannot be read: counted as outside sessions then, which only
+	 * matters for the limit (every request that needs to know reads /proc again). */
+	rc = peer_home(d, c->pid, c->pidfd, c->home);
+	if (rc && rc != -EMFILE && rc != -ENFILE)
+		return false;
+	if (conn_over_limit(c->uid, c->home)) {
+		if (dp_now() != last_warn) {
+			if (c->home[0])
+				pr_warn("session %s holds %d connections; refusing more", c->home,
+					CONNS_PER_SESSION);
+			else
+				pr_warn(
+				    "uid %u holds %d connections outside sessions; refusing more",
+				    (unsigned)c->uid, CONNS_PER_UID);
+		}
+		last_warn = dp_now();
+		return false;
+	}
+	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0;
 }
 
 void conn_accept(struct deputyd *d)
@@ -159,8 +201,8 @@ void conn_accept(struct deputyd *d)
 		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
-		struct epoll_event ev;
 		struct conn *c;
+		int one = 1;
 
 		if (fd < 0) {
 			/* Out of fds the socket stays readable: wait for a client to go (or the
@@ -176,16 +218,10 @@ void conn_accept(struct deputyd *d)
 			}
 			return;
 		}
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		/* SO_PASSCRED: every recvmsg says which process sent the bytes (conn_readable). */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0) {
 			pr_warn("SO_PEERCRED: %s", strerror(errno));
-			close(fd);
-			continue;
-		}
-		if (cred.uid != 0 && conns_of_uid(cred.uid) >= CONNS_PER_UID) {
-			if (dp_now() != last_warn)
-				pr_warn("uid %u holds %d connections; refusing more",
-					(unsigned)cred.uid, CONNS_PER_UID);
-			last_warn = dp_now();
 			close(fd);
 			continue;
 		}
@@ -201,11 +237,8 @@ void conn_accept(struct deputyd *d)
 		/* SO_PEERPIDFD (Linux 6.5) pins the exact process that connected; older kernels
 		 * get pidfd_open, which is racy only if that process already exited. */
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0)
-			c->pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-		ev.events = EPOLLIN;
-		ev.data.ptr = c;
-		/* Without a pidfd the peer checks could be fooled by a reused pid. */
-		if (c->pidfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			c->pidfd = proc_pidfd(cred.pid);
+		if (!conn_admit(d, c)) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
 			close(fd);
@@ -284,6 +317,45 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 	}
 }
 
+/* One recvmsg, and whether the bytes came from the process that connected. With SO_PASSCRED
+ * the kernel never returns bytes of two writers in one read, and names the writer: a
+ * connection copied into another process (pidfd_getfd, SCM_RIGHTS, an inherited fd) must
+ * not carry that process's requests under the first one's checks, so it is closed. */
+static ssize_t conn_recv(struct conn *c, size_t room)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(struct ucred))];
+	} ctl;
+	struct iovec iov = {c->rbuf + c->rlen, room};
+	struct msghdr mh = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
+	struct cmsghdr *cm;
+	struct ucred who = {0};
+	ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+
+	if (r <= 0)
+		return r;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(who)))
+			memcpy(&who, CMSG_DATA(cm), sizeof(who));
+	if (who.pid != c->pid || who.uid != c->uid) {
+		pr_warn("pid %d (uid %u) sent on pid %d's connection; closing", (int)who.pid,
+			(unsigned)who.uid, (int)c->pid);
+		c->dead = true;
+		errno = EPERM;
+		return -1;
+	}
+	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
+	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
+	 * could come from a later process given the same pid: only reports, which answer
+	 * nothing and mint nothing, are taken from then on (dispatch.c). */
+	if (!proc_alive(c->pidfd))
+		c->orphaned = true;
+	return r;
+}
+
 /* Reads what the socket holds (up to one maximal frame) and dispatches every complete frame
  * in it: one recv per request in the common case, not one per header and payload. */
 void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
@@ -294,7 +366,7 @@ void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 
 		if (room == 0)
 			return; /* a full buffer is a whole frame, waiting for its reply's room */
-		r = recv(c->fd, c->rbuf + c->rlen, room, 0);
+		r = conn_recv(c, room);
 		if (r == 0) {
 			if (c->rlen)
 				pr_warn("client pid %d: closed mid-message", (int)c->pid);

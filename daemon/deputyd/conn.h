@@ -19,6 +19,7 @@ struct conn {
 	int pidfd;
 	pid_t pid;
 	uid_t uid;
+	char home[DP_ID_LEN];  /* the session the peer was in when it connected, or "" */
 	struct session *bound; /* the session this peer proved it belongs to */
 	char comm[17];	       /* the peer's name, read once when it is bound */
 	struct session *controls;
@@ -28,6 +29,7 @@ struct conn {
 	uint8_t *wbuf;
 	size_t wlen, wcap;
 	bool want_out; /* EPOLLOUT is armed: a reply is waiting for room */
+	bool orphaned; /* the peer exited: only its NOREPLY reports are still taken */
 	bool dead;
 };
 

@@ -5,8 +5,8 @@
  * handlers.c, peer.c (is the peer in its session), reload.c. Below it, never calling back
  * up: session.c (lifecycle), session_logs.c (reading logs), cookie.c, decide.c (routes,
  * grant, minting), policy.c (the kernel layer's allow lists), kevent.c (kernel events as
- * audit records). One thread runs all of it; the JWKS HTTP server has its own thread and
- * shares nothing mutable.
+ * audit records), proc.c (/proc reads). One thread runs all of it; the JWKS HTTP server has its own
+ * thread and shares nothing mutable.
  */
 #ifndef DEPUTY_DEPUTYD_H
 #define DEPUTY_DEPUTYD_H
@@ -53,15 +53,16 @@ struct session {
 	char *agent; /* "agent:NAME" */
 	uid_t uid;
 	pid_t leader;
-	int leader_pidfd;	  /* deputy run: when it is gone, the session ends */
-	char leader_cg[PATH_MAX]; /* where deputy run came from, to return it there at close */
-	char cg_path[PATH_MAX];	  /* absolute */
-	char cg_rel[PATH_MAX];	  /* as /proc/PID/cgroup shows it */
+	int leader_pidfd;	/* deputy run: when it is gone, the session ends */
+	uint64_t leader_start;	/* its start time: tells it from a later process of its pid */
+	char cg_path[PATH_MAX]; /* absolute */
+	char cg_rel[PATH_MAX];	/* as /proc/PID/cgroup shows it */
 	uint64_t cg_id;
 	struct audit_log *log;
 	struct conn *control; /* deputy run's connection (opaque here) */
 	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
+	int64_t emptied; /* when the cgroup was first seen empty while deputy run lives */
 	struct {
 		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
 	} counts;
@@ -93,9 +94,21 @@ int server_run(struct deputyd *d);
 
 /* session.c */
 struct session *session_find(struct deputyd *d, const char *id);
-int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pidfd,
-		 const char *grant, const char *agent, char *const *argv, size_t argc,
+/* Who asks for a session: `deputy run` (the leader), which stays outside it, and the child
+ * it forked to become the session's first process (stopped until the session exists). */
+struct session_req {
+	pid_t leader;
+	uid_t uid;
+	int leader_pidfd;
+	pid_t child;
+	const char *grant, *agent;
+	char *const *argv;
+	size_t argc;
+};
+int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 		 struct session **out, struct dp_err *err);
+/* The id of the session whose cgroup holds pid ("" for none), as /proc says now. */
+int session_of_pid(struct deputyd *d, pid_t pid, char out[DP_ID_LEN]) DP_WUR;
 /* fn is called with each session just before it is freed, so whoever keeps pointers to
  * sessions (the server's connections) can drop them: sessions never call the server. */
 void session_on_gone(struct deputyd *d, void (*fn)(struct deputyd *d, struct session *s));

@@ -30,7 +30,7 @@ static const struct {
 	uint32_t need; /* TAG() of every field that must be present */
 	handler_fn fn;
 } dispatch_table[] = {
-    {DP_MSG_SESSION_OPEN, "session open", 0, TAG(DP_T_GRANT) | TAG(DP_T_AGENT),
+    {DP_MSG_SESSION_OPEN, "session open", 0, TAG(DP_T_GRANT) | TAG(DP_T_AGENT) | TAG(DP_T_PID),
      handle_session_open},
     {DP_MSG_SESSION_CLOSE, "session close", DISPATCH_F_ACK, TAG(DP_T_SESSION),
      handle_session_close},
@@ -86,6 +86,12 @@ void dispatch_frame(struct deputyd *d, struct conn *c, const struct dp_hdr *h,
 		return;
 	}
 	quiet = (dispatch_table[i].flags & DISPATCH_F_NOREPLY) && (h->flags & DP_F_NOREPLY);
+	if (c->orphaned && !quiet) {
+		pr_warn("client pid %d exited; its %s is dropped", (int)c->pid,
+			dispatch_table[i].name);
+		c->dead = true;
+		return;
+	}
 	rc = dispatch_check(d, c, dispatch_table[i].flags, dispatch_table[i].need, &r, &err);
 	if (rc && !quiet)
 		pr_warn("%s refused to pid %d: %s", dispatch_table[i].name, (int)c->pid, err.msg);

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "peer.h"
+#include "proc.h"
 #include "proxyd.h"
 
 /* Replies that carry a token, a session list or a log chunk: one thread, so one buffer,
@@ -26,6 +27,14 @@ int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_
 			struct dp_err *err)
 {
 	const struct wire_fields *f = r->f;
+	struct session_req q = {.leader = c->pid,
+				.uid = c->uid,
+				.leader_pidfd = c->pidfd,
+				.child = (pid_t)f->u64[DP_T_PID],
+				.grant = f->str[DP_T_GRANT],
+				.agent = f->str[DP_T_AGENT],
+				.argv = f->argv,
+				.argc = f->argc};
 	uint8_t buf[4096];
 	struct dp_msg m;
 	struct session *s;
@@ -36,12 +45,15 @@ int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_
 		dp_err_set(err, "session: this connection already opened one");
 		return -EBUSY;
 	}
-	rc = session_open(d, c, c->pid, c->uid, c->pidfd, f->str[DP_T_GRANT], f->str[DP_T_AGENT],
-			  f->argv, f->argc, &s, err);
+	if (f->u64[DP_T_PID] == 0 || f->u64[DP_T_PID] > INT32_MAX) {
+		dp_err_set(err, "session: bad pid");
+		return -EINVAL;
+	}
+	rc = session_open(d, c, &q, &s, err);
 	if (rc)
 		return rc;
+	/* deputy run is not in its session: its connection controls it, but is bound to none. */
 	c->controls = s;
-	c->bound = s;
 	/* The proxy's CA for this session: deputy run makes the agent trust it. */
 	ca = proxyd_session_ca(s, err);
 	if (!ca) {
@@ -62,22 +74,25 @@ int handle_session_close(struct deputyd *d, struct conn *c, const struct handler
 	const struct wire_fields *f = r->f;
 	const char *id = f->str[DP_T_SESSION];
 	struct session *s = c->controls;
-	struct dp_err ignored;
 
 	/* After a deputyd restart deputy run's first connection is gone: its leader process
-	 * (same pid, proven in the session by the peer checks) may close it from a new one. */
+	 * may close it from a new one. Same pid, both pidfds alive: the same process (the
+	 * leader's was checked by start time when the session was resumed). */
 	if (!s) {
 		s = session_find(d, id);
-		if (s && !(c->pid == s->leader && !s->control && !c->controls &&
-			   peer_in_session(c, s, &ignored)))
+		if (s &&
+		    !(c->pid == s->leader && !s->control && !c->controls && s->leader_pidfd >= 0 &&
+		      proc_alive(s->leader_pidfd) && proc_alive(c->pidfd)))
 			s = NULL;
 		if (s) {
 			s->control = c;
 			c->controls = s;
 		}
 	}
-	if (!s || strcmp(id, s->id) != 0) {
-		dp_err_set(err, "session: only the connection that opened it may close it");
+	/* Only deputy run ends its session: every frame here was sent by the process that
+	 * connected (conn.c), and that must be the leader. */
+	if (!s || strcmp(id, s->id) != 0 || c->pid != s->leader) {
+		dp_err_set(err, "session: only the deputy run that opened it may close it");
 		return -EPERM;
 	}
 	/* Close first: deputy run is moved out of the session's cgroup before the rest is
@@ -154,9 +169,13 @@ int handle_deny_report(struct deputyd *d, struct conn *c, const struct handler_r
 	return 0;
 }
 
-/* Sessions visible to this peer: root sees all, others their own uid's. */
-static bool may_see(const struct conn *c, uid_t owner)
+/* Sessions visible to this peer: a process in a session sees that session only (the same
+ * user's other sessions run other agents); outside sessions, root sees all, others their
+ * own uid's. home is the peer's session, read for this request. */
+static bool may_see(const struct conn *c, const char *home, const char *id, uid_t owner)
 {
+	if (home[0])
+		return strcmp(home, id) == 0;
 	return c->uid == 0 || c->uid == owner;
 }
 
@@ -181,13 +200,20 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 	json_t *out = json_array(), *e, **v = NULL;
 	struct dp_msg m;
 	size_t i, n = 0, from, total = 2;
-	char *text = NULL;
+	char *text = NULL, home[DP_ID_LEN];
 
+	if (peer_home(d, c->pid, c->pidfd, home) != 0) {
+		json_decref(list);
+		json_decref(out);
+		dp_err_set(err, "sessions: cannot tell where the asking process is");
+		return -ESRCH;
+	}
 	if (list && out)
 		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (v && may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
+		if (v && may_see(c, home, json_string_value(json_object_get(e, "session")) ?: "",
+				 (uid_t)json_integer_value(json_object_get(e, "uid"))))
 			v[n++] = e;
 	}
 	if (v) {
@@ -227,12 +253,14 @@ int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req 
 	static char chunk[DP_PROTO_MAX_PAYLOAD - 256];
 	const char *id = r->f->str[DP_T_SESSION];
 	uint64_t off = r->f->u64[DP_T_OFFSET];
+	char home[DP_ID_LEN];
 	struct dp_msg m;
 	uid_t owner;
 	bool open;
 	ssize_t n;
 
-	if (session_log_owner(d, id, &owner, &open) != 0 || !may_see(c, owner)) {
+	if (session_log_owner(d, id, &owner, &open) != 0 ||
+	    peer_home(d, c->pid, c->pidfd, home) != 0 || !may_see(c, home, id, owner)) {
 		/* The same answer for "absent" and "not yours": ids are not disclosed. */
 		dp_err_set(err, "no such session");
 		return -ENOENT;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +37,19 @@ static int fail(const char *what, const char *fmt, ...)
 	va_end(ap);
 	pr_warn("%s: %s", what, why);
 	return 1;
+}
+
+/* Each client costs two fds (socket, pidfd) and each session may hold 512 (conn.c): the
+ * usual soft limit of 1024 would let one session stop deputyd from accepting anyone. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 &&
+	    rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < 65536 ? rl.rlim_max : 65536;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 static int setup_dirs(struct deputyd *d)
@@ -179,6 +193,7 @@ int main(int argc, char **argv)
 			    "must run as root (it creates cgroups and loads eBPF programs)");
 	}
 	umask(022);
+	raise_fd_limit();
 	if (setup_dirs(&d) || setup_key(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);

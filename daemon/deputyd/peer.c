@@ -1,39 +1,33 @@
 // SPDX-License-Identifier: MIT
 /*
  * peer: ties a connection to a session by what the kernel says about the peer (uid from
- * SO_PEERCRED, cgroup from /proc, liveness from the pidfd), never by what it sends.
+ * SO_PEERCRED, cgroup from /proc, liveness from the pidfd), never by what it sends. Every
+ * frame on the connection was sent by that same process: conn.c closes a connection on
+ * which another process writes.
  */
 #include "peer.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "cgroup.h"
+#include "proc.h"
 
-static bool pidfd_alive(int pidfd)
+int peer_home(struct deputyd *d, pid_t pid, int pidfd, char out[DP_ID_LEN])
 {
-	return pidfd < 0 || syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+	int rc = session_of_pid(d, pid, out);
+
+	if (rc == 0 && !proc_alive(pidfd))
+		rc = -ESRCH;
+	if (rc)
+		out[0] = '\0';
+	return rc;
 }
 
-static void peer_read_comm(struct conn *c)
-{
-	char path[64];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)c->pid);
-	f = fopen(path, "re");
-	if (f) {
-		if (fgets(c->comm, sizeof(c->comm), f))
-			c->comm[strcspn(c->comm, "\n")] = '\0';
-		fclose(f);
-	}
-}
-
-/* Bound on first success: a process cannot leave a session's cgroup, so later requests need
- * no /proc read. */
+/* Bound on first success: a process cannot leave a session's cgroup (deputyd never moves one
+ * out), so later requests of the same process need no /proc read. */
 bool peer_in_session(struct conn *c, struct session *s, struct dp_err *err)
 {
 	char cg[PATH_MAX];
@@ -55,12 +49,12 @@ bool peer_in_session(struct conn *c, struct session *s, struct dp_err *err)
 	}
 	/* The pidfd pins the process that connected: if it is still alive, the pid we read
 	 * /proc for was not reused. */
-	if (!pidfd_alive(c->pidfd)) {
+	if (!proc_alive(c->pidfd)) {
 		dp_err_set(err, "peer pid %d exited", (int)c->pid);
 		return false;
 	}
 	c->bound = s;
-	peer_read_comm(c);
+	proc_comm(c->pid, c->comm, sizeof(c->comm));
 	return true;
 }
 

@@ -7,6 +7,9 @@
 
 #include "conn.h"
 
+/* The id of the session whose cgroup holds the process (pid, pinned by pidfd), "" when it is
+ * in none; -errno when that cannot be told (-ESRCH: the process is gone). */
+int peer_home(struct deputyd *d, pid_t pid, int pidfd, char out[DP_ID_LEN]) DP_WUR;
 /* Does c's process belong to s? Binds c to s on the first success. */
 bool peer_in_session(struct conn *c, struct session *s, struct dp_err *err);
 /* The open session named id, if c's process is in it; NULL with the reason in err. */

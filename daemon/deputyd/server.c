@@ -59,6 +59,14 @@ int server_listen(struct deputyd *d)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	/* Accepted sockets inherit it, so even bytes sent before accept() name their writer
+	 * (conn.c checks each read against the process that connected). */
+	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){1}, sizeof(int)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
 		int e = errno;

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * session: one launch of an agent for one user. Opening verifies the grant, creates the
- * session's cgroup under deputy's parent, installs its kernel policy and only then moves
- * `deputy run` into it, so no process of the session ever runs unenforced. A session ends
- * when `deputy run` reports its command's exit (or its connection drops) — remaining
+ * session's cgroup under deputy's parent, installs its kernel policy and only then moves the
+ * child `deputy run` forked for the command into it, so no process of the session ever runs
+ * unenforced. `deputy run` itself stays outside: nothing ever leaves a session's cgroup, and
+ * a process that could be moved out would be a way out for the agent. A session ends when
+ * `deputy run` reports its command's exit (or its connection drops, or it dies) — remaining
  * processes are killed, since nothing may keep acting on the user's grant after it — or
  * when its cgroup empties; deputyd then seals the log with `session_close` and removes
  * the cgroup.
@@ -21,11 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cgroup.h"
 #include "kernel.h"
+#include "proc.h"
 
 #define CLOSE_GRACE_SECONDS 5 /* after this, a closing session's cgroup is killed again */
 
@@ -48,6 +50,24 @@ bool session_id_valid(const char *id)
 void session_on_gone(struct deputyd *d, void (*fn)(struct deputyd *d, struct session *s))
 {
 	d->session_gone = fn;
+}
+
+int session_of_pid(struct deputyd *d, pid_t pid, char out[DP_ID_LEN])
+{
+	const char *parent = d->cg_parent + strlen(d->cg_root);
+	size_t n = strlen(parent);
+	char cg[PATH_MAX];
+	int rc = cgroup_of_pid(pid, cg, sizeof(cg));
+
+	out[0] = '\0';
+	if (rc)
+		return rc;
+	/* <parent>/<id>, or below it: a session's processes cannot make cgroups of their own,
+	 * but nothing here relies on that. */
+	if (strncmp(cg, parent, n) == 0 && cg[n] == '/' && strlen(cg + n + 1) >= DP_ID_LEN - 1 &&
+	    (cg[n + DP_ID_LEN] == '\0' || cg[n + DP_ID_LEN] == '/'))
+		snprintf(out, DP_ID_LEN, "%.*s", DP_ID_LEN - 1, cg + n + 1);
+	return 0;
 }
 
 struct session *session_find(struct deputyd *d, const char *id)
@@ -157,9 +177,10 @@ static void session_state_path(struct deputyd *d, const char *id, char *out, siz
 static int session_save_state(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
-	json_t *st = json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "grant", s->grant->token, "agent",
-			       s->agent, "uid", (json_int_t)s->uid, "pid", (json_int_t)s->leader,
-			       "opened", (json_int_t)s->opened, "leader_cgroup", s->leader_cg);
+	json_t *st =
+	    json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "grant", s->grant->token, "agent", s->agent,
+		      "uid", (json_int_t)s->uid, "pid", (json_int_t)s->leader, "opened",
+		      (json_int_t)s->opened, "leader_start", (json_int_t)s->leader_start);
 	char *text;
 	int rc;
 
@@ -209,32 +230,72 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 	return s->cg_id ? 0 : -errno;
 }
 
-/* Everything that may refuse a session before anything of it exists: its agent name, the
- * asking process (not already in a session), the grant; then its id. */
-static int session_admit(struct deputyd *d, struct session *s, const char *grant, const char *agent,
-			 struct dp_err *err)
+/* Refuses a process already in a session as leader or child: its session's processes would
+ * get a second cgroup (leaving the first) and their records another log. */
+static int session_check_fresh(struct deputyd *d, pid_t pid, struct dp_err *err)
 {
-	struct dp_err gerr;
+	char in[DP_ID_LEN];
+
+	if (session_of_pid(d, pid, in) != 0) {
+		dp_err_set(err, "session: pid %d is gone", (int)pid);
+		return -ESRCH;
+	}
+	if (in[0]) {
+		dp_err_set(err, "session: pid %d is in session %s: it cannot open another session",
+			   (int)pid, in);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* The child deputy run names must be its own, of its uid, not in a session; pinned by
+ * *pidfd so that what /proc said stays about the process deputyd then moves. */
+static int session_check_child(struct deputyd *d, const struct session_req *q, int *pidfd,
+			       struct dp_err *err)
+{
+	uint64_t start;
+	pid_t ppid;
+	uid_t ruid, euid;
 	int rc;
 
-	if (agent_normalize(agent, &s->agent) != 0) {
+	*pidfd = proc_pidfd(q->child);
+	if (*pidfd < 0 || proc_stat(q->child, &ppid, &start) != 0 ||
+	    proc_uids(q->child, &ruid, &euid) != 0 || ppid != q->leader || ruid != q->uid ||
+	    euid != q->uid) {
+		dp_err_set(err, "session: pid %d is not a child of pid %d with its uid",
+			   (int)q->child, (int)q->leader);
+		return -EPERM;
+	}
+	rc = session_check_fresh(d, q->child, err);
+	if (rc == 0 && !proc_alive(*pidfd)) {
+		dp_err_set(err, "session: pid %d is gone", (int)q->child);
+		rc = -ESRCH;
+	}
+	return rc;
+}
+
+/* Everything that may refuse a session before anything of it exists: its agent name, the
+ * asking process and its child (not already in a session), the grant; then its id. */
+static int session_admit(struct deputyd *d, struct session *s, const struct session_req *q,
+			 int *child_pidfd, struct dp_err *err)
+{
+	const char *grant = q->grant;
+	struct dp_err gerr;
+	uint64_t start = 0;
+	pid_t ppid;
+	int rc;
+
+	if (agent_normalize(q->agent, &s->agent) != 0) {
 		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
 		return -EINVAL;
 	}
-	/* A process of a session that opened another would leave its cgroup: it would outlive
-	 * its session and its records would go to another log. */
-	if (cgroup_of_pid(s->leader, s->leader_cg, sizeof(s->leader_cg)) == 0) {
-		const char *parent = d->cg_parent + strlen(d->cg_root);
-		size_t n = strlen(parent);
-
-		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
-			dp_err_set(err,
-				   "session: pid %d is in session %.22s: it cannot open another "
-				   "session",
-				   (int)s->leader, s->leader_cg + n + 1);
-			return -EPERM;
-		}
-	}
+	rc = session_check_fresh(d, s->leader, err);
+	if (rc == 0)
+		rc = session_check_child(d, q, child_pidfd, err);
+	if (rc)
+		return rc;
+	if (proc_stat(s->leader, &ppid, &start) == 0)
+		s->leader_start = start;
 	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
 	if (rc) {
 		pr_info("grant refused for uid %u (%s): %s", (unsigned)s->uid, s->agent, gerr.msg);
@@ -253,12 +314,12 @@ static int session_admit(struct deputyd *d, struct session *s, const char *grant
 	return 0;
 }
 
-int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pidfd,
-		 const char *grant, const char *agent, char *const *argv, size_t argc,
+int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 		 struct session **out, struct dp_err *err)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct dp_err gerr;
+	int child_pidfd = -1;
 	json_t *jargv;
 	int rc;
 
@@ -267,19 +328,22 @@ int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pi
 		return -ENOMEM;
 	}
 	s->exit_status = -1;
-	s->uid = uid;
-	s->leader = pid;
-	s->leader_pidfd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+	s->uid = q->uid;
+	s->leader = q->leader;
+	s->leader_pidfd = q->leader_pidfd >= 0 ? fcntl(q->leader_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
 	s->control = c;
 	s->opened = dp_now();
-	rc = session_admit(d, s, grant, agent, err);
+	rc = session_admit(d, s, q, &child_pidfd, err);
 	if (rc) {
+		if (child_pidfd >= 0)
+			close(child_pidfd);
 		session_free(s);
 		return rc;
 	}
 	rc = session_make_cgroup(d, s);
 	if (rc) {
 		dp_err_set(err, "session: cannot create cgroup %s: %s", s->cg_path, strerror(-rc));
+		close(child_pidfd);
 		session_free(s);
 		return rc;
 	}
@@ -294,38 +358,39 @@ int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pi
 		goto fail;
 	}
 	jargv = json_array();
-	for (size_t i = 0; i < argc; i++)
-		json_array_append_new(jargv, session_text(argv[i]));
-	rc = session_log(s, "session_open",
-			 json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user",
-				   s->grant->sub, "agent", s->agent, "grant_iss", s->grant->iss,
-				   "grant_jti", s->grant->jti, "argv", jargv, "uid",
-				   (json_int_t)uid, "pid", (json_int_t)pid, "cgroup", s->cg_rel));
-	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) != 0)
-		s->leader_cg[0] = '\0';
+	for (size_t i = 0; i < q->argc; i++)
+		json_array_append_new(jargv, session_text(q->argv[i]));
+	rc =
+	    session_log(s, "session_open",
+			json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
+				  "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
+				  s->grant->jti, "argv", jargv, "uid", (json_int_t)q->uid, "pid",
+				  (json_int_t)q->leader, "cgroup", s->cg_rel));
 	if (rc == 0)
 		rc = session_save_state(d, s);
 	if (rc) {
 		dp_err_set(err, "session: cannot write the audit log: %s", strerror(-rc));
 		goto fail;
 	}
-	rc = cgroup_move(s->cg_path, pid);
-	/* If the process that asked is gone, its pid may already name another process. */
-	if (rc == 0 && pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0)
+	rc = cgroup_move(s->cg_path, q->child);
+	/* If the child is gone, its pid may already name another process. */
+	if (rc == 0 && !proc_alive(child_pidfd))
 		rc = -ESRCH;
 	if (rc) {
-		dp_err_set(err, "session: cannot move pid %d into %s: %s", (int)pid, s->cg_path,
-			   strerror(-rc));
+		dp_err_set(err, "session: cannot move pid %d into %s: %s", (int)q->child,
+			   s->cg_path, strerror(-rc));
 		goto fail;
 	}
+	close(child_pidfd);
 	s->next = d->sessions;
 	d->sessions = s;
 	d->n_sessions++;
 	pr_info("session %s opened: user %s, %s, uid %u", s->id, s->grant->sub, s->agent,
-		(unsigned)uid);
+		(unsigned)q->uid);
 	*out = s;
 	return 0;
 fail:
+	close(child_pidfd);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
 	if (s->log) {
@@ -351,16 +416,6 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 		return;
 	s->state = SESSION_CLOSING;
 	s->close_requested = dp_now();
-	/* deputy run itself is in the session: it asked to close after its command ended, so
-	 * it goes back where it came from before the rest of the session is killed. */
-	if (status >= 0 && s->control && s->leader_cg[0]) {
-		char back[PATH_MAX * 2];
-
-		snprintf(back, sizeof(back), "%s%s", d->cg_root, s->leader_cg);
-		if (cgroup_move(back, s->leader) != 0)
-			pr_debug("session %s: cannot move pid %d back to %s", s->id, (int)s->leader,
-				 back);
-	}
 	cgroup_kill(s->cg_path);
 	/* session_tick() finishes it once the cgroup is empty: not from here, since callers
 	 * (session_tick itself among them) still hold s. */
@@ -418,9 +473,17 @@ void session_tick(struct deputyd *d)
 
 		next = s->next;
 		if (s->state == SESSION_OPEN && s->leader_pidfd >= 0 &&
-		    syscall(SYS_pidfd_send_signal, s->leader_pidfd, 0, NULL, 0) != 0)
+		    !proc_alive(s->leader_pidfd))
 			session_request_close(d, s, -1); /* deputy run is gone */
 		populated = cgroup_populated(s->cg_path);
+		/* The agent tree ended: deputy run, outside the cgroup, is about to report the
+		 * command's status; it gets CLOSE_GRACE_SECONDS to do so. */
+		if (populated == 0 && s->state == SESSION_OPEN && s->leader_pidfd >= 0) {
+			if (!s->emptied)
+				s->emptied = now;
+			if (now - s->emptied < CLOSE_GRACE_SECONDS)
+				continue;
+		}
 		if (populated == 0 || populated == -ENOENT) {
 			session_finish(d, s);
 			continue;
@@ -534,8 +597,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 	s->uid = (uid_t)json_integer_value(json_object_get(st, "uid"));
 	s->leader = (pid_t)json_integer_value(json_object_get(st, "pid"));
 	s->opened = json_integer_value(json_object_get(st, "opened"));
-	snprintf(s->leader_cg, sizeof(s->leader_cg), "%s",
-		 json_string_value(json_object_get(st, "leader_cgroup")) ?: "");
+	s->leader_start = (uint64_t)json_integer_value(json_object_get(st, "leader_start"));
 	s->agent = strdup(json_string_value(json_object_get(st, "agent")) ?: "agent:?");
 	populated = cgroup_populated(s->cg_path);
 	rc = grant_verify(d->trust, json_string_value(json_object_get(st, "grant")) ?: "",
@@ -559,14 +621,15 @@ static void session_recover_one(struct deputyd *d, const char *id)
 	session_recount(s);
 	if (policy_apply(d, s) != 0)
 		pr_warn("session %s: cannot reinstall kernel policy", id);
-	/* Watch deputy run again, if the pid still names a process of this session. */
-	s->leader_pidfd = (int)syscall(SYS_pidfd_open, s->leader, 0);
+	/* Watch deputy run again, if the pid still names the process that opened the session
+	 * (same start time, read while the pidfd shows it alive). */
+	s->leader_pidfd = proc_pidfd(s->leader);
 	if (s->leader_pidfd >= 0) {
-		char cg[PATH_MAX];
-		size_t n = strlen(s->cg_rel);
+		uint64_t start;
+		pid_t ppid;
 
-		if (cgroup_of_pid(s->leader, cg, sizeof(cg)) != 0 ||
-		    strncmp(cg, s->cg_rel, n) != 0 || (cg[n] != '\0' && cg[n] != '/')) {
+		if (proc_stat(s->leader, &ppid, &start) != 0 || start != s->leader_start ||
+		    !proc_alive(s->leader_pidfd)) {
 			close(s->leader_pidfd);
 			s->leader_pidfd = -1;
 		}

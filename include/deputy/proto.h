@@ -27,7 +27,7 @@
 enum dp_msg_type {
 	DP_MSG_OK = 1,		    /* reply: nothing to say */
 	DP_MSG_ERROR = 2,	    /* reply: DP_T_REASON */
-	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, ARGV… -> SESSION_OPENED */
+	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, PID (the sender's child), ARGV… -> OPENED */
 	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER [, CA] */
 	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */

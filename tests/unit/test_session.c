@@ -118,17 +118,53 @@ static char *grant_for(const char *agent)
 	return tok;
 }
 
-/* A child that waits until killed: what `deputy run` is to a session. */
-static pid_t child_start(int *pidfd)
+/* What `deputy run` is to a session: a leader that waits until killed, reaping its child,
+ * which waits too and is what deputyd moves into the session. */
+static pid_t leader_start(int *pidfd, pid_t *child)
 {
-	pid_t pid = fork();
+	int p[2];
+	pid_t pid;
 
+	*child = -1;
+	if (pipe(p) < 0)
+		return -1;
+	pid = fork();
 	if (pid == 0) {
+		pid_t c = fork();
+
+		if (c == 0) {
+			for (;;)
+				pause();
+		}
+		if (write(p[1], &c, sizeof(c)) != sizeof(c))
+			_exit(1);
 		for (;;)
-			pause();
+			if (waitpid(-1, NULL, 0) < 0)
+				pause();
 	}
+	close(p[1]);
+	if (pid > 0 && read(p[0], child, sizeof(*child)) != sizeof(*child))
+		*child = -1;
+	close(p[0]);
 	*pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
 	return pid;
+}
+
+static void leader_stop(pid_t pid, pid_t child)
+{
+	if (child > 0)
+		kill(child, SIGKILL);
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+}
+
+static bool gone_within(pid_t pid, int ms)
+{
+	for (; ms > 0 && kill(pid, 0) == 0; ms -= 10)
+		usleep(10000);
+	return kill(pid, 0) != 0;
 }
 
 static bool exists(const char *path)
@@ -149,11 +185,20 @@ static bool tick_until_finished(void)
 	return d.sessions == NULL;
 }
 
-static struct session *open_one(pid_t pid, int pidfd, struct dp_err *err)
+static int open_as(pid_t pid, int pidfd, pid_t child, const char *grant, struct session **s,
+		   struct dp_err *err)
 {
-	char *grant = grant_for(AGENT), *argv[] = {"sleep", "\xff"};
+	char *argv[] = {"sleep", "\xff"};
+	struct session_req q = {pid, 0, pidfd, child, grant, "unit", argv, 2};
+
+	return session_open(&d, NULL, &q, s, err);
+}
+
+static struct session *open_one(pid_t pid, int pidfd, pid_t child, struct dp_err *err)
+{
+	char *grant = grant_for(AGENT);
 	struct session *s = NULL;
-	int rc = session_open(&d, NULL, pid, 0, pidfd, grant, "unit", argv, 2, &s, err);
+	int rc = open_as(pid, pidfd, child, grant, &s, err);
 
 	free(grant);
 	return rc == 0 ? s : NULL;
@@ -177,16 +222,13 @@ static json_t *last_record(const char *id)
 }
 
 /* Starts a leader and opens its session; fails the case when it cannot. */
-#define OPEN_SESSION(s, pid, pidfd)                                                                \
+#define OPEN_SESSION(s, pid, pidfd, child)                                                         \
 	do {                                                                                       \
 		struct dp_err e_ = {"fork failed"};                                                \
-		pid = child_start(&pidfd);                                                         \
-		s = pid > 0 ? open_one(pid, pidfd, &e_) : NULL;                                    \
+		pid = leader_start(&pidfd, &child);                                                \
+		s = pid > 0 && child > 0 ? open_one(pid, pidfd, child, &e_) : NULL;                \
 		if (!s) {                                                                          \
-			if (pid > 0) {                                                             \
-				kill(pid, SIGKILL);                                                \
-				waitpid(pid, NULL, 0);                                             \
-			}                                                                          \
+			leader_stop(pid, child);                                                   \
 			fail("session_open: %s", e_.msg);                                          \
 		}                                                                                  \
 	} while (0)
@@ -200,23 +242,25 @@ static json_t *last_record(const char *id)
 			fail("setup: %s", e_.msg);                                                 \
 	} while (0)
 
-/* Open: the leader is in the session's cgroup, the log starts with session_open and the
- * state file (it holds the grant) is private. Closing with a status: CLOSING, processes
- * killed, then finished by the tick: log sealed, files and cgroup gone, callback told. */
+/* Open: the leader's child is in the session's cgroup, the leader is not; the log starts
+ * with session_open and the state file (it holds the grant) is private. Closing with a
+ * status: CLOSING, processes killed, then finished by the tick: log sealed, files and
+ * cgroup gone, callback told; the leader, outside, lives on. */
 static void open_close_finish(void)
 {
 	char state[PATH_MAX], cg[PATH_MAX], cg_path[PATH_MAX], id[DP_ID_LEN];
 	struct session *s;
 	struct stat st;
 	json_t *rec;
-	int pidfd, status;
-	pid_t pid;
+	pid_t pid, child;
+	int pidfd;
 
 	NEED_ROOT();
-	OPEN_SESSION(s, pid, pidfd);
+	OPEN_SESSION(s, pid, pidfd, child);
 	check(s->state == SESSION_OPEN && session_find(&d, s->id) == s);
-	check(cgroup_of_pid(pid, cg, sizeof(cg)) == 0);
+	check(cgroup_of_pid(child, cg, sizeof(cg)) == 0);
 	check_str(cg, s->cg_rel);
+	check(cgroup_of_pid(pid, cg, sizeof(cg)) == 0 && strcmp(cg, s->cg_rel) != 0);
 	snprintf(state, sizeof(state), "%s/%s.state", d.log_dir, s->id);
 	check(stat(state, &st) == 0 && (st.st_mode & 0777) == 0600);
 	rec = last_record(s->id);
@@ -233,7 +277,7 @@ static void open_close_finish(void)
 	session_request_close(&d, s, -1);
 	check(s->exit_status == 7);
 	check(tick_until_finished());
-	check(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+	check(gone_within(child, 5000) && kill(pid, 0) == 0);
 	check(n_gone == 1 && gone[0] == s);
 	check(!session_find(&d, id));
 	check(!exists(state) && !exists(cg_path));
@@ -242,6 +286,7 @@ static void open_close_finish(void)
 	check(json_integer_value(json_object_get(json_object_get(rec, "counts"), "exit_status")) ==
 	      7);
 	json_decref(rec);
+	leader_stop(pid, -1);
 	close(pidfd);
 }
 
@@ -249,37 +294,36 @@ static void open_close_finish(void)
 static void leader_exit_ends_session(void)
 {
 	struct session *s;
+	pid_t pid, child;
 	int pidfd;
-	pid_t pid;
 
 	NEED_ROOT();
-	OPEN_SESSION(s, pid, pidfd);
+	OPEN_SESSION(s, pid, pidfd, child);
 	n_gone = 0;
 	session_tick(&d);
 	check(s->state == SESSION_OPEN && d.sessions == s);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	leader_stop(pid, -1);
 	check(tick_until_finished());
 	check(n_gone == 1 && gone[0] == s);
+	check(gone_within(child, 5000));
 	close(pidfd);
 }
 
 /* A grant for another agent opens nothing and leaves nothing behind. */
 static void refused_grant_leaves_nothing(void)
 {
-	char *grant, *argv[] = {"x"};
 	struct session *s = NULL;
 	struct dp_err err = {""};
 	int pidfd, rc, left = 0;
-	pid_t pid;
+	pid_t pid, child;
+	char *grant;
 
 	NEED_ROOT();
-	pid = child_start(&pidfd);
+	pid = leader_start(&pidfd, &child);
 	grant = grant_for("agent:someone-else");
-	rc = session_open(&d, NULL, pid, 0, pidfd, grant, "unit", argv, 1, &s, &err);
+	rc = open_as(pid, pidfd, child, grant, &s, &err);
 	free(grant);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	leader_stop(pid, child);
 	close(pidfd);
 	check(rc != 0 && !s && d.sessions == NULL);
 	check(strstr(err.msg, "grant refused"));
@@ -295,25 +339,34 @@ static void refused_grant_leaves_nothing(void)
 	check(left == 0);
 }
 
-/* A process already in a session cannot open another: it would leave its cgroup. */
+/* A process already in a session cannot open another, nor be the child of a new one: it
+ * would leave its cgroup. Nor can a leader name a process that is not its child. */
 static void nested_open_refused(void)
 {
 	struct dp_err err = {""};
 	struct session *s, *inner = NULL;
-	char *grant, *argv[] = {"x"};
-	int pidfd, rc;
-	pid_t pid;
+	pid_t pid, child, pid2, child2;
+	int pidfd, pidfd2, rc;
+	char *grant;
 
 	NEED_ROOT();
-	OPEN_SESSION(s, pid, pidfd);
+	OPEN_SESSION(s, pid, pidfd, child);
 	grant = grant_for(AGENT);
-	rc = session_open(&d, NULL, pid, 0, pidfd, grant, "unit", argv, 1, &inner, &err);
-	free(grant);
+	rc = open_as(child, -1, child, grant, &inner, &err);
 	check(rc == -EPERM && !inner && strstr(err.msg, "cannot open another session"));
+	/* another leader naming the session's process, or a process not its child */
+	pid2 = leader_start(&pidfd2, &child2);
+	rc = open_as(pid2, pidfd2, child, grant, &inner, &err);
+	check(rc == -EPERM && !inner && strstr(err.msg, "not a child of"));
+	rc = open_as(pid2, pidfd2, pid, grant, &inner, &err);
+	check(rc == -EPERM && !inner && strstr(err.msg, "not a child of"));
+	leader_stop(pid2, child2);
+	close(pidfd2);
+	free(grant);
 	check(d.n_sessions == 1);
 	session_request_close(&d, s, 0);
 	check(tick_until_finished());
-	waitpid(pid, NULL, 0);
+	leader_stop(pid, -1);
 	close(pidfd);
 }
 
