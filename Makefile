@@ -4,7 +4,7 @@
 #   make test       build and run every test (tests/run.sh prints "N passed, N failed")
 #   make demo       install missing packages, build, show deputy at work
 #   make bench      run the benchmarks under tests/bench
-#   make install DESTDIR=… PREFIX=…
+#   make install DESTDIR=… PREFIX=…  (also MANDIR, SYSCONFDIR, SYSTEMDUNITDIR, BASHCOMPDIR)
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
 .DELETE_ON_ERROR:
@@ -15,6 +15,10 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
@@ -185,6 +189,17 @@ install: all
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
 	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/deputy
+	install -m 0644 daemon/cli/deputy.1 $(DESTDIR)$(MANDIR)/man1/deputy.1
+	install -m 0644 daemon/deputyd/deputy.json.5 $(DESTDIR)$(MANDIR)/man5/deputy.json.5
+	install -m 0644 daemon/deputyd/deputyd.8 $(DESTDIR)$(MANDIR)/man8/deputyd.8
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		daemon/deputyd/deputyd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/deputyd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/deputyd.service
+	install -m 0644 daemon/cli/deputy.bash-completion $(DESTDIR)$(BASHCOMPDIR)/deputy
+	install -m 0644 daemon/deputyd/deputy.json.example \
+		$(DESTDIR)$(SYSCONFDIR)/deputy/deputy.json.example
 
 clean:
 	rm -rf build

@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
       libssl-dev openssl libjansson-dev libjwt-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps
-      chromium rsyslog mandoc)
+      chromium rsyslog mandoc bash-completion)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
