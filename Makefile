@@ -4,6 +4,8 @@
 #   make test       build and run every test (tests/run.sh prints "N passed, N failed")
 #   make demo       install missing packages, build, show deputy at work
 #   make bench      run the benchmarks under tests/bench
+#   make fuzz       fuzzing campaign: every target FUZZ_SECONDS (600) on all cores
+#   make fuzz-merge put what the campaign found that adds coverage into the seed corpora
 #   make install DESTDIR=… PREFIX=…  (also MANDIR, SYSCONFDIR, SYSTEMDUNITDIR, BASHCOMPDIR)
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
@@ -22,6 +24,8 @@ BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
+LD_R    ?= ld
+OBJCOPY ?= objcopy
 PYTHON  ?= /usr/bin/python3
 
 ifeq ($(SAN),1)
@@ -75,9 +79,11 @@ FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
 
 COMMON_LIB := $(BUILD)/libdeputy-common.a
-BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so
+VERIFY_LIB := $(BUILD)/libdeputy-verify.a
+VERIFY_EXPORTS := daemon/lib/verify-exports.txt
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB)
 
-.PHONY: all test check demo bench deps install clean fuzz tests-build
+.PHONY: all test check demo bench deps install clean fuzz fuzz-build fuzz-merge tests-build
 all: $(BINS)
 
 # ---- BPF: vmlinux.h -> .bpf.o -> skeleton ---------------------------------
@@ -108,6 +114,17 @@ $(BUILD)/daemon/%.o: daemon/%.c | $(BPF_SKELS)
 $(COMMON_LIB): $(DAEMON_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# ---- the verification library for backends: only verify.h's symbols are global ----------
+# ld -r takes from the common library just the members the public entry points need (and
+# what those need in turn), as one object; objcopy then makes every other symbol local.
+$(VERIFY_LIB): $(COMMON_LIB) $(VERIFY_EXPORTS)
+	$(call msg,AR,$@)
+	$(Q)grep -v '^#' $(VERIFY_EXPORTS) | sed '/^$$/d' > $(BUILD)/verify-exports.list
+	$(Q)$(LD_R) -r -o $(BUILD)/verify.o \
+		$$(sed 's/^/-u /' $(BUILD)/verify-exports.list) $(COMMON_LIB)
+	$(Q)$(OBJCOPY) --keep-global-symbols=$(BUILD)/verify-exports.list $(BUILD)/verify.o
+	$(Q)rm -f $@ && ar rcs $@ $(BUILD)/verify.o
 
 $(BUILD)/deputyd: $(BUILD)/daemon/deputyd/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
@@ -149,14 +166,20 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(COMMON_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(COMMON_LIB) $(TEST_LDLIBS)
 
-$(BUILD)/tests/backend: $(BACKEND_SRCS) $(COMMON_LIB)
+# The backend verifies tokens as an installed backend would: through the slim verification
+# library and the libraries the README names. util.o is its own logging and hex helpers (the
+# library's copies are local, so the two never meet).
+$(BUILD)/tests/backend: $(BACKEND_SRCS) $(VERIFY_LIB) $(BUILD)/daemon/lib/util.o
 	$(call msg,LD,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(COMMON_LIB) $(TEST_LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BACKEND_SRCS) $(BUILD)/daemon/lib/util.o \
+		$(VERIFY_LIB) -ljansson -lcurl -lssl -lcrypto -lpthread
 
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
-# needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
+# needs); tests/fuzz/fuzz.sh runs them: make test for FUZZ_TEST_SECONDS each, make fuzz for
+# FUZZ_SECONDS each.
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS) \
+		$(wildcard $(addsuffix /*.h,$(DAEMON_DIRS)) preload/*.h include/deputy/*.h)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(CPPFLAGS) -Ipreload -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
@@ -164,10 +187,10 @@ $(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
 
 TEST_BINS := $(UNIT_BINS) $(PROG_BINS) $(if $(BACKEND_SRCS),$(BUILD)/tests/backend)
 tests-build: all $(TEST_BINS)
-fuzz: $(FUZZ_BINS)
+fuzz-build: $(FUZZ_BINS)
 
 test check: deps
-	$(Q)$(MAKE) --no-print-directory tests-build fuzz
+	$(Q)$(MAKE) --no-print-directory tests-build fuzz-build
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/run.sh
 
 demo: deps
@@ -178,6 +201,13 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all tests-build $(BENCH_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/bench/run.sh
 
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh campaign
+
+fuzz-merge: fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh merge
+
 deps:
 	$(Q)scripts/deps.sh
 
@@ -187,7 +217,7 @@ install: all
 	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
 	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
-	install -m 0644 $(COMMON_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-common.a
+	install -m 0644 $(VERIFY_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-verify.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/deputy

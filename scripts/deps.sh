@@ -3,7 +3,7 @@
 # Installs the Debian 12 packages deputy builds, tests and demos with, when any is missing.
 set -euo pipefail
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
-      libssl-dev openssl libjansson-dev libjwt-dev libcurl4-openssl-dev liburing-dev
+      libssl-dev openssl libjansson-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps
       chromium rsyslog mandoc bash-completion)
 missing=()

@@ -23,9 +23,9 @@ int cmd_report(int argc, char **argv); /* cmd_report.c */
 
 /* cmd_session.c's requests to deputyd, shared with logsrc.c: a request with at most a
  * session and an offset (its reply in c), and a whole session log from *offset on. */
-int simple_call(struct dpc *c, uint16_t type, const char *session, uint64_t offset,
+int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
 		struct dp_err *err);
-int fetch_log(struct dpc *c, const char *session, char **text, size_t *len, uint64_t *offset,
+int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,
 	      bool *closed, struct dp_err *err);
 
 /* "deputy: <what>: <why>" on stderr; returns 1 (the failure exit status). */

@@ -125,7 +125,7 @@ int cmd_run(int argc, char **argv)
 					     {NULL, 0, NULL, 0}};
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
-	static struct dpc c;
+	static struct dcli c;
 	char shim[PATH_MAX], *grant, *session, *user;
 	struct sigaction sa = {.sa_handler = run_forward};
 	struct dp_msg m;
@@ -163,33 +163,33 @@ int cmd_run(int argc, char **argv)
 		free(grant);
 		return cli_fail("run", "cannot read the grant from %s", grant_path);
 	}
-	sock = dpc_socket_path(sock_opt);
-	if (dpc_connect(&c, sock, &err) != 0) {
+	sock = dcli_socket_path(sock_opt);
+	if (dcli_connect(&c, sock, &err) != 0) {
 		free(grant);
 		return cli_fail("run", "%s", err.msg);
 	}
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPEN, dpc_next_seq(&c), 0);
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPEN, dcli_next_seq(&c), 0);
 	dp_msg_put_str(&m, DP_T_GRANT, grant);
 	dp_msg_put_str(&m, DP_T_AGENT, agent);
 	for (int i = optind; i < argc; i++)
 		dp_msg_put_str(&m, DP_T_ARGV, argv[i]);
 	free(grant);
-	rc = dpc_call(&c, &m, &err);
+	rc = dcli_call(&c, &m, &err);
 	if (rc == -EPERM) {
 		/* deputyd's reason already reads "grant refused: …" or "session: …". */
 		fprintf(stderr, "deputy: %s\n", err.msg);
-		dpc_close(&c);
+		dcli_close(&c);
 		return 1;
 	}
 	if (rc != 0 || c.hdr.type != DP_MSG_SESSION_OPENED) {
-		dpc_close(&c);
+		dcli_close(&c);
 		return cli_fail("run", "%s", rc ? err.msg : "unexpected reply from deputyd");
 	}
-	session = dpc_field_str(&c, DP_T_SESSION);
-	user = dpc_field_str(&c, DP_T_USER);
+	session = dcli_field_str(&c, DP_T_SESSION);
+	user = dcli_field_str(&c, DP_T_USER);
 	if (!session) {
 		free(user);
-		dpc_close(&c);
+		dcli_close(&c);
 		return cli_fail("run", "deputyd sent no session id");
 	}
 	/* A terminal's SIGINT/SIGQUIT already reach CMD (same process group); others are
@@ -214,48 +214,48 @@ int cmd_run(int argc, char **argv)
 			;
 		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 	}
-	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c), 0);
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dcli_next_seq(&c), 0);
 	dp_msg_put_str(&m, DP_T_SESSION, session);
 	dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
-	rc = dpc_call(&c, &m, &err);
+	rc = dcli_call(&c, &m, &err);
 	if (rc != 0 && rc != -EPERM) {
 		/* deputyd restarted meanwhile: tell the new one, from a new connection. */
-		dpc_close(&c);
-		if (dpc_connect(&c, sock, &err) == 0) {
-			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dpc_next_seq(&c),
+		dcli_close(&c);
+		if (dcli_connect(&c, sock, &err) == 0) {
+			dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dcli_next_seq(&c),
 				    0);
 			dp_msg_put_str(&m, DP_T_SESSION, session);
 			dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);
-			rc = dpc_call(&c, &m, &err);
+			rc = dcli_call(&c, &m, &err);
 		}
 	}
 	if (rc != 0)
 		cli_fail("run", "closing session %s: %s", session, err.msg);
 	free(session);
 	free(user);
-	dpc_close(&c);
+	dcli_close(&c);
 	return status;
 }
 
 /* ---- requests that return data ---------------------------------------------------------- */
 
 /* A request with at most a session and an offset, and its reply in c. */
-int simple_call(struct dpc *c, uint16_t type, const char *session, uint64_t offset,
+int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
 		struct dp_err *err)
 {
 	static uint8_t buf[4096];
 	struct dp_msg m;
 
-	dp_msg_init(&m, buf, sizeof(buf), type, dpc_next_seq(c), 0);
+	dp_msg_init(&m, buf, sizeof(buf), type, dcli_next_seq(c), 0);
 	if (session)
 		dp_msg_put_str(&m, DP_T_SESSION, session);
 	if (type == DP_MSG_LOG_READ)
 		dp_msg_put_u64(&m, DP_T_OFFSET, offset);
-	return dpc_call(c, &m, err);
+	return dcli_call(c, &m, err);
 }
 
 /* Fetch a whole session log (or the part after *offset) into a growing buffer. */
-int fetch_log(struct dpc *c, const char *session, char **text, size_t *len, uint64_t *offset,
+int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,
 	      bool *closed, struct dp_err *err)
 {
 	for (;;) {
@@ -266,9 +266,9 @@ int fetch_log(struct dpc *c, const char *session, char **text, size_t *len, uint
 
 		if (rc)
 			return rc;
-		if (!dpc_field(c, DP_T_DATA, &v, &n))
+		if (!dcli_field(c, DP_T_DATA, &v, &n))
 			n = 0;
-		*closed = dpc_field_u64(c, DP_T_STATUS, 0) == 1;
+		*closed = dcli_field_u64(c, DP_T_STATUS, 0) == 1;
 		if (n == 0)
 			return 0;
 		nt = realloc(*text, *len + n + 1);
@@ -309,7 +309,7 @@ int cmd_sessions(int argc, char **argv)
 					     {"socket", required_argument, NULL, 's'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	static struct dpc c;
+	static struct dcli c;
 	const char *sock_opt = NULL;
 	bool as_json = false;
 	struct dp_err err;
@@ -329,11 +329,11 @@ int cmd_sessions(int argc, char **argv)
 		else
 			return fputs(sessions_help, stderr), 2;
 	}
-	if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0 ||
+	if (dcli_connect(&c, dcli_socket_path(sock_opt), &err) != 0 ||
 	    simple_call(&c, DP_MSG_SESSIONS, NULL, 0, &err) != 0)
 		return cli_fail("sessions", "%s", err.msg);
-	data = dpc_field_str(&c, DP_T_DATA);
-	dpc_close(&c);
+	data = dcli_field_str(&c, DP_T_DATA);
+	dcli_close(&c);
 	list = data ? json_loads(data, 0, NULL) : NULL;
 	free(data);
 	if (!json_is_array(list))
@@ -475,7 +475,15 @@ static void print_record(struct log_view *lv, json_t *rec)
 	} else {
 		snprintf(what, sizeof(what), "%s", type);
 	}
-	printf("%-12s  %-22s  %-60s  %-22s  %s\n", when, who, what, verdict, chain);
+	{
+		/* comm, argv, targets and reasons come from the agent: no control byte of
+		 * theirs reaches the auditor's terminal */
+		char line[1280], safe[sizeof(line) * 4];
+
+		snprintf(line, sizeof(line), "%-12s  %-22s  %-60s  %-22s  %s", when, who, what,
+			 verdict, chain);
+		puts(dp_escape(line, strlen(line), safe, sizeof(safe)));
+	}
 }
 
 static void print_lines(struct log_view *lv, char *text, size_t len, size_t *done, bool as_json)
@@ -523,7 +531,7 @@ int cmd_logs(int argc, char **argv)
 					     {"socket", required_argument, NULL, 's'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
-	static struct dpc c;
+	static struct dcli c;
 	const char *sock_opt = NULL, *session;
 	bool as_json = false, follow = false, closed = false;
 	struct log_view lv = {0};
@@ -551,7 +559,7 @@ int cmd_logs(int argc, char **argv)
 		return 2;
 	}
 	session = argv[optind];
-	if (dpc_connect(&c, dpc_socket_path(sock_opt), &err) != 0)
+	if (dcli_connect(&c, dcli_socket_path(sock_opt), &err) != 0)
 		return cli_fail("logs", "%s", err.msg);
 	lv.status_by_jti = json_object();
 	if (!as_json)
@@ -572,7 +580,7 @@ int cmd_logs(int argc, char **argv)
 			break;
 		usleep(200 * 1000);
 	}
-	dpc_close(&c);
+	dcli_close(&c);
 	json_decref(lv.status_by_jti);
 	free(lv.user);
 	free(lv.agent);

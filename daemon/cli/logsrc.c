@@ -50,23 +50,23 @@ static int logsrc_from_file(struct logsrc *ls, const char *jwks_path, struct dp_
 
 static int logsrc_from_deputyd(struct logsrc *ls, const char *sock_opt, struct dp_err *err)
 {
-	static struct dpc c;
+	static struct dcli c;
 	uint64_t offset = 0;
 	int rc;
 
-	rc = dpc_connect(&c, dpc_socket_path(sock_opt), err);
+	rc = dcli_connect(&c, dcli_socket_path(sock_opt), err);
 	if (!rc)
 		rc = fetch_log(&c, ls->target, &ls->text, &ls->len, &offset, &ls->closed, err);
 	if (!rc)
 		rc = simple_call(&c, DP_MSG_JWKS, NULL, 0, err);
 	if (rc) {
-		dpc_close(&c);
+		dcli_close(&c);
 		dp_err_set(err, "%s: %s", ls->target, err->msg);
 		return rc;
 	}
-	ls->jwks = dpc_field_str(&c, DP_T_DATA);
+	ls->jwks = dcli_field_str(&c, DP_T_DATA);
 	ls->jwks_len = ls->jwks ? strlen(ls->jwks) : 0;
-	dpc_close(&c);
+	dcli_close(&c);
 	if (!ls->text) {
 		dp_err_set(err, "%s: empty log", ls->target);
 		return -ENODATA;

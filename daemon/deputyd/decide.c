@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "mint.h"
+#include "route.h"
+#include "url.h"
 
 /* Under "token_binding": "session" a cached token is reused while it has at least this much
  * of its life left, so a backend never receives one that expires in flight. */
@@ -43,37 +45,7 @@ static bool valid_text(const char *s, size_t max)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-			return false;
-	return true;
-}
-
-/* The path of an origin-form ("/p?q") or absolute-form ("https://h/p?q") target, without
- * query or fragment. */
-static int target_path(const char *target, char *out, size_t outsz)
-{
-	const char *p = target;
-	size_t n;
-
-	if (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0) {
-		p = strstr(p, "://") + 3;
-		p += strcspn(p, "/?#");
-		if (*p != '/') {
-			snprintf(out, outsz, "/");
-			return 0;
-		}
-	}
-	if (*p != '/')
-		return -1;
-	n = strcspn(p, "?#");
-	if (n + 1 > outsz)
-		return -1;
-	memcpy(out, p, n);
-	out[n] = '\0';
-	return 0;
+	return n > 0 && n <= max && !url_has_ctl_or_space(s);
 }
 
 /* The asking process, on every decision record. */
@@ -245,7 +217,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	    struct decide_res *out)
 {
 	const struct dp_route *rt;
-	char path[4096], url[8192 + 64];
+	char path[URL_PATH_MAX + 1], url[8192 + 64];
 	const char *method = r->method;
 
 	memset(out, 0, sizeof(*out));
@@ -260,11 +232,11 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	}
 	if ((strcmp(r->scheme, "https") && strcmp(r->scheme, "http")) || r->port < 1 ||
 	    r->port > 65535 || method[0] == '?' || !valid_text(r->host, 255) ||
-	    !valid_text(r->target, 8192) || target_path(r->target, path, sizeof(path)) != 0) {
+	    !valid_text(r->target, 8192) || url_target_path(r->target, path, sizeof(path)) != 0) {
 		deny(s, r, out, method, url, NULL, true, "malformed request");
 		return;
 	}
-	rt = config_match_route(d->cfg, r->host, r->port, r->method, path);
+	rt = route_match(d->cfg, r->host, r->port, r->method, path);
 	if (!rt) {
 		bool monitor = d->cfg->unrouted == DP_UNROUTED_MONITOR;
 

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * deputyd's state and the modules that act on it: server.c (socket, event loop, wire
- * protocol dispatch), session.c (session lifecycle, peer checks), decide.c (routes, grant,
- * minting), policy.c (the kernel layer's allow lists). One thread runs all of it; the
- * JWKS HTTP server has its own thread and shares nothing mutable.
+ * deputyd's state and the modules that act on it. The wire side: server.c (event loop),
+ * conn.c (connections, framing), wire.c (request fields), dispatch.c (the table),
+ * handlers.c, peer.c (is the peer in its session), reload.c. Below it, never calling back
+ * up: session.c (lifecycle), session_logs.c (reading logs), cookie.c, decide.c (routes,
+ * grant, minting), policy.c (the kernel layer's allow lists), kevent.c (kernel events as
+ * audit records). One thread runs all of it; the JWKS HTTP server has its own thread and
+ * shares nothing mutable.
  */
 #ifndef DEPUTY_DEPUTYD_H
 #define DEPUTY_DEPUTYD_H
@@ -17,9 +20,10 @@
 #include "config.h"
 #include "grant.h"
 #include "jws.h"
+#include "presign.h"
 #include "util.h"
 
-struct client;
+struct conn;
 struct dp_kernel;
 
 struct token_cache_entry { /* token_binding "session": one token per (audience, scope) */
@@ -51,8 +55,8 @@ struct session {
 	char cg_rel[PATH_MAX];	  /* as /proc/PID/cgroup shows it */
 	uint64_t cg_id;
 	struct audit_log *log;
-	struct client *control; /* deputy run's connection */
-	int exit_status;	/* -1 until deputy run reports it */
+	struct conn *control; /* deputy run's connection (opaque here) */
+	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
 	struct {
 		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
@@ -76,18 +80,21 @@ struct deputyd {
 	int epfd, listen_fd, signal_fd, timer_fd;
 	bool stopping;
 	uint64_t lost_reported;
+	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
 };
 
-/* server.c */
+/* server.c: listen first, so that "ready" in the log means clients can connect. */
+int server_listen(struct deputyd *d);
 int server_run(struct deputyd *d);
-void server_client_close(struct deputyd *d, struct client *c);
-void server_session_gone(struct session *s); /* forget a finished session in every client */
 
 /* session.c */
 struct session *session_find(struct deputyd *d, const char *id);
-int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
-		 const char *grant, const char *agent, char **argv, size_t argc,
+int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pidfd,
+		 const char *grant, const char *agent, char *const *argv, size_t argc,
 		 struct session **out, struct dp_err *err);
+/* fn is called with each session just before it is freed, so whoever keeps pointers to
+ * sessions (the server's connections) can drop them: sessions never call the server. */
+void session_on_gone(struct deputyd *d, void (*fn)(struct deputyd *d, struct session *s));
 void session_request_close(struct deputyd *d, struct session *s, int status);
 void session_tick(struct deputyd *d); /* finishes sessions whose cgroup emptied */
 void session_close_all(struct deputyd *d);
@@ -98,12 +105,17 @@ int session_log(struct session *s, const char *type, json_t *fields);
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
+bool session_id_valid(const char *id);
+
+/* session_logs.c: sessions' logs as the CLI reads them, open or closed. */
 json_t *session_list_json(struct deputyd *d);
 int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);
 ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n);
-bool session_id_valid(const char *id);
+
+/* cookie.c: the sockets the shim accounted for, per session. */
 int cookie_set_add(struct cookie_set *cs, uint64_t cookie);
 bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie);
+void cookie_set_free(struct cookie_set *cs);
 
 /* decide.c */
 struct decide_req {
@@ -128,7 +140,13 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
+/* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
+ * policy call. */
+struct dp_kallow;
+size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out);
+
+/* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log. */
 struct dp_event;
-void policy_on_kernel_event(void *ctx, const struct dp_event *ev);
+void kevent_record(void *ctx, const struct dp_event *ev);
 
 #endif

@@ -94,10 +94,39 @@ static int setup_kernel(struct deputyd *d)
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
-	    kernel_open(d->cg_parent, policy_on_kernel_event, d, &d->kernel, &err) != 0)
+	    kernel_open(d->cg_parent, kevent_record, d, &d->kernel, &err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
 	return 0;
+}
+
+/* -t: the file itself, and the issuers' key sets (a missing jwks_file is not ok). */
+static int check_config(const char *path, struct dp_config *cfg)
+{
+	struct dp_trust *trust;
+	struct dp_err err;
+
+	trust = trust_new(cfg, &err);
+	if (!trust) {
+		config_free(cfg);
+		return fail("trusted_issuers", "%s", err.msg);
+	}
+	printf("%s: ok (%zu routes, %zu trusted issuers)\n", path, cfg->n_routes, cfg->n_issuers);
+	trust_free(trust);
+	config_free(cfg);
+	return 0;
+}
+
+static int start_httpd(struct deputyd *d, struct dp_httpd **out)
+{
+	char *meta = httpd_metadata_json(d->cfg->issuer, d->cfg->http_listen);
+	struct dp_err err;
+
+	*out = meta ? httpd_start(d->cfg->http_listen, d->jwks_json, meta, &err) : NULL;
+	if (!*out)
+		fail("http_listen", "%s", meta ? err.msg : "out of memory");
+	free(meta);
+	return *out ? 0 : -1;
 }
 
 int main(int argc, char **argv)
@@ -142,20 +171,8 @@ int main(int argc, char **argv)
 	dp_log_init("deputyd", verbose ? DP_LOG_DEBUG : DP_LOG_INFO);
 	if (config_load(config_path, &d.cfg, &err) != 0)
 		return fail("config", "%s", err.msg);
-	if (check_only) {
-		/* Also load the issuers' key sets: a config naming a missing jwks_file is not ok.
-		 */
-		d.trust = trust_new(d.cfg, &err);
-		if (!d.trust) {
-			config_free(d.cfg);
-			return fail("trusted_issuers", "%s", err.msg);
-		}
-		printf("%s: ok (%zu routes, %zu trusted issuers)\n", config_path, d.cfg->n_routes,
-		       d.cfg->n_issuers);
-		trust_free(d.trust);
-		config_free(d.cfg);
-		return 0;
-	}
+	if (check_only)
+		return check_config(config_path, d.cfg);
 	if (geteuid() != 0) {
 		config_free(d.cfg);
 		return fail("start",
@@ -171,17 +188,8 @@ int main(int argc, char **argv)
 	}
 	if (setup_cgroups(&d) || setup_kernel(&d))
 		goto out;
-	if (d.cfg->http_listen) {
-		char *meta = httpd_metadata_json(d.cfg->issuer, d.cfg->http_listen);
-
-		httpd = meta ? httpd_start(d.cfg->http_listen, d.jwks_json, meta, &err) : NULL;
-		if (!httpd) {
-			fail("http_listen", "%s", meta ? err.msg : "out of memory");
-			free(meta);
-			goto out;
-		}
-		free(meta);
-	}
+	if (d.cfg->http_listen && start_httpd(&d, &httpd) != 0)
+		goto out;
 	if (!foreground) {
 		if (daemon(0, 0) < 0) {
 			fail("start", "cannot detach: %s", strerror(errno));
@@ -190,6 +198,8 @@ int main(int argc, char **argv)
 		dp_log_use_syslog();
 	}
 	session_recover(&d);
+	if (server_listen(&d) != 0)
+		goto out;
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
 		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
 	rc = server_run(&d) ? 1 : 0;

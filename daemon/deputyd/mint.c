@@ -18,8 +18,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "url.h"
+
 #define MINT_TYP "at+jwt"
 #define MINT_STACK_BUF 2048
+#define MINT_HTU_PATH_MAX 8192 /* the longest request target deputyd decides on */
 
 struct jbuf {
 	char *p;
@@ -217,10 +220,11 @@ int mint_htu(const char *scheme, const char *host, int port, const char *target,
 	     size_t outsz)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	const char *path = "/", *h = host;
+	char path[MINT_HTU_PATH_MAX + 1] = "/";
+	const char *h = host;
 	size_t o = 0, hn;
 	bool v6;
-	int defport;
+	int defport, r;
 
 #define PUT(c)                                                                                     \
 	do {                                                                                       \
@@ -251,20 +255,10 @@ int mint_htu(const char *scheme, const char *host, int port, const char *target,
 			return -EINVAL;
 	v6 = memchr(h, ':', hn) != NULL;
 
-	if (target && *target) {
-		if (target[0] == '/') {
-			path = target;
-		} else if (strncasecmp(target, "http://", 7) == 0 ||
-			   strncasecmp(target, "https://", 8) == 0) {
-			/* absolute-form (a proxy request): its path; the authority is ours */
-			const char *a = strstr(target, "://") + 3;
-
-			a += strcspn(a, "/?#");
-			path = *a == '/' ? a : "/";
-		} else {
-			return -EINVAL; /* authority-form and asterisk-form have no path */
-		}
-	}
+	/* of an absolute-form target (a proxy request) only the path counts: the authority
+	 * is ours */
+	if (target && *target && (r = url_target_path(target, path, sizeof(path))) != 0)
+		return r;
 
 	for (const char *s = defport == 443 ? "https://" : "http://"; *s; s++)
 		PUT(*s);
@@ -281,7 +275,7 @@ int mint_htu(const char *scheme, const char *host, int port, const char *target,
 		for (const char *s = num; *s; s++)
 			PUT(*s);
 	}
-	for (const char *s = path; *s && *s != '?' && *s != '#'; s++) {
+	for (const char *s = path; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 
 		if (url_needs_escape(c)) {

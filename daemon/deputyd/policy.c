@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * policy: what the kernel layer lets a session reach, and what it reports back.
+ * policy: what the kernel layer lets a session reach.
  *
  * Allowed destinations are the same for every session: the addresses of every delegate and
  * passthrough route's host on its port (resolved by deputyd itself, again every
  * resolve_interval seconds and on SIGHUP), the configured allow_cidrs on any port, and —
  * unless "allow_resolvers" is false — the nameservers of /etc/resolv.conf on port 53 so the
- * agent can resolve names. Loopback gets no implicit allow. Kernel events become `connect`
- * (and `deny`, `disconnect`) records of the session whose cgroup they came from.
+ * agent can resolve names. Loopback gets no implicit allow. What the kernel reports back is
+ * kevent.c's.
  */
 #include "deputyd.h"
 
@@ -105,6 +105,13 @@ static void policy_compute(struct deputyd *d)
 		allow_resolvers();
 }
 
+size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out)
+{
+	policy_compute(d);
+	*out = allow;
+	return n_allow;
+}
+
 int policy_apply(struct deputyd *d, struct session *s)
 {
 	if (!d->kernel)
@@ -122,101 +129,4 @@ void policy_refresh(struct deputyd *d)
 	for (struct session *s = d->sessions; s; s = s->next)
 		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow) != 0)
 			pr_warn("session %s: cannot update kernel policy", s->id);
-}
-
-static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
-{
-	for (struct session *s = d->sessions; s; s = s->next)
-		if (s->cg_id == cgid)
-			return s;
-	return NULL;
-}
-
-void policy_on_kernel_event(void *ctx, const struct dp_event *ev)
-{
-	struct deputyd *d = ctx;
-	struct session *s = session_by_cgid(d, ev->cgid);
-	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
-	bool block = ev->verdict == DP_EV_BLOCK;
-	bool mediated;
-
-	if (!s)
-		return; /* a session that already ended, or not ours */
-	memcpy(comm, ev->comm, DP_EV_COMM_LEN);
-	comm[DP_EV_COMM_LEN] = '\0';
-	if (ev->family == AF_INET || ev->family == AF_INET6)
-		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
-	mediated = cookie_set_has(&s->cookies, ev->cookie);
-
-	switch (ev->type) {
-	case DP_EV_CONNECT:
-	case DP_EV_SENDMSG:
-		s->counts.connects++;
-		if (block)
-			s->counts.blocked++;
-		if (!mediated)
-			s->counts.unmediated++;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
-				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "protocol",
-				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
-				      addr, "dport", (json_int_t)ev->port, "verdict",
-				      block ? "block" : "allow", "enforced",
-				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
-				      mediated, "cookie", (json_int_t)ev->cookie));
-		if (block && ev->enforced) {
-			s->counts.denies++;
-			session_log(s, "deny",
-				    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
-					      "kernel", "reason",
-					      "destination not allowed by the session's routes",
-					      "pid", (json_int_t)ev->tgid, "comm",
-					      session_text(comm), "daddr", addr, "dport",
-					      (json_int_t)ev->port, "enforced", true));
-		}
-		break;
-	case DP_EV_UNIX_CONNECT: {
-		char path[DP_EV_PATH_LEN + 2];
-		size_t n = ev->path_len < DP_EV_PATH_LEN ? ev->path_len : DP_EV_PATH_LEN;
-		size_t o = 0;
-
-		if (ev->flags & DP_EVF_UNIX_ABSTRACT)
-			path[o++] = '@';
-		for (size_t i = (ev->flags & DP_EVF_UNIX_ABSTRACT) ? 1 : 0; i < n && ev->path[i];
-		     i++)
-			path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
-		path[o] = '\0';
-		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
-		if (strcmp(path, d->cfg->socket) == 0)
-			break;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      "unix", "path", path, "verdict", "allow", "enforced",
-				      d->cfg->enforce, "mediated", false));
-		break;
-	}
-	case DP_EV_SOCK_REFUSED:
-		s->counts.denies++;
-		session_log(s, "deny",
-			    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
-				      "reason",
-				      "raw and packet sockets are not allowed in a session", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "type", (json_int_t)ev->port,
-				      "enforced", ev->enforced != 0));
-		break;
-	case DP_EV_CLOSE:
-		session_log(s, "disconnect",
-			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
-				      "family", kernel_family_name(ev->family), "daddr", addr,
-				      "dport", (json_int_t)ev->port, "duration_us",
-				      (json_int_t)(ev->duration_ns / 1000), "established",
-				      (ev->flags & DP_EVF_ESTABLISHED) != 0));
-		break;
-	default:
-		break;
-	}
 }

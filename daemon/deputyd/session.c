@@ -45,6 +45,11 @@ bool session_id_valid(const char *id)
 	return true;
 }
 
+void session_on_gone(struct deputyd *d, void (*fn)(struct deputyd *d, struct session *s))
+{
+	d->session_gone = fn;
+}
+
 struct session *session_find(struct deputyd *d, const char *id)
 {
 	for (struct session *s = d->sessions; s; s = s->next)
@@ -124,77 +129,6 @@ json_t *session_text(const char *s)
 	return j;
 }
 
-/* ---- cookies the shim accounted for -------------------------------------------------- */
-
-static size_t cookie_slot(uint64_t cookie, size_t cap)
-{
-	return (size_t)((cookie * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
-}
-
-/* A socket's cookie is looked up when its connect event arrives, shortly after the shim
- * claimed it, so only recent cookies matter; the agent may claim any number. Past this
- * many the set starts a new generation and drops the one before the last. */
-#define COOKIE_GENERATION 65536
-
-static bool cookie_slots_have(const uint64_t *slots, size_t cap, uint64_t cookie)
-{
-	if (!cap)
-		return false;
-	for (size_t j = cookie_slot(cookie, cap);; j = (j + 1) & (cap - 1)) {
-		if (slots[j] == cookie)
-			return true;
-		if (!slots[j])
-			return false;
-	}
-}
-
-int cookie_set_add(struct cookie_set *cs, uint64_t cookie)
-{
-	if (cookie == 0)
-		return 0;
-	if (cs->used >= COOKIE_GENERATION) {
-		free(cs->old);
-		cs->old = cs->slots;
-		cs->old_cap = cs->cap;
-		cs->slots = NULL;
-		cs->cap = cs->used = 0;
-	}
-	if ((cs->used + 1) * 2 > cs->cap) {
-		size_t cap = cs->cap ? cs->cap * 2 : 64;
-		uint64_t *slots = calloc(cap, sizeof(*slots));
-
-		if (!slots)
-			return -ENOMEM;
-		for (size_t i = 0; i < cs->cap; i++) {
-			size_t j;
-
-			if (!cs->slots[i])
-				continue;
-			for (j = cookie_slot(cs->slots[i], cap); slots[j]; j = (j + 1) & (cap - 1))
-				;
-			slots[j] = cs->slots[i];
-		}
-		free(cs->slots);
-		cs->slots = slots;
-		cs->cap = cap;
-	}
-	for (size_t j = cookie_slot(cookie, cs->cap);; j = (j + 1) & (cs->cap - 1)) {
-		if (cs->slots[j] == cookie)
-			return 0;
-		if (!cs->slots[j]) {
-			cs->slots[j] = cookie;
-			cs->used++;
-			return 0;
-		}
-	}
-}
-
-bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie)
-{
-	return cookie != 0 && (cookie_slots_have(cs->slots, cs->cap, cookie) ||
-			       cookie_slots_have(cs->old, cs->old_cap, cookie));
-}
-
 /* ---- open ------------------------------------------------------------------------------ */
 
 static int agent_normalize(const char *agent, char **out)
@@ -255,8 +189,7 @@ static void session_free(struct session *s)
 		free(s->tokens[i].token);
 	}
 	free(s->tokens);
-	free(s->cookies.slots);
-	free(s->cookies.old);
+	cookie_set_free(&s->cookies);
 	free(s);
 }
 
@@ -275,8 +208,52 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 	return s->cg_id ? 0 : -errno;
 }
 
-int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int pidfd,
-		 const char *grant, const char *agent, char **argv, size_t argc,
+/* Everything that may refuse a session before anything of it exists: its agent name, the
+ * asking process (not already in a session), the grant; then its id. */
+static int session_admit(struct deputyd *d, struct session *s, const char *grant, const char *agent,
+			 struct dp_err *err)
+{
+	struct dp_err gerr;
+	int rc;
+
+	if (agent_normalize(agent, &s->agent) != 0) {
+		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
+		return -EINVAL;
+	}
+	/* A process of a session that opened another would leave its cgroup: it would outlive
+	 * its session and its records would go to another log. */
+	if (cgroup_of_pid(s->leader, s->leader_cg, sizeof(s->leader_cg)) == 0) {
+		const char *parent = d->cg_parent + strlen(d->cg_root);
+		size_t n = strlen(parent);
+
+		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
+			dp_err_set(err,
+				   "session: pid %d is in session %.22s: it cannot open another "
+				   "session",
+				   (int)s->leader, s->leader_cg + n + 1);
+			return -EPERM;
+		}
+	}
+	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	if (rc) {
+		pr_info("grant refused for uid %u (%s): %s", (unsigned)s->uid, s->agent, gerr.msg);
+		dp_err_set(err, "grant refused: %s", gerr.msg);
+		return rc;
+	}
+	/* An id starting with '-' would read as an option on command lines: draw again
+	 * (this keeps more than 127 bits of randomness). */
+	do {
+		rc = dp_random_id(s->id);
+	} while (rc == 0 && (s->id[0] == '-' || s->id[0] == '_'));
+	if (rc != 0) {
+		dp_err_set(err, "session: no randomness");
+		return -EIO;
+	}
+	return 0;
+}
+
+int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pidfd,
+		 const char *grant, const char *agent, char *const *argv, size_t argc,
 		 struct session **out, struct dp_err *err)
 {
 	struct session *s = calloc(1, sizeof(*s));
@@ -294,42 +271,10 @@ int session_open(struct deputyd *d, struct client *c, pid_t pid, uid_t uid, int 
 	s->leader_pidfd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
 	s->control = c;
 	s->opened = dp_now();
-	if (agent_normalize(agent, &s->agent) != 0) {
-		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
-		session_free(s);
-		return -EINVAL;
-	}
-	/* A process of a session that opened another would leave its cgroup: it would outlive
-	 * its session and its records would go to another log. */
-	if (cgroup_of_pid(pid, s->leader_cg, sizeof(s->leader_cg)) == 0) {
-		const char *parent = d->cg_parent + strlen(d->cg_root);
-		size_t n = strlen(parent);
-
-		if (strncmp(s->leader_cg, parent, n) == 0 && s->leader_cg[n] == '/') {
-			dp_err_set(err,
-				   "session: pid %d is in session %.22s: it cannot open another "
-				   "session",
-				   (int)pid, s->leader_cg + n + 1);
-			session_free(s);
-			return -EPERM;
-		}
-	}
-	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	rc = session_admit(d, s, grant, agent, err);
 	if (rc) {
-		pr_info("grant refused for uid %u (%s): %s", (unsigned)uid, s->agent, gerr.msg);
-		dp_err_set(err, "grant refused: %s", gerr.msg);
 		session_free(s);
 		return rc;
-	}
-	/* An id starting with '-' would read as an option on command lines: draw again
-	 * (this keeps more than 127 bits of randomness). */
-	do {
-		rc = dp_random_id(s->id);
-	} while (rc == 0 && (s->id[0] == '-' || s->id[0] == '_'));
-	if (rc != 0) {
-		dp_err_set(err, "session: no randomness");
-		session_free(s);
-		return -EIO;
 	}
 	rc = session_make_cgroup(d, s);
 	if (rc) {
@@ -448,7 +393,8 @@ static void session_finish(struct deputyd *d, struct session *s)
 	if (cgroup_remove(s->cg_path) != 0)
 		pr_warn("session %s: cannot remove %s: %s", s->id, s->cg_path, strerror(errno));
 	pr_info("session %s closed (exit status %d)", s->id, s->exit_status);
-	server_session_gone(s);
+	if (d->session_gone)
+		d->session_gone(d, s);
 	for (struct session **pp = &d->sessions; *pp; pp = &(*pp)->next)
 		if (*pp == s) {
 			*pp = s->next;
@@ -504,7 +450,7 @@ void session_close_all(struct deputyd *d)
 /* ---- restart ---------------------------------------------------------------------------- */
 
 /* The counts of a resumed session start from what its log already holds, counted by the
- * rules the live counters follow (decide.c, server.c, policy.c), so the seal covers the
+ * rules the live counters follow (decide.c, handlers.c, kevent.c), so the seal covers the
  * whole session and not only the part after the restart. */
 static void session_recount(struct session *s)
 {
@@ -642,157 +588,4 @@ int session_recover(struct deputyd *d)
 	}
 	closedir(dir);
 	return 0;
-}
-
-/* ---- reading logs ----------------------------------------------------------------------- */
-
-/* A record is one line of at most AUDIT_MAX_LINE bytes, so the first and last records are
- * read from the ends of the file: their cost must not grow with the log, which an agent
- * can make as long as it likes. */
-static json_t *first_and_last_record(const char *path, json_t **last)
-{
-	static char buf[AUDIT_MAX_LINE + 1];
-	json_t *first = NULL;
-	struct stat st;
-	ssize_t n;
-	char *nl;
-	int fd;
-
-	*last = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st) < 0)
-		goto out;
-	n = pread(fd, buf, sizeof(buf), 0);
-	if (n <= 0)
-		goto out;
-	nl = memchr(buf, '\n', (size_t)n);
-	first = json_loadb(buf, nl ? (size_t)(nl - buf) : (size_t)n, 0, NULL);
-	if (st.st_size > 1) {
-		off_t from = st.st_size > (off_t)sizeof(buf) ? st.st_size - (off_t)sizeof(buf) : 0;
-		size_t end, start;
-
-		n = pread(fd, buf, sizeof(buf), from);
-		if (n <= 0)
-			goto out;
-		end = buf[n - 1] == '\n' ? (size_t)n - 1 : (size_t)n;
-		start = end;
-		while (start > 0 && buf[start - 1] != '\n')
-			start--;
-		if (start > 0 || from == 0)
-			*last = json_loadb(buf + start, end - start, 0, NULL);
-	}
-out:
-	close(fd);
-	return first;
-}
-
-int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open)
-{
-	char path[PATH_MAX];
-	struct session *s;
-	json_t *first, *last;
-
-	if (!session_id_valid(id))
-		return -EINVAL;
-	s = session_find(d, id);
-	if (s) {
-		*owner = s->uid;
-		*open = true;
-		return 0;
-	}
-	snprintf(path, sizeof(path), "%s/%s.jsonl", d->log_dir, id);
-	first = first_and_last_record(path, &last);
-	json_decref(last);
-	if (!json_is_integer(json_object_get(first, "uid"))) {
-		json_decref(first);
-		return -ENOENT;
-	}
-	*owner = (uid_t)json_integer_value(json_object_get(first, "uid"));
-	*open = false;
-	json_decref(first);
-	return 0;
-}
-
-ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n)
-{
-	char path[PATH_MAX];
-	ssize_t r;
-	int fd;
-
-	if (!session_id_valid(id))
-		return -EINVAL;
-	snprintf(path, sizeof(path), "%s/%s.jsonl", d->log_dir, id);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	r = pread(fd, buf, n, (off_t)off);
-	close(fd);
-	return r < 0 ? -errno : r;
-}
-
-static json_t *session_summary(const char *id, json_t *first, json_t *last, bool open)
-{
-	json_t *e = json_pack(
-	    "{s:s, s:s, s:O?, s:O?, s:O?, s:O?}", "session", id, "state", open ? "open" : "closed",
-	    "user", json_object_get(first, "user"), "agent", json_object_get(first, "agent"), "uid",
-	    json_object_get(first, "uid"), "opened", json_object_get(first, "ts"));
-
-	if (e && !open && json_is_object(last) &&
-	    strcmp(json_string_value(json_object_get(last, "type")) ?: "", "session_close") == 0) {
-		json_object_set(e, "closed", json_object_get(last, "ts"));
-		json_object_set(e, "counts", json_object_get(last, "counts"));
-	}
-	return e;
-}
-
-json_t *session_list_json(struct deputyd *d)
-{
-	json_t *out = json_array();
-	DIR *dir = opendir(d->log_dir);
-	struct dirent *de;
-
-	if (!out)
-		return NULL;
-	while (dir && (de = readdir(dir))) {
-		char id[DP_ID_LEN], path[PATH_MAX];
-		size_t n = strlen(de->d_name);
-		struct session *s;
-		json_t *first, *last, *e;
-
-		if (n != DP_ID_LEN - 1 + 6 || strcmp(de->d_name + DP_ID_LEN - 1, ".jsonl") != 0)
-			continue;
-		memcpy(id, de->d_name, DP_ID_LEN - 1);
-		id[DP_ID_LEN - 1] = '\0';
-		if (!session_id_valid(id))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", d->log_dir, de->d_name);
-		first = first_and_last_record(path, &last);
-		s = session_find(d, id);
-		e = session_summary(id, first, last, s != NULL);
-		if (e && s) {
-			json_t *counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
-						   (json_int_t)s->counts.tokens, "denies",
-						   (json_int_t)s->counts.denies, "passthrough",
-						   (json_int_t)s->counts.passthrough, "responses",
-						   (json_int_t)s->counts.responses, "connects",
-						   (json_int_t)s->counts.connects, "blocked",
-						   (json_int_t)s->counts.blocked, "unmediated",
-						   (json_int_t)s->counts.unmediated);
-
-			if (counts && d->kernel)
-				json_object_set_new(
-				    counts, "lost_events",
-				    json_integer((json_int_t)kernel_lost_events(d->kernel)));
-			json_object_set_new(e, "counts", counts);
-		}
-		if (e)
-			json_array_append_new(out, e);
-		json_decref(first);
-		json_decref(last);
-	}
-	if (dir)
-		closedir(dir);
-	return out;
 }

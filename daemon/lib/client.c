@@ -1,4 +1,8 @@
 // SPDX-License-Identifier: MIT
+/*
+ * client: the deputy CLI's blocking, one-call-at-a-time side of the wire protocol. Its prefix
+ * is dcli_: the shim's own client (preload/client.h) has dpc_.
+ */
 #include "client.h"
 
 #include <errno.h>
@@ -8,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-const char *dpc_socket_path(const char *opt)
+const char *dcli_socket_path(const char *opt)
 {
 	const char *env = getenv("DEPUTY_SOCKET");
 
@@ -17,7 +21,7 @@ const char *dpc_socket_path(const char *opt)
 	return env && *env ? env : DP_DEFAULT_SOCKET;
 }
 
-int dpc_connect(struct dpc *c, const char *path, struct dp_err *err)
+int dcli_connect(struct dcli *c, const char *path, struct dp_err *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
@@ -43,14 +47,14 @@ int dpc_connect(struct dpc *c, const char *path, struct dp_err *err)
 	return 0;
 }
 
-void dpc_close(struct dpc *c)
+void dcli_close(struct dcli *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 }
 
-uint32_t dpc_next_seq(struct dpc *c)
+uint32_t dcli_next_seq(struct dcli *c)
 {
 	return ++c->seq;
 }
@@ -75,7 +79,7 @@ static int read_full(int fd, void *buf, size_t n)
 	return 0;
 }
 
-int dpc_call(struct dpc *c, struct dp_msg *m, struct dp_err *err)
+int dcli_call(struct dcli *c, struct dp_msg *m, struct dp_err *err)
 {
 	struct dp_hdr req;
 	size_t off = 0;
@@ -110,7 +114,7 @@ int dpc_call(struct dpc *c, struct dp_msg *m, struct dp_err *err)
 		return rc;
 	}
 	if (c->hdr.type == DP_MSG_ERROR) {
-		char *reason = dpc_field_str(c, DP_T_REASON);
+		char *reason = dcli_field_str(c, DP_T_REASON);
 
 		dp_err_set(err, "%s", reason ? reason : "refused");
 		free(reason);
@@ -119,7 +123,7 @@ int dpc_call(struct dpc *c, struct dp_msg *m, struct dp_err *err)
 	return 0;
 }
 
-bool dpc_field(const struct dpc *c, uint16_t tag, const uint8_t **val, uint16_t *len)
+bool dcli_field(const struct dcli *c, uint16_t tag, const uint8_t **val, uint16_t *len)
 {
 	size_t off = 0;
 	uint16_t t;
@@ -130,13 +134,13 @@ bool dpc_field(const struct dpc *c, uint16_t tag, const uint8_t **val, uint16_t 
 	return false;
 }
 
-char *dpc_field_str(const struct dpc *c, uint16_t tag)
+char *dcli_field_str(const struct dcli *c, uint16_t tag)
 {
 	const uint8_t *v;
 	uint16_t n;
 	char *s;
 
-	if (!dpc_field(c, tag, &v, &n))
+	if (!dcli_field(c, tag, &v, &n))
 		return NULL;
 	s = malloc((size_t)n + 1);
 	if (!s)
@@ -146,13 +150,13 @@ char *dpc_field_str(const struct dpc *c, uint16_t tag)
 	return s;
 }
 
-uint64_t dpc_field_u64(const struct dpc *c, uint16_t tag, uint64_t dflt)
+uint64_t dcli_field_u64(const struct dcli *c, uint16_t tag, uint64_t dflt)
 {
 	const uint8_t *v;
 	uint16_t n;
 	uint64_t x;
 
-	if (!dpc_field(c, tag, &v, &n) || n != 8)
+	if (!dcli_field(c, tag, &v, &n) || n != 8)
 		return dflt;
 	memcpy(&x, v, 8);
 	return x;

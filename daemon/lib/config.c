@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * config: parses and validates deputyd's JSON configuration, and matches requests to routes.
+ * config: parses and validates deputyd's JSON configuration. Matching requests to its routes
+ * is route.c's job (in deputyd); URLs and hosts are taken apart by url.c.
  *
  * The config decides what an agent may do on behalf of a user, so it is read strictly: an
  * unknown key is an error (a typo such as "enforcee" must never silently leave enforcement
@@ -13,7 +14,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fnmatch.h>
 #include <jansson.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -22,286 +22,18 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config_value.h"
+#include "url.h"
+
 #define CFG_MAX_FILE (1 << 20)
 #define CFG_MAX_ROUTES 4096
 #define CFG_MAX_ISSUERS 64
 #define CFG_MAX_CIDRS 1024
-#define CFG_MAX_URI 2048
 #define CFG_MAX_PATH 4096
 #define CFG_MAX_GLOB 2048
-#define CFG_MAX_SCOPE 256
 #define CFG_MAX_TOKEN 64 /* HTTP methods and header names */
-#define CFG_MAX_HOST 253
 #define CFG_MAX_CGROUP 255
 #define CFG_SUN_PATH_MAX 107 /* sizeof(sun_path) - 1 */
-
-/* A key path for error messages, built up as the parser descends ("routes[2].port"). */
-struct cfg_ctx {
-	struct dp_err *err;
-	char where[128];
-};
-
-static int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...) DP_PRINTF(3, 4);
-
-static int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
-{
-	char why[384];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	if (c->where[0] && key)
-		dp_err_set(c->err, "%s.%s: %s", c->where, key, why);
-	else if (c->where[0] || key)
-		dp_err_set(c->err, "%s: %s", c->where[0] ? c->where : key, why);
-	else
-		dp_err_set(c->err, "%s", why);
-	return -EINVAL;
-}
-
-/* ---- character classes ------------------------------------------------------------- */
-
-/* RFC 9110 §5.6.2 tchar: what a method or a header field name may consist of. */
-static bool cfg_is_tchar(unsigned char ch)
-{
-	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static bool cfg_is_http_token(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!cfg_is_tchar((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
-/* RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
-static bool cfg_is_scope_token(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > CFG_MAX_SCOPE)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch < 0x21 || ch > 0x7e || ch == '"' || ch == '\\')
-			return false;
-	}
-	return true;
-}
-
-static bool cfg_has_ctl_or_space(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
-			return true;
-	return false;
-}
-
-static void cfg_str_lower(char *s)
-{
-	for (; *s; s++)
-		*s = (char)tolower((unsigned char)*s);
-}
-
-/* ---- value checkers: each takes the JSON value of one key --------------------------- */
-
-static int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out)
-{
-	if (!json_is_string(v))
-		return cfg_fail(c, key, "must be a string");
-	*out = json_string_value(v);
-	return 0;
-}
-
-static int cfg_dup_string(struct cfg_ctx *c, const char *key, const char *s, char **out)
-{
-	free(*out);
-	*out = strdup(s);
-	if (!*out) {
-		dp_err_set(c->err, "out of memory");
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-static int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, int *out)
-{
-	json_int_t i;
-
-	if (!json_is_integer(v))
-		return cfg_fail(c, key, "must be an integer from %d to %d", lo, hi);
-	i = json_integer_value(v);
-	if (i < lo || i > hi)
-		return cfg_fail(c, key, "must be an integer from %d to %d", lo, hi);
-	*out = (int)i;
-	return 0;
-}
-
-static int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
-{
-	if (!json_is_boolean(v))
-		return cfg_fail(c, key, "must be true or false");
-	*out = json_is_true(v);
-	return 0;
-}
-
-/* One of two words; *out is 0 for the first, 1 for the second. */
-static int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
-			  const char *b, int *out)
-{
-	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
-
-	if (s && strcmp(s, a) == 0)
-		*out = 0;
-	else if (s && strcmp(s, b) == 0)
-		*out = 1;
-	else
-		return cfg_fail(c, key, "must be \"%s\" or \"%s\"", a, b);
-	return 0;
-}
-
-static int cfg_get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, char **out)
-{
-	const char *s = NULL;
-	int r = cfg_get_string(c, key, v, &s);
-
-	if (r)
-		return r;
-	if (s[0] != '/')
-		return cfg_fail(c, key, "must be an absolute path");
-	if (strlen(s) > max)
-		return cfg_fail(c, key, "path too long (at most %zu bytes)", max);
-	return cfg_dup_string(c, key, s, out);
-}
-
-/*
- * An http(s) URI as issuers and audiences are written: scheme, a non-empty authority, no
- * fragment, no whitespace. It is compared byte for byte elsewhere, so it is not normalised.
- */
-static int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, bool *is_https,
-			 char *host, size_t hostsz)
-{
-	const char *auth, *end;
-	size_t alen;
-
-	if (strncmp(s, "https://", 8) == 0) {
-		*is_https = true;
-		auth = s + 8;
-	} else if (strncmp(s, "http://", 7) == 0) {
-		*is_https = false;
-		auth = s + 7;
-	} else {
-		return cfg_fail(c, key, "must be an https:// or http:// URI");
-	}
-	if (strlen(s) > CFG_MAX_URI)
-		return cfg_fail(c, key, "URI too long (at most %d bytes)", CFG_MAX_URI);
-	if (cfg_has_ctl_or_space(s))
-		return cfg_fail(c, key, "URI must not contain spaces or control characters");
-	if (strchr(s, '#'))
-		return cfg_fail(c, key, "URI must not have a fragment");
-	end = auth + strcspn(auth, "/?");
-	alen = (size_t)(end - auth);
-	if (alen == 0 || memchr(auth, '@', alen))
-		return cfg_fail(c, key, "URI must have a host (and no user info)");
-	if (host) {
-		/* the host part without port, for the loopback check of jwks_uri */
-		const char *h = auth, *he = end;
-
-		if (*h == '[') {
-			const char *rb = memchr(h, ']', alen);
-
-			if (!rb)
-				return cfg_fail(c, key, "URI has an unterminated IPv6 literal");
-			h++;
-			he = rb;
-		} else {
-			const char *colon = memchr(h, ':', alen);
-
-			if (colon)
-				he = colon;
-		}
-		if ((size_t)(he - h) >= hostsz || he == h)
-			return cfg_fail(c, key, "URI has a bad host");
-		memcpy(host, h, (size_t)(he - h));
-		host[he - h] = '\0';
-		cfg_str_lower(host);
-	}
-	return 0;
-}
-
-static bool cfg_host_is_loopback(const char *h)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (strcmp(h, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, h, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, h, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
-	return false;
-}
-
-/*
- * A route host: a DNS name (letters, digits, '-', '_', labels of 1..63), an IPv4 literal or
- * an IPv6 literal with or without brackets. Stored lower-case, IPv6 in canonical text, so
- * that matching is a plain comparison.
- */
-static int cfg_normalize_host(const char *in, char *out, size_t outsz)
-{
-	char buf[INET6_ADDRSTRLEN + 2];
-	struct in6_addr a6;
-	struct in_addr a4;
-	size_t n = strlen(in);
-	const char *last;
-
-	if (n >= 2 && in[0] == '[' && in[n - 1] == ']') {
-		if (n - 2 >= sizeof(buf))
-			return -EINVAL;
-		memcpy(buf, in + 1, n - 2);
-		buf[n - 2] = '\0';
-		if (inet_pton(AF_INET6, buf, &a6) != 1)
-			return -EINVAL;
-		return inet_ntop(AF_INET6, &a6, out, (socklen_t)outsz) ? 0 : -EINVAL;
-	}
-	if (strchr(in, ':')) {
-		if (inet_pton(AF_INET6, in, &a6) != 1)
-			return -EINVAL;
-		return inet_ntop(AF_INET6, &a6, out, (socklen_t)outsz) ? 0 : -EINVAL;
-	}
-	if (inet_pton(AF_INET, in, &a4) == 1)
-		return inet_ntop(AF_INET, &a4, out, (socklen_t)outsz) ? 0 : -EINVAL;
-	if (n == 0 || n > CFG_MAX_HOST || n >= outsz)
-		return -EINVAL;
-	for (size_t i = 0, label = 0; i <= n; i++) {
-		unsigned char ch = (unsigned char)in[i];
-
-		if (ch == '.' || ch == '\0') {
-			if (label == 0 || label > 63)
-				return -EINVAL;
-			label = 0;
-			continue;
-		}
-		if (!isalnum(ch) && ch != '-' && ch != '_')
-			return -EINVAL;
-		label++;
-	}
-	/* an all-digit last label ("10.1.300") is a mistyped address, not a name */
-	last = strrchr(in, '.') ? strrchr(in, '.') + 1 : in;
-	if (strspn(last, "0123456789") == strlen(last))
-		return -EINVAL;
-	memcpy(out, in, n + 1);
-	cfg_str_lower(out);
-	return 0;
-}
 
 int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_storage *ss,
 			socklen_t *sslen)
@@ -344,7 +76,7 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 
 		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
 			return -EINVAL;
-		if (!IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+		if (!url_addr_is_loopback(AF_INET6, &s6->sin6_addr))
 			return -EADDRNOTAVAIL;
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons((uint16_t)port);
@@ -354,7 +86,7 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 
 		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
 			return -EINVAL;
-		if ((ntohl(s4->sin_addr.s_addr) >> 24) != 127)
+		if (!url_addr_is_loopback(AF_INET, &s4->sin_addr))
 			return -EADDRNOTAVAIL;
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons((uint16_t)port);
@@ -446,42 +178,14 @@ static bool cfg_cgroup_path_ok(const char *s)
 	return true;
 }
 
-static void cfg_path_normalize(const char *in, size_t n, char *out);
-
 /* ---- objects ----------------------------------------------------------------------- */
-
-static int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(obj, key, v)
-	{
-		size_t i;
-
-		for (i = 0; i < n; i++)
-			if (strcmp(key, allowed[i]) == 0)
-				break;
-		if (i == n) {
-			char shown[64];
-
-			/* keys are printed quoted; cut absurd ones and hide control bytes */
-			snprintf(shown, sizeof(shown), "%s", key);
-			for (char *p = shown; *p; p++)
-				if ((unsigned char)*p < 0x20 || *p == '"')
-					*p = '?';
-			return cfg_fail(c, NULL, "unknown key \"%s\"", shown);
-		}
-	}
-	return 0;
-}
 
 static int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti)
 {
 	static const char *const keys[] = {"issuer", "jwks_file", "jwks_uri"};
+	struct url_parts parts;
 	json_t *v;
 	const char *s = NULL;
-	bool https;
 	int r;
 
 	if (!json_is_object(obj))
@@ -492,7 +196,7 @@ static int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trus
 	if (!v)
 		return cfg_fail(c, "issuer", "required");
 	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &https, NULL, 0)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
 	    (r = cfg_dup_string(c, "issuer", s, &ti->issuer)))
 		return r;
 	if (json_object_get(obj, "jwks_file") && json_object_get(obj, "jwks_uri"))
@@ -500,14 +204,10 @@ static int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trus
 	if ((v = json_object_get(obj, "jwks_file")))
 		return cfg_get_abs_path(c, "jwks_file", v, CFG_MAX_PATH, &ti->jwks_file);
 	if ((v = json_object_get(obj, "jwks_uri"))) {
-		char host[CFG_MAX_HOST + 1];
-
 		if ((r = cfg_get_string(c, "jwks_uri", v, &s)) ||
-		    (r = cfg_check_uri(c, "jwks_uri", s, &https, host, sizeof(host))))
+		    (r = cfg_check_uri(c, "jwks_uri", s, &parts)))
 			return r;
-		/* Keys fetched in clear text could be swapped on the way; only a local
-		 * issuer (a test IdP, a sidecar) may be reached over plain http. */
-		if (!https && !cfg_host_is_loopback(host))
+		if (!url_fetch_allowed(&parts))
 			return cfg_fail(c, "jwks_uri",
 					"must be https:// (http:// only for loopback hosts)");
 		return cfg_dup_string(c, "jwks_uri", s, &ti->jwks_uri);
@@ -521,15 +221,82 @@ static const char *const cfg_forbidden_headers[] = {
     "te",   "trailer",	      "keep-alive",	   "proxy-connection", "expect",
 };
 
+/* A route's path glob. */
+static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *rt)
+{
+	char norm[CFG_MAX_GLOB + 1];
+	const char *s = NULL;
+	int r;
+
+	if ((r = cfg_get_string(c, "path", v, &s)))
+		return r;
+	if (s[0] != '/' && s[0] != '*')
+		return cfg_fail(c, "path", "must start with '/' or '*'");
+	if (strlen(s) > CFG_MAX_GLOB || url_has_ctl_or_space(s))
+		return cfg_fail(c, "path",
+				"must be at most %d bytes without spaces or control characters",
+				CFG_MAX_GLOB);
+	/* matched against the path without query or fragment: '#' could never match */
+	if (strchr(s, '#'))
+		return cfg_fail(c, "path", "must not contain '#'");
+	/* requests are normalised before matching, so a pattern that is not could
+	 * never match what it seems to say */
+	url_path_normalize(s, strlen(s), norm);
+	if (strcmp(norm, s) != 0)
+		return cfg_fail(c, "path",
+				"must be normalised (no \".\" or \"..\" segments, no "
+				"%%-escaped letters or digits): \"%s\"",
+				norm);
+	return cfg_dup_string(c, "path", s, &rt->path);
+}
+
+/* What only a delegate route has: audience, scope and the header that carries the token. */
+static int cfg_parse_route_delegate(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
+{
+	struct url_parts parts;
+	const char *s = NULL;
+	json_t *v;
+	int r;
+
+	if (!(v = json_object_get(obj, "audience")))
+		return cfg_fail(c, "audience", "required with \"action\": \"delegate\"");
+	if ((r = cfg_get_string(c, "audience", v, &s)) ||
+	    (r = cfg_check_uri(c, "audience", s, &parts)) ||
+	    (r = cfg_dup_string(c, "audience", s, &rt->audience)))
+		return r;
+
+	if (!(v = json_object_get(obj, "scope")))
+		return cfg_fail(c, "scope", "required with \"action\": \"delegate\"");
+	if ((r = cfg_get_string(c, "scope", v, &s)))
+		return r;
+	if (!cfg_is_scope_token(s))
+		return cfg_fail(c, "scope",
+				"must be one scope (printable, no spaces, at most %d bytes)",
+				CFG_MAX_SCOPE);
+	if ((r = cfg_dup_string(c, "scope", s, &rt->scope)))
+		return r;
+
+	s = "Authorization";
+	if ((v = json_object_get(obj, "header"))) {
+		if ((r = cfg_get_string(c, "header", v, &s)))
+			return r;
+		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+			return cfg_fail(c, "header", "must be an HTTP header name");
+		for (size_t i = 0; i < DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
+			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
+				return cfg_fail(c, "header", "\"%s\" cannot carry a token", s);
+	}
+	return cfg_dup_string(c, "header", s, &rt->header);
+}
+
 static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
 	static const char *const keys[] = {"host",   "port",	 "method", "path",
 					   "action", "audience", "scope",  "header"};
-	char host[INET6_ADDRSTRLEN + CFG_MAX_HOST];
+	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
-	bool https;
-	int r, i;
+	int r;
 
 	if (!json_is_object(obj))
 		return cfg_fail(c, NULL, "must be an object");
@@ -540,7 +307,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		return cfg_fail(c, "host", "required");
 	if ((r = cfg_get_string(c, "host", v, &s)))
 		return r;
-	if (cfg_normalize_host(s, host, sizeof(host)))
+	if (url_host_normalize(s, host, sizeof(host)))
 		return cfg_fail(c, "host", "must be a host name, an IPv4 or an IPv6 address");
 	if ((r = cfg_dup_string(c, "host", host, &rt->host)))
 		return r;
@@ -561,32 +328,8 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 			*p = (char)toupper((unsigned char)*p);
 	}
 
-	if ((v = json_object_get(obj, "path"))) {
-		if ((r = cfg_get_string(c, "path", v, &s)))
-			return r;
-		if (s[0] != '/' && s[0] != '*')
-			return cfg_fail(c, "path", "must start with '/' or '*'");
-		if (strlen(s) > CFG_MAX_GLOB || cfg_has_ctl_or_space(s))
-			return cfg_fail(
-			    c, "path",
-			    "must be at most %d bytes without spaces or control characters",
-			    CFG_MAX_GLOB);
-		/* matched against the path without query or fragment: '#' could never match */
-		if (strchr(s, '#'))
-			return cfg_fail(c, "path", "must not contain '#'");
-		/* requests are normalised before matching, so a pattern that is not could
-		 * never match what it seems to say */
-		char norm[CFG_MAX_GLOB + 1];
-
-		cfg_path_normalize(s, strlen(s), norm);
-		if (strcmp(norm, s) != 0)
-			return cfg_fail(c, "path",
-					"must be normalised (no \".\" or \"..\" segments, no "
-					"%%-escaped letters or digits): \"%s\"",
-					norm);
-		if ((r = cfg_dup_string(c, "path", s, &rt->path)))
-			return r;
-	}
+	if ((v = json_object_get(obj, "path")) && (r = cfg_parse_route_path(c, v, rt)))
+		return r;
 
 	if (!(v = json_object_get(obj, "action")))
 		return cfg_fail(c, "action", "required");
@@ -610,67 +353,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		return 0;
 	}
 
-	if (!(v = json_object_get(obj, "audience")))
-		return cfg_fail(c, "audience", "required with \"action\": \"delegate\"");
-	if ((r = cfg_get_string(c, "audience", v, &s)) ||
-	    (r = cfg_check_uri(c, "audience", s, &https, NULL, 0)) ||
-	    (r = cfg_dup_string(c, "audience", s, &rt->audience)))
-		return r;
-
-	if (!(v = json_object_get(obj, "scope")))
-		return cfg_fail(c, "scope", "required with \"action\": \"delegate\"");
-	if ((r = cfg_get_string(c, "scope", v, &s)))
-		return r;
-	if (!cfg_is_scope_token(s))
-		return cfg_fail(c, "scope",
-				"must be one scope (printable, no spaces, at most %d bytes)",
-				CFG_MAX_SCOPE);
-	if ((r = cfg_dup_string(c, "scope", s, &rt->scope)))
-		return r;
-
-	s = "Authorization";
-	if ((v = json_object_get(obj, "header"))) {
-		if ((r = cfg_get_string(c, "header", v, &s)))
-			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
-			return cfg_fail(c, "header", "must be an HTTP header name");
-		for (i = 0; i < (int)DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
-			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
-				return cfg_fail(c, "header", "\"%s\" cannot carry a token", s);
-	}
-	return cfg_dup_string(c, "header", s, &rt->header);
-}
-
-/* Arrays of objects: counted, bounded, each element parsed with its index in the path. */
-static int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
-			   size_t elsize, void **out, size_t *n_out,
-			   int (*parse_one)(struct cfg_ctx *, json_t *, void *))
-{
-	size_t n;
-	char *items;
-
-	if (!json_is_array(arr))
-		return cfg_fail(c, key, "must be an array");
-	n = json_array_size(arr);
-	if (n > max)
-		return cfg_fail(c, key, "at most %zu entries", max);
-	items = calloc(n ? n : 1, elsize);
-	if (!items) {
-		dp_err_set(c->err, "out of memory");
-		return -ENOMEM;
-	}
-	*out = items;
-	*n_out = n; /* config_free frees partially filled arrays too */
-	for (size_t i = 0; i < n; i++) {
-		struct cfg_ctx sub = {.err = c->err};
-		int r;
-
-		snprintf(sub.where, sizeof(sub.where), "%s[%zu]", key, i);
-		r = parse_one(&sub, json_array_get(arr, i), items + i * elsize);
-		if (r)
-			return r;
-	}
-	return 0;
+	return cfg_parse_route_delegate(c, obj, rt);
 }
 
 static int cfg_parse_issuer_cb(struct cfg_ctx *c, json_t *v, void *item)
@@ -708,106 +391,40 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	return 0;
 }
 
-static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+/* deputyd's JWKS endpoint: a loopback address, or off. */
+static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config *cfg)
 {
-	static const char *const keys[] = {
-	    "issuer",	     "socket",		"state_dir",	    "signing_key",
-	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
-	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
-	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	};
-	json_t *v;
+	struct sockaddr_storage ss;
 	const char *s = NULL;
-	bool https;
-	int r, choice;
+	socklen_t sl;
+	int r;
 
-	if (!json_is_object(root))
-		return cfg_fail(c, NULL, "the config must be a JSON object");
-	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
+	if ((r = cfg_get_string(c, "http_listen", v, &s)))
 		return r;
-
-	if (!(v = json_object_get(root, "issuer")))
-		return cfg_fail(c, "issuer", "required");
-	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &https, NULL, 0)) ||
-	    (r = cfg_dup_string(c, "issuer", s, &cfg->issuer)))
-		return r;
-
-	if ((v = json_object_get(root, "socket"))) {
-		if ((r = cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
-			return r;
-	}
-	if ((v = json_object_get(root, "state_dir")) &&
-	    (r = cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
-		return r;
-	if ((v = json_object_get(root, "signing_key"))) {
-		if ((r = cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
-			return r;
+	if (s[0] == '\0' || strcmp(s, "off") == 0) {
+		free(cfg->http_listen);
+		cfg->http_listen = NULL;
 	} else {
-		size_t n = strlen(cfg->state_dir) + sizeof("/signing-key.pem");
-
-		cfg->signing_key = malloc(n);
-		if (!cfg->signing_key)
-			return -ENOMEM;
-		/* "/" as state_dir must not give "//signing-key.pem" */
-		snprintf(cfg->signing_key, n, "%s%ssigning-key.pem", cfg->state_dir,
-			 cfg->state_dir[strlen(cfg->state_dir) - 1] == '/' ? "" : "/");
-	}
-	if ((v = json_object_get(root, "token_ttl")) &&
-	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
-		return r;
-
-	if ((v = json_object_get(root, "http_listen"))) {
-		struct sockaddr_storage ss;
-		socklen_t sl;
-
-		if ((r = cfg_get_string(c, "http_listen", v, &s)))
+		r = config_parse_listen(s, false, &ss, &sl);
+		if (r == -EADDRNOTAVAIL)
+			return cfg_fail(c, "http_listen",
+					"must be a loopback address (127.0.0.0/8 or [::1])");
+		if (r)
+			return cfg_fail(c, "http_listen",
+					"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", "
+					"\"[::1]:8471\") or \"off\"");
+		if ((r = cfg_dup_string(c, "http_listen", s, &cfg->http_listen)))
 			return r;
-		if (s[0] == '\0' || strcmp(s, "off") == 0) {
-			free(cfg->http_listen);
-			cfg->http_listen = NULL;
-		} else {
-			r = config_parse_listen(s, false, &ss, &sl);
-			if (r == -EADDRNOTAVAIL)
-				return cfg_fail(
-				    c, "http_listen",
-				    "must be a loopback address (127.0.0.0/8 or [::1])");
-			if (r)
-				return cfg_fail(c, "http_listen",
-						"must be \"ADDRESS:PORT\" (\"127.0.0.1:8471\", "
-						"\"[::1]:8471\") or \"off\"");
-			if ((r = cfg_dup_string(c, "http_listen", s, &cfg->http_listen)))
-				return r;
-		}
 	}
+	return 0;
+}
 
-	if (!(v = json_object_get(root, "trusted_issuers")))
-		return cfg_fail(c, "trusted_issuers", "required");
-	if ((r = cfg_parse_array(c, "trusted_issuers", v, CFG_MAX_ISSUERS, sizeof(*cfg->issuers),
-				 (void **)&cfg->issuers, &cfg->n_issuers, cfg_parse_issuer_cb)))
-		return r;
-	if (cfg->n_issuers == 0)
-		return cfg_fail(c, "trusted_issuers", "must name at least one issuer");
-	for (size_t i = 1; i < cfg->n_issuers; i++)
-		for (size_t j = 0; j < i; j++)
-			if (strcmp(cfg->issuers[i].issuer, cfg->issuers[j].issuer) == 0) {
-				char key[64];
-
-				snprintf(key, sizeof(key), "trusted_issuers[%zu].issuer", i);
-				return cfg_fail(c, key, "duplicate of trusted_issuers[%zu]", j);
-			}
-
-	if (!(v = json_object_get(root, "routes")))
-		return cfg_fail(c, "routes", "required");
-	if ((r = cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
-				 (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb)))
-		return r;
-
-	if ((v = json_object_get(root, "allow_cidrs")) &&
-	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
-				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
-				 cfg_parse_cidr_cb)))
-		return r;
+/* The optional settings that choose a mode or a bound. */
+static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	const char *s = NULL;
+	int r, choice;
+	json_t *v;
 
 	if ((v = json_object_get(root, "unrouted"))) {
 		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
@@ -846,6 +463,89 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	return 0;
 }
 
+static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	static const char *const keys[] = {
+	    "issuer",	     "socket",		"state_dir",	    "signing_key",
+	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
+	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
+	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
+	};
+	json_t *v;
+	const char *s = NULL;
+	struct url_parts parts;
+	int r;
+
+	if (!json_is_object(root))
+		return cfg_fail(c, NULL, "the config must be a JSON object");
+	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
+		return r;
+
+	if (!(v = json_object_get(root, "issuer")))
+		return cfg_fail(c, "issuer", "required");
+	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
+	    (r = cfg_dup_string(c, "issuer", s, &cfg->issuer)))
+		return r;
+
+	if ((v = json_object_get(root, "socket"))) {
+		if ((r = cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
+			return r;
+	}
+	if ((v = json_object_get(root, "state_dir")) &&
+	    (r = cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
+		return r;
+	if ((v = json_object_get(root, "signing_key"))) {
+		if ((r = cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
+			return r;
+	} else {
+		size_t n = strlen(cfg->state_dir) + sizeof("/signing-key.pem");
+
+		cfg->signing_key = malloc(n);
+		if (!cfg->signing_key)
+			return -ENOMEM;
+		/* "/" as state_dir must not give "//signing-key.pem" */
+		snprintf(cfg->signing_key, n, "%s%ssigning-key.pem", cfg->state_dir,
+			 cfg->state_dir[strlen(cfg->state_dir) - 1] == '/' ? "" : "/");
+	}
+	if ((v = json_object_get(root, "token_ttl")) &&
+	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
+		return r;
+
+	if ((v = json_object_get(root, "http_listen")) && (r = cfg_parse_http_listen(c, v, cfg)))
+		return r;
+
+	if (!(v = json_object_get(root, "trusted_issuers")))
+		return cfg_fail(c, "trusted_issuers", "required");
+	if ((r = cfg_parse_array(c, "trusted_issuers", v, CFG_MAX_ISSUERS, sizeof(*cfg->issuers),
+				 (void **)&cfg->issuers, &cfg->n_issuers, cfg_parse_issuer_cb)))
+		return r;
+	if (cfg->n_issuers == 0)
+		return cfg_fail(c, "trusted_issuers", "must name at least one issuer");
+	for (size_t i = 1; i < cfg->n_issuers; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(cfg->issuers[i].issuer, cfg->issuers[j].issuer) == 0) {
+				char key[64];
+
+				snprintf(key, sizeof(key), "trusted_issuers[%zu].issuer", i);
+				return cfg_fail(c, key, "duplicate of trusted_issuers[%zu]", j);
+			}
+
+	if (!(v = json_object_get(root, "routes")))
+		return cfg_fail(c, "routes", "required");
+	if ((r = cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
+				 (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb)))
+		return r;
+
+	if ((v = json_object_get(root, "allow_cidrs")) &&
+	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
+				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
+				 cfg_parse_cidr_cb)))
+		return r;
+
+	return cfg_parse_switches(c, root, cfg);
+}
+
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
 {
 	struct cfg_ctx c = {.err = err};
@@ -871,7 +571,11 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	 * which of two "enforce" keys counts. */
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
-		dp_err_set(err, "invalid JSON at %d:%d: %s", jerr.line, jerr.column, jerr.text);
+		char near[sizeof(jerr.text) * 4];
+
+		/* jansson quotes the input near the error raw */
+		dp_err_set(err, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,
+			   dp_escape(jerr.text, strlen(jerr.text), near, sizeof(near)));
 		return -EINVAL;
 	}
 	cfg = calloc(1, sizeof(*cfg));
@@ -958,118 +662,6 @@ void config_free(struct dp_config *cfg)
 	free(cfg->http_listen);
 	free(cfg->cgroup);
 	free(cfg);
-}
-
-/* ---- matching ---------------------------------------------------------------------- */
-
-static int cfg_hexval(unsigned char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	ch = (unsigned char)tolower(ch);
-	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/*
- * The request path as the backend will understand it, so that "/%61dmin" or
- * "/x/../admin" cannot slip past a route written for "/admin*": percent-encoded
- * unreserved characters decoded (RFC 3986 §6.2.2.2), then dot segments removed (§5.2.4).
- * Other escapes (%2F, %00, …) stay encoded: decoding them would change the path's meaning.
- * out has room for strlen(in) + 1; the result is never longer than the input.
- */
-static void cfg_path_normalize(const char *in, size_t n, char *out)
-{
-	char dec[CFG_MAX_PATH + 1];
-	size_t d = 0, o = 0;
-	const char *p;
-
-	for (size_t i = 0; i < n; i++) {
-		int hi, lo;
-
-		if (in[i] == '%' && i + 2 < n && (hi = cfg_hexval((unsigned char)in[i + 1])) >= 0 &&
-		    (lo = cfg_hexval((unsigned char)in[i + 2])) >= 0) {
-			unsigned char ch = (unsigned char)(hi << 4 | lo);
-
-			if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-				dec[d++] = (char)ch;
-				i += 2;
-				continue;
-			}
-		}
-		dec[d++] = in[i];
-	}
-	dec[d] = '\0';
-
-	p = dec;
-	while (*p) {
-		if (strncmp(p, "../", 3) == 0) {
-			p += 3;
-		} else if (strncmp(p, "./", 2) == 0) {
-			p += 2;
-		} else if (strncmp(p, "/./", 3) == 0) {
-			p += 2;
-		} else if (strcmp(p, "/.") == 0) {
-			p = "/";
-		} else if (strncmp(p, "/../", 4) == 0 || strcmp(p, "/..") == 0) {
-			p = p[3] ? p + 3 : "/";
-			while (o > 0 && out[o - 1] != '/')
-				o--;
-			if (o > 0)
-				o--;
-		} else if (strcmp(p, ".") == 0 || strcmp(p, "..") == 0) {
-			break;
-		} else {
-			do
-				out[o++] = *p++;
-			while (*p && *p != '/');
-		}
-	}
-	out[o] = '\0';
-}
-
-const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host, int port,
-					  const char *method, const char *path)
-{
-	char want[INET6_ADDRSTRLEN + CFG_MAX_HOST];
-	char pbuf[CFG_MAX_PATH + 1];
-	size_t hlen;
-
-	if (!cfg || !host)
-		return NULL;
-	/* The request's host as the shim saw it: maybe "[::1]", maybe "Mail.Internal." */
-	hlen = strlen(host);
-	if (hlen > 1 && host[hlen - 1] == '.' && host[0] != '[') {
-		char tmp[CFG_MAX_HOST + 2];
-
-		if (hlen > sizeof(tmp) - 1)
-			return NULL;
-		memcpy(tmp, host, hlen - 1);
-		tmp[hlen - 1] = '\0';
-		if (cfg_normalize_host(tmp, want, sizeof(want)))
-			return NULL;
-	} else if (cfg_normalize_host(host, want, sizeof(want))) {
-		return NULL;
-	}
-	if (path) {
-		size_t plen = strcspn(path, "?#");
-
-		if (plen > CFG_MAX_PATH)
-			return NULL; /* longer than any sane request path: never matches */
-		cfg_path_normalize(path, plen, pbuf);
-	}
-
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		const struct dp_route *rt = &cfg->routes[i];
-
-		if (rt->port != port || strcmp(rt->host, want) != 0)
-			continue;
-		if (rt->method && (!method || strcmp(rt->method, method) != 0))
-			continue;
-		if (rt->path && (!path || fnmatch(rt->path, pbuf, 0) != 0))
-			continue;
-		return rt;
-	}
-	return NULL;
 }
 
 const char *config_action_name(enum dp_action a)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * config: deputyd's JSON configuration (design: Config). Every key is validated; an unknown
- * key, a wrong type or an impossible value is an error naming the key, e.g.
+ * config: deputyd's JSON configuration (design: Config); route matching is in route.h. Every key is
+ * validated; an unknown key, a wrong type or an impossible value is an error naming the key, e.g.
  *   "routes[2].port: must be an integer from 1 to 65535".
  */
 #ifndef DEPUTY_CONFIG_H
@@ -71,17 +71,10 @@ int config_load(const char *path, struct dp_config **out, struct dp_err *err) DP
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err) DP_WUR;
 void config_free(struct dp_config *cfg);
 
-/* Route matching (first match wins, in config order). host compared case-insensitively
- * (brackets around an IPv6 literal and one trailing dot ignored), method exactly
- * (upper-case), path as a glob against the request path without query or fragment.
- * A NULL method or path matches only routes that leave it unset. NULL when none matches. */
-const struct dp_route *config_match_route(const struct dp_config *cfg, const char *host, int port,
-					  const char *method, const char *path);
-
 const char *config_action_name(enum dp_action a);
 
 /* "127.0.0.1:8471" or "[::1]:8471" into a socket address. Only loopback addresses
- * (127.0.0.0/8, ::1): -EADDRNOTAVAIL for others, -EINVAL for bad syntax. Port 0 (any)
+ * (url_addr_is_loopback): -EADDRNOTAVAIL for others, -EINVAL for bad syntax. Port 0 (any)
  * only with allow_port0, for tests. */
 int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_storage *ss,
 			socklen_t *sslen) DP_WUR;

@@ -226,9 +226,9 @@ static int copy_resources(const json_t *res, struct dp_grant *g, struct dp_err *
 static int grant_check_claims(const json_t *c, const char *audience, const char *agent, int64_t now,
 			      struct dp_err *err)
 {
+	const struct dp_jwt_expect want = {.audience = audience, .now = now};
 	const json_t *may_act, *scope, *res, *e;
 	const char *act_sub;
-	int64_t exp, t;
 	char b1[72], b2[72];
 	size_t i;
 	int r;
@@ -241,45 +241,9 @@ static int grant_check_claims(const json_t *c, const char *audience, const char 
 		dp_err_set(err, "grant has no jti");
 		return -EACCES;
 	}
-	r = dp_jwt_time_claim(c, "exp", &exp);
-	if (r == -ENOENT) {
-		dp_err_set(err, "grant has no exp");
-		return -EACCES;
-	}
-	if (r) {
-		dp_err_set(err, "grant exp is not a number");
-		return -EACCES;
-	}
-	if (now >= exp) {
-		dp_err_set(err, "grant expired");
-		return -EACCES;
-	}
-	r = dp_jwt_time_claim(c, "nbf", &t);
-	if (r == -EINVAL) {
-		dp_err_set(err, "grant nbf is not a number");
-		return -EACCES;
-	}
-	if (r == 0 && t > now + DP_CLOCK_SKEW) {
-		dp_err_set(err, "grant not yet valid (nbf in the future)");
-		return -EACCES;
-	}
-	r = dp_jwt_time_claim(c, "iat", &t);
-	if (r == -EINVAL) {
-		dp_err_set(err, "grant iat is not a number");
-		return -EACCES;
-	}
-	if (r == 0 && t > now + DP_CLOCK_SKEW) {
-		dp_err_set(err, "grant not yet valid (iat in the future)");
-		return -EACCES;
-	}
-	if (!json_object_get(c, "aud")) {
-		dp_err_set(err, "grant has no aud");
-		return -EACCES;
-	}
-	if (!dp_jwt_aud_has(c, audience)) {
-		dp_err_set(err, "grant audience is not \"%s\"", DP_SAFE(b1, audience));
-		return -EACCES;
-	}
+	r = dp_jwt_check_registered(c, DP_JWT_GRANT, &want, err);
+	if (r)
+		return r;
 	may_act = json_object_get(c, "may_act");
 	act_sub = json_string_value(json_object_get(may_act, "sub"));
 	if (!json_is_object(may_act) || !act_sub) {

@@ -12,8 +12,6 @@
 #include "config.h"
 #include "util.h"
 
-#define DP_CLOCK_SKEW 60 /* seconds of iat/nbf in the future that are tolerated */
-
 /* Key sets of the configured trusted issuers: jwks_file read at creation, jwks_uri fetched
  * over HTTPS (libcurl) at creation and refetched on an unknown kid, at most once every
  * 30 s per issuer. Fetch failures are logged, not fatal. */

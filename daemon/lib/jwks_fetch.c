@@ -12,6 +12,8 @@
 
 #include <curl/curl.h>
 
+#include "url.h"
+
 struct fetch_buf {
 	char *data;
 	size_t len;
@@ -26,21 +28,6 @@ static void curl_init(void)
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static bool host_is_loopback(const char *h, size_t n)
-{
-	if (n == 9 && strncasecmp(h, "localhost", 9) == 0)
-		return true;
-	if (n == 5 && strncmp(h, "[::1]", 5) == 0)
-		return true;
-	if (n >= 4 && strncmp(h, "127.", 4) == 0) {
-		for (size_t i = 4; i < n; i++)
-			if (!isdigit((unsigned char)h[i]) && h[i] != '.')
-				return false;
-		return true;
-	}
-	return false;
-}
-
 bool jwks_is_url(const char *src)
 {
 	return strncasecmp(src, "https://", 8) == 0 || strncasecmp(src, "http://", 7) == 0;
@@ -48,23 +35,9 @@ bool jwks_is_url(const char *src)
 
 bool jwks_url_allowed(const char *url)
 {
-	const char *h, *end;
+	struct url_parts u;
 
-	if (strncasecmp(url, "https://", 8) == 0)
-		return url[8] != '\0';
-	if (strncasecmp(url, "http://", 7) != 0)
-		return false;
-	h = url + 7;
-	/* userinfo would let "http://127.0.0.1@evil/" pass a naive host check */
-	end = h + strcspn(h, "/?#");
-	if (memchr(h, '@', (size_t)(end - h)))
-		return false;
-	if (*h == '[') {
-		const char *rb = memchr(h, ']', (size_t)(end - h));
-
-		return rb && host_is_loopback(h, (size_t)(rb - h + 1));
-	}
-	return host_is_loopback(h, strcspn(h, ":/?#"));
+	return url_parse_http(url, &u, NULL) == 0 && url_fetch_allowed(&u);
 }
 
 static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *userdata)

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +17,6 @@
 #include "jws.h"
 
 #define VERIFY_REFETCH_S 30
-#define VERIFY_SKEW 60
 
 struct deputy_verifier {
 	pthread_mutex_t lock; /* guards keys and loaded_at */
@@ -28,16 +26,11 @@ struct deputy_verifier {
 	int64_t loaded_at;
 };
 
-static void set_reason(char *err, size_t errlen, const char *fmt, ...) DP_PRINTF(3, 4);
-static void set_reason(char *err, size_t errlen, const char *fmt, ...)
+/* The public API speaks (char *err, size_t errlen); inside, errors are a struct dp_err. */
+static void copy_reason(char *err, size_t errlen, const struct dp_err *e)
 {
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
+	if (err && errlen > 0)
+		snprintf(err, errlen, "%s", e->msg);
 }
 
 deputy_verifier *deputy_verifier_new(const char *jwks, char *err, size_t errlen)
@@ -46,13 +39,15 @@ deputy_verifier *deputy_verifier_new(const char *jwks, char *err, size_t errlen)
 	deputy_verifier *v;
 
 	if (!jwks || !*jwks) {
-		set_reason(err, errlen, "no JWKS given");
+		dp_err_set(&e, "no JWKS given");
+		copy_reason(err, errlen, &e);
 		return NULL;
 	}
 	v = calloc(1, sizeof(*v));
 	if (!v || !(v->source = strdup(jwks))) {
 		free(v);
-		set_reason(err, errlen, "out of memory");
+		dp_err_set(&e, "out of memory");
+		copy_reason(err, errlen, &e);
 		return NULL;
 	}
 	pthread_mutex_init(&v->lock, NULL);
@@ -60,7 +55,7 @@ deputy_verifier *deputy_verifier_new(const char *jwks, char *err, size_t errlen)
 	v->loaded_at = dp_now();
 	v->keys = jwks_load(jwks, &e);
 	if (!v->keys) {
-		set_reason(err, errlen, "%s", e.msg);
+		copy_reason(err, errlen, &e);
 		deputy_verifier_free(v);
 		return NULL;
 	}
@@ -84,136 +79,132 @@ static bool typ_is_at_jwt(const char *typ)
 	       (strcasecmp(typ, "at+jwt") == 0 || strcasecmp(typ, "application/at+jwt") == 0);
 }
 
+/* After the registered claims, what every deputy token carries, and the one scope asked. */
 static int check_claims(const json_t *c, const char *audience, const char *scope,
-			const char *issuer, int64_t now, char *err, size_t errlen)
+			const char *issuer, int64_t now, struct dp_err *err)
 {
+	const struct dp_jwt_expect want = {.audience = audience, .issuer = issuer, .now = now};
 	const char *s;
-	int64_t exp, t;
 	char b[72];
 	int r;
 
-	r = dp_jwt_time_claim(c, "exp", &exp);
-	if (r) {
-		set_reason(err, errlen,
-			   r == -ENOENT ? "token has no exp" : "token exp is not a number");
-		return -1;
-	}
-	if (now >= exp) {
-		set_reason(err, errlen, "token expired");
-		return -1;
-	}
-	if ((r = dp_jwt_time_claim(c, "iat", &t)) == -EINVAL || (r == 0 && t > now + VERIFY_SKEW)) {
-		set_reason(err, errlen, "token not yet valid (iat)");
-		return -1;
-	}
-	if ((r = dp_jwt_time_claim(c, "nbf", &t)) == -EINVAL || (r == 0 && t > now + VERIFY_SKEW)) {
-		set_reason(err, errlen, "token not yet valid (nbf)");
-		return -1;
-	}
-	if (!audience || !dp_jwt_aud_has(c, audience)) {
-		set_reason(err, errlen, "wrong audience (want \"%s\")", DP_SAFE(b, audience));
-		return -1;
-	}
-	s = json_string_value(json_object_get(c, "iss"));
-	if (issuer && (!s || strcmp(s, issuer) != 0)) {
-		set_reason(err, errlen, "wrong issuer (want \"%s\")", DP_SAFE(b, issuer));
-		return -1;
-	}
+	r = dp_jwt_check_registered(c, DP_JWT_TOKEN, &want, err);
+	if (r)
+		return r;
 	s = json_string_value(json_object_get(c, "sub"));
 	if (!s || !*s) {
-		set_reason(err, errlen, "token has no sub");
-		return -1;
+		dp_err_set(err, "token has no sub");
+		return -EACCES;
 	}
 	s = json_string_value(json_object_get(c, "jti"));
 	if (!s || !*s) {
-		set_reason(err, errlen, "token has no jti");
-		return -1;
+		dp_err_set(err, "token has no jti");
+		return -EACCES;
 	}
 	s = json_string_value(json_object_get(json_object_get(c, "act"), "sub"));
 	if (!s || !*s) {
-		set_reason(err, errlen, "token has no act.sub");
-		return -1;
+		dp_err_set(err, "token has no act.sub");
+		return -EACCES;
 	}
 	if (scope) {
 		s = json_string_value(json_object_get(c, "scope"));
 		if (!s || !dp_scope_has(s, scope)) {
-			set_reason(err, errlen, "scope \"%s\" not granted", DP_SAFE(b, scope));
-			return -1;
+			dp_err_set(err, "scope \"%s\" not granted", DP_SAFE(b, scope));
+			return -EACCES;
 		}
 	}
 	return 0;
 }
 
+/* The key for kid; an unknown kid refetches a URL's keys (rotation), at most every
+ * VERIFY_REFETCH_S seconds. Caller holds v->lock. */
+static const struct dp_key *verifier_key(deputy_verifier *v, const char *kid, int64_t now)
+{
+	const struct dp_key *key = dp_keyset_find(v->keys, kid);
+	struct dp_err e = {""};
+	struct dp_keyset *ks;
+
+	if (key || !v->refetchable || now - v->loaded_at < VERIFY_REFETCH_S)
+		return key;
+	v->loaded_at = now;
+	ks = jwks_load(v->source, &e);
+	if (!ks)
+		return NULL;
+	dp_keyset_free(v->keys);
+	v->keys = ks;
+	return dp_keyset_find(v->keys, kid);
+}
+
+/* The header and signature checks: exactly deputy's profile, nothing negotiated. */
+static int verifier_check_jws(deputy_verifier *v, const struct dp_jws *jws, int64_t now,
+			      struct dp_err *err)
+{
+	const struct dp_key *key;
+	char b[72];
+	int r;
+
+	if (dp_jws_alg_is_none(jws->alg) || strcmp(jws->alg, "ES256") != 0) {
+		dp_err_set(err, "alg \"%s\" refused (only ES256)", DP_SAFE(b, jws->alg));
+		return -EACCES;
+	}
+	if (!jws->typ) {
+		dp_err_set(err, "token has no typ (want at+jwt)");
+		return -EACCES;
+	}
+	if (!typ_is_at_jwt(jws->typ)) {
+		dp_err_set(err, "typ \"%s\" is not at+jwt", DP_SAFE(b, jws->typ));
+		return -EACCES;
+	}
+	if (!jws->kid) {
+		dp_err_set(err, "token has no kid");
+		return -EACCES;
+	}
+	pthread_mutex_lock(&v->lock);
+	key = verifier_key(v, jws->kid, now);
+	if (!key) {
+		dp_err_set(err, "unknown kid \"%s\"", DP_SAFE(b, jws->kid));
+		r = -EACCES;
+	} else {
+		r = dp_jws_verify(jws, key, err);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return r;
+}
+
 int deputy_verify(deputy_verifier *v, const char *token, const char *audience, const char *scope,
 		  const char *issuer, char **claims_json, char *err, size_t errlen)
 {
-	struct dp_err e = {""};
-	const struct dp_key *key;
+	struct dp_err e = {""}, pe = {""};
 	struct dp_jws jws;
 	int64_t now = dp_now();
-	char b[72];
 	int rc = -1;
 
 	if (claims_json)
 		*claims_json = NULL;
 	if (!v || !token) {
-		set_reason(err, errlen, "no verifier or no token");
+		dp_err_set(&e, "no verifier or no token");
+		copy_reason(err, errlen, &e);
 		return -1;
 	}
-	if (dp_jws_parse(token, &jws, &e)) {
-		set_reason(err, errlen, "malformed token: %s", e.msg);
+	if (dp_jws_parse(token, &jws, &pe)) {
+		dp_err_set(&e, "malformed token: %s", pe.msg);
+		copy_reason(err, errlen, &e);
 		return -1;
 	}
-	if (dp_jws_alg_is_none(jws.alg) || strcmp(jws.alg, "ES256") != 0) {
-		set_reason(err, errlen, "alg \"%s\" refused (only ES256)", DP_SAFE(b, jws.alg));
-		goto out;
-	}
-	if (!jws.typ) {
-		set_reason(err, errlen, "token has no typ (want at+jwt)");
-		goto out;
-	}
-	if (!typ_is_at_jwt(jws.typ)) {
-		set_reason(err, errlen, "typ \"%s\" is not at+jwt", DP_SAFE(b, jws.typ));
-		goto out;
-	}
-	if (!jws.kid) {
-		set_reason(err, errlen, "token has no kid");
-		goto out;
-	}
-	pthread_mutex_lock(&v->lock);
-	key = dp_keyset_find(v->keys, jws.kid);
-	if (!key && v->refetchable && now - v->loaded_at >= VERIFY_REFETCH_S) {
-		struct dp_keyset *ks = jwks_load(v->source, &e);
-
-		v->loaded_at = now;
-		if (ks) {
-			dp_keyset_free(v->keys);
-			v->keys = ks;
-			key = dp_keyset_find(v->keys, jws.kid);
-		}
-	}
-	if (!key) {
-		pthread_mutex_unlock(&v->lock);
-		set_reason(err, errlen, "unknown kid \"%s\"", DP_SAFE(b, jws.kid));
-		goto out;
-	}
-	if (dp_jws_verify(&jws, key, &e)) {
-		pthread_mutex_unlock(&v->lock);
-		set_reason(err, errlen, "%s", e.msg);
-		goto out;
-	}
-	pthread_mutex_unlock(&v->lock);
-	if (check_claims(jws.claims, audience, scope, issuer, now, err, errlen))
+	if (verifier_check_jws(v, &jws, now, &e) ||
+	    check_claims(jws.claims, audience, scope, issuer, now, &e))
 		goto out;
 	if (claims_json) {
 		*claims_json = json_dumps(jws.claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
 		if (!*claims_json) {
-			set_reason(err, errlen, "out of memory");
+			dp_err_set(&e, "out of memory");
 			goto out;
 		}
 	}
 	rc = 0;
 out:
+	if (rc)
+		copy_reason(err, errlen, &e);
 	dp_jws_clear(&jws);
 	return rc;
 }

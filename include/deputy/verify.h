@@ -12,7 +12,8 @@
  * array, containing) the audience, `scope` containing the required scope (when given),
  * `iss` equal to the issuer (when given), `exp` in the future and `iat`/`nbf` not more than
  * 60 s in the future, and `sub`, `jti`, `act.sub` present.
- * Link with the deputy common library and -ljansson -lcurl -lssl -lcrypto.
+ * Link with libdeputy-verify.a and -ljansson -lcurl -lssl -lcrypto -lpthread; the library
+ * exports only the four functions below.
  */
 #ifndef DEPUTY_VERIFY_H
 #define DEPUTY_VERIFY_H

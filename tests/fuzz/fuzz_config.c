@@ -5,7 +5,10 @@
  * Accepted configs are also matched against routes derived from the input.
  */
 #include "../../daemon/lib/util.c"
+#include "../../daemon/lib/url.c"
+#include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
+#include "../../daemon/deputyd/route.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -20,12 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct dp_route *rt = &cfg->routes[i];
 		const struct dp_route *m =
-		    config_match_route(cfg, rt->host, rt->port, rt->method, rt->path);
+		    route_match(cfg, rt->host, rt->port, rt->method, rt->path);
 
 		/* a route's own fields, used as a request, match it or an earlier route */
 		if (m && m > rt)
 			__builtin_trap();
-		(void)config_match_route(cfg, rt->host, rt->port, "GET", "/a/b?c");
+		(void)route_match(cfg, rt->host, rt->port, "GET", "/a/b?c");
 		if (rt->path && !strpbrk(rt->path, "*?[\\") && !m)
 			__builtin_trap();
 	}

@@ -6,6 +6,8 @@
  * and an answer is a well-formed status line.
  */
 #include "../../daemon/lib/util.c"
+#include "../../daemon/lib/url.c"
+#include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
 #include "../../daemon/deputyd/httpd.c"
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* Unit tests for daemon/config.c: parsing, defaults, every kind of refusal, route matching. */
+/* Unit tests for daemon/lib/config.c: parsing, defaults, every kind of refusal (route
+ * matching: test_route.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jwks_fetch.h"
 #include "unit.h"
 
 /* The example of the design's "Config" section, verbatim. */
@@ -239,6 +241,15 @@ static void test_http_loopback_jwks(void)
 	check_refused("{\"issuer\": \"https://d\", \"routes\": [], \"trusted_issuers\": ["
 		      "{\"issuer\": \"https://a\", \"jwks_uri\": \"http://idp.example/jwks\"}]}",
 		      "trusted_issuers[0].jwks_uri: must be https://");
+	/* key fetching applies the same rule to the same URLs */
+	check(jwks_url_allowed("http://127.0.0.1:8000/jwks"));
+	check(jwks_url_allowed("http://[::1]/jwks"));
+	check(jwks_url_allowed("http://LOCALHOST:1/j"));
+	check(jwks_url_allowed("https://idp.example/jwks"));
+	check(!jwks_url_allowed("http://idp.example/jwks"));
+	check(!jwks_url_allowed("http://127.0.0.1.evil.example/j"));
+	check(!jwks_url_allowed("http://127.0.0.1@evil.example/j"));
+	check(!jwks_url_allowed("ftp://127.0.0.1/j"));
 }
 
 /* Syntax, shape and required keys. */
@@ -418,6 +429,20 @@ static void test_bad_issuers(void)
 	    "trusted_issuers[0].jwks_uri: must be https://");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"https://u@i/j\"}"),
 		      "trusted_issuers[0].jwks_uri: URI must have a host");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"https://@i/j\"}"),
+		      "trusted_issuers[0].jwks_uri: URI must have a host");
+	check_refused(ISS("{\"issuer\": \"https:///i\", \"jwks_file\": \"/j\"}"),
+		      "trusted_issuers[0].issuer: URI must have a host");
+	check_refused(ISS("{\"issuer\": \"HTTPS://i\", \"jwks_file\": \"/j\"}"),
+		      "trusted_issuers[0].issuer: must be an https:// or http:// URI");
+	check_refused(ISS("{\"issuer\": \"https://i#f\", \"jwks_file\": \"/j\"}"),
+		      "trusted_issuers[0].issuer: URI must not have a fragment");
+	check_refused(ISS("{\"issuer\": \"https://i:99999\", \"jwks_file\": \"/j\"}"),
+		      "trusted_issuers[0].issuer: URI has a bad port");
+	check_refused(ISS("{\"issuer\": \"https://[::1\", \"jwks_file\": \"/j\"}"),
+		      "trusted_issuers[0].issuer: URI has a bad IPv6 literal");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"http://[::2]/j\"}"),
+		      "trusted_issuers[0].jwks_uri: must be https://");
 #undef ISS
 }
 
@@ -578,78 +603,6 @@ static void test_load(void)
 	check(strstr(err.msg, path) && strstr(err.msg, "No such file"));
 }
 
-static void test_match(void)
-{
-	static const char text[] = CFG(
-	    "",
-	    "{\"host\": \"mail.internal\", \"port\": 443, \"method\": \"POST\", \"path\": "
-	    "\"/api/send*\","
-	    " \"action\": \"delegate\", \"audience\": \"https://mail.internal\", \"scope\": "
-	    "\"email:send\"},"
-	    "{\"host\": \"mail.internal\", \"port\": 443, \"path\": \"/api/*\", \"action\": "
-	    "\"deny\"},"
-	    "{\"host\": \"mail.internal\", \"port\": 443, \"action\": \"passthrough\"},"
-	    "{\"host\": \"mail.internal\", \"port\": 8443, \"method\": \"GET\", \"action\": "
-	    "\"passthrough\"},"
-	    "{\"host\": \"[2001:db8::1]\", \"port\": 80, \"path\": \"/v?/x\", \"action\": "
-	    "\"deny\"},"
-	    "{\"host\": \"10.0.0.1\", \"port\": 80, \"path\": \"*\", \"action\": \"passthrough\"}");
-	struct dp_err err;
-	struct dp_config *cfg = parse_ok(text, &err);
-	const struct dp_route *r0, *r1, *r2, *r3, *r4, *r5;
-
-	if (!cfg)
-		fail("refused: %s", err.msg);
-	r0 = &cfg->routes[0], r1 = &cfg->routes[1], r2 = &cfg->routes[2];
-	r3 = &cfg->routes[3], r4 = &cfg->routes[4], r5 = &cfg->routes[5];
-	/* glob: '*' crosses '/', query and fragment stripped */
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send/x?y=1") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/sendmail#frag") == r0);
-	/* the path the backend will see: escaped unreserved characters and dot segments */
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/%73en%64") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/x/../api/send") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/./api/./send/.") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/../../api/send") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/%2e%2E/api/send") == r0);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api%2fsend") == r2);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send/..") == r1);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/%zzsend") == r1);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/send%") == r0);
-	/* first match wins: the same path with another method falls to route 1 */
-	check(config_match_route(cfg, "mail.internal", 443, "GET", "/api/send") == r1);
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/api/other") == r1);
-	/* a query string cannot smuggle a match in */
-	check(config_match_route(cfg, "mail.internal", 443, "POST", "/x?/api/send") == r2);
-	check(config_match_route(cfg, "mail.internal", 443, "DELETE", "/") == r2);
-	/* method exact when set: lower-case requests are not normalised */
-	check(config_match_route(cfg, "mail.internal", 8443, "GET", "/") == r3);
-	check(config_match_route(cfg, "mail.internal", 8443, "get", "/") == NULL);
-	check(config_match_route(cfg, "mail.internal", 8443, "POST", "/") == NULL);
-	check(config_match_route(cfg, "mail.internal", 8443, NULL, "/") == NULL);
-	/* host case-insensitive, trailing dot, brackets, IPv6 spelled differently */
-	check(config_match_route(cfg, "MAIL.Internal", 443, "PUT", "/") == r2);
-	check(config_match_route(cfg, "mail.internal.", 443, "PUT", "/") == r2);
-	check(config_match_route(cfg, "[2001:DB8:0::1]", 80, "GET", "/v1/x") == r4);
-	check(config_match_route(cfg, "2001:db8::1", 80, "GET", "/v2/x?q") == r4);
-	check(config_match_route(cfg, "2001:db8::1", 80, "GET", "/v10/x") == NULL);
-	/* no partial host matches, port must match */
-	check(config_match_route(cfg, "evil-mail.internal", 443, "POST", "/api/send") == NULL);
-	check(config_match_route(cfg, "mail.internal.evil", 443, "POST", "/api/send") == NULL);
-	check(config_match_route(cfg, "mail.internal", 80, "POST", "/api/send") == NULL);
-	/* '*' matches any path including empty-ish ones; NULL path only routes without path */
-	check(config_match_route(cfg, "10.0.0.1", 80, "GET", "/a/b/c?d") == r5);
-	check(config_match_route(cfg, "10.0.0.1", 80, "GET", NULL) == NULL);
-	check(config_match_route(cfg, "mail.internal", 443, NULL, NULL) == r2);
-	/* junk hosts never match, never crash */
-	check(config_match_route(cfg, "", 443, "GET", "/") == NULL);
-	check(config_match_route(cfg, "[", 443, "GET", "/") == NULL);
-	check(config_match_route(cfg, ".", 443, "GET", "/") == NULL);
-	check(config_match_route(cfg, NULL, 443, "GET", "/") == NULL);
-	check(config_match_route(NULL, "mail.internal", 443, "GET", "/") == NULL);
-	config_free(cfg);
-}
-
 static void test_action_names(void)
 {
 	check_str(config_action_name(DP_ACTION_DELEGATE), "delegate");
@@ -698,7 +651,6 @@ int main(void)
 	RUN(test_bad_cidrs);
 	RUN(test_error_is_one_line_and_bounded);
 	RUN(test_load);
-	RUN(test_match);
 	RUN(test_action_names);
 	RUN(test_parse_listen);
 	UNIT_EXIT();

@@ -326,6 +326,29 @@ static void refuses_times(void)
 	check_str(reason_at(sign_claims(idp_ec, claims_ok(ISS)), now + 3600), "grant expired");
 }
 
+/* The one skew of claims.c (shared with the token verifier): exactly DP_CLOCK_SKEW seconds
+ * ahead is tolerated, one more is not; a time that is not a number is its own refusal. */
+static void skew_boundary_and_non_numbers(void)
+{
+	static const char *const names[] = {"nbf", "iat"};
+
+	for (size_t i = 0; i < DP_ARRAY_SIZE(names); i++) {
+		char want[64];
+		json_t *c = claims_ok(ISS);
+
+		json_object_set_new(c, names[i], json_integer(now + DP_CLOCK_SKEW));
+		check_str(reason_of_claims(c), "");
+		c = claims_ok(ISS);
+		json_object_set_new(c, names[i], json_integer(now + DP_CLOCK_SKEW + 1));
+		snprintf(want, sizeof(want), "grant not yet valid (%s in the future)", names[i]);
+		check_str(reason_of_claims(c), want);
+		c = claims_ok(ISS);
+		json_object_set_new(c, names[i], json_string("soon"));
+		snprintf(want, sizeof(want), "grant %s is not a number", names[i]);
+		check_str(reason_of_claims(c), want);
+	}
+}
+
 static void refuses_audience(void)
 {
 	json_t *c = claims_ok(ISS);
@@ -472,6 +495,7 @@ int main(void)
 	RUN(refuses_bad_signature);
 	RUN(refuses_other_key_same_kid);
 	RUN(refuses_times);
+	RUN(skew_boundary_and_non_numbers);
 	RUN(refuses_audience);
 	RUN(refuses_missing_claims);
 	RUN(refuses_agent);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "jws.h"
+#include "presign.h"
 #include "unit.h"
 #include "util.h"
 

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: MIT
+/*
+ * conn: deputyd's connections. Every one is non-blocking with its own read and write
+ * buffers, so one slow, silent or garbage-sending peer never stalls others; a malformed
+ * frame closes that connection with a logged reason, and a frame left half-sent for
+ * CONN_PARTIAL_TIMEOUT seconds does too. What a frame means is dispatch.c's business.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+#define CONN_PARTIAL_TIMEOUT 10
+#define CONN_MAX_WBUF (4u << 20)
+/* Connections one non-root uid may hold: the shim keeps one per process of a session. Each
+ * costs deputyd two fds and a frame buffer, so without a bound one user could take them
+ * all. Root is not bounded: a root agent can stop deputyd anyway. */
+#define CONNS_PER_UID 512
+
+static struct conn *conns;
+static bool accept_paused; /* out of fds: the listening socket waits for one to be freed */
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static void conn_flush(struct deputyd *d, struct conn *c)
+{
+	while (c->wlen > 0) {
+		ssize_t w = send(c->fd, c->wbuf, c->wlen, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				/* No more requests until the peer reads: what it has not read is
+				 * all deputyd ever buffers for it. */
+				struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+
+				if (!c->want_out)
+					epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+				c->want_out = true;
+				return;
+			}
+			c->dead = true;
+			return;
+		}
+		memmove(c->wbuf, c->wbuf + w, c->wlen - (size_t)w);
+		c->wlen -= (size_t)w;
+	}
+	/* The common case (the reply fit) costs no epoll_ctl: only undo an armed EPOLLOUT. */
+	if (c->want_out) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+		epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		c->want_out = false;
+	}
+}
+
+void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
+{
+	if (dp_msg_finish(m) != 0) {
+		pr_warn("reply to pid %d too large; closing", (int)c->pid);
+		c->dead = true;
+		return;
+	}
+	/* Nothing queued: try to send straight from the caller's buffer, no copy. */
+	if (c->wlen == 0) {
+		ssize_t w;
+
+		do
+			w = send(c->fd, m->buf, m->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w < 0 && errno == EINTR);
+		if (w == (ssize_t)m->len)
+			return;
+		if (w < 0 && errno != EAGAIN) {
+			c->dead = true;
+			return;
+		}
+		if (w > 0) {
+			memmove(m->buf, m->buf + w, m->len - (size_t)w);
+			m->len -= (size_t)w;
+		}
+	}
+	if (c->wlen + m->len > CONN_MAX_WBUF) {
+		pr_warn("client pid %d does not read its replies; closing", (int)c->pid);
+		c->dead = true;
+		return;
+	}
+	if (c->wlen + m->len > c->wcap) {
+		size_t cap = c->wcap ? c->wcap : 4096;
+		uint8_t *nb;
+
+		while (cap < c->wlen + m->len)
+			cap *= 2;
+		nb = realloc(c->wbuf, cap);
+		if (!nb) {
+			c->dead = true;
+			return;
+		}
+		c->wbuf = nb;
+		c->wcap = cap;
+	}
+	memcpy(c->wbuf + c->wlen, m->buf, m->len);
+	c->wlen += m->len;
+	conn_flush(d, c);
+}
+
+void conn_reply_error(struct deputyd *d, struct conn *c, uint32_t seq, const char *reason)
+{
+	uint8_t buf[1024];
+	struct dp_msg m;
+
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_ERROR, seq, 0);
+	dp_msg_put(&m, DP_T_REASON, reason, strnlen(reason, sizeof(buf) - 64));
+	conn_send(d, c, &m);
+}
+
+void conn_reply_ok(struct deputyd *d, struct conn *c, uint32_t seq)
+{
+	uint8_t buf[DP_PROTO_HDR_LEN];
+	struct dp_msg m;
+
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_OK, seq, 0);
+	conn_send(d, c, &m);
+}
+
+/* ---- connections ------------------------------------------------------------------- */
+
+void conn_accept_pause(struct deputyd *d, bool pause)
+{
+	struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.u64 = EP_LISTEN};
+
+	if (accept_paused != pause && epoll_ctl(d->epfd, EPOLL_CTL_MOD, d->listen_fd, &ev) == 0)
+		accept_paused = pause;
+}
+
+static size_t conns_of_uid(uid_t uid)
+{
+	size_t n = 0;
+
+	for (struct conn *c = conns; c; c = c->next)
+		n += c->uid == uid;
+	return n;
+}
+
+void conn_accept(struct deputyd *d)
+{
+	static int64_t last_warn;
+
+	for (;;) {
+		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+		struct epoll_event ev;
+		struct conn *c;
+
+		if (fd < 0) {
+			/* Out of fds the socket stays readable: wait for a client to go (or the
+			 * next tick) instead of spinning on accept. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (dp_now() != last_warn)
+					pr_warn("accept: %s; waiting", strerror(errno));
+				last_warn = dp_now();
+				conn_accept_pause(d, true);
+			} else if (errno != EAGAIN && errno != EINTR) {
+				pr_warn("accept: %s", strerror(errno));
+			}
+			return;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			pr_warn("SO_PEERCRED: %s", strerror(errno));
+			close(fd);
+			continue;
+		}
+		if (cred.uid != 0 && conns_of_uid(cred.uid) >= CONNS_PER_UID) {
+			if (dp_now() != last_warn)
+				pr_warn("uid %u holds %d connections; refusing more",
+					(unsigned)cred.uid, CONNS_PER_UID);
+			last_warn = dp_now();
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->fd = fd;
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		len = sizeof(c->pidfd);
+		/* SO_PEERPIDFD (Linux 6.5) pins the exact process that connected; older kernels
+		 * get pidfd_open, which is racy only if that process already exited. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0)
+			c->pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+		ev.events = EPOLLIN;
+		ev.data.ptr = c;
+		/* Without a pidfd the peer checks could be fooled by a reused pid. */
+		if (c->pidfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			if (c->pidfd >= 0)
+				close(c->pidfd);
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = conns;
+		conns = c;
+	}
+}
+
+static void conn_close(struct deputyd *d, struct conn *c)
+{
+	struct conn **pp;
+
+	for (pp = &conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	if (c->controls) {
+		c->controls->control = NULL;
+		/* deputy run went away without a close: the session ends with it. */
+		if (c->controls->state == SESSION_OPEN)
+			session_request_close(d, c->controls, -1);
+	}
+	epoll_ctl(d->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	free(c->wbuf);
+	free(c);
+	if (!d->stopping)
+		conn_accept_pause(d, false);
+}
+
+void conn_session_gone(struct deputyd *d, struct session *s)
+{
+	for (struct conn *c = conns; c; c = c->next) {
+		if (c->bound == s)
+			c->bound = NULL, c->dead = true;
+		if (c->controls == s)
+			c->controls = NULL;
+	}
+}
+
+/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read
+ * stops it (main's back-pressure rule: deputyd buffers no more than one unread reply's
+ * worth); the rest waits until conn_flush has sent everything. */
+static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
+{
+	size_t off = 0;
+
+	while (!c->dead && c->wlen == 0 && c->rlen - off >= DP_PROTO_HDR_LEN) {
+		struct dp_hdr h;
+		int err;
+
+		memcpy(&h, c->rbuf + off, sizeof(h));
+		err = dp_hdr_check(&h);
+		if (err) {
+			pr_warn("client pid %d: %s; closing", (int)c->pid,
+				err == -EPROTO ? "unsupported protocol version"
+					       : "message over the size limit");
+			c->dead = true;
+			return;
+		}
+		if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
+			break;
+		on_frame(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
+		off += DP_PROTO_HDR_LEN + h.len;
+	}
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+		c->partial_since = dp_now();
+	}
+}
+
+/* Reads what the socket holds (up to one maximal frame) and dispatches every complete frame
+ * in it: one recv per request in the common case, not one per header and payload. */
+void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
+{
+	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
+		size_t room = sizeof(c->rbuf) - c->rlen;
+		ssize_t r;
+
+		if (room == 0)
+			return; /* a full buffer is a whole frame, waiting for its reply's room */
+		r = recv(c->fd, c->rbuf + c->rlen, room, 0);
+		if (r == 0) {
+			if (c->rlen)
+				pr_warn("client pid %d: closed mid-message", (int)c->pid);
+			c->dead = true;
+			return;
+		}
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				c->dead = true;
+			return;
+		}
+		if (c->rlen == 0)
+			c->partial_since = dp_now();
+		c->rlen += (size_t)r;
+		conn_process(d, c, on_frame);
+		/* Level-triggered epoll reports what is left; no recv just to see EAGAIN. */
+		if ((size_t)r < room)
+			return;
+	}
+}
+
+void conn_reap(struct deputyd *d)
+{
+	int64_t now = dp_now();
+	struct conn *c = conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		/* Frames held back while the peer does not read its replies are not incomplete. */
+		if (!c->dead && c->rlen > 0 && c->wlen == 0 &&
+		    now - c->partial_since > CONN_PARTIAL_TIMEOUT) {
+			pr_warn("client pid %d: message incomplete for %ds; closing", (int)c->pid,
+				CONN_PARTIAL_TIMEOUT);
+			c->dead = true;
+		}
+		if (c->dead)
+			conn_close(d, c);
+	}
+}
+
+void conn_writable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
+{
+	conn_flush(d, c);
+	conn_process(d, c, on_frame);
+}
+
+void conn_close_all(struct deputyd *d)
+{
+	while (conns)
+		conn_close(d, conns);
+}

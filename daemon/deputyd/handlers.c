@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+/*
+ * handlers: one function per request type of the wire protocol, each doing only its own
+ * job; the checks every request shares are the dispatcher's (dispatch.c).
+ */
+#include "handlers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peer.h"
+
+/* Replies that carry a token, a session list or a log chunk: one thread, so one buffer,
+ * and 32 KiB is better off the stack. */
+static uint8_t big_reply[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
+
+static json_t *field_text(const struct wire_fields *f, uint16_t tag)
+{
+	return session_text(f->str[tag] ? f->str[tag] : "");
+}
+
+int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_req *r,
+			struct dp_err *err)
+{
+	const struct wire_fields *f = r->f;
+	uint8_t buf[1024];
+	struct dp_msg m;
+	struct session *s;
+	int rc;
+
+	if (c->controls) {
+		dp_err_set(err, "session: this connection already opened one");
+		return -EBUSY;
+	}
+	rc = session_open(d, c, c->pid, c->uid, c->pidfd, f->str[DP_T_GRANT], f->str[DP_T_AGENT],
+			  f->argv, f->argc, &s, err);
+	if (rc)
+		return rc;
+	c->controls = s;
+	c->bound = s;
+	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPENED, r->h->seq, 0);
+	dp_msg_put_str(&m, DP_T_SESSION, s->id);
+	dp_msg_put_str(&m, DP_T_USER, s->grant->sub);
+	conn_send(d, c, &m);
+	return 0;
+}
+
+int handle_session_close(struct deputyd *d, struct conn *c, const struct handler_req *r,
+			 struct dp_err *err)
+{
+	const struct wire_fields *f = r->f;
+	const char *id = f->str[DP_T_SESSION];
+	struct session *s = c->controls;
+	struct dp_err ignored;
+
+	/* After a deputyd restart deputy run's first connection is gone: its leader process
+	 * (same pid, proven in the session by the peer checks) may close it from a new one. */
+	if (!s) {
+		s = session_find(d, id);
+		if (s && !(c->pid == s->leader && !s->control && !c->controls &&
+			   peer_in_session(c, s, &ignored)))
+			s = NULL;
+		if (s) {
+			s->control = c;
+			c->controls = s;
+		}
+	}
+	if (!s || strcmp(id, s->id) != 0) {
+		dp_err_set(err, "session: only the connection that opened it may close it");
+		return -EPERM;
+	}
+	/* Close first: deputy run is moved out of the session's cgroup before the rest is
+	 * killed, so nothing it does after this reply (e.g. a sanitizer's exit-time helper
+	 * process) can be caught by the kill. */
+	session_request_close(d, s, f->has[DP_T_STATUS] ? (int)f->u64[DP_T_STATUS] : -1);
+	return 0;
+}
+
+int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		  struct dp_err *err)
+{
+	const struct wire_fields *f = r->f;
+	struct session *s = r->s;
+	struct decide_req q;
+	struct decide_res res;
+	struct dp_msg m;
+
+	q.scheme = f->str[DP_T_SCHEME];
+	q.host = f->str[DP_T_HOST];
+	q.method = f->str[DP_T_METHOD];
+	q.target = f->str[DP_T_TARGET];
+	q.port = f->u64[DP_T_PORT] <= 65535 ? (int)f->u64[DP_T_PORT] : -1;
+	q.cookie = f->u64[DP_T_COOKIE];
+	q.pid = c->pid;
+	q.comm = c->comm;
+	decide(d, s, &q, &res);
+	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_DECISION, r->h->seq, 0);
+	dp_msg_put_u64(&m, DP_T_VERDICT, (uint64_t)res.verdict);
+	dp_msg_put_str(&m, DP_T_REASON, res.reason);
+	if (res.verdict == DP_VERDICT_DELEGATE) {
+		dp_msg_put_str(&m, DP_T_HEADER, res.header);
+		dp_msg_put_str(&m, DP_T_TOKEN, res.token);
+		dp_msg_put_str(&m, DP_T_JTI, res.jti);
+	}
+	dp_msg_put_str(&m, DP_T_SCOPE, res.scope ? res.scope : "");
+	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
+	dp_msg_put(&m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
+	free(res.token);
+	conn_send(d, c, &m);
+	return 0;
+}
+
+int handle_response(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		    struct dp_err *err)
+{
+	const struct wire_fields *f = r->f;
+
+	if (f->u64[DP_T_STATUS] > 999) {
+		dp_err_set(err, "response: bad status");
+		return -EINVAL;
+	}
+	r->s->counts.responses++;
+	session_log(r->s, "response",
+		    json_pack("{s:o, s:I}", "jti", field_text(f, DP_T_JTI), "status",
+			      (json_int_t)f->u64[DP_T_STATUS]));
+	return 0;
+}
+
+int handle_conn(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
+{
+	if (cookie_set_add(&r->s->cookies, r->f->u64[DP_T_COOKIE]) != 0)
+		pr_warn("session %s: cannot remember socket cookie", r->s->id);
+	return 0;
+}
+
+int handle_deny_report(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		       struct dp_err *err)
+{
+	const struct wire_fields *f = r->f;
+
+	r->s->counts.denies++;
+	session_log(r->s, "deny",
+		    json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
+			      field_text(f, DP_T_REASON), "host", field_text(f, DP_T_HOST),
+			      "method", field_text(f, DP_T_METHOD), "target",
+			      field_text(f, DP_T_TARGET), "pid", (json_int_t)c->pid, "comm",
+			      session_text(c->comm)));
+	return 0;
+}
+
+/* Sessions visible to this peer: root sees all, others their own uid's. */
+static bool may_see(const struct conn *c, uid_t owner)
+{
+	return c->uid == 0 || c->uid == owner;
+}
+
+/* Closed before open, then oldest first: what does not fit in one frame is cut from the
+ * front, so open sessions and the newest closed ones are listed. */
+static int session_entry_cmp(const void *a, const void *b)
+{
+	json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int ox = strcmp(json_string_value(json_object_get(x, "state")) ?: "", "open") == 0;
+	int oy = strcmp(json_string_value(json_object_get(y, "state")) ?: "", "open") == 0;
+
+	if (ox != oy)
+		return ox - oy;
+	return strcmp(json_string_value(json_object_get(x, "opened")) ?: "",
+		      json_string_value(json_object_get(y, "opened")) ?: "");
+}
+
+int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		    struct dp_err *err)
+{
+	json_t *list = session_list_json(d);
+	json_t *out = json_array(), *e, **v = NULL;
+	struct dp_msg m;
+	size_t i, n = 0, from, total = 2;
+	char *text = NULL;
+
+	if (list && out)
+		v = calloc(json_array_size(list) + 1, sizeof(*v));
+	json_array_foreach(list, i, e)
+	{
+		if (v && may_see(c, (uid_t)json_integer_value(json_object_get(e, "uid"))))
+			v[n++] = e;
+	}
+	if (v) {
+		qsort(v, n, sizeof(*v), session_entry_cmp);
+		/* Sizes one by one, newest first: dumping the whole list again after each cut
+		 * made this quadratic in the number of logs. */
+		for (from = n; from > 0; from--) {
+			char *one = json_dumps(v[from - 1], JSON_COMPACT);
+			size_t len = one ? strlen(one) + 1 : SIZE_MAX / 2;
+
+			free(one);
+			if (total + len >= DP_PROTO_MAX_PAYLOAD - 64)
+				break;
+			total += len;
+		}
+		for (i = from; i < n; i++)
+			json_array_append(out, v[i]);
+		text = json_dumps(out, JSON_COMPACT);
+	}
+	free(v);
+	json_decref(list);
+	json_decref(out);
+	if (!text) {
+		dp_err_set(err, "sessions: out of memory");
+		return -ENOMEM;
+	}
+	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_DATA_REPLY, r->h->seq, 0);
+	dp_msg_put_str(&m, DP_T_DATA, text);
+	free(text);
+	conn_send(d, c, &m);
+	return 0;
+}
+
+int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		    struct dp_err *err)
+{
+	static char chunk[DP_PROTO_MAX_PAYLOAD - 256];
+	const char *id = r->f->str[DP_T_SESSION];
+	uint64_t off = r->f->u64[DP_T_OFFSET];
+	struct dp_msg m;
+	uid_t owner;
+	bool open;
+	ssize_t n;
+
+	if (session_log_owner(d, id, &owner, &open) != 0 || !may_see(c, owner)) {
+		/* The same answer for "absent" and "not yours": ids are not disclosed. */
+		dp_err_set(err, "no such session");
+		return -ENOENT;
+	}
+	n = session_log_read(d, id, off, chunk, sizeof(chunk));
+	if (n < 0) {
+		dp_err_set(err, "logs: cannot read the session log");
+		return (int)n;
+	}
+	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_LOG_DATA, r->h->seq, 0);
+	dp_msg_put(&m, DP_T_DATA, chunk, (size_t)n);
+	dp_msg_put_u64(&m, DP_T_OFFSET, off + (uint64_t)n);
+	dp_msg_put_u64(&m, DP_T_STATUS, open ? 0 : 1);
+	conn_send(d, c, &m);
+	return 0;
+}
+
+int handle_jwks(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
+{
+	struct dp_msg m;
+
+	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_DATA_REPLY, r->h->seq, 0);
+	dp_msg_put_str(&m, DP_T_DATA, d->jwks_json);
+	conn_send(d, c, &m);
+	return 0;
+}

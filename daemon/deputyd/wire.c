@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+/*
+ * wire: the strict parser of request fields, the bytes any local process can send to
+ * deputyd as root. One rule set, so the shim, the CLI and deputyd cannot disagree on what a
+ * frame means: unknown tags, duplicates of non-repeatable tags and malformed values are
+ * errors, never skipped.
+ */
+#include "wire.h"
+
+#include <errno.h>
+#include <string.h>
+
+bool wire_tag_is_u64(uint16_t t)
+{
+	return t == DP_T_PORT || t == DP_T_COOKIE || t == DP_T_PID || t == DP_T_STATUS ||
+	       t == DP_T_FAMILY || t == DP_T_OFFSET || t == DP_T_VERDICT;
+}
+
+static char *wire_strdup(struct wire_fields *f, const uint8_t *v, uint16_t n)
+{
+	char *s;
+
+	if (memchr(v, '\0', n) || f->arena_used + n + 1 > sizeof(f->arena))
+		return NULL;
+	s = f->arena + f->arena_used;
+	memcpy(s, v, n);
+	s[n] = '\0';
+	f->arena_used += (size_t)n + 1;
+	return s;
+}
+
+int wire_parse(const uint8_t *p, size_t len, struct wire_fields *f, struct dp_err *err)
+{
+	size_t off = 0;
+	uint16_t tag, vlen;
+	const uint8_t *v;
+	int r;
+
+	memset(f, 0, offsetof(struct wire_fields, arena));
+	while ((r = dp_field_next(p, len, &off, &tag, &v, &vlen)) == 1) {
+		if (tag == 0 || tag >= DP_T_MAX_) {
+			dp_err_set(err, "unknown field tag %u", tag);
+			return -EBADMSG;
+		}
+		if (tag == DP_T_ARGV) {
+			if (f->argc == WIRE_MAX_ARGV) {
+				dp_err_set(err, "too many argv fields");
+				return -EBADMSG;
+			}
+			f->argv[f->argc] = wire_strdup(f, v, vlen);
+			if (!f->argv[f->argc]) {
+				dp_err_set(err, "argv field with a NUL byte");
+				return -EBADMSG;
+			}
+			f->argc++;
+			continue;
+		}
+		if (f->has[tag]) {
+			dp_err_set(err, "duplicate field tag %u", tag);
+			return -EBADMSG;
+		}
+		f->has[tag] = true;
+		f->raw[tag] = v;
+		f->rawlen[tag] = vlen;
+		if (wire_tag_is_u64(tag)) {
+			if (vlen != 8) {
+				dp_err_set(err, "integer field tag %u of length %u", tag, vlen);
+				return -EBADMSG;
+			}
+			memcpy(&f->u64[tag], v, 8);
+		} else if (tag != DP_T_ADDR && tag != DP_T_DATA) {
+			f->str[tag] = wire_strdup(f, v, vlen);
+			if (!f->str[tag]) {
+				dp_err_set(err, "string field tag %u with a NUL byte", tag);
+				return -EBADMSG;
+			}
+		}
+	}
+	if (r < 0) {
+		dp_err_set(err, "field runs past the frame");
+		return -EBADMSG;
+	}
+	return 0;
+}

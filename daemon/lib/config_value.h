@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* config_value: value checkers private to the config parser (config.c, config_value.c). */
+#ifndef DEPUTY_CONFIG_VALUE_H
+#define DEPUTY_CONFIG_VALUE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "url.h"
+#include "util.h"
+
+#define CFG_MAX_SCOPE 256
+
+/* A key path for error messages, built up as the parser descends ("routes[2].port"). */
+struct cfg_ctx {
+	struct dp_err *err;
+	char where[128];
+};
+
+/* Sets err to "<where>.<key>: <why>" and returns -EINVAL. */
+int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...) DP_PRINTF(3, 4);
+
+/* RFC 9110 §5.6.2 token (a method, a header field name) of 1..max bytes. */
+bool cfg_is_http_token(const char *s, size_t max);
+/* RFC 6749 §3.3 scope-token of at most CFG_MAX_SCOPE bytes. */
+bool cfg_is_scope_token(const char *s);
+
+/* Each takes the JSON value v of key; 0 or -EINVAL/-ENOMEM with err set. */
+int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out);
+int cfg_dup_string(struct cfg_ctx *c, const char *key, const char *s, char **out);
+int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, int *out);
+int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out);
+/* One of two words; *out is 0 for the first, 1 for the second. */
+int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a, const char *b,
+		   int *out);
+int cfg_get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, char **out);
+/* An http(s) URI as issuers and audiences are written (url_parse_http, lower-case scheme). */
+int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, struct url_parts *parts);
+/* Refuses any key of obj not in allowed. */
+int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
+/* An array of at most max objects of elsize bytes each, *out calloc'd (also on failure, with
+ * *n_out set, so that the caller frees what was filled), each parsed by parse_one with its
+ * index in the key path. */
+int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max, size_t elsize,
+		    void **out, size_t *n_out,
+		    int (*parse_one)(struct cfg_ctx *, json_t *, void *));
+
+#endif
