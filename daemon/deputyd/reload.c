@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "audit_export.h"
+
 void reload_config(struct deputyd *d)
 {
 	struct dp_config *cfg;
@@ -51,6 +53,8 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
+		pr_warn("reload: %s; audit records are not exported", err.msg);
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }

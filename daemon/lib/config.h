@@ -64,6 +64,7 @@ struct dp_config {
 	bool allow_resolvers;	       /* default true: nameservers of /etc/resolv.conf, port 53 */
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
+	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
