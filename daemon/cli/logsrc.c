@@ -52,16 +52,17 @@ static int logsrc_from_deputyd(struct logsrc *ls, const char *sock_opt, struct d
 {
 	static struct dcli c;
 	uint64_t offset = 0;
+	struct dp_err why;
 	int rc;
 
-	rc = dcli_connect(&c, dcli_socket_path(sock_opt), err);
+	rc = dcli_connect(&c, dcli_socket_path(sock_opt), &why);
 	if (!rc)
-		rc = fetch_log(&c, ls->target, &ls->text, &ls->len, &offset, &ls->closed, err);
+		rc = fetch_log(&c, ls->target, &ls->text, &ls->len, &offset, &ls->closed, &why);
 	if (!rc)
-		rc = simple_call(&c, DP_MSG_JWKS, NULL, 0, err);
+		rc = simple_call(&c, DP_MSG_JWKS, NULL, 0, &why);
 	if (rc) {
 		dcli_close(&c);
-		dp_err_set(err, "%s: %s", ls->target, err->msg);
+		dp_err_set(err, "%s: %s", ls->target, why.msg);
 		return rc;
 	}
 	ls->jwks = dcli_field_str(&c, DP_T_DATA);
