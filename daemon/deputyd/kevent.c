@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
  * kevent: what the kernel layer reports (include/deputy/event.h) as records of the session
- * whose cgroup it came from: `connect` (with `mediated` from the shim's cookies), `deny`
- * for enforced blocks and refused sockets, `disconnect`. Events keep the kernel's order;
- * those of sessions that already ended are dropped.
+ * whose cgroup it came from: `connect` (with `mediated` and `mediator`: the shim claimed the
+ * socket or the kernel sent it to the proxy, as the kernel saw it), `deny` for enforced
+ * blocks and refused sockets, `disconnect` (with the mediated requests it carried: a
+ * mediated connection that carried bytes but no mediated request is counted unmediated
+ * then). Events keep the kernel's order; those of sessions that already ended are dropped.
  */
 #include "deputyd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <deputy/event.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,13 +25,77 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 	return NULL;
 }
 
+/* Who mediates a connection, from the kernel's flags; NULL: nobody. */
+static const char *kevent_mediator(const struct dp_event *ev)
+{
+	return ev->flags & DP_EVF_CLAIMED ? "shim" : ev->flags & DP_EVF_PROXIED ? "proxy" : NULL;
+}
+
+/* A `connect` record, and why nobody mediates the connection when the kernel knows. */
+static json_t *kevent_connect_fields(struct deputyd *d, const struct dp_event *ev, const char *comm,
+				     const char *addr)
+{
+	bool block = ev->verdict == DP_EV_BLOCK;
+	const char *mediator = kevent_mediator(ev);
+	json_t *o =
+	    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}", "pid",
+		      (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid, "comm", session_text(comm),
+		      "family", kernel_family_name(ev->family), "protocol",
+		      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr, "dport",
+		      (json_int_t)ev->port, "verdict", block ? "block" : "allow", "enforced",
+		      block ? ev->enforced != 0 : d->cfg->enforce, "mediated", mediator != NULL,
+		      "cookie", (json_int_t)ev->cookie);
+
+	if (o && mediator)
+		json_object_set_new(o, "mediator", json_string(mediator));
+	else if (o && (ev->flags & DP_EVF_OPAQUE))
+		json_object_set_new(o, "reason", json_string("tls opaque"));
+	else if (o && (ev->flags & DP_EVF_UNMEDIATED))
+		json_object_set_new(o, "reason", json_string("not mediated"));
+	return o;
+}
+
+/* A `disconnect` record. A connection mediated at connect time that sent bytes without a
+ * single mediated request was not mediated after all (raw bytes on a claimed socket, a
+ * request the proxy never asked about): it counts as unmediated now. */
+static json_t *kevent_close_fields(struct session *s, const struct dp_event *ev, const char *addr)
+{
+	const char *mediator = kevent_mediator(ev);
+	uint32_t requests = 0;
+	bool mediated;
+	json_t *o;
+
+	cookie_conn_close(&s->cookies, ev->cookie, &requests);
+	mediated = mediator && (requests > 0 || ev->bytes_out == 0);
+	if (mediator && !mediated)
+		s->counts.unmediated++;
+	o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:b, s:I, s:b, s:I, s:I}", "pid",
+		      (json_int_t)ev->tgid, "family", kernel_family_name(ev->family), "daddr", addr,
+		      "dport", (json_int_t)ev->port, "duration_us",
+		      (json_int_t)(ev->duration_ns / 1000), "established",
+		      (ev->flags & DP_EVF_ESTABLISHED) != 0, "requests", (json_int_t)requests,
+		      "mediated", mediated, "bytes_sent", (json_int_t)ev->bytes_out,
+		      "bytes_received", (json_int_t)ev->bytes_in);
+	if (o && mediator)
+		json_object_set_new(o, "mediator", json_string(mediator));
+	return o;
+}
+
+void kevent_request(struct deputyd *d, struct session *s, uint64_t cookie)
+{
+	if (!cookie || cookie_conn_request(&s->cookies, cookie) || !d->kernel)
+		return;
+	/* The connect event may still be queued: the agent asks right after connecting. */
+	kernel_consume(d->kernel);
+	cookie_conn_request(&s->cookies, cookie);
+}
+
 void kevent_record(void *ctx, const struct dp_event *ev)
 {
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
 	bool block = ev->verdict == DP_EV_BLOCK;
-	bool mediated;
 
 	if (!s)
 		return; /* a session that already ended, or not ours */
@@ -36,7 +103,6 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	comm[DP_EV_COMM_LEN] = '\0';
 	if (ev->family == AF_INET || ev->family == AF_INET6)
 		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
-	mediated = cookie_set_has(&s->cookies, ev->cookie);
 
 	switch (ev->type) {
 	case DP_EV_CONNECT:
@@ -44,27 +110,24 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 		s->counts.connects++;
 		if (block)
 			s->counts.blocked++;
-		if (!mediated)
+		if (!kevent_mediator(ev))
 			s->counts.unmediated++;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
-				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "protocol",
-				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
-				      addr, "dport", (json_int_t)ev->port, "verdict",
-				      block ? "block" : "allow", "enforced",
-				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
-				      mediated, "cookie", (json_int_t)ev->cookie));
+		if (ev->protocol == DP_EV_PROTO_TCP && (!block || !ev->enforced) &&
+		    cookie_conn_open(&s->cookies, ev->cookie) == -ENOMEM)
+			pr_warn("session %s: cannot track connection %llu", s->id,
+				(unsigned long long)ev->cookie);
+		session_log(s, "connect", kevent_connect_fields(d, ev, comm, addr));
 		if (block && ev->enforced) {
 			s->counts.denies++;
-			session_log(s, "deny",
-				    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
-					      "kernel", "reason",
-					      "destination not allowed by the session's routes",
-					      "pid", (json_int_t)ev->tgid, "comm",
-					      session_text(comm), "daddr", addr, "dport",
-					      (json_int_t)ev->port, "enforced", true));
+			session_log(
+			    s, "deny",
+			    json_pack(
+				"{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel", "reason",
+				ev->flags & DP_EVF_UNMEDIATED
+				    ? "not mediated"
+				    : "destination not allowed by the session's routes",
+				"pid", (json_int_t)ev->tgid, "comm", session_text(comm), "daddr",
+				addr, "dport", (json_int_t)ev->port, "enforced", true));
 		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
@@ -99,12 +162,7 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 				      "enforced", ev->enforced != 0));
 		break;
 	case DP_EV_CLOSE:
-		session_log(s, "disconnect",
-			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
-				      "family", kernel_family_name(ev->family), "daddr", addr,
-				      "dport", (json_int_t)ev->port, "duration_us",
-				      (json_int_t)(ev->duration_ns / 1000), "established",
-				      (ev->flags & DP_EVF_ESTABLISHED) != 0));
+		session_log(s, "disconnect", kevent_close_fields(s, ev, addr));
 		break;
 	default:
 		break;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "audit_export.h"
+#include "proxyd.h"
 
 void reload_config(struct deputyd *d)
 {
@@ -53,6 +54,7 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	proxyd_reload(d);
 	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
 		pr_warn("reload: %s; audit records are not exported", err.msg);
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,

@@ -25,6 +25,7 @@
 #include "dispatch.h"
 #include "kernel.h"
 #include "notify.h"
+#include "proxyd.h"
 #include "reload.h"
 
 #define TICK_MS 200
@@ -109,6 +110,7 @@ static void server_tick(struct deputyd *d, int64_t *last_policy)
 	}
 	conn_accept_pause(d, false);
 	session_tick(d);
+	proxyd_tick(d);
 	if (dp_now() - *last_policy >= d->cfg->resolve_interval) {
 		*last_policy = dp_now();
 		policy_refresh(d);
@@ -141,6 +143,9 @@ static void server_event(struct deputyd *d, const struct epoll_event *ev, int64_
 		return;
 	case EP_KERNEL:
 		kernel_consume(d->kernel);
+		return;
+	case EP_PROXY:
+		proxyd_event(d);
 		return;
 	}
 	c = ev->data.ptr;
@@ -179,6 +184,7 @@ int server_run(struct deputyd *d)
 		return -errno;
 
 	session_on_gone(d, conn_session_gone);
+	proxyd_start(d, EP_PROXY);
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
 		pr_info("signing key is not ES256: no presigning, every token signed in full");
 
@@ -208,6 +214,7 @@ int server_run(struct deputyd *d)
 	notify_send("STOPPING=1");
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
+	proxyd_stop(d);
 	{
 		uint64_t hits, misses;
 		size_t avail;

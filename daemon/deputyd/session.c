@@ -496,6 +496,9 @@ static void session_recount(struct session *s)
 				s->counts.blocked++;
 			if (!json_is_true(json_object_get(rec, "mediated")))
 				s->counts.unmediated++;
+		} else if (strcmp(type, "disconnect") == 0 && json_object_get(rec, "mediator") &&
+			   json_is_false(json_object_get(rec, "mediated"))) {
+			s->counts.unmediated++; /* mediated at connect, bytes but no request */
 		}
 		json_decref(rec);
 	}

@@ -25,9 +25,10 @@ struct dp_route {
 	char *method; /* upper-case; NULL = any */
 	char *path;   /* glob (fnmatch, '*' crosses '/'); NULL = any */
 	enum dp_action action;
-	char *audience; /* delegate only */
-	char *scope;	/* delegate only: exactly one scope token */
-	char *header;	/* delegate only; default "Authorization" */
+	char *audience;	 /* delegate only */
+	char *scope;	 /* delegate only: exactly one scope token */
+	char *header;	 /* delegate only; default "Authorization" */
+	bool tls_opaque; /* "tls": "opaque": connections left untouched, logged unmediated */
 };
 
 struct dp_trusted_issuer {
@@ -64,6 +65,9 @@ struct dp_config {
 	bool allow_resolvers;	       /* default true: nameservers of /etc/resolv.conf, port 53 */
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
+	bool proxy;   /* "proxy": "on" (default) / "off" */
+	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
+	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
 	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
 };
 
