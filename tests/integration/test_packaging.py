@@ -232,6 +232,8 @@ def the_units_capabilities_load_the_kernel_layer():
     recs = blocked_connect_in_a_session(d)
     denies = [x for x in recs if x["type"] == "deny" and x.get("layer") == "kernel"]
     check(denies, "the kernel layer did not block: %r" % [x["type"] for x in recs])
+    # the proxy child drops to its own user with what the set leaves
+    check("proxy (pid" not in d.log_text(), "the proxy died: " + d.log_text()[-800:])
     d.proc.send_signal(signal.SIGHUP)
     eq(d.stop(), 0, "deputyd under the unit's capabilities: " + d.log_text()[-800:])
 
