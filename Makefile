@@ -6,7 +6,7 @@
 #   make bench      run the benchmarks under tests/bench
 #   make fuzz       fuzzing campaign: every target FUZZ_SECONDS (600) on all cores
 #   make fuzz-merge put what the campaign found that adds coverage into the seed corpora
-#   make install DESTDIR=… PREFIX=…
+#   make install DESTDIR=… PREFIX=…  (also MANDIR, SYSCONFDIR, SYSTEMDUNITDIR, BASHCOMPDIR)
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
 .DELETE_ON_ERROR:
@@ -17,6 +17,10 @@
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+MANDIR  ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
@@ -228,6 +232,17 @@ install: all
 	install -m 0755 $(BUILD)/deputy-proxy $(DESTDIR)$(PREFIX)/lib/deputy/deputy-proxy
 	install -m 0644 $(VERIFY_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-verify.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/deputy
+	install -m 0644 daemon/cli/deputy.1 $(DESTDIR)$(MANDIR)/man1/deputy.1
+	install -m 0644 daemon/deputyd/deputy.json.5 $(DESTDIR)$(MANDIR)/man5/deputy.json.5
+	install -m 0644 daemon/deputyd/deputyd.8 $(DESTDIR)$(MANDIR)/man8/deputyd.8
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		daemon/deputyd/deputyd.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/deputyd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/deputyd.service
+	install -m 0644 daemon/cli/deputy.bash-completion $(DESTDIR)$(BASHCOMPDIR)/deputy
+	install -m 0644 daemon/deputyd/deputy.json.example \
+		$(DESTDIR)$(SYSCONFDIR)/deputy/deputy.json.example
 
 clean:
 	rm -rf build

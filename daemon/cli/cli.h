@@ -6,6 +6,10 @@
 #ifndef DEPUTY_CLI_H
 #define DEPUTY_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "client.h"
 #include "util.h"
 
 int cmd_grant(int argc, char **argv);	 /* cli_token.c */
@@ -14,6 +18,15 @@ int cmd_run(int argc, char **argv);	 /* cli_session.c */
 int cmd_sessions(int argc, char **argv); /* cli_session.c */
 int cmd_logs(int argc, char **argv);	 /* cli_session.c */
 int cmd_audit(int argc, char **argv);	 /* cli_session.c */
+
+int cmd_report(int argc, char **argv); /* cmd_report.c */
+
+/* cmd_session.c's requests to deputyd, shared with logsrc.c: a request with at most a
+ * session and an offset (its reply in c), and a whole session log from *offset on. */
+int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
+		struct dp_err *err);
+int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,
+	      bool *closed, struct dp_err *err);
 
 /* "deputy: <what>: <why>" on stderr; returns 1 (the failure exit status). */
 int cli_fail(const char *what, const char *fmt, ...) DP_PRINTF(2, 3);

@@ -31,6 +31,7 @@
 #include "cli.h"
 #include "client.h"
 #include "jws.h"
+#include "logsrc.h"
 
 /* ---- deputy run --------------------------------------------------------------------------- */
 
@@ -311,8 +312,8 @@ int cmd_run(int argc, char **argv)
 /* ---- requests that return data ---------------------------------------------------------- */
 
 /* A request with at most a session and an offset, and its reply in c. */
-static int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
-		       struct dp_err *err)
+int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
+		struct dp_err *err)
 {
 	static uint8_t buf[4096];
 	struct dp_msg m;
@@ -326,8 +327,8 @@ static int simple_call(struct dcli *c, uint16_t type, const char *session, uint6
 }
 
 /* Fetch a whole session log (or the part after *offset) into a growing buffer. */
-static int fetch_log(struct dcli *c, const char *session, char **text, size_t *len,
-		     uint64_t *offset, bool *closed, struct dp_err *err)
+int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,
+	      bool *closed, struct dp_err *err)
 {
 	for (;;) {
 		const uint8_t *v;
@@ -675,12 +676,9 @@ int cmd_audit(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *jwks_path = NULL, *sock_opt = NULL, *target;
-	char *text = NULL, *jwks = NULL;
-	size_t len = 0, jlen = 0;
-	struct dp_keyset *keys = NULL;
-	bool sealed = false, closed = false;
+	struct logsrc_verdict v;
+	struct logsrc ls;
 	struct dp_err err;
-	size_t records = 0;
 	int opt, rc = 1;
 
 	if (argc >= 2 && cli_is_help(argv[1]))
@@ -705,71 +703,17 @@ int cmd_audit(int argc, char **argv)
 		return 2;
 	}
 	target = argv[optind];
-	if (strchr(target, '/') || access(target, F_OK) == 0) {
-		char guess[PATH_MAX];
-		int e = dp_read_file(target, 256u << 20, &text, &len);
-
-		if (e)
-			return cli_fail("audit", "%s: %s", target, strerror(-e));
-		if (!jwks_path) {
-			const char *slash = strrchr(target, '/');
-
-			/* <state_dir>/sessions/<id>.jsonl -> <state_dir>/jwks.json */
-			snprintf(guess, sizeof(guess), "%.*s/../jwks.json",
-				 slash ? (int)(slash - target) : 1, slash ? target : ".");
-			jwks_path = guess;
-		}
-		e = dp_read_file(jwks_path, 1 << 20, &jwks, &jlen);
-		if (e) {
-			cli_fail("audit", "%s: %s (name deputyd's JWKS with --jwks)", jwks_path,
-				 strerror(-e));
-			goto out;
-		}
-		closed = true;
-	} else {
-		static struct dcli c;
-		uint64_t offset = 0;
-
-		if (dcli_connect(&c, dcli_socket_path(sock_opt), &err) != 0 ||
-		    fetch_log(&c, target, &text, &len, &offset, &closed, &err) != 0 ||
-		    simple_call(&c, DP_MSG_JWKS, NULL, 0, &err) != 0) {
-			dcli_close(&c);
-			cli_fail("audit", "%s: %s", target, err.msg);
-			goto out;
-		}
-		jwks = dcli_field_str(&c, DP_T_DATA);
-		jlen = jwks ? strlen(jwks) : 0;
-		dcli_close(&c);
-		if (!text) {
-			cli_fail("audit", "%s: empty log", target);
-			goto out;
-		}
-	}
-	keys = jwks ? dp_keyset_parse(jwks, jlen, &err) : NULL;
-	if (!keys) {
-		cli_fail("audit", "deputyd's JWKS: %s", jwks ? err.msg : "missing");
-		goto out;
-	}
-	if (audit_verify(text, len, keys, &sealed, &err) != 0) {
-		cli_fail("audit", "%s: %s", target, err.msg);
-		goto out;
-	}
-	for (size_t i = 0; i < len; i++)
-		records += text[i] == '\n';
-	if (sealed) {
-		printf("%s: intact: %zu records, sealed by deputyd\n", target, records);
+	if (logsrc_load(&ls, target, jwks_path, sock_opt, &err) != 0 ||
+	    logsrc_verify(&ls, &v, &err) != 0) {
+		cli_fail("audit", "%s", err.msg);
+	} else if (v.sealed) {
+		printf("%s: intact: %zu records, sealed by deputyd\n", target, v.records);
 		rc = 0;
-	} else if (!closed) {
+	} else {
 		printf("%s: intact so far: %zu records (session open, not sealed yet)\n", target,
-		       records);
+		       v.records);
 		rc = 0;
-	} else {
-		cli_fail("audit", "%s: chain intact but the log is not sealed by session_close",
-			 target);
 	}
-out:
-	dp_keyset_free(keys);
-	free(jwks);
-	free(text);
+	logsrc_free(&ls);
 	return rc;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "version.h"
 
 static const struct {
 	const char *name;
@@ -16,6 +17,7 @@ static const struct {
     {"audit", cmd_audit, "verify a session log's hash chain and signature"},
     {"grant", cmd_grant, "issue a grant JWT from an issuer key (no IdP)"},
     {"verify", cmd_verify, "verify a delegation token as a backend does"},
+    {"report", cmd_report, "write a session's log as one HTML page for an auditor"},
 };
 
 static void usage(FILE *out)
@@ -23,6 +25,7 @@ static void usage(FILE *out)
 	fprintf(out, "usage: deputy COMMAND [ARG…]\n\ncommands:\n");
 	for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "  %-10s %s\n", "--version", "print deputy's version");
 	fprintf(out, "\n'deputy COMMAND --help' tells more. deputyd is found at --socket PATH,\n"
 		     "$DEPUTY_SOCKET, or /run/deputy/deputy.sock.\n");
 }
@@ -36,6 +39,10 @@ int main(int argc, char **argv)
 	}
 	if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) {
 		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("deputy %s\n", DEPUTY_VERSION);
 		return 0;
 	}
 	for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)

@@ -12,13 +12,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit_export.h"
 #include "cgroup.h"
 #include "httpd.h"
 #include "kernel.h"
+#include "notify.h"
+#include "version.h"
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v] [-t]\n"
+	fprintf(out, "usage: deputyd [-c FILE] [-f] [-v] [-t] | --version\n"
 		     "  -c FILE   configuration (JSON; default " DP_DEFAULT_CONFIG ")\n"
 		     "  -f        stay in the foreground (otherwise detach and log to syslog)\n"
 		     "  -v        log debug messages too (also DEPUTY_DEBUG=1)\n"
@@ -84,6 +87,30 @@ static int setup_key(struct deputyd *d)
 	return 0;
 }
 
+/* Before sessions are recovered: their session_resume records are exported too. */
+static int setup_export(struct deputyd *d)
+{
+	struct dp_err err;
+
+	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
+		return fail("audit_export", "%s", err.msg);
+	if (d->cfg->audit_syslog)
+		pr_info("audit_export: every audit record also goes to %s (RFC 5424)",
+			d->cfg->audit_syslog);
+	return 0;
+}
+
+static void close_export(void)
+{
+	uint64_t sent, dropped;
+
+	audit_export_counts(&sent, &dropped);
+	if (sent || dropped)
+		pr_info("audit_export: %llu records sent, %llu dropped", (unsigned long long)sent,
+			(unsigned long long)dropped);
+	audit_export_close();
+}
+
 static int setup_cgroups(struct deputyd *d)
 {
 	int rc = cgroup_root(d->cg_root, sizeof(d->cg_root));
@@ -146,6 +173,7 @@ static int start_httpd(struct deputyd *d, struct dp_httpd **out)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+						 {"version", no_argument, NULL, 'V'},
 						 {NULL, 0, NULL, 0}};
 	const char *config_path = DP_DEFAULT_CONFIG;
 	bool foreground = false, verbose = false, check_only = false;
@@ -171,6 +199,9 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'V':
+			printf("deputyd %s\n", DEPUTY_VERSION);
+			return 0;
 		default:
 			usage(stderr);
 			return 2;
@@ -194,7 +225,9 @@ int main(int argc, char **argv)
 	}
 	umask(022);
 	raise_fd_limit();
-	if (setup_dirs(&d) || setup_key(&d))
+	if (notify_init(&err) != 0)
+		pr_warn("%s: the service manager will not hear from deputyd", err.msg);
+	if (setup_dirs(&d) || setup_key(&d) || setup_export(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);
 	if (!d.trust) {
@@ -217,8 +250,10 @@ int main(int argc, char **argv)
 		goto out;
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
 		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
+	notify_send("READY=1\nSTATUS=serving");
 	rc = server_run(&d) ? 1 : 0;
 out:
+	close_export();
 	httpd_stop(httpd);
 	if (d.kernel)
 		kernel_close(d.kernel);

@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "audit_export.h"
 #include "proxyd.h"
 
 void reload_config(struct deputyd *d)
@@ -54,6 +55,8 @@ void reload_config(struct deputyd *d)
 	d->trust = trust;
 	policy_refresh(d);
 	proxyd_reload(d);
+	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
+		pr_warn("reload: %s; audit records are not exported", err.msg);
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }

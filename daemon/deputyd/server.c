@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "dispatch.h"
 #include "kernel.h"
+#include "notify.h"
 #include "proxyd.h"
 #include "reload.h"
 
@@ -136,10 +137,13 @@ static void server_event(struct deputyd *d, const struct epoll_event *ev, int64_
 		return;
 	case EP_SIGNAL:
 		while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
-			if (si.ssi_signo == SIGHUP)
+			if (si.ssi_signo == SIGHUP) {
+				notify_reloading();
 				reload_config(d);
-			else
+				notify_send("READY=1");
+			} else {
 				d->stopping = true;
+			}
 		}
 		return;
 	case EP_TIMER:
@@ -215,6 +219,7 @@ int server_run(struct deputyd *d)
 			kernel_consume(d->kernel);
 		conn_reap(d);
 	}
+	notify_send("STOPPING=1");
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
 	proxyd_stop(d);

@@ -529,6 +529,28 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 	return cfg_parse_proxy(c, root, cfg);
 }
 
+/* "audit_export": {"syslog": PATH}: the object's presence turns the export on, so
+ * {"syslog": "/dev/log"} and {} say the same. */
+static int cfg_parse_audit_export(struct cfg_ctx *c, json_t *v, struct dp_config *cfg)
+{
+	static const char *const keys[] = {"syslog"};
+	json_t *path;
+	int r;
+
+	if (!json_is_object(v))
+		return cfg_fail(c, "audit_export",
+				"must be an object such as {\"syslog\": \"/dev/log\"}");
+	snprintf(c->where, sizeof(c->where), "audit_export");
+	if ((r = cfg_check_keys(c, v, keys, DP_ARRAY_SIZE(keys))))
+		return r;
+	if ((path = json_object_get(v, "syslog")))
+		r = cfg_get_abs_path(c, "syslog", path, CFG_SUN_PATH_MAX, &cfg->audit_syslog);
+	else if (!(cfg->audit_syslog = strdup("/dev/log")))
+		r = -ENOMEM;
+	c->where[0] = '\0';
+	return r;
+}
+
 static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	static const char *const keys[] = {
@@ -537,6 +559,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	    "proxy",	     "proxy_listen",	"upstream_ca_file",
+	    "audit_export",
 	};
 	json_t *v;
 	const char *s = NULL;
@@ -610,6 +633,8 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 				 cfg_parse_cidr_cb)))
 		return r;
 
+	if ((v = json_object_get(root, "audit_export")) && (r = cfg_parse_audit_export(c, v, cfg)))
+		return r;
 	return cfg_parse_switches(c, root, cfg);
 }
 
@@ -732,6 +757,7 @@ void config_free(struct dp_config *cfg)
 	free(cfg->upstream_ca_file);
 	free(cfg->http_listen);
 	free(cfg->cgroup);
+	free(cfg->audit_syslog);
 	free(cfg->proxy_listen);
 	free(cfg);
 }

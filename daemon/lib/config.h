@@ -73,6 +73,7 @@ struct dp_config {
 	bool proxy;   /* "proxy": "on" (default) / "off" */
 	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
 	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
+	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */

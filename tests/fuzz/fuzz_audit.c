@@ -22,6 +22,7 @@
 #include "claims.c"
 #include "audit.c"
 #include "jsonw.c"
+#include "audit_export.c"
 #include "audit_log.c"
 
 #include "fuzz_key.h"
