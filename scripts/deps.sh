@@ -1,7 +1,28 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Installs the Debian 12 packages deputy builds, tests and demos with, when any is missing.
+# Installs the Debian 12 packages deputy builds, tests and demos with, when any is missing,
+# and the npm packages of the tests' OpenID Provider (tests/idp, versions pinned by its
+# package-lock.json) into build/npm, which is ignored like the rest of build/.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The tests' IdP: npm ci from the lock file, again only when the pinned version is not there.
+npm_deps() {
+	local want have
+	want=$(sed -n 's/.*"oidc-provider": "\([0-9.]*\)".*/\1/p' tests/idp/package.json)
+	have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' \
+		build/npm/node_modules/oidc-provider/package.json 2>/dev/null || true)
+	[ -n "$want" ] && [ "$want" = "$have" ] && return 0
+	if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+		echo "deputy: deps: node and npm are needed for the IdP tests (apt-get install nodejs npm)" >&2
+		exit 1
+	fi
+	echo "deputy: installing oidc-provider $want into build/npm" >&2
+	mkdir -p build/npm
+	cp tests/idp/package.json tests/idp/package-lock.json build/npm/
+	npm ci --prefix build/npm --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
       libssl-dev openssl libjansson-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps)
@@ -9,7 +30,10 @@ missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+	npm_deps
+	exit 0
+fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "deputy: deps: missing packages (${missing[*]}); run 'make deps' as root" >&2
 	exit 1
@@ -18,3 +42,4 @@ echo "deputy: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+npm_deps
