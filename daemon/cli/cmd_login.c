@@ -309,13 +309,13 @@ static int login_args(int argc, char **argv, struct login *l)
 			slen += (size_t)sprintf(l->scope + slen, "%s%s", slen ? " " : "", optarg);
 			break;
 		case 'r':
-			/* --resource A B C: the following arguments that are not options */
-			optind--;
-			while (optind < argc && argv[optind][0] != '-') {
+			/* --resource A B C: also the following arguments that are not options */
+			for (const char *v = optarg; v;
+			     v = optind < argc && argv[optind][0] != '-' ? argv[optind++] : NULL) {
 				if (l->n_resources == LOGIN_MAX_RESOURCES)
 					return cli_fail("login", "more than %d resources",
 							LOGIN_MAX_RESOURCES);
-				l->resources[l->n_resources++] = argv[optind++];
+				l->resources[l->n_resources++] = v;
 			}
 			break;
 		case 'c':

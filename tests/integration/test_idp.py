@@ -173,12 +173,14 @@ class Home:
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-def login(home, agent="mailbot", action="login?user=alice", issuer=None, extra=()):
+def login(home, agent="mailbot", action="login?user=alice", issuer=None, extra=(),
+          resources=(AUD,)):
     """deputy login; the user does action (None: nothing) once the code is shown. Returns the
     CompletedProcess-like (returncode, stderr)."""
     p = dt.track(subprocess.Popen(
         [dt.DEPUTY, "login", "--issuer", issuer or idp().issuer, "--agent", agent,
-         "--scope", SCOPE, "--resource", AUD, "--ca-file", CERTS.ca] + list(extra),
+         "--scope", SCOPE, "--resource"] + list(resources) + ["--ca-file", CERTS.ca] +
+        list(extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=home.env()))
     shown = []
     while True:
@@ -363,14 +365,15 @@ def device_login_run_rotation_and_cache():
         s = Stack(tmp)
         try:
             home = Home()
-            rc, err = login(home)
+            rc, err = login(home, resources=(AUD, "https://cal.test"))
             eq(rc, 0, "login: " + err)
             check("To sign in, open %s/device and enter the code " % idp().issuer in err, err)
             path = home.grant_path()
             eq(os.stat(path).st_mode & 0o777, 0o600, "grant file mode")
             c = claims(open(path).read())
             eq((c["sub"], c["aud"], c["may_act"], c["resource"], c["scope"]),
-               ("alice", dt.ISSUER, {"sub": "agent:mailbot"}, [AUD], SCOPE), "grant claims")
+               ("alice", dt.ISSUER, {"sub": "agent:mailbot"}, [AUD, "https://cal.test"], SCOPE),
+               "grant claims")
             v = s.verify(home, path)
             check(v.returncode == 0 and "valid: user alice, agent:mailbot" in v.stdout,
                   v.stdout + v.stderr)
