@@ -11,12 +11,18 @@
 // Prints "listening PORT" once it serves, and "reloaded" after SIGHUP rereads CONFIG (key
 // rotation, a new audience or lifetime). The test plays the user through the interaction
 // routes: /interaction/UID/login?user=NAME approves, /interaction/UID/deny refuses.
+// oidc-provider has no RFC 8693 token exchange; the one registered here exchanges an access
+// token this IdP issued (signature, issuer and expiry checked) for one of the asking client.
 import fs from 'node:fs';
 import https from 'node:https';
+import { pathToFileURL } from 'node:url';
 
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const confPath = process.argv[2];
 let conf = JSON.parse(fs.readFileSync(confPath, 'utf8'));
-const { default: Provider } = await import(conf.module);
+const { default: Provider, errors } = await import(conf.module);
+// jose comes with oidc-provider: node_modules/oidc-provider/lib/index.js -> node_modules/jose
+const jose = await import(new URL('../../jose/dist/webapi/index.js', pathToFileURL(conf.module)));
 let issuer;
 let provider;
 
@@ -26,7 +32,7 @@ function makeProvider() {
       client_id: id,
       token_endpoint_auth_method: 'none',
       id_token_signed_response_alg: 'ES256',
-      grant_types: ['urn:ietf:params:oauth:grant-type:device_code'],
+      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', TOKEN_EXCHANGE],
       response_types: [],
       redirect_uris: [],
     })),
@@ -50,10 +56,10 @@ function makeProvider() {
       },
     },
     extraTokenClaims: async (ctx, token) => {
-      const grant = await p.Grant.find(token.grantId);
+      const grant = token.grantId ? await p.Grant.find(token.grantId) : undefined;
       return {
         may_act: { sub: `agent:${token.clientId}` },
-        resource: Object.keys(grant?.resources || {}),
+        resource: token.extra?.resource || Object.keys(grant?.resources || {}),
       };
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
@@ -66,7 +72,44 @@ function makeProvider() {
       Interaction: 600,
     },
   });
+  p.registerGrantType(TOKEN_EXCHANGE, exchange, ['subject_token', 'subject_token_type',
+    'scope', 'resource'], ['resource']);
   return p;
+}
+
+async function exchange(ctx) {
+  const { params, client } = ctx.oidc;
+  const keys = { keys: conf.jwks.keys.map(({ d, ...pub }) => pub) };
+  let subject;
+  try {
+    ({ payload: subject } = await jose.jwtVerify(params.subject_token,
+      jose.createLocalJWKSet(keys), { issuer }));
+  } catch (e) {
+    throw new errors.InvalidGrant(`subject_token: ${e.message}`);
+  }
+  const resources = [].concat(params.resource || []);
+  const rs = new provider.ResourceServer(conf.audience, {
+    audience: conf.audience,
+    scope: conf.scopes.join(' '),
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: conf.ttl,
+    jwt: { sign: { alg: 'ES256' } },
+  });
+  const at = new provider.AccessToken({
+    accountId: subject.sub,
+    client,
+    gty: 'token_exchange',
+    scope: params.scope,
+    resourceServer: rs,
+    extra: { resource: resources },
+  });
+  ctx.body = {
+    access_token: await at.save(),
+    issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+    token_type: 'Bearer',
+    expires_in: at.expiration,
+    scope: params.scope,
+  };
 }
 
 async function interaction(req, res, url) {

@@ -7,8 +7,9 @@ opens a session whose requests reach the test backend with a token naming that u
 
 Also: key rotation picked up without restarting deputyd, the key cache serving a restart
 while the IdP is down, the IdP's grants for another agent, expired or for another audience
-refused, and each failure of login (unreachable IdP, denied, expired code, no token exchange,
-metadata without an endpoint) one line on stderr and no grant file.
+refused, an RFC 8693 token exchange, and each failure of login (unreachable IdP, denied,
+expired code, a subject token refused, metadata without an endpoint) one line on stderr and
+no grant file.
 
 Run with Debian's /usr/bin/python3. One PASS/FAIL/SKIP line per case."""
 import base64
@@ -301,12 +302,12 @@ def login_failures_leave_no_grant():
     finally:
         idp().set(device_ttl=600)
     one_line_failure(rc, err, "the device code expired before the sign-in was completed")
-    # oidc-provider has no RFC 8693 token exchange: the IdP's refusal, in one line
+    # a subject token the IdP never issued: its refusal, in one line
     tok = os.path.join(home.path, "subject.jwt")
     with open(tok, "w") as f:
         f.write("x.y.z\n")
     rc, err = login(home, action=None, extra=["--subject-token", tok])
-    one_line_failure(rc, err, "token exchange: unsupported_grant_type")
+    one_line_failure(rc, err, "token exchange: invalid_grant")
     eq(home.grant_files(), [], "files left in the grant directory")
 
 
@@ -380,6 +381,16 @@ def device_login_run_rotation_and_cache():
             r = s.run(home)
             eq(r.returncode, 0, "deputy run: " + r.stderr[-800:])
             eq(s.api_user(0), "alice", "the user the API was told of")
+            # RFC 8693: alice's token exchanged for a grant to another agent
+            rc, err = login(home, agent="otherbot", action=None,
+                            extra=["--subject-token", path])
+            eq(rc, 0, "token exchange: " + err)
+            c = claims(open(home.grant_path("otherbot")).read())
+            eq((c["sub"], c["may_act"], c["resource"]),
+               ("alice", {"sub": "agent:otherbot"}, [AUD]), "exchanged grant")
+            v = s.verify(home, home.grant_path("otherbot"), agent="otherbot")
+            check(v.returncode == 0 and "valid: user alice, agent:otherbot" in v.stdout,
+                  v.stdout + v.stderr)
             # the IdP rotates to a key deputyd has never seen; deputyd keeps running
             pid = s.d.proc.pid
             idp().set(jwks={"keys": [private_jwk("key-2")]})
