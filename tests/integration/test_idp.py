@@ -313,10 +313,11 @@ def login_failures_leave_no_grant():
 
 class MetadataHandler(http.server.BaseHTTPRequestHandler):
     doc = {}
+    path_served = "/.well-known/openid-configuration"
 
     def do_GET(self):
         body = json.dumps(self.doc).encode()
-        ok = self.path == "/.well-known/openid-configuration"
+        ok = self.path == self.path_served
         self.send_response(200 if ok else 404)
         self.send_header("Content-Length", str(len(body) if ok else 0))
         self.end_headers()
@@ -343,6 +344,12 @@ def metadata_without_endpoints():
         MetadataHandler.doc = {"issuer": "https://someone-else.test"}
         rc, err = login(home, issuer=iss)
         one_line_failure(rc, err, 'discovery document names issuer "https://someone-else.test"')
+        # RFC 8414 §3.1 metadata, for an issuer with a path, when there is no OIDC document
+        MetadataHandler.path_served = "/.well-known/oauth-authorization-server/tenant"
+        MetadataHandler.doc = {"issuer": iss + "/tenant", "token_endpoint": iss + "/token"}
+        rc, err = login(home, issuer=iss + "/tenant")
+        one_line_failure(rc, err, "discovery document has no device_authorization_endpoint")
+        MetadataHandler.path_served = "/.well-known/openid-configuration"
         eq(home.grant_files(), [], "files left in the grant directory")
         # deputyd's side: no jwks_uri, so no keys, said once and clearly
         MetadataHandler.doc = {"issuer": iss}
