@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Installs the Debian 12 packages deputy builds, tests and demos with, when any is missing,
-# then the npm packages the proxy's runtime tests use (scripts/npm-deps.sh).
+# then the npm packages of the tests' OpenID Provider (tests/idp, versions pinned by its
+# package-lock.json) into build/npm, which is ignored like the rest of build/, and those the
+# proxy's runtime tests use (scripts/npm-deps.sh).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The tests' IdP: npm ci from the lock file, again only when the pinned version is not there.
+npm_deps() {
+	local want have
+	want=$(sed -n 's/.*"oidc-provider": "\([0-9.]*\)".*/\1/p' tests/idp/package.json)
+	have=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' \
+		build/npm/node_modules/oidc-provider/package.json 2>/dev/null || true)
+	[ -n "$want" ] && [ "$want" = "$have" ] && return 0
+	if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+		echo "deputy: deps: node and npm are needed for the IdP tests (apt-get install nodejs npm)" >&2
+		exit 1
+	fi
+	echo "deputy: installing oidc-provider $want into build/npm" >&2
+	mkdir -p build/npm
+	cp tests/idp/package.json tests/idp/package-lock.json build/npm/
+	npm ci --prefix build/npm --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
       libssl-dev openssl libjansson-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps
@@ -25,4 +46,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-exec "$(dirname "$0")/npm-deps.sh"
+npm_deps
+exec scripts/npm-deps.sh

@@ -18,6 +18,18 @@ int cmd_run(int argc, char **argv);	 /* cli_session.c */
 int cmd_sessions(int argc, char **argv); /* cli_session.c */
 int cmd_logs(int argc, char **argv);	 /* cli_session.c */
 int cmd_audit(int argc, char **argv);	 /* cli_session.c */
+int cmd_login(int argc, char **argv);	 /* cmd_login.c */
+
+/* `deputy verify --grant` (cmd_grant_check.c); config NULL: $DEPUTY_CONFIG or the default. */
+int cli_verify_grant(const char *grant_path, const char *agent, const char *config);
+
+/* grant_store.c: the file `deputy login` keeps an agent's grant in,
+ * $XDG_CONFIG_HOME/deputy/grants/NAME.jwt (~/.config/… without it); 0 or -errno. */
+int cli_grant_path(const char *agent, char *out, size_t outsz);
+/* Stores it whole (atomically), mode 0600, the directories 0700. 0 or -errno. */
+int cli_grant_store(const char *path, const char *token);
+/* A token or grant from a file or '-' (stdin), trailing blanks dropped; NULL on failure. */
+char *cli_read_token(const char *path);
 
 int cmd_report(int argc, char **argv); /* cmd_report.c */
 

@@ -36,12 +36,13 @@
 /* ---- deputy run --------------------------------------------------------------------------- */
 
 static const char run_help[] =
-    "usage: deputy run --grant FILE --agent NAME [--socket PATH] -- CMD [ARG…]\n"
+    "usage: deputy run [--grant FILE] --agent NAME [--socket PATH] -- CMD [ARG…]\n"
     "Runs CMD as a session of agent \"agent:NAME\" for the user of the grant. deputyd\n"
     "verifies the grant; CMD runs with LD_PRELOAD=libdeputy.so, DEPUTY_SOCKET and\n"
     "DEPUTY_SESSION=<session id>. Exits with CMD's status (128+N if killed by signal N).\n"
     "When CMD exits, the session ends and any process it left behind is killed.\n"
-    "  --grant FILE   the user's grant (a JWT; '-' reads it from standard input)\n"
+    "  --grant FILE   the user's grant (a JWT; '-' reads it from standard input); by\n"
+    "                 default the one `deputy login --agent NAME` stored\n"
     "  --agent NAME   the agent's name (letters, digits, '.', '_', '-')\n"
     "  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET or " DP_DEFAULT_SOCKET ")\n"
     "The shim is $DEPUTY_PRELOAD if set, else libdeputy.so beside this program or in\n"
@@ -64,28 +65,6 @@ static int find_shim(char *out, size_t outsz)
 		return access(out, R_OK) == 0 ? 0 : -ENOENT;
 	}
 	return dp_find_installed("libdeputy.so", R_OK, out, outsz);
-}
-
-static char *read_grant(const char *path)
-{
-	char *text = NULL;
-	size_t len = 0;
-
-	if (strcmp(path, "-") == 0) {
-		size_t cap = 0;
-		ssize_t r = getdelim(&text, &cap, '\0', stdin);
-
-		if (r < 0) {
-			free(text);
-			return NULL;
-		}
-		len = (size_t)r;
-	} else if (dp_read_file(path, 1 << 20, &text, &len) != 0) {
-		return NULL;
-	}
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
-		text[--len] = '\0';
-	return text;
 }
 
 static int run_exec(char **cmd, const char *shim, const char *sock, const char *session)
@@ -215,7 +194,7 @@ int cmd_run(int argc, char **argv)
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
-	char shim[PATH_MAX], *grant, *session, *ca, *bundle = NULL;
+	char shim[PATH_MAX], stored[PATH_MAX], *grant, *session, *ca, *bundle = NULL;
 	struct sigaction sa = {.sa_handler = run_forward};
 	struct dp_err err;
 	int opt, status, go[2];
@@ -243,13 +222,20 @@ int cmd_run(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!grant_path || !agent || optind >= argc) {
-		cli_fail("run", "--grant, --agent and a command are required (see --help)");
+	if (!agent || optind >= argc) {
+		cli_fail("run", "--agent and a command are required (see --help)");
 		return 2;
+	}
+	if (!grant_path) {
+		/* the grant `deputy login --agent NAME` stored */
+		if (cli_grant_path(agent, stored, sizeof(stored)))
+			return cli_fail("run",
+					"no --grant, and no config directory to find one in");
+		grant_path = stored;
 	}
 	if (find_shim(shim, sizeof(shim)) != 0)
 		return cli_fail("run", "cannot find libdeputy.so (set DEPUTY_PRELOAD)");
-	grant = read_grant(grant_path);
+	grant = cli_read_token(grant_path);
 	if (!grant || !*grant) {
 		free(grant);
 		return cli_fail("run", "cannot read the grant from %s", grant_path);

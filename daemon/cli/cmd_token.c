@@ -44,6 +44,7 @@ static const char grant_usage[] =
 
 static const char verify_usage[] =
     "usage: deputy verify --jwks FILE|URL --audience AUD [--scope S] [--issuer ISS] TOKEN\n"
+    "       deputy verify --grant FILE [--agent NAME] [--config FILE]\n"
     "\n"
     "Verifies a deputy delegation token as a backend does: ES256 only, typ at+jwt, a kid\n"
     "of the JWKS, the signature, exp, iat/nbf (60 s skew), aud, and sub, jti and act.sub.\n"
@@ -54,7 +55,11 @@ static const char verify_usage[] =
     "                   http://127.0.0.1:8471/.well-known/jwks.json)\n"
     "  --audience AUD   this API's base URI; the token's aud must name it\n"
     "  --scope S        a scope the token must carry\n"
-    "  --issuer ISS     the deputyd issuer the token must come from\n";
+    "  --issuer ISS     the deputyd issuer the token must come from\n"
+    "\n"
+    "With --grant, checks a grant exactly as deputyd would, with deputyd's config\n"
+    "(--config FILE, $DEPUTY_CONFIG, or /etc/deputy/deputy.json): prints its claims and\n"
+    "the verdict; --agent NAME also checks that the grant lets agent NAME act.\n";
 
 /* "--name value" or "--name=value": the value, advancing *i; NULL when argv[*i] is not
  * --name. A missing value is reported and *bad set. */
@@ -323,6 +328,7 @@ static char *read_token_stdin(void)
 int cmd_verify(int argc, char **argv)
 {
 	const char *jwks = NULL, *aud = NULL, *scope = NULL, *issuer = NULL, *token = NULL, *v;
+	const char *grant = NULL, *agent = NULL, *config = NULL;
 	char why[512] = "", *claims = NULL, *owned = NULL;
 	deputy_verifier *ver;
 	json_t *root;
@@ -341,6 +347,12 @@ int cmd_verify(int argc, char **argv)
 			scope = v;
 		else if ((v = opt_value(argc, argv, &i, "--issuer", &bad)))
 			issuer = v;
+		else if ((v = opt_value(argc, argv, &i, "--grant", &bad)))
+			grant = v;
+		else if ((v = opt_value(argc, argv, &i, "--agent", &bad)))
+			agent = v;
+		else if ((v = opt_value(argc, argv, &i, "--config", &bad)))
+			config = v;
 		else if (!bad && !token && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0))
 			token = argv[i];
 		else if (!bad) {
@@ -350,7 +362,9 @@ int cmd_verify(int argc, char **argv)
 		if (bad)
 			return 2;
 	}
-	if (!jwks || !aud || !token) {
+	if (grant && !jwks && !aud && !token)
+		return cli_verify_grant(grant, agent, config);
+	if (!jwks || !aud || !token || grant || agent || config) {
 		cli_fail("verify", "--jwks, --audience and TOKEN are required (see --help)");
 		return 2;
 	}

@@ -16,8 +16,9 @@ static const struct {
     {"logs", cmd_logs, "show a session's connections and actions"},
     {"audit", cmd_audit, "verify a session log's hash chain and signature"},
     {"grant", cmd_grant, "issue a grant JWT from an issuer key (no IdP)"},
-    {"verify", cmd_verify, "verify a delegation token as a backend does"},
+    {"verify", cmd_verify, "verify a delegation token as a backend does, or a grant"},
     {"report", cmd_report, "write a session's log as one HTML page for an auditor"},
+    {"login", cmd_login, "get a grant from an OpenID Provider (device flow)"},
 };
 
 static void usage(FILE *out)

@@ -31,7 +31,6 @@
 #define CFG_MAX_ISSUERS 64
 #define CFG_MAX_CIDRS 1024
 #define CFG_MAX_ROUTE_ADDRS 64
-#define CFG_MAX_PATH 4096
 #define CFG_MAX_GLOB 2048
 #define CFG_MAX_TOKEN 64 /* HTTP methods and header names */
 #define CFG_MAX_CGROUP 255
@@ -181,41 +180,6 @@ static bool cfg_cgroup_path_ok(const char *s)
 }
 
 /* ---- objects ----------------------------------------------------------------------- */
-
-static int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti)
-{
-	static const char *const keys[] = {"issuer", "jwks_file", "jwks_uri"};
-	struct url_parts parts;
-	json_t *v;
-	const char *s = NULL;
-	int r;
-
-	if (!json_is_object(obj))
-		return cfg_fail(c, NULL, "must be an object");
-	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
-		return r;
-	v = json_object_get(obj, "issuer");
-	if (!v)
-		return cfg_fail(c, "issuer", "required");
-	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
-	    (r = cfg_dup_string(c, "issuer", s, &ti->issuer)))
-		return r;
-	if (json_object_get(obj, "jwks_file") && json_object_get(obj, "jwks_uri"))
-		return cfg_fail(c, NULL, "give either jwks_file or jwks_uri, not both");
-	if ((v = json_object_get(obj, "jwks_file")))
-		return cfg_get_abs_path(c, "jwks_file", v, CFG_MAX_PATH, &ti->jwks_file);
-	if ((v = json_object_get(obj, "jwks_uri"))) {
-		if ((r = cfg_get_string(c, "jwks_uri", v, &s)) ||
-		    (r = cfg_check_uri(c, "jwks_uri", s, &parts)))
-			return r;
-		if (!url_fetch_allowed(&parts))
-			return cfg_fail(c, "jwks_uri",
-					"must be https:// (http:// only for loopback hosts)");
-		return cfg_dup_string(c, "jwks_uri", s, &ti->jwks_uri);
-	}
-	return cfg_fail(c, NULL, "needs jwks_file or jwks_uri");
-}
 
 /* Header fields whose replacement would change the message framing or its target. */
 static const char *const cfg_forbidden_headers[] = {
@@ -744,6 +708,9 @@ void config_free(struct dp_config *cfg)
 		free(cfg->issuers[i].issuer);
 		free(cfg->issuers[i].jwks_file);
 		free(cfg->issuers[i].jwks_uri);
+		free(cfg->issuers[i].ca_file);
+		for (size_t k = 0; k < DP_CLAIM_N; k++)
+			free(cfg->issuers[i].claims[k]);
 	}
 	free(cfg->issuers);
 	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)

@@ -36,11 +36,27 @@ struct dp_route {
 	size_t n_addrs;
 };
 
+/* The claims deputy reads from a grant that an issuer may name differently ("claims"). */
+enum dp_claim {
+	DP_CLAIM_SUB,
+	DP_CLAIM_JTI,
+	DP_CLAIM_SCOPE,
+	DP_CLAIM_RESOURCE,
+	DP_CLAIM_AGENT,
+	DP_CLAIM_N
+};
+
 struct dp_trusted_issuer {
 	char *issuer;
-	char *jwks_file; /* exactly one of jwks_file, jwks_uri */
-	char *jwks_uri;	 /* https:// */
+	char *jwks_file;	  /* exactly one of jwks_file, jwks_uri, discovery */
+	char *jwks_uri;		  /* https:// */
+	bool discovery;		  /* jwks_uri from the issuer's OIDC / RFC 8414 metadata */
+	char *ca_file;		  /* PEM bundle for this issuer's HTTPS; NULL: the system's */
+	char *claims[DP_CLAIM_N]; /* the issuer's name for each; NULL: deputy's own */
 };
+
+/* deputy's name of a mappable claim ("sub", "jti", "scope", "resource", "agent"). */
+const char *config_claim_name(enum dp_claim c);
 
 struct dp_cidr {
 	int family; /* AF_INET or AF_INET6 */

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #define CFG_MAX_SCOPE 256
+#define CFG_MAX_PATH 4096
 
 /* A key path for error messages, built up as the parser descends ("routes[2].port"). */
 struct cfg_ctx {
@@ -43,5 +44,9 @@ int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, s
 int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max, size_t elsize,
 		    void **out, size_t *n_out,
 		    int (*parse_one)(struct cfg_ctx *, json_t *, void *));
+
+struct dp_trusted_issuer;
+/* One object of "trusted_issuers" (config_issuer.c). */
+int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti);
 
 #endif

@@ -5,14 +5,21 @@
  * "deputy run" output must learn which claim was wrong. Strings from the token that end up
  * in a reason are cut and stripped of control bytes.
  *
- * Key sets: jwks_file is read and jwks_uri fetched at trust_new; an unknown kid makes the
- * issuer's keys be read again (key rotation), at most once every TRUST_REFETCH_S seconds per
- * issuer so hostile tokens with random kids cannot turn deputyd into a fetch amplifier.
- * A failed (re)load keeps the keys already known and is logged, never fatal.
+ * Key sets: jwks_file is read and jwks_uri (or the one discovery finds) fetched at
+ * trust_new; an unknown kid makes the issuer's keys be read again (key rotation), at most
+ * once every TRUST_REFETCH_S seconds per issuer so hostile tokens with random kids cannot
+ * turn deputyd into a fetch amplifier. A failed (re)load keeps the keys already known and is
+ * logged, never fatal; fetched keys are cached in the state directory (jwks_fetch.h).
+ *
+ * Claim shapes: IdPs say "scp" for scope, give one resource as a string, leave out jti or
+ * name the agent in azp. Those shapes are read as what they mean, and an issuer's "claims"
+ * renames sub, jti, scope, resource and agent; iss, aud, exp, nbf, iat, the signature and
+ * the agent comparison stay exactly as strict.
  */
 #include "grant.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +28,16 @@
 #include "jws.h"
 
 #define TRUST_REFETCH_S 30
-#define GRANT_MAX_SCOPES 256
-#define GRANT_MAX_RESOURCES 256
+#define GRANT_MAX_LIST 256 /* scopes, resources */
 
 struct trust_issuer {
 	char *issuer;
-	char *source; /* jwks_file or jwks_uri */
+	char *source; /* jwks_file, jwks_uri, or the issuer when discovery finds the keys */
+	bool from_file;
+	bool discovery;
+	char *ca_file;
+	const char *cache_dir;	  /* the trust's */
+	char *claims[DP_CLAIM_N]; /* the issuer's claim names; NULL: deputy's */
 	struct dp_keyset *keys;
 	int64_t loaded_at; /* last (re)load attempt, dp_now() */
 };
@@ -35,7 +46,20 @@ struct dp_trust {
 	pthread_mutex_t lock; /* guards keys and loaded_at of every issuer */
 	struct trust_issuer *issuers;
 	size_t n;
+	char *cache_dir; /* <state_dir>/issuer-keys, NULL without a state_dir */
 };
+
+static struct dp_keyset *issuer_load(const struct trust_issuer *ti, struct dp_err *err)
+{
+	const struct jwks_issuer src = {.issuer = ti->issuer,
+					.jwks_uri = ti->discovery ? NULL : ti->source,
+					.ca_file = ti->ca_file,
+					.cache_dir = ti->cache_dir};
+
+	if (ti->from_file)
+		return jwks_load(ti->source, err);
+	return jwks_issuer_load(&src, err);
+}
 
 static void issuer_reload(struct trust_issuer *ti, int64_t now)
 {
@@ -43,7 +67,7 @@ static void issuer_reload(struct trust_issuer *ti, int64_t now)
 	struct dp_keyset *ks;
 
 	ti->loaded_at = now;
-	ks = jwks_load(ti->source, &err);
+	ks = issuer_load(ti, &err);
 	if (!ks) {
 		pr_warn("trusted issuer %s: keys not loaded: %s", ti->issuer, err.msg);
 		return;
@@ -52,6 +76,24 @@ static void issuer_reload(struct trust_issuer *ti, int64_t now)
 	ti->keys = ks;
 	pr_debug("trusted issuer %s: %zu keys from %s", ti->issuer, dp_keyset_count(ks),
 		 ti->source);
+}
+
+static int issuer_init(struct trust_issuer *ti, const struct dp_trusted_issuer *ci, const char *src,
+		       const char *cache_dir)
+{
+	ti->issuer = strdup(ci->issuer);
+	ti->source = strdup(src);
+	ti->from_file = ci->jwks_file != NULL;
+	ti->discovery = ci->discovery;
+	ti->cache_dir = cache_dir;
+	if (!ti->issuer || !ti->source)
+		return -ENOMEM;
+	if (ci->ca_file && !(ti->ca_file = strdup(ci->ca_file)))
+		return -ENOMEM;
+	for (size_t k = 0; k < DP_CLAIM_N; k++)
+		if (ci->claims[k] && !(ti->claims[k] = strdup(ci->claims[k])))
+			return -ENOMEM;
+	return 0;
 }
 
 struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
@@ -64,6 +106,12 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 		return NULL;
 	}
 	pthread_mutex_init(&t->lock, NULL);
+	if (cfg->state_dir && asprintf(&t->cache_dir, "%s/issuer-keys", cfg->state_dir) < 0) {
+		t->cache_dir = NULL;
+		trust_free(t);
+		dp_err_set(err, "out of memory");
+		return NULL;
+	}
 	t->issuers = calloc(cfg->n_issuers ? cfg->n_issuers : 1, sizeof(*t->issuers));
 	if (!t->issuers) {
 		trust_free(t);
@@ -73,15 +121,20 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 	for (size_t i = 0; i < cfg->n_issuers; i++) {
 		const struct dp_trusted_issuer *ci = &cfg->issuers[i];
 		struct trust_issuer *ti = &t->issuers[t->n];
-		const char *src = ci->jwks_file ? ci->jwks_file : ci->jwks_uri;
+		const char *src = ci->jwks_file	  ? ci->jwks_file
+				  : ci->jwks_uri  ? ci->jwks_uri
+				  : ci->discovery ? ci->issuer
+						  : NULL;
 
 		if (!ci->issuer || !src) {
-			dp_err_set(
-			    err, "trusted_issuers[%zu]: needs issuer and jwks_file or jwks_uri", i);
+			dp_err_set(err,
+				   "trusted_issuers[%zu]: needs issuer and jwks_file, jwks_uri or "
+				   "discovery",
+				   i);
 			trust_free(t);
 			return NULL;
 		}
-		if (!ci->jwks_file && !jwks_url_allowed(ci->jwks_uri)) {
+		if (!ci->jwks_file && !jwks_url_allowed(src)) {
 			dp_err_set(err,
 				   "trusted_issuers[%zu].jwks_uri: must be https:// (http:// only "
 				   "to loopback)",
@@ -89,16 +142,12 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 			trust_free(t);
 			return NULL;
 		}
-		ti->issuer = strdup(ci->issuer);
-		ti->source = strdup(src);
-		if (!ti->issuer || !ti->source) {
-			free(ti->issuer);
-			free(ti->source);
+		t->n++;
+		if (issuer_init(ti, ci, src, t->cache_dir)) {
 			trust_free(t);
 			dp_err_set(err, "out of memory");
 			return NULL;
 		}
-		t->n++;
 		if (ci->jwks_file) {
 			/* A key file is local configuration: unreadable means misconfigured, and
 			 * deputyd refuses to start. A jwks_uri may be down for a while: logged. */
@@ -123,11 +172,17 @@ void trust_free(struct dp_trust *trust)
 	if (!trust)
 		return;
 	for (size_t i = 0; i < trust->n; i++) {
-		free(trust->issuers[i].issuer);
-		free(trust->issuers[i].source);
-		dp_keyset_free(trust->issuers[i].keys);
+		struct trust_issuer *ti = &trust->issuers[i];
+
+		free(ti->issuer);
+		free(ti->source);
+		free(ti->ca_file);
+		for (size_t k = 0; k < DP_CLAIM_N; k++)
+			free(ti->claims[k]);
+		dp_keyset_free(ti->keys);
 	}
 	free(trust->issuers);
+	free(trust->cache_dir);
 	pthread_mutex_destroy(&trust->lock);
 	free(trust);
 }
@@ -174,147 +229,200 @@ static const char *claim_str(const json_t *claims, const char *name)
 	return s && *s ? s : NULL;
 }
 
-static int split_scopes(const char *scope, struct dp_grant *g, struct dp_err *err)
+/* A list claim: an array of strings, or one string (split at spaces when split: a scope
+ * string is several scopes, a resource string is one URI). Each value must be one word:
+ * routes compare whole scopes and URIs, so "a b" in an array could only mislead. */
+static int claim_list(const json_t *v, const char *name, bool split, char ***out, size_t *n,
+		      struct dp_err *err)
 {
-	g->scopes = calloc(GRANT_MAX_SCOPES, sizeof(*g->scopes));
-	if (!g->scopes)
-		return -ENOMEM;
-	for (const char *p = scope; *p;) {
-		size_t w;
-
-		while (*p == ' ')
-			p++;
-		w = strcspn(p, " ");
-		if (w == 0)
-			break;
-		if (g->n_scopes == GRANT_MAX_SCOPES) {
-			dp_err_set(err, "grant has more than %d scopes", GRANT_MAX_SCOPES);
-			return -EINVAL;
-		}
-		g->scopes[g->n_scopes] = strndup(p, w);
-		if (!g->scopes[g->n_scopes])
-			return -ENOMEM;
-		g->n_scopes++;
-		p += w;
-	}
-	return 0;
-}
-
-static int copy_resources(const json_t *res, struct dp_grant *g, struct dp_err *err)
-{
+	const char *text = json_string_value(v);
 	const json_t *e;
 	size_t i;
 
-	if (json_array_size(res) > GRANT_MAX_RESOURCES) {
-		dp_err_set(err, "grant has more than %d resources", GRANT_MAX_RESOURCES);
-		return -EINVAL;
-	}
-	g->resources = calloc(json_array_size(res) + 1, sizeof(*g->resources));
-	if (!g->resources)
+	*out = calloc(GRANT_MAX_LIST + 1, sizeof(**out));
+	if (!*out)
 		return -ENOMEM;
-	json_array_foreach(res, i, e)
+	if (text) {
+		for (const char *p = text; *p;) {
+			size_t w;
+
+			while (*p == ' ')
+				p++;
+			w = split ? strcspn(p, " ") : strlen(p);
+			if (w == 0)
+				break;
+			if (*n == GRANT_MAX_LIST)
+				goto too_many;
+			if (!((*out)[*n] = strndup(p, w)))
+				return -ENOMEM;
+			(*n)++;
+			p += w;
+		}
+		if (!split && strchr(text, ' '))
+			goto not_list;
+		return 0;
+	}
+	if (!json_is_array(v))
+		goto not_list;
+	json_array_foreach(v, i, e)
 	{
-		g->resources[i] = strdup(json_string_value(e));
-		if (!g->resources[i])
+		const char *s = json_string_value(e);
+
+		if (!s || !*s || strchr(s, ' '))
+			goto not_list;
+		if (*n == GRANT_MAX_LIST)
+			goto too_many;
+		if (!((*out)[*n] = strdup(s)))
 			return -ENOMEM;
-		g->n_resources++;
+		(*n)++;
 	}
 	return 0;
+not_list:
+	dp_err_set(err, "grant %s is not %s or an array of strings", name,
+		   split ? "a space-separated string" : "a string");
+	return -EACCES;
+too_many:
+	dp_err_set(err, "grant has more than %d %s values", GRANT_MAX_LIST, name);
+	return -EACCES;
 }
 
-/* The claim checks, after the signature: every one a distinct reason. */
-static int grant_check_claims(const json_t *c, const char *audience, const char *agent, int64_t now,
-			      struct dp_err *err)
+/* The scope: "scope" (RFC 8693, a string) or "scp" (Okta: an array; Entra: a string), or the
+ * issuer's claims.scope. Both scope and scp would leave open which one the IdP meant. */
+static int grant_read_scope(const json_t *c, const struct trust_issuer *ti, struct dp_grant *g,
+			    struct dp_err *err)
 {
-	const struct dp_jwt_expect want = {.audience = audience, .now = now};
-	const json_t *may_act, *scope, *res, *e;
-	const char *act_sub;
-	char b1[72], b2[72];
-	size_t i;
-	int r;
+	const char *name = ti->claims[DP_CLAIM_SCOPE];
+	const json_t *v;
 
-	if (!claim_str(c, "sub")) {
-		dp_err_set(err, "grant has no sub (user)");
-		return -EACCES;
-	}
-	if (!claim_str(c, "jti")) {
-		dp_err_set(err, "grant has no jti");
-		return -EACCES;
-	}
-	r = dp_jwt_check_registered(c, DP_JWT_GRANT, &want, err);
-	if (r)
-		return r;
-	may_act = json_object_get(c, "may_act");
-	act_sub = json_string_value(json_object_get(may_act, "sub"));
-	if (!json_is_object(may_act) || !act_sub) {
-		dp_err_set(err, "grant has no may_act.sub (no agent may act)");
-		return -EACCES;
-	}
-	if (agent && strcmp(act_sub, agent) != 0) {
-		dp_err_set(err, "agent \"%s\" is not in the grant's may_act (\"%s\")",
-			   DP_SAFE(b1, agent), DP_SAFE(b2, act_sub));
-		return -EACCES;
-	}
-	scope = json_object_get(c, "scope");
-	if (!scope) {
-		dp_err_set(err, "grant has no scope");
-		return -EACCES;
-	}
-	if (!json_is_string(scope)) {
-		dp_err_set(err, "grant scope is not a string");
-		return -EACCES;
-	}
-	res = json_object_get(c, "resource");
-	if (!res) {
-		dp_err_set(err, "grant has no resource");
-		return -EACCES;
-	}
-	if (!json_is_array(res)) {
-		dp_err_set(err, "grant resource is not an array of strings");
-		return -EACCES;
-	}
-	json_array_foreach(res, i, e)
-	{
-		if (!json_is_string(e)) {
-			dp_err_set(err, "grant resource is not an array of strings");
+	if (!name) {
+		bool scope = json_object_get(c, "scope"), scp = json_object_get(c, "scp");
+
+		if (scope && scp) {
+			dp_err_set(err, "grant has both scope and scp (expected one of them)");
 			return -EACCES;
 		}
+		name = scp ? "scp" : "scope";
+	}
+	v = json_object_get(c, name);
+	if (!v) {
+		dp_err_set(err, "grant has no %s (expected the scopes the user allows)", name);
+		return -EACCES;
+	}
+	return claim_list(v, name, true, &g->scopes, &g->n_scopes, err);
+}
+
+static int grant_read_resource(const json_t *c, const struct trust_issuer *ti, struct dp_grant *g,
+			       struct dp_err *err)
+{
+	const char *name = ti->claims[DP_CLAIM_RESOURCE] ?: "resource";
+	const json_t *v = json_object_get(c, name);
+
+	if (!v) {
+		dp_err_set(err, "grant has no %s (expected the API base URIs the user allows)",
+			   name);
+		return -EACCES;
+	}
+	return claim_list(v, name, false, &g->resources, &g->n_resources, err);
+}
+
+/* The agent: may_act.sub (RFC 8693), or the issuer's claims.agent — a string (azp,
+ * client_id: the OAuth client is the agent, "agent:" added when it is not there) or an
+ * object with a sub. The comparison with the agent asking stays exact. */
+static int grant_read_agent(const json_t *c, const struct trust_issuer *ti, const char *agent,
+			    struct dp_grant *g, struct dp_err *err)
+{
+	const char *name = ti->claims[DP_CLAIM_AGENT];
+	const json_t *v = json_object_get(c, name ?: "may_act");
+	const char *s;
+	char b1[72], b2[72];
+	int n;
+
+	if (json_is_object(v))
+		v = json_object_get(v, "sub");
+	else if (!name)
+		v = NULL;
+	s = json_string_value(v);
+	if (!s || !*s) {
+		if (name)
+			dp_err_set(err, "grant has no %s (expected the agent, per claims.agent)",
+				   name);
+		else
+			dp_err_set(err, "grant has no may_act.sub (no agent may act)");
+		return -EACCES;
+	}
+	n = strncmp(s, "agent:", 6) == 0 ? asprintf(&g->agent, "%s", s)
+					 : asprintf(&g->agent, "agent:%s", s);
+	if (n < 0) {
+		g->agent = NULL;
+		return -ENOMEM;
+	}
+	if (agent && strcmp(g->agent, agent) != 0) {
+		dp_err_set(err, "agent \"%s\" is not in the grant's %s (\"%s\")",
+			   DP_SAFE(b1, agent), name ?: "may_act", DP_SAFE(b2, g->agent));
+		return -EACCES;
 	}
 	return 0;
 }
 
-static struct dp_grant *grant_from_claims(const json_t *c, const char *token, struct dp_err *err)
+/* The grant's id: its jti, or for IdPs that issue none (Entra) one derived from the token's
+ * SHA-256, so that logs and `deputy revoke --grant` can still name this very grant. */
+static int grant_read_jti(const json_t *c, const struct trust_issuer *ti, const char *token,
+			  struct dp_grant *g, struct dp_err *err)
 {
-	struct dp_grant *g = calloc(1, sizeof(*g));
+	const char *name = ti->claims[DP_CLAIM_JTI] ?: "jti";
+	const json_t *v = json_object_get(c, name);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	char b64[DP_B64URL_LEN(32)];
+	unsigned int mdlen = 0;
+
+	if (v) {
+		if (!claim_str(c, name)) {
+			dp_err_set(err, "grant %s is not a non-empty string", name);
+			return -EACCES;
+		}
+		g->jti = strdup(claim_str(c, name));
+		return g->jti ? 0 : -ENOMEM;
+	}
+	if (!EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) || mdlen != 32 ||
+	    dp_b64url_encode(md, 32, b64, sizeof(b64)) < 0) {
+		dp_err_set(err, "cannot hash the grant");
+		return -EIO;
+	}
+	if (asprintf(&g->jti, "sha256:%s", b64) < 0) {
+		g->jti = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The claim checks, after the signature, in a fixed order: every one a distinct reason. */
+static int grant_read_claims(const json_t *c, const struct trust_issuer *ti, const char *token,
+			     const char *audience, const char *agent, int64_t now,
+			     struct dp_grant *g, struct dp_err *err)
+{
+	const struct dp_jwt_expect want = {.audience = audience, .now = now};
+	const char *sub_name = ti->claims[DP_CLAIM_SUB] ?: "sub";
 	int64_t t;
 	int r;
 
-	if (!g)
-		goto oom;
+	if (!claim_str(c, sub_name)) {
+		dp_err_set(err, "grant has no %s (user)", sub_name);
+		return -EACCES;
+	}
+	if ((r = grant_read_jti(c, ti, token, g, err)) ||
+	    (r = dp_jwt_check_registered(c, DP_JWT_GRANT, &want, err)) ||
+	    (r = grant_read_agent(c, ti, agent, g, err)) || (r = grant_read_scope(c, ti, g, err)) ||
+	    (r = grant_read_resource(c, ti, g, err)))
+		return r;
 	g->token = strdup(token);
 	g->iss = strdup(claim_str(c, "iss"));
-	g->sub = strdup(claim_str(c, "sub"));
-	g->jti = strdup(claim_str(c, "jti"));
-	g->agent = strdup(json_string_value(json_object_get(json_object_get(c, "may_act"), "sub")));
-	if (!g->token || !g->iss || !g->sub || !g->jti || !g->agent)
-		goto oom;
+	g->sub = strdup(claim_str(c, sub_name));
+	if (!g->token || !g->iss || !g->sub)
+		return -ENOMEM;
 	if (dp_jwt_time_claim(c, "exp", &g->exp))
 		g->exp = 0;
 	g->iat = dp_jwt_time_claim(c, "iat", &t) == 0 ? t : 0;
-	r = split_scopes(json_string_value(json_object_get(c, "scope")), g, err);
-	if (!r)
-		r = copy_resources(json_object_get(c, "resource"), g, err);
-	if (r == -ENOMEM)
-		goto oom;
-	if (r) {
-		grant_free(g);
-		return NULL;
-	}
-	return g;
-oom:
-	grant_free(g);
-	dp_err_set(err, "out of memory");
-	return NULL;
+	return 0;
 }
 
 int grant_verify(struct dp_trust *trust, const char *token, const char *audience, const char *agent,
@@ -323,6 +431,7 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 	struct dp_jws jws;
 	struct dp_err perr = {""};
 	struct trust_issuer *ti = NULL;
+	struct dp_grant *g;
 	const struct dp_key *key;
 	const char *iss;
 	char b1[72], b2[72];
@@ -400,11 +509,14 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 		r = -EACCES;
 		goto out;
 	}
-	r = grant_check_claims(jws.claims, audience, agent, now, err);
+	g = calloc(1, sizeof(*g));
+	r = g ? grant_read_claims(jws.claims, ti, token, audience, agent, now, g, err) : -ENOMEM;
+	if (r == -ENOMEM)
+		dp_err_set(err, "out of memory");
 	if (r)
-		goto out;
-	*out = grant_from_claims(jws.claims, token, err);
-	r = *out ? 0 : -EACCES;
+		grant_free(g);
+	else
+		*out = g;
 out:
 	dp_jws_clear(&jws);
 	return r;

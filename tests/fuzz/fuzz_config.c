@@ -10,6 +10,7 @@
 #include "../../daemon/lib/url.c"
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
+#include "../../daemon/lib/config_issuer.c"
 #include "../../daemon/deputyd/route.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * libFuzzer target for everything that reads token bytes from outside: the JWS parser and
- * verifier, JWKS parsing, grant verification (claims included), the public token verifier
- * and htu normalisation. The first input byte picks the entry point, the rest is the input.
+ * verifier, JWKS parsing, grant verification (claims included, with and without an issuer's
+ * claim mapping), the public token verifier, htu normalisation and issuer discovery
+ * documents. The first input byte picks the entry point, the rest is the input.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,13 +32,13 @@
 
 static struct dp_key *fuzz_key;
 static char *fuzz_jwks;
-static struct dp_trust *fuzz_trust;
+static struct dp_trust *fuzz_trust, *fuzz_trust_mapped;
 static deputy_verifier *fuzz_verifier;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static struct dp_trusted_issuer ti;
-	static struct dp_config cfg;
+	static struct dp_trusted_issuer ti, tm;
+	static struct dp_config cfg, cfgm;
 	struct dp_err err = {""};
 	char why[256];
 
@@ -51,8 +52,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	cfg.issuers = &ti;
 	cfg.n_issuers = 1;
 	fuzz_trust = trust_new(&cfg, &err);
+	/* an IdP's names for the claims: Entra-like */
+	tm = ti;
+	tm.claims[DP_CLAIM_AGENT] = "azp";
+	tm.claims[DP_CLAIM_SUB] = "oid";
+	tm.claims[DP_CLAIM_SCOPE] = "scp";
+	cfgm = cfg;
+	cfgm.issuers = &tm;
+	fuzz_trust_mapped = trust_new(&cfgm, &err);
 	fuzz_verifier = deputy_verifier_new(fuzz_jwks, why, sizeof(why));
-	if (!fuzz_trust || !fuzz_verifier)
+	if (!fuzz_trust || !fuzz_trust_mapped || !fuzz_verifier)
 		abort();
 	return 0;
 }
@@ -110,28 +119,53 @@ static void fuzz_grant(const char *s)
 	}
 }
 
-static void fuzz_claims(const char *s, size_t n)
+/* Accepted claims name deputyd as their audience, and give a user, an id and the agent. */
+static void fuzz_claims_with(const json_t *c, struct dp_trust *t)
 {
 	struct dp_err err = {""};
-	json_t *c = json_loadb(s, n, JSON_REJECT_DUPLICATES, NULL);
-	struct dp_grant *g;
+	struct dp_grant *g = calloc(1, sizeof(*g));
 
-	if (!json_is_object(c)) {
-		json_decref(c);
+	if (!g)
 		return;
-	}
-	if (grant_check_claims(c, FUZZ_AUD, FUZZ_AGENT, 1700000000, &err) != 0) {
+	if (grant_read_claims(c, &t->issuers[0], "token", FUZZ_AUD, FUZZ_AGENT, 1700000000, g,
+			      &err) != 0) {
 		fuzz_reason(err.msg);
-	} else {
-		/* accepted claims name deputyd as their audience */
-		if (!dp_jwt_aud_has(c, FUZZ_AUD))
-			abort();
-		if (claim_str(c, "iss")) {
-			g = grant_from_claims(c, "token", &err);
-			grant_free(g);
-		}
+	} else if (!dp_jwt_aud_has(c, FUZZ_AUD) || !g->sub || !g->sub[0] || !g->jti || !g->jti[0] ||
+		   !g->agent || strcmp(g->agent, FUZZ_AGENT) != 0) {
+		abort();
+	}
+	grant_free(g);
+}
+
+static void fuzz_claims(const char *s, size_t n)
+{
+	json_t *c = json_loadb(s, n, JSON_REJECT_DUPLICATES, NULL);
+
+	if (json_is_object(c) && claim_str(c, "iss")) {
+		fuzz_claims_with(c, fuzz_trust);
+		fuzz_claims_with(c, fuzz_trust_mapped);
 	}
 	json_decref(c);
+}
+
+/* A discovery document accepted names exactly the issuer asked for, and a jwks_uri taken
+ * from it is one deputy may fetch. */
+static void fuzz_discovery(const char *s, size_t n)
+{
+	struct dp_err err = {""};
+	const char *uri;
+	json_t *meta;
+
+	if (jwks_meta_parse(s, n, FUZZ_ISS, &meta, &err) != 0) {
+		fuzz_reason(err.msg);
+		return;
+	}
+	if (strcmp(json_string_value(json_object_get(meta, "issuer")) ?: "", FUZZ_ISS) != 0)
+		abort();
+	uri = jwks_meta_url(meta, "jwks_uri", &err);
+	if (uri ? !jwks_url_allowed(uri) : (fuzz_reason(err.msg), false))
+		abort();
+	json_decref(meta);
 }
 
 static void fuzz_keyset(const char *s, size_t n)
@@ -200,7 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0';
-	switch (data[0] % 6) {
+	switch (data[0] % 7) {
 	case 0:
 		fuzz_parse_verify(s);
 		break;
@@ -218,6 +252,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 5:
 		fuzz_htu(s);
+		break;
+	case 6:
+		fuzz_discovery(s, size - 1);
 		break;
 	}
 	free(s);

@@ -224,6 +224,28 @@ static void test_hosts_normalised(void)
 	config_free(cfg);
 }
 
+static void test_issuer_discovery_ca_claims(void)
+{
+	struct dp_err err;
+	struct dp_config *cfg =
+	    parse_ok("{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": ["
+		     "{\"issuer\": \"https://login.example/t1\", \"discovery\": true, "
+		     "\"ca_file\": \"/etc/ca.pem\", \"claims\": {\"agent\": \"azp\", "
+		     "\"scope\": \"scp\"}},"
+		     "{\"issuer\": \"http://127.0.0.1:9\", \"discovery\": true}]}",
+		     &err);
+
+	if (!cfg)
+		fail("refused: %s", err.msg);
+	check(cfg->issuers[0].discovery && !cfg->issuers[0].jwks_uri);
+	check_str(cfg->issuers[0].ca_file, "/etc/ca.pem");
+	check_str(cfg->issuers[0].claims[DP_CLAIM_AGENT], "azp");
+	check_str(cfg->issuers[0].claims[DP_CLAIM_SCOPE], "scp");
+	check(!cfg->issuers[0].claims[DP_CLAIM_SUB] && !cfg->issuers[1].ca_file);
+	check_str(config_claim_name(DP_CLAIM_RESOURCE), "resource");
+	config_free(cfg);
+}
+
 static void test_http_loopback_jwks(void)
 {
 	struct dp_err err;
@@ -411,10 +433,31 @@ static void test_bad_issuers(void)
 #define ISS(entries)                                                                               \
 	"{\"issuer\": \"https://x\", \"routes\": [], \"trusted_issuers\": [" entries "]}"
 	check_refused(ISS("{\"issuer\": \"https://i\"}"),
-		      "trusted_issuers[0]: needs jwks_file or jwks_uri");
+		      "trusted_issuers[0]: needs jwks_file, jwks_uri or \"discovery\": true");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_file\": \"/j\", \"jwks_uri\": "
 			  "\"https://i/j\"}"),
-		      "trusted_issuers[0]: give either jwks_file or jwks_uri, not both");
+		      "trusted_issuers[0]: give one of jwks_file, jwks_uri or \"discovery\": true");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_uri\": \"https://i/j\", "
+			  "\"discovery\": true}"),
+		      "trusted_issuers[0]: give one of jwks_file, jwks_uri or \"discovery\": true");
+	check_refused(ISS("{\"issuer\": \"http://idp.example\", \"discovery\": true}"),
+		      "trusted_issuers[0].discovery: the issuer must be https://");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": 1}"),
+		      "trusted_issuers[0].discovery:");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": true, \"ca_file\": \"ca\"}"),
+		      "trusted_issuers[0].ca_file:");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": true, \"claims\": "
+			  "{\"user\": \"upn\"}}"),
+		      "trusted_issuers[0].claims.user: unknown (mappable: sub, jti, scope, "
+		      "resource, agent)");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": true, \"claims\": "
+			  "{\"agent\": \"aud\"}}"),
+		      "trusted_issuers[0].claims.agent: \"aud\" carries a check of its own");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": true, \"claims\": "
+			  "{\"agent\": \"\"}}"),
+		      "trusted_issuers[0].claims.agent: must be a claim name");
+	check_refused(ISS("{\"issuer\": \"https://i\", \"discovery\": true, \"claims\": []}"),
+		      "trusted_issuers[0].claims: must be an object");
 	check_refused(ISS("{\"issuer\": \"https://i\", \"jwks_file\": \"/j\"},"
 			  "{\"issuer\": \"https://i\", \"jwks_file\": \"/k\"}"),
 		      "trusted_issuers[1].issuer: duplicate of trusted_issuers[0]");
@@ -725,6 +768,7 @@ int main(void)
 	RUN(test_non_defaults);
 	RUN(test_hosts_normalised);
 	RUN(test_http_loopback_jwks);
+	RUN(test_issuer_discovery_ca_claims);
 	RUN(test_bad_json);
 	RUN(test_missing_required);
 	RUN(test_unknown_keys);

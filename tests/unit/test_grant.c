@@ -376,8 +376,8 @@ static void refuses_missing_claims(void)
 	json_object_set_new(c, "sub", json_integer(5));
 	check_str(reason_of_claims(c), "grant has no sub (user)");
 	c = claims_ok(ISS);
-	json_object_del(c, "jti");
-	check_str(reason_of_claims(c), "grant has no jti");
+	json_object_set_new(c, "jti", json_integer(7));
+	check_str(reason_of_claims(c), "grant jti is not a non-empty string");
 }
 
 static void refuses_agent(void)
@@ -405,20 +405,141 @@ static void refuses_scope_resource_types(void)
 {
 	json_t *c = claims_ok(ISS);
 
-	json_object_set_new(c, "scope", json_pack("[s]", "email:send"));
-	check_str(reason_of_claims(c), "grant scope is not a string");
+	json_object_set_new(c, "scope", json_pack("[s,i]", "email:send", 1));
+	check_str(reason_of_claims(c),
+		  "grant scope is not a space-separated string or an array of strings");
+	c = claims_ok(ISS);
+	json_object_set_new(c, "scope", json_pack("[s]", "email:send calendar:read"));
+	check_str(reason_of_claims(c),
+		  "grant scope is not a space-separated string or an array of strings");
 	c = claims_ok(ISS);
 	json_object_del(c, "scope");
-	check_str(reason_of_claims(c), "grant has no scope");
+	check_str(reason_of_claims(c), "grant has no scope (expected the scopes the user allows)");
 	c = claims_ok(ISS);
-	json_object_set_new(c, "resource", json_string("https://mail.internal"));
-	check_str(reason_of_claims(c), "grant resource is not an array of strings");
+	json_object_set_new(c, "scp", json_pack("[s]", "email:send"));
+	check_str(reason_of_claims(c), "grant has both scope and scp (expected one of them)");
 	c = claims_ok(ISS);
 	json_object_set_new(c, "resource", json_pack("[s,i]", "https://mail.internal", 1));
-	check_str(reason_of_claims(c), "grant resource is not an array of strings");
+	check_str(reason_of_claims(c), "grant resource is not a string or an array of strings");
+	c = claims_ok(ISS);
+	json_object_set_new(c, "resource", json_string("https://a https://b"));
+	check_str(reason_of_claims(c), "grant resource is not a string or an array of strings");
+	c = claims_ok(ISS);
+	json_object_set_new(c, "resource", json_object());
+	check_str(reason_of_claims(c), "grant resource is not a string or an array of strings");
 	c = claims_ok(ISS);
 	json_object_del(c, "resource");
-	check_str(reason_of_claims(c), "grant has no resource");
+	check_str(reason_of_claims(c),
+		  "grant has no resource (expected the API base URIs the user allows)");
+}
+
+/* Verifies claims signed by idp_ec with trust t; the grant (or NULL) and the reason. */
+static struct dp_grant *verify_with(struct dp_trust *t, json_t *claims, const char *agent,
+				    struct dp_err *err)
+{
+	char *tok = sign_claims(idp_ec, claims);
+	struct dp_grant *g = NULL;
+
+	err->msg[0] = '\0';
+	if (grant_verify(t, tok, AUD, agent, now, &g, err) && !err->msg[0])
+		snprintf(err->msg, sizeof(err->msg), "(refused without a reason)");
+	free(tok);
+	return g;
+}
+
+/* The shapes IdPs emit: Okta's scp array, Entra's scp string and missing jti, one resource
+ * as a string, an array of one scope each. */
+static void accepted_idp_shapes(void)
+{
+	struct dp_err err = {""};
+	struct dp_grant *g, *g2;
+	json_t *c = claims_ok(ISS);
+	char *tok;
+
+	json_object_del(c, "scope");
+	json_object_set_new(c, "scp", json_pack("[s,s]", "email:send", "calendar:read"));
+	json_object_set_new(c, "resource", json_string("https://mail.internal"));
+	g = verify_with(trust, c, AGENT, &err);
+	if (!g)
+		fail("Okta shape refused: %s", err.msg);
+	check(g->n_scopes == 2 && grant_has_scope(g, "calendar:read"));
+	check(g->n_resources == 1 && grant_has_resource(g, "https://mail.internal"));
+	grant_free(g);
+
+	c = claims_ok(ISS);
+	json_object_del(c, "scope");
+	json_object_del(c, "jti");
+	json_object_set_new(c, "scp", json_string("email:send  calendar:read"));
+	tok = sign_claims(idp_ec, c);
+	g = g2 = NULL;
+	if (grant_verify(trust, tok, AUD, AGENT, now, &g, &err) ||
+	    grant_verify(trust, tok, AUD, AGENT, now, &g2, &err))
+		fail("Entra shape refused: %s", err.msg);
+	check(g->n_scopes == 2 && grant_has_scope(g, "email:send"));
+	/* no jti: an id from the token's hash, the same for the same token */
+	check(strncmp(g->jti, "sha256:", 7) == 0 && strlen(g->jti) == 7 + 43);
+	check_str(g->jti, g2->jti);
+	grant_free(g);
+	grant_free(g2);
+	free(tok);
+}
+
+/* "claims" renames what deputy reads; it never loosens a check. */
+static void claims_mapping(void)
+{
+	struct dp_trusted_issuer ti = {.issuer = ISS, .jwks_file = jwks_ec_path};
+	struct dp_config cfg = {.issuer = AUD, .issuers = &ti, .n_issuers = 1};
+	struct dp_err err = {""};
+	struct dp_trust *t;
+	struct dp_grant *g;
+	json_t *c;
+
+	ti.claims[DP_CLAIM_AGENT] = "azp";
+	ti.claims[DP_CLAIM_SUB] = "upn";
+	ti.claims[DP_CLAIM_SCOPE] = "roles";
+	t = trust_new(&cfg, &err);
+	if (!t)
+		fail("trust_new: %s", err.msg);
+	c = claims_ok(ISS);
+	json_object_del(c, "may_act");
+	json_object_set_new(c, "azp", json_string("mailbot"));
+	json_object_set_new(c, "upn", json_string("alice@corp"));
+	json_object_set_new(c, "roles", json_pack("[s]", "email:send"));
+	g = verify_with(t, c, AGENT, &err);
+	if (!g)
+		fail("mapped grant refused: %s", err.msg);
+	check_str(g->agent, AGENT);
+	check_str(g->sub, "alice@corp");
+	check(g->n_scopes == 1 && grant_has_scope(g, "email:send"));
+	check(!grant_has_scope(g, "calendar:read")); /* "scope" is not read any more */
+	grant_free(g);
+
+	/* the agent check stays exact: another client, or only may_act, is refused */
+	c = claims_ok(ISS);
+	json_object_set_new(c, "azp", json_string("otherbot"));
+	json_object_set_new(c, "upn", json_string("alice@corp"));
+	json_object_set_new(c, "roles", json_string("email:send"));
+	check(!verify_with(t, c, AGENT, &err));
+	check_str(err.msg, "agent \"" AGENT "\" is not in the grant's azp (\"agent:otherbot\")");
+	c = claims_ok(ISS);
+	json_object_set_new(c, "upn", json_string("alice@corp"));
+	json_object_set_new(c, "roles", json_string("email:send"));
+	check(!verify_with(t, c, AGENT, &err));
+	check_str(err.msg, "grant has no azp (expected the agent, per claims.agent)");
+	c = claims_ok(ISS);
+	json_object_set_new(c, "azp", json_pack("{s:s}", "sub", AGENT));
+	json_object_set_new(c, "roles", json_string("email:send"));
+	check(!verify_with(t, c, AGENT, &err));
+	check_str(err.msg, "grant has no upn (user)");
+	/* and the registered claims are checked whatever is mapped */
+	c = claims_ok(ISS);
+	json_object_set_new(c, "azp", json_string("mailbot"));
+	json_object_set_new(c, "upn", json_string("alice@corp"));
+	json_object_set_new(c, "roles", json_string("email:send"));
+	json_object_set_new(c, "aud", json_string("https://other"));
+	check(!verify_with(t, c, AGENT, &err));
+	check(strstr(err.msg, "aud"));
+	trust_free(t);
 }
 
 static void key_rotation_refetch_is_rate_limited(void)
@@ -500,6 +621,8 @@ int main(void)
 	RUN(refuses_missing_claims);
 	RUN(refuses_agent);
 	RUN(refuses_scope_resource_types);
+	RUN(accepted_idp_shapes);
+	RUN(claims_mapping);
 	RUN(key_rotation_refetch_is_rate_limited);
 	RUN(trust_missing_jwks_file_fails_uri_survives);
 	RUN(trust_refuses_plain_http);
