@@ -224,7 +224,9 @@ class Stack:
                                              "ca_file": CERTS.ca}]
         self.d.config["routes"] = [
             {"host": "api.test", "port": self.be.port, "method": "POST", "path": "/send*",
-             "action": "delegate", "audience": AUD, "scope": SCOPE}]
+             "action": "delegate", "audience": AUD, "scope": SCOPE,
+             # api.test resolves only in curl (--resolve): say where it is, for binding
+             "addrs": ["127.0.0.1", "::1"]}]
         self.d.config["allow_cidrs"] = ["127.0.0.0/8", "::1/128"]
         self.d.write_config()
         self.d.start()
