@@ -3,7 +3,8 @@
  * deputyd's state and the modules that act on it. The wire side: server.c (event loop),
  * conn.c (connections, framing), wire.c (request fields), dispatch.c (the table),
  * handlers.c, peer.c (is the peer in its session), reload.c. Below it, never calling back
- * up: session.c (lifecycle), session_logs.c (reading logs), cookie.c, decide.c (routes,
+ * up: session.c (lifecycle), session_logs.c (reading logs), repeat.c (coalescing repeated
+ * events), cookie.c, decide.c (routes,
  * grant, minting), policy.c (the kernel layer's allow lists), kevent.c (kernel events as
  * audit records). One thread runs all of it; the JWKS HTTP server has its own thread and
  * shares nothing mutable.
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "audit_log.h"
 #include "config.h"
@@ -41,6 +43,18 @@ struct cookie_set { /* sockets the shim accounted for (open addressing, 0 = empt
 
 enum session_state { SESSION_OPEN, SESSION_CLOSING };
 
+struct session_counts {
+	uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
+};
+
+struct session_repeat { /* a run of identical events, written once then counted (repeat.c) */
+	char *key;	/* what the last coalescible event was; NULL: none */
+	uint64_t of;	/* seq of its record */
+	uint64_t n;	/* repeats since, not yet summed up in a `repeated` record */
+	struct session_counts counted; /* what those repeats added to the counts */
+	struct timespec last;	       /* CLOCK_REALTIME of the last repeat */
+};
+
 struct session {
 	struct session *next;
 	char id[DP_ID_LEN];
@@ -58,9 +72,10 @@ struct session {
 	struct conn *control; /* deputy run's connection (opaque here) */
 	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
-	struct {
-		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
-	} counts;
+	struct session_counts counts;
+	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
+	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */
+	struct session_repeat repeat;
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
 	struct cookie_set cookies;
@@ -101,6 +116,9 @@ void session_close_all(struct deputyd *d);
 /* Append a record; steals fields. Non-zero when it could not be written: callers that were
  * about to grant something must refuse instead. */
 int session_log(struct session *s, const char *type, json_t *fields);
+/* The same, stamped at `when` (CLOCK_REALTIME; NULL: now): kernel events keep their time. */
+int session_log_at(struct session *s, const char *type, json_t *fields,
+		   const struct timespec *when);
 /* Text an agent chose (its strings, its comm) as a JSON string for a record: bytes that are
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
@@ -111,6 +129,16 @@ bool session_id_valid(const char *id);
 json_t *session_list_json(struct deputyd *d);
 int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);
 ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n);
+
+/* repeat.c: an event that repeats the session's previous coalescible one (same key, within
+ * a minute) is counted but not written: true, and the caller writes nothing. Otherwise
+ * false, and the caller writes its record(s) next. delta is what the event adds to the
+ * counts (the caller adds it to s->counts either way). */
+bool repeat_event(struct session *s, const char *key, const struct session_counts *delta,
+		  const struct timespec *when);
+/* Write the `repeated` record for repeats not yet summed up, if any. */
+void repeat_flush(struct session *s);
+void repeat_free(struct session *s);
 
 /* cookie.c: the sockets the shim accounted for, per session. */
 int cookie_set_add(struct cookie_set *cs, uint64_t cookie);

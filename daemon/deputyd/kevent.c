@@ -2,13 +2,15 @@
 /*
  * kevent: what the kernel layer reports (include/deputy/event.h) as records of the session
  * whose cgroup it came from: `connect` (with `mediated` from the shim's cookies), `deny`
- * for enforced blocks and refused sockets, `disconnect`. Events keep the kernel's order;
- * those of sessions that already ended are dropped.
+ * for enforced blocks and refused sockets, `disconnect`. Events keep the kernel's order and
+ * its time (also when read late, after a restart); those of sessions that already ended
+ * are dropped. Blocked connects and refused sockets that repeat are coalesced (repeat.c).
  */
 #include "deputyd.h"
 
 #include <arpa/inet.h>
 #include <deputy/event.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -22,13 +24,36 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 	return NULL;
 }
 
+/* A blocked connect or refused socket that repeats the previous one exactly but for the
+ * socket, the thread and the process (a flood may come from many processes of one program,
+ * interleaved) is counted, not written again; `repeated` names the first one's record. */
+static bool kevent_repeats(struct session *s, const struct dp_event *ev, const char *comm,
+			   const char *addr, bool mediated, const struct timespec *when)
+{
+	struct session_counts delta = {0};
+	char key[160];
+
+	if (ev->type == DP_EV_SOCK_REFUSED) {
+		delta.denies = 1;
+	} else {
+		delta.connects = 1;
+		delta.blocked = 1;
+		delta.unmediated = !mediated;
+		delta.denies = ev->enforced != 0;
+	}
+	snprintf(key, sizeof(key), "kernel %u %s %u %u %s %u %u %u %d", ev->type, comm, ev->family,
+		 ev->protocol, addr, ev->port, ev->enforced, ev->flags, mediated);
+	return repeat_event(s, key, &delta, when);
+}
+
 void kevent_record(void *ctx, const struct dp_event *ev)
 {
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
 	bool block = ev->verdict == DP_EV_BLOCK;
-	bool mediated;
+	struct timespec when = kernel_event_realtime(ev->ts_ns);
+	bool mediated, repeated = false;
 
 	if (!s)
 		return; /* a session that already ended, or not ours */
@@ -37,6 +62,9 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	if (ev->family == AF_INET || ev->family == AF_INET6)
 		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
 	mediated = cookie_set_has(&s->cookies, ev->cookie);
+	if ((block && (ev->type == DP_EV_CONNECT || ev->type == DP_EV_SENDMSG)) ||
+	    ev->type == DP_EV_SOCK_REFUSED)
+		repeated = kevent_repeats(s, ev, comm, addr, mediated, &when);
 
 	switch (ev->type) {
 	case DP_EV_CONNECT:
@@ -46,25 +74,30 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 			s->counts.blocked++;
 		if (!mediated)
 			s->counts.unmediated++;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
-				      "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-				      "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "protocol",
-				      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
-				      addr, "dport", (json_int_t)ev->port, "verdict",
-				      block ? "block" : "allow", "enforced",
-				      block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
-				      mediated, "cookie", (json_int_t)ev->cookie));
-		if (block && ev->enforced) {
+		if (block && ev->enforced)
 			s->counts.denies++;
-			session_log(s, "deny",
-				    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
-					      "kernel", "reason",
-					      "destination not allowed by the session's routes",
-					      "pid", (json_int_t)ev->tgid, "comm",
-					      session_text(comm), "daddr", addr, "dport",
-					      (json_int_t)ev->port, "enforced", true));
+		if (repeated)
+			break;
+		session_log_at(s, "connect",
+			       json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
+					 "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
+					 "comm", session_text(comm), "family",
+					 kernel_family_name(ev->family), "protocol",
+					 ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
+					 addr, "dport", (json_int_t)ev->port, "verdict",
+					 block ? "block" : "allow", "enforced",
+					 block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
+					 mediated, "cookie", (json_int_t)ev->cookie),
+			       &when);
+		if (block && ev->enforced) {
+			session_log_at(s, "deny",
+				       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
+						 "kernel", "reason",
+						 "destination not allowed by the session's routes",
+						 "pid", (json_int_t)ev->tgid, "comm",
+						 session_text(comm), "daddr", addr, "dport",
+						 (json_int_t)ev->port, "enforced", true),
+				       &when);
 		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
@@ -81,30 +114,36 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
 		if (strcmp(path, d->cfg->socket) == 0)
 			break;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      "unix", "path", path, "verdict", "allow", "enforced",
-				      d->cfg->enforce, "mediated", false));
+		session_log_at(s, "connect",
+			       json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
+					 (json_int_t)ev->tgid, "comm", session_text(comm), "family",
+					 "unix", "path", path, "verdict", "allow", "enforced",
+					 d->cfg->enforce, "mediated", false),
+			       &when);
 		break;
 	}
 	case DP_EV_SOCK_REFUSED:
 		s->counts.denies++;
-		session_log(s, "deny",
-			    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
-				      "reason",
-				      "raw and packet sockets are not allowed in a session", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "type", (json_int_t)ev->port,
-				      "enforced", ev->enforced != 0));
+		if (repeated)
+			break;
+		session_log_at(s, "deny",
+			       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
+					 "reason",
+					 "raw and packet sockets are not allowed in a session",
+					 "pid", (json_int_t)ev->tgid, "comm", session_text(comm),
+					 "family", kernel_family_name(ev->family), "type",
+					 (json_int_t)ev->port, "enforced", ev->enforced != 0),
+			       &when);
 		break;
 	case DP_EV_CLOSE:
-		session_log(s, "disconnect",
-			    json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid", (json_int_t)ev->tgid,
-				      "family", kernel_family_name(ev->family), "daddr", addr,
-				      "dport", (json_int_t)ev->port, "duration_us",
-				      (json_int_t)(ev->duration_ns / 1000), "established",
-				      (ev->flags & DP_EVF_ESTABLISHED) != 0));
+		session_log_at(s, "disconnect",
+			       json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid",
+					 (json_int_t)ev->tgid, "family",
+					 kernel_family_name(ev->family), "daddr", addr, "dport",
+					 (json_int_t)ev->port, "duration_us",
+					 (json_int_t)(ev->duration_ns / 1000), "established",
+					 (ev->flags & DP_EVF_ESTABLISHED) != 0),
+			       &when);
 		break;
 	default:
 		break;
