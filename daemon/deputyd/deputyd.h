@@ -47,6 +47,10 @@ struct session_counts {
 	uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
 };
 
+/* Runs tracked at once per session: identical events may come interleaved from a few
+ * processes (repeat.c). */
+#define SESSION_REPEAT_SLOTS 8
+
 struct session_repeat { /* a run of identical events, written once then counted (repeat.c) */
 	char *key;	/* what the last coalescible event was; NULL: none */
 	uint64_t of;	/* seq of its record */
@@ -75,7 +79,7 @@ struct session {
 	struct session_counts counts;
 	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
 	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */
-	struct session_repeat repeat;
+	struct session_repeat repeat[SESSION_REPEAT_SLOTS];
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
 	struct cookie_set cookies;
@@ -130,13 +134,13 @@ json_t *session_list_json(struct deputyd *d);
 int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);
 ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n);
 
-/* repeat.c: an event that repeats the session's previous coalescible one (same key, within
- * a minute) is counted but not written: true, and the caller writes nothing. Otherwise
- * false, and the caller writes its record(s) next. delta is what the event adds to the
- * counts (the caller adds it to s->counts either way). */
+/* repeat.c: an event that repeats one of the session's recent coalescible ones (same key,
+ * within a minute) is counted but not written: true, and the caller writes nothing.
+ * Otherwise false, and the caller writes its record(s) next. delta is what the event adds
+ * to the counts (the caller adds it to s->counts either way). */
 bool repeat_event(struct session *s, const char *key, const struct session_counts *delta,
 		  const struct timespec *when);
-/* Write the `repeated` record for repeats not yet summed up, if any. */
+/* Write the `repeated` records for repeats not yet summed up, if any. */
 void repeat_flush(struct session *s);
 void repeat_free(struct session *s);
 

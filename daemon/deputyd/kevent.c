@@ -24,9 +24,9 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 	return NULL;
 }
 
-/* A blocked connect or refused socket that repeats the previous one exactly but for the
- * socket, the thread and the process (a flood may come from many processes of one program,
- * interleaved) is counted, not written again; `repeated` names the first one's record. */
+/* A blocked connect or refused socket that repeats an earlier one of its process exactly
+ * (but for the socket and the thread) is counted, not written again; `repeated` names the
+ * first one's record. */
 static bool kevent_repeats(struct session *s, const struct dp_event *ev, const char *comm,
 			   const char *addr, bool mediated, const struct timespec *when)
 {
@@ -41,8 +41,8 @@ static bool kevent_repeats(struct session *s, const struct dp_event *ev, const c
 		delta.unmediated = !mediated;
 		delta.denies = ev->enforced != 0;
 	}
-	snprintf(key, sizeof(key), "kernel %u %s %u %u %s %u %u %u %d", ev->type, comm, ev->family,
-		 ev->protocol, addr, ev->port, ev->enforced, ev->flags, mediated);
+	snprintf(key, sizeof(key), "kernel %u %u %s %u %u %s %u %u %u %d", ev->type, ev->tgid, comm,
+		 ev->family, ev->protocol, addr, ev->port, ev->enforced, ev->flags, mediated);
 	return repeat_event(s, key, &delta, when);
 }
 

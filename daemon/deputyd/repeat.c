@@ -5,8 +5,9 @@
  * drown the session's log (and the disk under every session's log); the first event is
  * written in full, the repeats are counted and summed up in a `repeated` record (`of`: the
  * seq of the record repeated, `count`, `until`: the last repeat's time, `counts`: what the
- * repeats added to the session's counts) at most every tick, when a different event comes,
- * and before the seal. The session's counts stay exact.
+ * repeats added to the session's counts) at most every tick, when its slot is taken by
+ * another run, and before the seal. A few runs are tracked at once, so floods from several
+ * processes interleaved still coalesce. The session's counts stay exact.
  */
 #include "deputyd.h"
 
@@ -32,9 +33,8 @@ static void counts_add(struct session_counts *a, const struct session_counts *b)
 	a->unmediated += b->unmediated;
 }
 
-void repeat_flush(struct session *s)
+static void repeat_flush_one(struct session *s, struct session_repeat *r)
 {
-	struct session_repeat *r = &s->repeat;
 	const struct session_counts *c = &r->counted;
 	char until[DP_TS_LEN];
 
@@ -51,26 +51,39 @@ void repeat_flush(struct session *s)
 	memset(&r->counted, 0, sizeof(r->counted));
 }
 
+void repeat_flush(struct session *s)
+{
+	for (size_t i = 0; i < SESSION_REPEAT_SLOTS; i++)
+		repeat_flush_one(s, &s->repeat[i]);
+}
+
 bool repeat_event(struct session *s, const char *key, const struct session_counts *delta,
 		  const struct timespec *when)
 {
-	struct session_repeat *r = &s->repeat;
+	struct session_repeat *r, *oldest = &s->repeat[0];
 	struct timespec now;
 
 	if (!when) {
 		clock_gettime(CLOCK_REALTIME, &now);
 		when = &now;
 	}
-	if (r->key && strcmp(r->key, key) == 0 &&
-	    repeat_ns(when) - repeat_ns(&r->last) < REPEAT_WINDOW_NS) {
-		r->n++;
-		counts_add(&r->counted, delta);
-		r->last = *when;
-		return true;
+	for (size_t i = 0; i < SESSION_REPEAT_SLOTS; i++) {
+		r = &s->repeat[i];
+		if (r->key && strcmp(r->key, key) == 0 &&
+		    repeat_ns(when) - repeat_ns(&r->last) < REPEAT_WINDOW_NS) {
+			r->n++;
+			counts_add(&r->counted, delta);
+			r->last = *when;
+			return true;
+		}
+		if (!r->key || (oldest->key && repeat_ns(&r->last) < repeat_ns(&oldest->last)))
+			oldest = r;
 	}
-	repeat_flush(s);
+	/* A new run takes the slot of the stalest (summing its repeats up first). */
+	r = oldest;
+	repeat_flush_one(s, r);
 	free(r->key);
-	r->key = strdup(key); /* out of memory: nothing is coalesced, all is written */
+	r->key = strdup(key); /* out of memory: this run is not coalesced, all is written */
 	r->of = audit_log_next_seq(s->log);
 	r->last = *when;
 	return false;
@@ -78,6 +91,8 @@ bool repeat_event(struct session *s, const char *key, const struct session_count
 
 void repeat_free(struct session *s)
 {
-	free(s->repeat.key);
-	s->repeat.key = NULL;
+	for (size_t i = 0; i < SESSION_REPEAT_SLOTS; i++) {
+		free(s->repeat[i].key);
+		s->repeat[i].key = NULL;
+	}
 }

@@ -134,6 +134,9 @@ def identical_deny_reports_are_coalesced():
     eq(sum(r["count"] for r in reps), 2999, "repeats counted")
     eq(recs[-1]["counts"]["denies"], 3000, "the seal counts every report")
     verify(d, sid)
+    r = d.cli("logs", sid)
+    check(r.returncode == 0 and b"more like record %d" % denies[0]["seq"] in r.stdout,
+          "deputy logs shows the repeats: %r" % r.stdout[-600:])
 
 
 @case
