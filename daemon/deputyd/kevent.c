@@ -70,12 +70,9 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	case DP_EV_CONNECT:
 	case DP_EV_SENDMSG:
 		s->counts.connects++;
-		if (block)
-			s->counts.blocked++;
-		if (!mediated)
-			s->counts.unmediated++;
-		if (block && ev->enforced)
-			s->counts.denies++;
+		s->counts.blocked += block;
+		s->counts.unmediated += !mediated;
+		s->counts.denies += block && ev->enforced;
 		if (repeated)
 			break;
 		session_log_at(s, "connect",
@@ -89,7 +86,7 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 					 block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
 					 mediated, "cookie", (json_int_t)ev->cookie),
 			       &when);
-		if (block && ev->enforced) {
+		if (block && ev->enforced)
 			session_log_at(s, "deny",
 				       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
 						 "kernel", "reason",
@@ -98,7 +95,6 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 						 session_text(comm), "daddr", addr, "dport",
 						 (json_int_t)ev->port, "enforced", true),
 				       &when);
-		}
 		break;
 	case DP_EV_UNIX_CONNECT: {
 		char path[DP_EV_PATH_LEN + 2];
