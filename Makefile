@@ -58,7 +58,11 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # daemon/lib: code deputyd, the CLI and the proxy share; daemon/deputyd, daemon/cli,
 # daemon/proxy: one folder per program, its main.c the entry point.
 MAINS        := daemon/deputyd/main.c daemon/cli/main.c
-DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
+# The proxy links only what it needs (util, the HTTP parser the shim uses), never deputyd's.
+PROXY_SRCS   := $(wildcard daemon/proxy/*.c)
+PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) \
+		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o)
+DAEMON_SRCS  := $(filter-out $(MAINS) $(PROXY_SRCS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
 # and hidden (so they add no exported symbol): never copies of them.
@@ -80,7 +84,8 @@ FUZZ_BINS    := $(FUZZ_SRCS:%.c=$(BUILD)/%)
 COMMON_LIB := $(BUILD)/libdeputy-common.a
 VERIFY_LIB := $(BUILD)/libdeputy-verify.a
 VERIFY_EXPORTS := daemon/lib/verify-exports.txt
-BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB)
+BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB) \
+	     $(BUILD)/deputy-proxy
 
 .PHONY: all test check demo bench deps install clean fuzz fuzz-build fuzz-merge tests-build
 all: $(BINS)
@@ -133,6 +138,10 @@ $(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
+$(BUILD)/deputy-proxy: $(PROXY_OBJS)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ -lssl -lcrypto -lpthread
+
 # ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
 $(BUILD)/%.pic.o: %.c
 	$(call msg,CC,$@)
@@ -177,7 +186,7 @@ $(BUILD)/tests/backend: $(BACKEND_SRCS) $(VERIFY_LIB) $(BUILD)/daemon/lib/util.o
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
 # needs); tests/fuzz/fuzz.sh runs them: make test for FUZZ_TEST_SECONDS each, make fuzz for
 # FUZZ_SECONDS each.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS) \
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(PROXY_SRCS) $(SHIM_SRCS) \
 		$(wildcard $(addsuffix /*.h,$(DAEMON_DIRS)) preload/*.h include/deputy/*.h)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
@@ -216,6 +225,7 @@ install: all
 	install -m 0755 $(BUILD)/deputyd $(DESTDIR)$(PREFIX)/sbin/deputyd
 	install -m 0755 $(BUILD)/deputy $(DESTDIR)$(PREFIX)/bin/deputy
 	install -m 0644 $(BUILD)/libdeputy.so $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy.so
+	install -m 0755 $(BUILD)/deputy-proxy $(DESTDIR)$(PREFIX)/lib/deputy/deputy-proxy
 	install -m 0644 $(VERIFY_LIB) $(DESTDIR)$(PREFIX)/lib/deputy/libdeputy-verify.a
 	install -m 0644 include/deputy/verify.h $(DESTDIR)$(PREFIX)/include/deputy/verify.h
 

@@ -17,6 +17,21 @@
  *  - raw_tp/inet_sock_set_state: connection lifecycle, a close event with the duration.
  *  - connect_unix (loaded only where the kernel has BPF_CGROUP_UNIX_CONNECT): logs the
  *    path of Unix-socket connects, never blocks them.
+ *  - cgroup/setsockopt, getsockopt: the shim's claim of a socket (DP_SO_CLAIM) and its
+ *    question what the destination is (DP_SO_DEST), answered from socket-local storage.
+ *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below); bind4/6 keep
+ *    session processes off the proxy's port.
+ *
+ * Mediation (design: layer 4). In an enforced session, a TCP connect to a route's
+ * destination ("tls": "intercept") that the shim did not claim goes to deputy's proxy: the
+ * connect hook rewrites the address (IPv4 -> proxy_listen, IPv6 -> [::1]:port, v4-mapped
+ * -> ::ffff:proxy address) and keeps the original in the socket's local storage; the
+ * getpeername hooks give the agent the original back; when the connect picks its local
+ * port (sockops TCP_CONNECT_CB) the original destination is re-keyed by the agent side's
+ * address into `proxied`, where deputyd finds it from the proxy's accepted socket (the
+ * Merbridge pattern). With the proxy off such connects fail (EPERM), and UDP to a route's
+ * destination (QUIC) always does in an enforced session: nothing could mediate it. The
+ * model is Merbridge's and Cilium's socket-level redirect.
  *
  * Verdict: a destination is allowed when an allow rule of the session matches; no implicit
  * allow for loopback. A block returns 0, which fails the syscall with EPERM, unless the
@@ -29,6 +44,9 @@
  * a process outside) is not seen, so whoever starts a session must not leak sockets into it.
  * A session process with root privileges can leave its cgroup or detach programs; sessions
  * are meant for unprivileged agents. AF_PACKET is refused by SIGKILL, not EPERM.
+ *
+ * One file of ~800 lines rather than several: the programs share their maps and one
+ * skeleton, and the loader pins and adopts them as one object.
  *
  * UDP: a DNS-heavy agent sends many datagrams, often one socket per query. A sendmsg event
  * is emitted for the first datagram of a (session, process, destination) and again when the
@@ -75,6 +93,22 @@ struct {
 	__type(value, __u32);
 } allow SEC(".maps");
 
+/* Where the proxy listens, and whether it is on (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dp_proxy_cfg);
+} proxy_cfg SEC(".maps");
+
+/* Original destinations of connections sent to the proxy, by the agent side's address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dp_proxied_key);
+	__type(value, struct dp_proxied);
+} proxied SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
@@ -101,6 +135,8 @@ struct conn_val {
 	__u8 pad_;
 	__u8 addr[16];
 	char comm[DP_EV_COMM_LEN];
+	struct dp_proxied_key pkey; /* DP_EVF_PROXIED: its entry in `proxied` (port 0: none) */
+	__u32 pad2_;
 };
 
 struct {
@@ -138,6 +174,25 @@ struct dest {
 	__u16 port; /* network order */
 	__u8 flags;
 };
+
+/* What the kernel knows about one TCP socket of a session (socket-local storage). */
+struct sk_state {
+	__u8 claimed; /* the shim said it mediates this socket */
+	__u8 proxied; /* connect() was sent to the proxy; orig is where the agent meant */
+	__u8 pad_[2];
+	__u32 rule; /* DP_RULE_* of the destination at connect() */
+	__u32 tgid;
+	__u32 pad2_;
+	__u64 cgid;
+	struct dest orig;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_state);
+} sk_states SEC(".maps");
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
@@ -219,9 +274,10 @@ static __always_inline void event_task(struct dp_event *e)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
-static __always_inline int rule_match(__u64 cgid, const struct dest *d, __u16 port)
+static __always_inline __u32 rule_match(__u64 cgid, const struct dest *d, __u16 port)
 {
 	struct dp_allow_key k = {};
+	__u32 *v;
 
 	k.prefixlen = DP_ALLOW_FIXED_BITS + (d->family == AF_INET ? 32 : 128);
 	k.cgid[0] = (__u32)cgid;
@@ -229,12 +285,19 @@ static __always_inline int rule_match(__u64 cgid, const struct dest *d, __u16 po
 	k.family = d->family;
 	k.port = port;
 	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
-	return bpf_map_lookup_elem(&allow, &k) != NULL;
+	v = bpf_map_lookup_elem(&allow, &k);
+	return v ? *v : 0;
 }
 
-static __always_inline int dest_allowed(__u64 cgid, const struct dest *d)
+/* The DP_RULE_* bits of a destination: its own port's rule, and when that one does not
+ * allow (none, or only a deny route's mark) the any-port rules (allow_cidrs). */
+static __always_inline __u32 dest_rule(__u64 cgid, const struct dest *d)
 {
-	return rule_match(cgid, d, d->port) || rule_match(cgid, d, 0);
+	__u32 r = rule_match(cgid, d, d->port);
+
+	if (!(r & DP_RULE_ALLOW))
+		r |= rule_match(cgid, d, 0);
+	return r;
 }
 
 static __always_inline void dest_v6(struct dest *d, struct bpf_sock_addr *ctx)
@@ -292,20 +355,83 @@ static __always_inline void conn_track(struct dp_event *e)
 	bpf_map_update_elem(&conns, &e->cookie, &c, BPF_ANY);
 }
 
+static __always_inline void set_user_ip6(struct bpf_sock_addr *ctx, __u32 a0, __u32 a1, __u32 a2,
+					 __u32 a3)
+{
+	ctx->user_ip6[0] = a0;
+	ctx->user_ip6[1] = a1;
+	ctx->user_ip6[2] = a2;
+	ctx->user_ip6[3] = a3;
+}
+
+/* Sends the connect to the proxy: the address the socket really connects to. */
+static __always_inline void redirect_to_proxy(struct bpf_sock_addr *ctx, const struct dest *d,
+					      const struct dp_proxy_cfg *p)
+{
+	if (d->family == AF_INET && !(d->flags & DP_EVF_V4MAPPED))
+		ctx->user_ip4 = p->addr4;
+	else if (d->family == AF_INET)
+		set_user_ip6(ctx, 0, 0, bpf_htonl(0xffff), p->addr4);
+	else
+		set_user_ip6(ctx, 0, 0, 0, bpf_htonl(1));
+	ctx->user_port = p->port;
+}
+
+/* Who mediates a TCP connect of an enforced session: DP_EVF_CLAIMED (the shim),
+ * DP_EVF_PROXIED (redirected here), DP_EVF_UNMEDIATED (nobody: refuse it), or
+ * DP_EVF_OPAQUE / 0 (left untouched). */
+static __always_inline __u8 tcp_mediation(struct bpf_sock_addr *ctx, const struct dest *d,
+					  __u32 rule, __u64 cgid, int enforce)
+{
+	struct sk_state *st =
+	    bpf_sk_storage_get(&sk_states, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct dp_proxy_cfg *p;
+	__u32 zero = 0;
+
+	if (!st)
+		return (rule & DP_RULE_ROUTE) && enforce ? DP_EVF_UNMEDIATED : 0;
+	st->rule = rule;
+	st->proxied = 0;
+	if (st->claimed)
+		return DP_EVF_CLAIMED;
+	if (!(rule & DP_RULE_ROUTE))
+		return rule & DP_RULE_OPAQUE ? DP_EVF_OPAQUE : 0;
+	if (!enforce)
+		return 0;
+	p = bpf_map_lookup_elem(&proxy_cfg, &zero);
+	if (!p || !p->on || !p->port)
+		return DP_EVF_UNMEDIATED;
+	st->proxied = 1;
+	st->cgid = cgid;
+	st->tgid = bpf_get_current_pid_tgid() >> 32;
+	st->orig = *d;
+	redirect_to_proxy(ctx, d, p);
+	return DP_EVF_PROXIED;
+}
+
 /* Returns 1 (let the call go on) or 0 (EPERM). */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx, const struct dest *d,
 				      struct dp_session_val *s, __u64 cgid)
 {
-	int ok = dest_allowed(cgid, d);
+	__u32 rule = dest_rule(cgid, d);
+	int ok = rule & DP_RULE_ALLOW;
 	int enforce = s->flags & DP_SESSION_ENFORCE;
 	__u16 proto = ctx->type == SOCK_STREAM ? DP_EV_PROTO_TCP : DP_EV_PROTO_UDP;
+	__u8 how = 0;
 	struct dp_event *e;
 
+	if (ok && proto == DP_EV_PROTO_TCP)
+		how = tcp_mediation(ctx, d, rule, cgid, enforce);
+	else if (ok && (rule & DP_RULE_ROUTE) && enforce)
+		how = DP_EVF_UNMEDIATED; /* UDP (QUIC) to a route's destination */
+	if (how == DP_EVF_UNMEDIATED)
+		ok = 0;
 	__sync_fetch_and_add(ok ? &s->n_allow : &s->n_block, 1);
 	e = event_new(DP_EV_CONNECT, cgid);
 	if (e) {
 		event_task(e);
 		event_dest(e, d);
+		e->flags |= how;
 		e->protocol = proto;
 		e->verdict = ok ? DP_EV_ALLOW : DP_EV_BLOCK;
 		e->enforced = !ok && enforce;
@@ -340,8 +466,12 @@ static __always_inline int udp_should_log(__u64 cgid, const struct dest *d, __u3
 static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct dest *d,
 				      struct dp_session_val *s, __u64 cgid)
 {
-	int ok = dest_allowed(cgid, d);
+	__u32 rule = dest_rule(cgid, d);
 	int enforce = s->flags & DP_SESSION_ENFORCE;
+	/* UDP to a route's destination (QUIC) could not be mediated: refused. */
+	__u8 how =
+	    (rule & DP_RULE_ALLOW) && (rule & DP_RULE_ROUTE) && enforce ? DP_EVF_UNMEDIATED : 0;
+	int ok = (rule & DP_RULE_ALLOW) && !how;
 	__u8 verdict = ok ? DP_EV_ALLOW : DP_EV_BLOCK;
 	__u8 enforced = !ok && enforce;
 	struct dp_event *e;
@@ -352,6 +482,7 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct de
 		if (e) {
 			event_task(e);
 			event_dest(e, d);
+			e->flags |= how;
 			e->protocol = DP_EV_PROTO_UDP;
 			e->verdict = verdict;
 			e->enforced = enforced;
@@ -529,6 +660,161 @@ int deputy_connect_unix(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/* The shim's claim. Only inside a session: elsewhere the kernel's own handler answers
+ * ENOPROTOOPT for the unknown level, so a shim outside sessions learns it has nothing to do. */
+SEC("cgroup/setsockopt")
+int deputy_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct sk_state *st;
+	__u64 cgid;
+
+	if (ctx->level != DP_SOL_DEPUTY || ctx->optname != DP_SO_CLAIM || !ctx->sk)
+		return 1;
+	if (!session_of(&cgid))
+		return 1;
+	st = bpf_sk_storage_get(&sk_states, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0; /* EPERM: the shim then does not count on the claim */
+	st->claimed = 1;
+	ctx->optlen = -1; /* answered here: the kernel's handler does not run */
+	return 1;
+}
+
+SEC("cgroup/getsockopt")
+int deputy_getsockopt(struct bpf_sockopt *ctx)
+{
+	__u32 *out = ctx->optval;
+	struct sk_state *st;
+
+	if (ctx->level != DP_SOL_DEPUTY || ctx->optname != DP_SO_DEST || !ctx->sk)
+		return 1;
+	if ((void *)(out + 1) > ctx->optval_end)
+		return 1; /* too short: the kernel's ENOPROTOOPT stands */
+	st = bpf_sk_storage_get(&sk_states, ctx->sk, 0, 0);
+	*out = st ? st->rule : 0;
+	ctx->optlen = sizeof(*out);
+	ctx->retval = 0;
+	return 1;
+}
+
+/* Nothing in a session may listen where the proxy does: while the proxy is down, a
+ * session's listener there would receive other sessions' redirected connections. */
+static __always_inline int bind_allowed(struct bpf_sock_addr *ctx)
+{
+	struct dp_proxy_cfg *p;
+	__u32 zero = 0;
+	__u64 cgid;
+
+	if (ctx->type != SOCK_STREAM || !session_of(&cgid))
+		return 1;
+	p = bpf_map_lookup_elem(&proxy_cfg, &zero);
+	return !p || !p->port || ctx->user_port != p->port;
+}
+
+SEC("cgroup/bind4")
+int deputy_bind4(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+SEC("cgroup/bind6")
+int deputy_bind6(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx);
+}
+
+/* The socket state of a connection sent to the proxy, or NULL. */
+static __always_inline struct sk_state *proxied_state(struct bpf_sock_addr *ctx)
+{
+	struct sk_state *st;
+
+	if (!ctx->sk)
+		return NULL;
+	st = bpf_sk_storage_get(&sk_states, ctx->sk, 0, 0);
+	return st && st->proxied ? st : NULL;
+}
+
+/* The agent sees the address it connected to, not the proxy's. */
+SEC("cgroup/getpeername4")
+int deputy_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct sk_state *st = proxied_state(ctx);
+
+	if (st && st->orig.family == AF_INET) {
+		ctx->user_ip4 = st->orig.addr[0];
+		ctx->user_port = st->orig.port;
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int deputy_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct sk_state *st = proxied_state(ctx);
+
+	if (!st)
+		return 1;
+	if (st->orig.family == AF_INET) /* v4-mapped */
+		set_user_ip6(ctx, 0, 0, bpf_htonl(0xffff), st->orig.addr[0]);
+	else
+		set_user_ip6(ctx, st->orig.addr[0], st->orig.addr[1], st->orig.addr[2],
+			     st->orig.addr[3]);
+	ctx->user_port = st->orig.port;
+	return 1;
+}
+
+/* A proxied connect has its local port now (TCP_CONNECT_CB runs before the SYN is sent,
+ * so before the proxy can accept): keep the original destination under the agent side's
+ * address, which is what the proxy sees as its peer. */
+SEC("sockops")
+int deputy_sockops(struct bpf_sock_ops *ops)
+{
+	struct dp_proxied_key k = {};
+	struct dp_proxied v = {};
+	struct sk_state *st;
+	struct conn_val *c;
+	struct bpf_sock *sk;
+	__u64 cookie;
+
+	if (ops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	sk = ops->sk;
+	if (!sk)
+		return 1;
+	st = bpf_sk_storage_get(&sk_states, sk, 0, 0);
+	if (!st || !st->proxied)
+		return 1;
+	k.port = (__u16)ops->local_port;
+	if (ops->family == AF_INET) {
+		k.family = AF_INET;
+		__builtin_memcpy(k.addr, &ops->local_ip4, 4);
+	} else if (ops->local_ip6[0] == 0 && ops->local_ip6[1] == 0 &&
+		   ops->local_ip6[2] == bpf_htonl(0xffff)) {
+		__u32 a = ops->local_ip6[3];
+
+		k.family = AF_INET;
+		__builtin_memcpy(k.addr, &a, 4);
+	} else {
+		__u32 a[4] = {ops->local_ip6[0], ops->local_ip6[1], ops->local_ip6[2],
+			      ops->local_ip6[3]};
+
+		k.family = AF_INET6;
+		__builtin_memcpy(k.addr, a, 16);
+	}
+	cookie = bpf_get_socket_cookie(ops);
+	v.cgroup_id = st->cgid;
+	v.cookie = cookie;
+	v.pid = st->tgid;
+	v.family = st->orig.family;
+	__builtin_memcpy(v.addr, st->orig.addr, sizeof(v.addr));
+	v.port = bpf_ntohs(st->orig.port);
+	bpf_map_update_elem(&proxied, &k, &v, BPF_ANY);
+	c = bpf_map_lookup_elem(&conns, &cookie);
+	if (c)
+		c->pkey = k; /* the close event removes the entry */
+	return 1;
+}
+
 /* Runs in whatever context changes the state (often softirq), so who and where come from
  * what the connect hook stored under the socket cookie. The cookie is read from the socket
  * rather than generated: a socket the hooks never saw has none and is skipped cheaply. */
@@ -553,8 +839,12 @@ int BPF_PROG(deputy_sock_state, struct sock *sk, int oldstate, int newstate)
 	}
 	e = event_new(DP_EV_CLOSE, c->cgid);
 	if (e) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+
 		e->cookie = cookie;
 		e->duration_ns = e->ts_ns - c->start_ns;
+		e->bytes_out = BPF_CORE_READ(tp, bytes_sent);
+		e->bytes_in = BPF_CORE_READ(tp, bytes_received);
 		e->pid = c->pid;
 		e->tgid = c->tgid;
 		e->family = c->family;
@@ -567,6 +857,8 @@ int BPF_PROG(deputy_sock_state, struct sock *sk, int oldstate, int newstate)
 		__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
 		bpf_ringbuf_submit(e, 0);
 	}
+	if (c->pkey.port)
+		bpf_map_delete_elem(&proxied, &c->pkey);
 	bpf_map_delete_elem(&conns, &cookie);
 	return 0;
 }

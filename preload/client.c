@@ -173,42 +173,6 @@ static const char *dpc_strerror(int err)
 	}
 }
 
-int dpc_conn(uint64_t cookie, const struct sockaddr *sa, socklen_t salen)
-{
-	struct dp_msg m;
-	struct dp_hdr rh;
-	int err;
-
-	pthread_mutex_lock(&dpc_lock);
-	dp_msg_init(&m, dpc_sbuf, sizeof(dpc_sbuf), DP_MSG_CONN, 0, 0);
-	dpc_put_session(&m);
-	dp_msg_put_u64(&m, DP_T_COOKIE, cookie);
-	dp_msg_put_u64(&m, DP_T_PID, (uint64_t)getpid());
-	if (sa->sa_family == AF_INET && salen >= sizeof(struct sockaddr_in)) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
-		dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET);
-		dp_msg_put(&m, DP_T_ADDR, &in->sin_addr, 4);
-		dp_msg_put_u64(&m, DP_T_PORT, ntohs(in->sin_port));
-	} else if (sa->sa_family == AF_INET6 && salen >= sizeof(struct sockaddr_in6)) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-		dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET6);
-		dp_msg_put(&m, DP_T_ADDR, &in6->sin6_addr, 16);
-		dp_msg_put_u64(&m, DP_T_PORT, ntohs(in6->sin6_port));
-	} else {
-		pthread_mutex_unlock(&dpc_lock);
-		return -EAFNOSUPPORT;
-	}
-	err = dp_msg_finish(&m);
-	if (err == 0)
-		err = dpc_exchange(m.len, false, &rh);
-	if (err == 0 && rh.type != DP_MSG_OK)
-		err = -EPROTO;
-	pthread_mutex_unlock(&dpc_lock);
-	return err;
-}
-
 static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 {
 	size_t off = 0;
@@ -328,12 +292,16 @@ void dpc_response(const char *jti, int status)
 	pthread_mutex_unlock(&dpc_lock);
 }
 
+/* Waits for deputyd's answer: a refusal is rare, and the agent must not see it before it is
+ * logged (a process that exits right after reading its 403 would otherwise often take the
+ * report with it, deputyd finding no such process to attribute it to). */
 void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target)
 {
 	struct dp_msg m;
+	struct dp_hdr rh;
 
 	pthread_mutex_lock(&dpc_lock);
-	dp_msg_init(&m, dpc_sbuf, sizeof(dpc_sbuf), DP_MSG_DENY_REPORT, 0, DP_F_NOREPLY);
+	dp_msg_init(&m, dpc_sbuf, sizeof(dpc_sbuf), DP_MSG_DENY_REPORT, 0, 0);
 	dpc_put_session(&m);
 	dp_msg_put_str(&m, DP_T_REASON, reason);
 	if (host && *host)
@@ -342,7 +310,7 @@ void dpc_deny_report(const char *reason, const char *host, const char *method, c
 		dp_msg_put_str(&m, DP_T_METHOD, method);
 	if (target && *target)
 		dp_msg_put_str(&m, DP_T_TARGET, target);
-	if (dp_msg_finish(&m) == 0 && dpc_exchange(m.len, true, NULL) < 0)
+	if (dp_msg_finish(&m) != 0 || dpc_exchange(m.len, false, &rh) < 0 || rh.type != DP_MSG_OK)
 		shim_debug("could not report a refusal to deputyd");
 	pthread_mutex_unlock(&dpc_lock);
 }

@@ -21,15 +21,13 @@ struct dpc_decision {
 	char user[256];
 };
 
-/* Tells deputyd about a connection before it is made (synchronous). 0 or -errno. */
-int dpc_conn(uint64_t cookie, const struct sockaddr *sa, socklen_t salen);
-
 /* Asks for a decision. Never fails open: on any error d->verdict is DP_VERDICT_DENY with
  * the reason set, and the return value is -errno (0 when deputyd answered). */
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
 	       const char *target, uint64_t cookie, struct dpc_decision *d);
 
-/* Fire-and-forget reports (DP_F_NOREPLY). */
+/* Reports: a response, fire-and-forget (DP_F_NOREPLY); a refusal of the shim's own, once
+ * deputyd has logged it. */
 void dpc_response(const char *jti, int status);
 void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target);
 

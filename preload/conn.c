@@ -4,6 +4,7 @@
  */
 #include "conn.h"
 
+#include "deputy/event.h"
 #include "deputy/proto.h"
 #include "shim.h"
 
@@ -21,7 +22,8 @@
 
 #define CONN_OUT_CAP (HH_HEAD_MAX + 16384)
 #define CONN_TARGET_MAX 8192
-#define CONN_SSL_ERROR_SSL 1 /* SSL_ERROR_SSL, without pulling OpenSSL headers in here */
+#define CONN_SSL_ERROR_SSL 1	 /* SSL_ERROR_SSL, without pulling OpenSSL headers in here */
+#define CONN_SSL_ERROR_SYSCALL 5 /* SSL_ERROR_SYSCALL: errno says why */
 
 static void *conn_map(size_t n)
 {
@@ -201,6 +203,57 @@ static void conn_unbracket(char *h)
 		memmove(h, h + 1, n - 2);
 		h[n - 2] = '\0';
 	}
+}
+
+/* The connection is refused for bytes the shim cannot read (see conn.h). connect() with
+ * AF_UNSPEC aborts a TCP connection with a reset; whatever was held back never leaves. */
+static void conn_reset(struct conn *c, const char *reason)
+{
+	struct sockaddr sa = {.sa_family = AF_UNSPEC};
+	char host[HH_HOST_MAX];
+
+	if (c->sni[0])
+		snprintf(host, sizeof(host), "%s", c->sni);
+	else
+		conn_peer_host(c, host, sizeof(host));
+	shim_debug("%s: %s: connection reset", host, reason);
+	c->rq = RQ_RESET;
+	c->hlen = 0;
+	c->out_len = c->out_off = 0;
+	if (c->fd >= 0 && conn_fd_is_ours(c))
+		(void)real_connect(c->fd, &sa, sizeof(sa));
+	dpc_deny_report(reason, host, NULL, NULL);
+}
+
+/* Could p[0..n) start a request line "TOKEN SP" with any method? (hh_method_prefix knows
+ * only the upper-case known ones.) */
+static enum hh_prefix conn_token_prefix(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (p[i] == '\r' || p[i] == '\n'))
+		i++;
+	for (size_t start = i; i < n; i++) {
+		if (p[i] == ' ' && i > start)
+			return HH_PREFIX_YES;
+		if (i - start >= 32 || !hh_is_tchar((unsigned char)p[i]))
+			return HH_PREFIX_NO;
+	}
+	return HH_PREFIX_MAYBE;
+}
+
+/* What a connection's first bytes are: HTTP (YES), not yet known (MAYBE), or not (NO:
+ * then *reset says whether the shim must refuse them, see conn.h). */
+static enum hh_prefix conn_classify(struct conn *c, const char *p, size_t n, bool *reset)
+{
+	enum hh_prefix k = hh_method_prefix(p, n);
+
+	*reset = false;
+	if (k == HH_PREFIX_NO && (c->dest_rule & (DP_RULE_ROUTE | DP_RULE_STRICT)))
+		k = conn_token_prefix(p, n);
+	if (k == HH_PREFIX_NO && (c->dest_rule & DP_RULE_STRICT))
+		*reset = c->ssl || !c->tls_hooked;
+	return k;
 }
 
 /* A complete head is in c->head: decide and put what goes to the network in c->out. */
@@ -393,15 +446,27 @@ ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool 
 				goto done;
 			ret = -1;
 			goto out;
+		case RQ_RESET:
+			errno = ECONNRESET;
+			c->fake_err = CONN_SSL_ERROR_SYSCALL;
+			ret = -1;
+			goto out;
 		case RQ_FIRST: {
-			char probe[24];
-			size_t pl = c->hlen < 12 ? c->hlen : 12, extra = n < 12 ? n : 12;
+			char probe[80];
+			size_t pl = c->hlen < 40 ? c->hlen : 40, extra = n < 40 ? n : 40;
+			bool reset;
 
 			if (c->hlen)
 				memcpy(probe, c->head, pl);
 			memcpy(probe + pl, p, extra);
-			switch (hh_method_prefix(probe, pl + extra)) {
+			switch (conn_classify(c, probe, pl + extra, &reset)) {
 			case HH_PREFIX_NO:
+				if (reset) {
+					conn_reset(c, c->ssl
+							  ? "not HTTP/1.x inside TLS"
+							  : "not HTTP, nor TLS the shim mediates");
+					continue;
+				}
 				/* Not HTTP: what was held back goes out first, then everything
 				 * passes untouched. */
 				c->rq = RQ_OPAQUE;

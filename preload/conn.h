@@ -20,6 +20,13 @@
  * further help from the shim. For SSL the 403 is returned by the SSL_read hooks from memory,
  * and the same socketpair (empty) makes poll on the fd report it readable.
  *
+ * What the shim cannot read (design: the `mediated` mark). On a route's destination a
+ * request with any method is handed to deputyd, which refuses methods that are not
+ * upper-case known ones. Where the destination is a delegate or deny route's, bytes that are
+ * neither HTTP nor the TLS of the SSL hooks' own libssl (a static TLS stack writing around
+ * the hooks, another protocol) make the shim reset the connection (nothing held back
+ * reaches the server) and report a `deny` of layer shim.
+ *
  * Memory: conns and their buffers are mmap'd, never malloc'd (a fork child of a threaded
  * program may use them).
  */
@@ -55,6 +62,7 @@ enum conn_req_state {
 	RQ_OPAQUE, /* not HTTP (or upgraded): bytes pass untouched */
 	RQ_DENIED, /* refused: writes are swallowed, reads get the 403 */
 	RQ_BROKEN, /* a malformed body after its head went out: the connection is unusable */
+	RQ_RESET,  /* bytes the shim cannot read, where it must: the connection was reset */
 };
 
 struct conn {
@@ -71,6 +79,8 @@ struct conn {
 	struct sockaddr_storage peer;
 	int port;
 	char sni[HH_HOST_MAX];
+	uint32_t dest_rule; /* DP_RULE_* of the destination, as the kernel says (0: unknown) */
+	bool tls_hooked;    /* socket: its TLS comes from the libssl behind the SSL hooks */
 
 	/* request side */
 	enum conn_req_state rq;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * hooks_sock: the libc hooks — connect (accounting to deputyd, then tracking), the write
+ * hooks_sock: the libc hooks — connect (the claim, then tracking), the write
  * and read families on tracked sockets, close, fork, and exec/spawn (children get the
  * shim and the session back).
  *
@@ -9,6 +9,8 @@
  */
 #include "hooks.h"
 #include "shim.h"
+
+#include "deputy/event.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -83,8 +85,10 @@ static struct conn *sock_hooked_write(int fd)
 {
 	struct conn *c = sock_hooked(fd);
 
-	if (c && ssl_handshaking)
+	if (c && ssl_handshaking) {
+		c->tls_hooked = true;
 		ssl_note_handshake_fd(fd);
+	}
 	return c;
 }
 
@@ -100,14 +104,32 @@ void sock_atfork_child(void)
 
 /* ---- connect ----------------------------------------------------------------------- */
 
+/* The DP_RULE_* bits the kernel gave the socket's destination, or -1 when no kernel layer
+ * answers (no session, "kernel": "off"). */
+static long sock_dest_rule(int fd)
+{
+	uint32_t rule = 0;
+	socklen_t len = sizeof(rule);
+
+	if (getsockopt(fd, DP_SOL_DEPUTY, DP_SO_DEST, &rule, &len) != 0 || len != sizeof(rule))
+		return -1;
+	return (long)rule;
+}
+
+/* The claim (design: layer 4): the shim takes a socket only when it can mediate whatever
+ * goes over it, i.e. the system's libssl is in the process (TLS through the SSL hooks,
+ * plain HTTP through these). Otherwise the kernel sends a route's destination to the proxy
+ * and the shim keeps out of it; elsewhere it still reads plain HTTP, as without a kernel
+ * layer. */
 SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
-	int saved = errno, type = 0;
+	int saved = errno, type = 0, rc, err;
 	socklen_t tl = sizeof(type);
 	uint64_t cookie = 0;
 	socklen_t cl = sizeof(cookie);
 	struct conn *c, *old;
-	int rc;
+	bool claimed = false;
+	long rule;
 
 	shim_init();
 	if (shim_guard || !sa || fd < 0 || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
@@ -121,37 +143,37 @@ SHIM_EXPORT int connect(int fd, const struct sockaddr *sa, socklen_t len)
 	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &cl) < 0)
 		cookie = 0;
 	old = sock_conn(fd);
-	if (old && old->cookie == cookie && cookie) {
-		/* connect() again on the same socket: a non-blocking connect being polled */
+	if ((old && old->cookie == cookie && cookie) || fd >= SOCK_FD_MAX) {
+		/* connect() again on the same socket (a non-blocking connect being polled), or
+		 * an fd beyond the table: not mediated */
 		shim_guard--;
 		errno = saved;
 		return real_connect(fd, sa, len);
 	}
-	if (fd >= SOCK_FD_MAX) {
-		shim_debug("fd %d beyond the shim's table: not mediated", fd);
-		shim_guard--;
-		errno = saved;
-		return real_connect(fd, sa, len);
+	if (shim_have_libssl())
+		claimed = setsockopt(fd, DP_SOL_DEPUTY, DP_SO_CLAIM, NULL, 0) == 0;
+	errno = saved;
+	rc = real_connect(fd, sa, len);
+	err = errno;
+	rule = sock_dest_rule(fd);
+	if (!claimed && rule > 0 && (rule & DP_RULE_ROUTE)) {
+		shim_debug("fd %d: left to deputy's proxy", fd);
+		rule = -2; /* not ours */
 	}
-	c = conn_new(&sock_ops, fd, NULL);
+	c = rule == -2 ? NULL : conn_new(&sock_ops, fd, NULL);
 	if (c) {
 		c->cookie = cookie;
+		c->dest_rule = rule > 0 ? (uint32_t)rule : 0;
 		memcpy(&c->peer, sa, len < sizeof(c->peer) ? len : sizeof(c->peer));
 		c->port = sa->sa_family == AF_INET
 			      ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
 			      : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-		old = __atomic_exchange_n(&sock_table[fd], c, __ATOMIC_ACQ_REL);
-		conn_free(old);
 	}
-	/* deputyd must know the cookie before the kernel reports the connect. Failing to
-	 * tell it does not fail the connect: the kernel layer is the boundary. */
-	rc = dpc_conn(cookie, sa, len);
-	if (rc < 0)
-		shim_debug("could not account connection on fd %d to deputyd: %s", fd,
-			   strerror(-rc));
+	old = __atomic_exchange_n(&sock_table[fd], c, __ATOMIC_ACQ_REL);
+	conn_free(old);
 	shim_guard--;
-	errno = saved;
-	return real_connect(fd, sa, len);
+	errno = err;
+	return rc;
 }
 
 /* ---- writes ------------------------------------------------------------------------ */

@@ -217,6 +217,8 @@ static struct conn *ssl_conn(SSL *s, bool classify)
 				c->cookie = fc->cookie;
 				c->peer = fc->peer;
 				c->port = fc->port;
+				c->dest_rule = fc->dest_rule;
+				fc->tls_hooked = true; /* its records are this object's */
 			}
 			if (!sni[0] && get_sn) {
 				const char *n = get_sn(s, TLSEXT_NAMETYPE_host_name);

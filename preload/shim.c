@@ -151,6 +151,19 @@ void *shim_ssl_sym(const char *name, void *self)
 	return p;
 }
 
+bool shim_have_libssl(void)
+{
+	static bool seen; /* libssl is never unloaded once a program used it */
+	struct shim_find f = {.want = "libssl.so"};
+
+	if (__atomic_load_n(&seen, __ATOMIC_RELAXED))
+		return true;
+	if (dl_iterate_phdr(shim_find_cb, &f) != 1)
+		return false;
+	__atomic_store_n(&seen, true, __ATOMIC_RELAXED);
+	return true;
+}
+
 static void shim_atfork_child(void)
 {
 	sock_atfork_child();

@@ -64,6 +64,10 @@ extern int (*real_posix_spawnp)(pid_t *, const char *, const posix_spawn_file_ac
  * a lookup that finds the shim again is refused. */
 void *shim_ssl_sym(const char *name, void *self);
 
+/* Is the system's libssl (a shared libssl.so, whose functions the SSL hooks reach) mapped
+ * in this process? A TLS stack linked into the program (Node, Bun) does not count. */
+bool shim_have_libssl(void);
+
 /* Builds the environment a child gets: envp with LD_PRELOAD holding this library and the
  * DEPUTY_* variables of this process put back. No allocation and no locks (a vfork child
  * may run it): the array lives in `slots` (nslots entries), strings in `strbuf`. Returns

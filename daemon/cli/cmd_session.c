@@ -4,7 +4,8 @@
  *
  * `deputy run` asks deputyd to open a session (deputyd verifies the grant and moves this
  * process into the session's cgroup), then forks CMD with LD_PRELOAD, DEPUTY_SOCKET and
- * DEPUTY_SESSION set, waits for it, and reports its exit status when closing the session.
+ * DEPUTY_SESSION set (and the session's trust bundle, bundle.h), waits for it, and reports
+ * its exit status when closing the session.
  * It stays connected meanwhile: if it dies, deputyd ends the session.
  */
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "bundle.h"
 #include "cli.h"
 #include "client.h"
 #include "jws.h"
@@ -50,26 +52,12 @@ static void run_forward(int sig)
 static int find_shim(char *out, size_t outsz)
 {
 	const char *env = getenv("DEPUTY_PRELOAD");
-	char exe[PATH_MAX], *slash;
-	ssize_t n;
 
 	if (env && *env) {
 		snprintf(out, outsz, "%s", env);
 		return access(out, R_OK) == 0 ? 0 : -ENOENT;
 	}
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return -ENOENT;
-	exe[n] = '\0';
-	slash = strrchr(exe, '/');
-	if (!slash)
-		return -ENOENT;
-	*slash = '\0';
-	snprintf(out, outsz, "%s/libdeputy.so", exe);
-	if (access(out, R_OK) == 0)
-		return 0;
-	snprintf(out, outsz, "%s/../lib/deputy/libdeputy.so", exe);
-	return access(out, R_OK) == 0 ? 0 : -ENOENT;
+	return dp_find_installed("libdeputy.so", R_OK, out, outsz);
 }
 
 static char *read_grant(const char *path)
@@ -125,7 +113,7 @@ int cmd_run(int argc, char **argv)
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
-	char shim[PATH_MAX], *grant, *session, *user;
+	char shim[PATH_MAX], *grant, *session, *user, *ca, *bundle = NULL;
 	struct sigaction sa = {.sa_handler = run_forward};
 	struct dp_msg m;
 	struct dp_err err;
@@ -186,6 +174,7 @@ int cmd_run(int argc, char **argv)
 	}
 	session = dcli_field_str(&c, DP_T_SESSION);
 	user = dcli_field_str(&c, DP_T_USER);
+	ca = dcli_field_str(&c, DP_T_CA);
 	if (!session) {
 		free(user);
 		dcli_close(&c);
@@ -199,12 +188,16 @@ int cmd_run(int argc, char **argv)
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGUSR2, &sa, NULL);
-	run_child = fork();
-	if (run_child < 0) {
+	/* Without the bundle, TLS through deputy's proxy would fail: the command does not run. */
+	if (ca && bundle_write(ca, &bundle, &err) != 0) {
+		status = cli_fail("run", "%s", err.msg);
+	} else if ((run_child = fork()) < 0) {
 		status = cli_fail("run", "fork: %s", strerror(errno));
 	} else if (run_child == 0) {
 		signal(SIGINT, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
+		if (bundle)
+			bundle_setenv(bundle);
 		_exit(run_exec(argv + optind, shim, sock, session));
 	} else {
 		int ws;
@@ -213,6 +206,9 @@ int cmd_run(int argc, char **argv)
 			;
 		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 	}
+	bundle_remove(bundle);
+	free(bundle);
+	free(ca);
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_CLOSE, dcli_next_seq(&c), 0);
 	dp_msg_put_str(&m, DP_T_SESSION, session);
 	dp_msg_put_u64(&m, DP_T_STATUS, (uint64_t)status);

@@ -33,7 +33,7 @@ struct conn {
 
 /* epoll data of the loop's own fds; anything else is a struct conn pointer. The listening
  * socket's is here because conn pauses and resumes it. */
-enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL };
+enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY };
 
 /* What to do with one complete frame: the dispatcher (dispatch.h). */
 typedef void (*conn_frame_fn)(struct deputyd *d, struct conn *c, const struct dp_hdr *h,

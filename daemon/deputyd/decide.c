@@ -37,6 +37,8 @@ static json_t *with_peer(json_t *rec, const struct decide_req *r)
 	if (rec) {
 		json_object_set_new(rec, "pid", json_integer(r->pid));
 		json_object_set_new(rec, "comm", session_text(r->comm ? r->comm : ""));
+		if (r->mediator)
+			json_object_set_new(rec, "mediator", json_string(r->mediator));
 	}
 	return rec;
 }
@@ -228,6 +230,11 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 			s->counts.passthrough++;
 		return;
 	}
+	if (!hh_method_known(r->method) && !(rt->method && strcmp(rt->method, r->method) == 0)) {
+		deny(s, r, out, method, url, NULL, true,
+		     "method %s is not an upper-case known method and no route names it", method);
+		return;
+	}
 	switch (rt->action) {
 	case DP_ACTION_DENY:
 		deny(s, r, out, method, url, NULL, true, "a route denies %s %s", method, url);
@@ -248,4 +255,18 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 		delegate(d, s, r, rt, method, url, out);
 		return;
 	}
+}
+
+void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const struct session *s)
+{
+	dp_msg_put_u64(m, DP_T_VERDICT, (uint64_t)res->verdict);
+	dp_msg_put_str(m, DP_T_REASON, res->reason);
+	if (res->verdict == DP_VERDICT_DELEGATE) {
+		dp_msg_put_str(m, DP_T_HEADER, res->header);
+		dp_msg_put_str(m, DP_T_TOKEN, res->token);
+		dp_msg_put_str(m, DP_T_JTI, res->jti);
+	}
+	dp_msg_put_str(m, DP_T_SCOPE, res->scope ? res->scope : "");
+	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
+	dp_msg_put(m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
 }

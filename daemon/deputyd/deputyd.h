@@ -34,11 +34,15 @@ struct token_cache_entry { /* token_binding "session": one token per (audience, 
 	int64_t exp;
 };
 
-struct cookie_set { /* sockets the shim accounted for (open addressing, 0 = empty) */
-	uint64_t *slots;
+struct cookie_conn {	   /* one TCP connection of a session (cookie.c) */
+	uint64_t cookie;   /* 0: empty slot */
+	uint32_t requests; /* mediated HTTP requests on it so far */
+	uint32_t pad_;
+};
+
+struct cookie_set { /* a session's live TCP connections, by socket cookie */
+	struct cookie_conn *slots;
 	size_t cap, used;
-	uint64_t *old; /* the previous generation, still looked up (see cookie_set_add) */
-	size_t old_cap;
 };
 
 enum session_state { SESSION_OPEN, SESSION_CLOSING };
@@ -144,9 +148,13 @@ bool repeat_event(struct session *s, const char *key, const struct session_count
 void repeat_flush(struct session *s);
 void repeat_free(struct session *s);
 
-/* cookie.c: the sockets the shim accounted for, per session. */
-int cookie_set_add(struct cookie_set *cs, uint64_t cookie);
-bool cookie_set_has(const struct cookie_set *cs, uint64_t cookie);
+/* cookie.c: a session's TCP connections and the mediated requests on each. open: the
+ * kernel reported a connect (0, -EINVAL for cookie 0, -ENOSPC at the limit, -ENOMEM);
+ * request: true if the connection is known and the request counted; close: true if it was
+ * known, with its count, and forgets it. */
+int cookie_conn_open(struct cookie_set *cs, uint64_t cookie);
+bool cookie_conn_request(struct cookie_set *cs, uint64_t cookie);
+bool cookie_conn_close(struct cookie_set *cs, uint64_t cookie, uint32_t *requests);
 void cookie_set_free(struct cookie_set *cs);
 
 /* decide.c */
@@ -154,8 +162,9 @@ struct decide_req {
 	const char *scheme, *host, *method, *target;
 	int port;
 	uint64_t cookie;
-	pid_t pid;	  /* the asking process, for the log */
-	const char *comm; /* its name */
+	pid_t pid;	      /* the asking process, for the log */
+	const char *comm;     /* its name */
+	const char *mediator; /* "proxy" for the proxy's requests; NULL: the shim's */
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
@@ -167,6 +176,9 @@ struct decide_res {
 };
 void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	    struct decide_res *out);
+/* The DECISION reply's fields for res (shim and proxy get the same). */
+struct dp_msg;
+void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const struct session *s);
 
 /* policy.c: kernel allow lists for every session (routes' resolved addresses, allow_cidrs,
  * resolvers). */
@@ -177,8 +189,11 @@ void policy_refresh(struct deputyd *d);
 struct dp_kallow;
 size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out);
 
-/* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log. */
+/* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log;
+ * kevent_request counts a mediated HTTP request on the session's connection `cookie` (the
+ * agent's socket: the shim's word, or the kernel's for proxied connections). */
 struct dp_event;
 void kevent_record(void *ctx, const struct dp_event *ev);
+void kevent_request(struct deputyd *d, struct session *s, uint64_t cookie);
 
 #endif

@@ -39,8 +39,6 @@ static const struct {
      handle_decide},
     {DP_MSG_RESPONSE, "response", DISPATCH_F_SESSION | DISPATCH_F_NOREPLY | DISPATCH_F_ACK,
      TAG(DP_T_STATUS), handle_response},
-    {DP_MSG_CONN, "conn", DISPATCH_F_SESSION | DISPATCH_F_NOREPLY | DISPATCH_F_ACK,
-     TAG(DP_T_COOKIE), handle_conn},
     {DP_MSG_DENY_REPORT, "deny report", DISPATCH_F_SESSION | DISPATCH_F_NOREPLY | DISPATCH_F_ACK, 0,
      handle_deny_report},
     {DP_MSG_SESSIONS, "sessions", 0, 0, handle_sessions},

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "peer.h"
+#include "proxyd.h"
 
 /* Replies that carry a token, a session list or a log chunk: one thread, so one buffer,
  * and 32 KiB is better off the stack. */
@@ -24,9 +25,10 @@ int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_
 			struct dp_err *err)
 {
 	const struct wire_fields *f = r->f;
-	uint8_t buf[1024];
+	uint8_t buf[4096];
 	struct dp_msg m;
 	struct session *s;
+	const char *ca;
 	int rc;
 
 	if (c->controls) {
@@ -39,9 +41,16 @@ int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_
 		return rc;
 	c->controls = s;
 	c->bound = s;
+	/* The proxy's CA for this session: deputy run makes the agent trust it. */
+	ca = proxyd_session_ca(s, err);
+	if (!ca) {
+		session_request_close(d, s, -1);
+		return -ENOMEM;
+	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_SESSION_OPENED, r->h->seq, 0);
 	dp_msg_put_str(&m, DP_T_SESSION, s->id);
 	dp_msg_put_str(&m, DP_T_USER, s->grant->sub);
+	dp_msg_put_str(&m, DP_T_CA, ca);
 	conn_send(d, c, &m);
 	return 0;
 }
@@ -94,18 +103,11 @@ int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r
 	q.cookie = f->u64[DP_T_COOKIE];
 	q.pid = c->pid;
 	q.comm = c->comm;
+	q.mediator = NULL;
+	kevent_request(d, s, q.cookie);
 	decide(d, s, &q, &res);
 	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_DECISION, r->h->seq, 0);
-	dp_msg_put_u64(&m, DP_T_VERDICT, (uint64_t)res.verdict);
-	dp_msg_put_str(&m, DP_T_REASON, res.reason);
-	if (res.verdict == DP_VERDICT_DELEGATE) {
-		dp_msg_put_str(&m, DP_T_HEADER, res.header);
-		dp_msg_put_str(&m, DP_T_TOKEN, res.token);
-		dp_msg_put_str(&m, DP_T_JTI, res.jti);
-	}
-	dp_msg_put_str(&m, DP_T_SCOPE, res.scope ? res.scope : "");
-	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
-	dp_msg_put(&m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
+	decide_put_reply(&m, &res, s);
 	free(res.token);
 	conn_send(d, c, &m);
 	return 0;
@@ -124,13 +126,6 @@ int handle_response(struct deputyd *d, struct conn *c, const struct handler_req 
 	session_log(r->s, "response",
 		    json_pack("{s:o, s:I}", "jti", field_text(f, DP_T_JTI), "status",
 			      (json_int_t)f->u64[DP_T_STATUS]));
-	return 0;
-}
-
-int handle_conn(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
-{
-	if (cookie_set_add(&r->s->cookies, r->f->u64[DP_T_COOKIE]) != 0)
-		pr_warn("session %s: cannot remember socket cookie", r->s->id);
 	return 0;
 }
 

@@ -29,7 +29,6 @@ int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r
 		  struct dp_err *err);
 int handle_response(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		    struct dp_err *err);
-int handle_conn(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 int handle_deny_report(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		       struct dp_err *err);
 int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req *r,

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
  * kernel: the userspace half of deputy's kernel layer (see kernel.h for the contract and
- * bpf/deputy.bpf.c for what the programs decide).
+ * bpf/deputy.bpf.c for what the programs decide): loading, attaching, pinning, the event
+ * ring. The maps' contents are kernel_policy.c's, the audit log's words kernel_names.c's.
  *
  * Lifecycle and restart. Everything that must outlive deputyd is pinned in bpffs under
  * /sys/fs/bpf/deputy/<parent cgroup, '/' -> '_'>/:
- *   sessions, allow, events, lost, conns, udp_seen   the maps (libbpf pin_path: reused on
- *                                                     load when compatible)
+ *   sessions, allow, events, lost, conns, udp_seen,  the maps (libbpf pin_path: reused on
+ *   proxy_cfg, proxied, sk_states                     load when compatible)
  *   link_<program>                                    one bpf_link per program
  * Links are attached with bpf_link_create (multi-attach: other programs on the same cgroup
  * keep running, and ours cannot be replaced by a legacy attach). On kernel_open() an
@@ -17,9 +18,6 @@
  * State pinned for a cgroup that no longer exists (the link reports another cgroup id), or
  * maps whose layout changed (upgrade), are thrown away and rebuilt: the next deputyd then
  * re-registers its live sessions with kernel_session_set().
- *
- * Policy updates never open a gap: new allow rules are inserted before the session entry is
- * written and before rules that are no longer wanted are deleted.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -40,42 +38,28 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
-#include "deputy.skel.h"
 #include "cgroup.h"
-#include "kernel.h"
+#include "kernel_int.h"
 
 #define KERNEL_BPFFS "/sys/fs/bpf"
 #define KERNEL_PIN_ROOT KERNEL_BPFFS "/deputy"
-#define KERNEL_MAX_RULES 65536 /* the allow map's size */
-
-enum kernel_prog {
-	KP_CONNECT4,
-	KP_CONNECT6,
-	KP_SENDMSG4,
-	KP_SENDMSG6,
-	KP_SOCK_CREATE,
-	KP_CONNECT_UNIX,
-	KP_SOCK_STATE,
-	KP_SOCKET_ENTER,
-	KP_N_,
-};
 
 static const char *const kernel_prog_names[KP_N_] = {
-    [KP_CONNECT4] = "connect4",	      [KP_CONNECT6] = "connect6",
-    [KP_SENDMSG4] = "sendmsg4",	      [KP_SENDMSG6] = "sendmsg6",
-    [KP_SOCK_CREATE] = "sock_create", [KP_CONNECT_UNIX] = "connect_unix",
-    [KP_SOCK_STATE] = "sock_state",   [KP_SOCKET_ENTER] = "socket_enter",
-};
-
-struct dp_kernel {
-	struct deputy_bpf *skel;
-	struct ring_buffer *rb;
-	dp_kernel_event_fn fn;
-	void *ctx;
-	int cg_fd;
-	uint64_t parent_cgid;
-	int link_fd[KP_N_]; /* -1: not attached (connect_unix on older kernels) */
-	char pin_dir[PATH_MAX];
+    [KP_CONNECT4] = "connect4",
+    [KP_CONNECT6] = "connect6",
+    [KP_SENDMSG4] = "sendmsg4",
+    [KP_SENDMSG6] = "sendmsg6",
+    [KP_SOCK_CREATE] = "sock_create",
+    [KP_CONNECT_UNIX] = "connect_unix",
+    [KP_SOCK_STATE] = "sock_state",
+    [KP_SOCKET_ENTER] = "socket_enter",
+    [KP_SETSOCKOPT] = "setsockopt",
+    [KP_GETSOCKOPT] = "getsockopt",
+    [KP_GETPEERNAME4] = "getpeername4",
+    [KP_GETPEERNAME6] = "getpeername6",
+    [KP_SOCKOPS] = "sockops",
+    [KP_BIND4] = "bind4",
+    [KP_BIND6] = "bind6",
 };
 
 static int kernel_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -107,6 +91,20 @@ static struct bpf_program *kernel_prog(struct deputy_bpf *skel, enum kernel_prog
 		return skel->progs.deputy_sock_state;
 	case KP_SOCKET_ENTER:
 		return skel->progs.deputy_socket_enter;
+	case KP_SETSOCKOPT:
+		return skel->progs.deputy_setsockopt;
+	case KP_GETSOCKOPT:
+		return skel->progs.deputy_getsockopt;
+	case KP_GETPEERNAME4:
+		return skel->progs.deputy_getpeername4;
+	case KP_GETPEERNAME6:
+		return skel->progs.deputy_getpeername6;
+	case KP_SOCKOPS:
+		return skel->progs.deputy_sockops;
+	case KP_BIND4:
+		return skel->progs.deputy_bind4;
+	case KP_BIND6:
+		return skel->progs.deputy_bind6;
 	case KP_N_:
 		break;
 	}
@@ -277,9 +275,10 @@ static int kernel_unix_connect_type(void)
 
 static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct dp_err *err)
 {
-	struct bpf_map *maps[] = {k->skel->maps.sessions, k->skel->maps.allow,
-				  k->skel->maps.events,	  k->skel->maps.lost,
-				  k->skel->maps.conns,	  k->skel->maps.udp_seen};
+	struct bpf_map *maps[] = {
+	    k->skel->maps.sessions,  k->skel->maps.allow,   k->skel->maps.events,
+	    k->skel->maps.lost,	     k->skel->maps.conns,   k->skel->maps.udp_seen,
+	    k->skel->maps.proxy_cfg, k->skel->maps.proxied, k->skel->maps.sk_states};
 	char path[PATH_MAX];
 	int r, unix_type;
 
@@ -594,165 +593,6 @@ uint64_t kernel_lost_events(const struct dp_kernel *k)
 	return total;
 }
 
-/* ---- policy -------------------------------------------------------------------------- */
-
-static int kernel_rule_key(uint64_t cgid, const struct dp_kallow *a, struct dp_allow_key *key)
-{
-	int bits = a->family == AF_INET ? 32 : a->family == AF_INET6 ? 128 : -1;
-	int full, rest;
-
-	if (bits < 0 || a->prefix < 0 || a->prefix > bits)
-		return -EINVAL;
-	memset(key, 0, sizeof(*key));
-	key->prefixlen = DP_ALLOW_FIXED_BITS + a->prefix;
-	key->cgid[0] = (uint32_t)cgid;
-	key->cgid[1] = (uint32_t)(cgid >> 32);
-	key->family = (uint16_t)a->family;
-	key->port = htons(a->port);
-	/* Host bits are cleared so equal rules have equal keys (the trie ignores them). */
-	full = a->prefix / 8;
-	rest = a->prefix % 8;
-	memcpy(key->addr, a->addr, full);
-	if (rest)
-		key->addr[full] = a->addr[full] & (uint8_t)(0xff << (8 - rest));
-	return 0;
-}
-
-static bool kernel_key_of(const struct dp_allow_key *key, uint64_t cgid)
-{
-	return key->cgid[0] == (uint32_t)cgid && key->cgid[1] == (uint32_t)(cgid >> 32);
-}
-
-/* Deletes the session's rules that are not in keep[0..nkeep). */
-static int kernel_rules_prune(struct dp_kernel *k, uint64_t cgid, const struct dp_allow_key *keep,
-			      size_t nkeep)
-{
-	int fd = bpf_map__fd(k->skel->maps.allow);
-	struct dp_allow_key cur, next, *del = NULL;
-	size_t ndel = 0, cap = 0;
-	bool first = true;
-	int r = 0;
-
-	/* Collect first: deleting during iteration restarts an LPM trie walk. */
-	while (bpf_map_get_next_key(fd, first ? NULL : &cur, &next) == 0) {
-		bool kept = false;
-
-		first = false;
-		cur = next;
-		if (!kernel_key_of(&cur, cgid))
-			continue;
-		for (size_t i = 0; i < nkeep && !kept; i++)
-			kept = memcmp(&keep[i], &cur, sizeof(cur)) == 0;
-		if (kept)
-			continue;
-		if (ndel == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct dp_allow_key *n;
-
-			if (ncap > KERNEL_MAX_RULES) {
-				r = -E2BIG;
-				break;
-			}
-			n = realloc(del, ncap * sizeof(*n));
-			if (!n) {
-				r = -ENOMEM;
-				break;
-			}
-			del = n;
-			cap = ncap;
-		}
-		del[ndel++] = cur;
-	}
-	for (size_t i = 0; i < ndel; i++)
-		if (bpf_map_delete_elem(fd, &del[i]) != 0 && errno != ENOENT)
-			r = -errno;
-	free(del);
-	return r;
-}
-
-int kernel_session_set(struct dp_kernel *k, uint64_t cgid, bool enforce,
-		       const struct dp_kallow *allow, size_t n)
-{
-	int afd = bpf_map__fd(k->skel->maps.allow), sfd = bpf_map__fd(k->skel->maps.sessions);
-	struct dp_session_val val = {0};
-	struct dp_allow_key *keys;
-	uint32_t one = 1;
-	int r = 0;
-
-	if (!cgid || n > KERNEL_MAX_RULES)
-		return -EINVAL;
-	keys = calloc(n ? n : 1, sizeof(*keys));
-	if (!keys)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		r = kernel_rule_key(cgid, &allow[i], &keys[i]);
-		if (r < 0)
-			goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (bpf_map_update_elem(afd, &keys[i], &one, BPF_ANY) != 0) {
-			r = errno == ENOSPC || errno == ENOMEM || errno == E2BIG ? -E2BIG : -errno;
-			pr_warn("kernel: session %llu: adding allow rule: %s",
-				(unsigned long long)cgid, strerror(errno));
-			goto out;
-		}
-	}
-	/* Keep the counters; a racing increment may be lost, which only skews statistics. */
-	if (bpf_map_lookup_elem(sfd, &cgid, &val) != 0)
-		memset(&val, 0, sizeof(val));
-	val.flags = enforce ? DP_SESSION_ENFORCE : 0;
-	if (bpf_map_update_elem(sfd, &cgid, &val, BPF_ANY) != 0) {
-		r = errno == E2BIG || errno == ENOMEM ? -E2BIG : -errno;
-		pr_warn("kernel: session %llu: registering: %s", (unsigned long long)cgid,
-			strerror(errno));
-		goto out;
-	}
-	r = kernel_rules_prune(k, cgid, keys, n);
-out:
-	free(keys);
-	return r;
-}
-
-int kernel_session_remove(struct dp_kernel *k, uint64_t cgid)
-{
-	int r = 0;
-
-	if (bpf_map_delete_elem(bpf_map__fd(k->skel->maps.sessions), &cgid) != 0)
-		r = -errno;
-	/* Rules go even if the entry was missing: leftovers of a failed kernel_session_set. */
-	kernel_rules_prune(k, cgid, NULL, 0);
-	return r;
-}
-
-int kernel_session_stats(const struct dp_kernel *k, uint64_t cgid, struct dp_kernel_stats *out)
-{
-	struct dp_session_val val;
-
-	if (bpf_map_lookup_elem(bpf_map__fd(k->skel->maps.sessions), &cgid, &val) != 0)
-		return -errno;
-	out->n_allow = val.n_allow;
-	out->n_block = val.n_block;
-	out->n_refused = val.n_refused;
-	out->n_lost = val.n_lost;
-	return 0;
-}
-
-int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max)
-{
-	int fd = bpf_map__fd(k->skel->maps.sessions);
-	uint64_t cur = 0, next;
-	size_t n = 0;
-
-	while (bpf_map_get_next_key(fd, n ? &cur : NULL, &next) == 0) {
-		if (n < max)
-			cgids[n] = next;
-		cur = next;
-		if (++n > INT_MAX)
-			break;
-	}
-	return (int)n;
-}
-
 /* ---- environment --------------------------------------------------------------------- */
 
 int kernel_available(struct dp_err *err)
@@ -781,78 +621,6 @@ int kernel_available(struct dp_err *err)
 	    libbpf_probe_bpf_map_type(BPF_MAP_TYPE_LPM_TRIE, NULL) != 1) {
 		dp_err_set(err, "the kernel lacks BPF ring buffers or LPM tries");
 		return -ENOTSUP;
-	}
-	return 0;
-}
-
-struct timespec kernel_event_realtime(uint64_t ts_ns)
-{
-	struct timespec boot, real, out;
-	int64_t ns;
-
-	clock_gettime(CLOCK_BOOTTIME, &boot);
-	clock_gettime(CLOCK_REALTIME, &real);
-	ns = (int64_t)real.tv_sec * 1000000000 + real.tv_nsec -
-	     ((int64_t)boot.tv_sec * 1000000000 + boot.tv_nsec - (int64_t)ts_ns);
-	out.tv_sec = ns / 1000000000;
-	out.tv_nsec = ns % 1000000000;
-	return out;
-}
-
-/* ---- naming, for the audit log ------------------------------------------------------- */
-
-const char *kernel_family_name(unsigned int family)
-{
-	switch (family) {
-	case AF_INET:
-		return "inet";
-	case AF_INET6:
-		return "inet6";
-	case AF_UNIX:
-		return "unix";
-	case AF_PACKET:
-		return "packet";
-	}
-	return "other";
-}
-
-const char *kernel_protocol_name(unsigned int protocol)
-{
-	return protocol == DP_EV_PROTO_TCP ? "tcp" : protocol == DP_EV_PROTO_UDP ? "udp" : "other";
-}
-
-const char *kernel_verdict_name(unsigned int verdict)
-{
-	return verdict == DP_EV_ALLOW ? "allow" : "block";
-}
-
-const char *kernel_event_type_name(unsigned int type)
-{
-	switch (type) {
-	case DP_EV_CONNECT:
-		return "connect";
-	case DP_EV_SENDMSG:
-		return "sendmsg";
-	case DP_EV_SOCK_REFUSED:
-		return "socket_refused";
-	case DP_EV_CLOSE:
-		return "close";
-	case DP_EV_UNIX_CONNECT:
-		return "unix_connect";
-	}
-	return "unknown";
-}
-
-int kernel_event_addr(const struct dp_event *ev, char *out, size_t outsz)
-{
-	if (!outsz)
-		return -ENOSPC;
-	out[0] = '\0';
-	if (ev->family != AF_INET && ev->family != AF_INET6)
-		return 0;
-	if (outsz > INT_MAX || !inet_ntop(ev->family, ev->addr, out, (socklen_t)outsz)) {
-		out[0] = '\0';
-		return -ENOSPC;
 	}
 	return 0;
 }

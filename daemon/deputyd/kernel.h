@@ -24,18 +24,27 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <sys/socket.h>
+
+#include "config.h"
 #include "deputy/event.h"
 #include "util.h"
 
 struct dp_kernel;
 
 /* One allow rule: destinations in addr/prefix (network order, IPv4 in the first 4 bytes),
- * on port `port` (host order, 0 = any port). An exact address is prefix 32 / 128. */
+ * on port `port` (host order, 0 = any port). An exact address is prefix 32 / 128.
+ * `rule` says what kind of destination it is (DP_RULE_* of deputy/event.h; 0 means
+ * DP_RULE_ALLOW): a route's destinations are mediated (the proxy gets what the shim did not
+ * claim), an opaque route's are not, and one without DP_RULE_ALLOW only marks a deny
+ * route's destination for the shim. A route's rule must name its port: any-port rules are
+ * looked at only when the port's own rule does not allow. */
 struct dp_kallow {
 	int family; /* AF_INET or AF_INET6 */
 	uint8_t addr[16];
 	int prefix; /* 0..32 or 0..128 */
 	uint16_t port;
+	uint32_t rule;
 };
 
 /* Called from kernel_consume() for each event, with a pointer valid only during the call. */
@@ -86,6 +95,19 @@ int kernel_session_stats(const struct dp_kernel *k, uint64_t cgid, struct dp_ker
 /* Registered sessions (e.g. adopted after a restart): fills up to max ids, returns how many
  * there are in total (may exceed max), or -errno. */
 int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max);
+
+/* Where the proxy listens (proxy_listen: a loopback IPv4 address; IPv6 connects go to
+ * [::1] on the same port) and whether it is on ("proxy": "off": unclaimed connects to a
+ * route's destination are refused instead). Applies to every session at once; call it at
+ * start and on every reload. 0 or -EINVAL (proxy_listen not IPv4 loopback) / -errno. */
+int kernel_proxy_configure(struct dp_kernel *k, const struct dp_config *c) DP_WUR;
+
+/* The original destination of a connection the kernel sent to the proxy, found by the
+ * agent side's address: what getpeername() says on the proxy's accepted socket (v4-mapped
+ * addresses count as IPv4). 0, -ENOENT (not a redirected connection, or it is closed
+ * already), -EINVAL (not AF_INET/AF_INET6) or -errno. */
+int kernel_proxied_lookup(struct dp_kernel *k, const struct sockaddr *agent_local, socklen_t len,
+			  struct dp_proxied *out) DP_WUR;
 
 /* Can the kernel layer run here? 0, or -errno with err saying why not (not root, no BTF, no
  * cgroup2, cgroup socket programs or ring buffers unsupported). */

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * kevent: what the kernel layer reports (include/deputy/event.h) as records of the session
- * whose cgroup it came from: `connect` (with `mediated` from the shim's cookies), `deny`
- * for enforced blocks and refused sockets, `disconnect`. Events keep the kernel's order and
- * its time (also when read late, after a restart); those of sessions that already ended
- * are dropped. Blocked connects and refused sockets that repeat are coalesced (repeat.c).
+ * whose cgroup it came from: `connect` (with `mediated` and `mediator`: the shim claimed the
+ * socket or the kernel sent it to the proxy, as the kernel saw it), `deny` for enforced
+ * blocks and refused sockets, `disconnect` (with the mediated requests it carried: a
+ * mediated connection that carried bytes but no mediated request is counted unmediated
+ * then). Events keep the kernel's order and its time (also when read late, after a
+ * restart); those of sessions that already ended are dropped. Blocked connects and refused
+ * sockets that repeat are coalesced (repeat.c).
  */
 #include "deputyd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <deputy/event.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +26,71 @@ static struct session *session_by_cgid(struct deputyd *d, uint64_t cgid)
 		if (s->cg_id == cgid)
 			return s;
 	return NULL;
+}
+
+/* Who mediates a connection, from the kernel's flags; NULL: nobody. */
+static const char *kevent_mediator(const struct dp_event *ev)
+{
+	return ev->flags & DP_EVF_CLAIMED ? "shim" : ev->flags & DP_EVF_PROXIED ? "proxy" : NULL;
+}
+
+/* A `connect` record, and why nobody mediates the connection when the kernel knows. */
+static json_t *kevent_connect_fields(struct deputyd *d, const struct dp_event *ev, const char *comm,
+				     const char *addr)
+{
+	bool block = ev->verdict == DP_EV_BLOCK;
+	const char *mediator = kevent_mediator(ev);
+	json_t *o =
+	    json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}", "pid",
+		      (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid, "comm", session_text(comm),
+		      "family", kernel_family_name(ev->family), "protocol",
+		      ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr", addr, "dport",
+		      (json_int_t)ev->port, "verdict", block ? "block" : "allow", "enforced",
+		      block ? ev->enforced != 0 : d->cfg->enforce, "mediated", mediator != NULL,
+		      "cookie", (json_int_t)ev->cookie);
+
+	if (o && mediator)
+		json_object_set_new(o, "mediator", json_string(mediator));
+	else if (o && (ev->flags & DP_EVF_OPAQUE))
+		json_object_set_new(o, "reason", json_string("tls opaque"));
+	else if (o && (ev->flags & DP_EVF_UNMEDIATED))
+		json_object_set_new(o, "reason", json_string("not mediated"));
+	return o;
+}
+
+/* A `disconnect` record. A connection mediated at connect time that sent bytes without a
+ * single mediated request was not mediated after all (raw bytes on a claimed socket, a
+ * request the proxy never asked about): it counts as unmediated now. */
+static json_t *kevent_close_fields(struct session *s, const struct dp_event *ev, const char *addr)
+{
+	const char *mediator = kevent_mediator(ev);
+	uint32_t requests = 0;
+	bool mediated;
+	json_t *o;
+
+	cookie_conn_close(&s->cookies, ev->cookie, &requests);
+	mediated = mediator && (requests > 0 || ev->bytes_out == 0);
+	if (mediator && !mediated)
+		s->counts.unmediated++;
+	o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:b, s:I, s:b, s:I, s:I}", "pid",
+		      (json_int_t)ev->tgid, "family", kernel_family_name(ev->family), "daddr", addr,
+		      "dport", (json_int_t)ev->port, "duration_us",
+		      (json_int_t)(ev->duration_ns / 1000), "established",
+		      (ev->flags & DP_EVF_ESTABLISHED) != 0, "requests", (json_int_t)requests,
+		      "mediated", mediated, "bytes_sent", (json_int_t)ev->bytes_out,
+		      "bytes_received", (json_int_t)ev->bytes_in);
+	if (o && mediator)
+		json_object_set_new(o, "mediator", json_string(mediator));
+	return o;
+}
+
+void kevent_request(struct deputyd *d, struct session *s, uint64_t cookie)
+{
+	if (!cookie || cookie_conn_request(&s->cookies, cookie) || !d->kernel)
+		return;
+	/* The connect event may still be queued: the agent asks right after connecting. */
+	kernel_consume(d->kernel);
+	cookie_conn_request(&s->cookies, cookie);
 }
 
 /* A blocked connect or refused socket that repeats an earlier one of its process exactly
@@ -53,7 +122,7 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
 	bool block = ev->verdict == DP_EV_BLOCK;
 	struct timespec when = kernel_event_realtime(ev->ts_ns);
-	bool mediated, repeated = false;
+	bool repeated = false;
 
 	if (!s)
 		return; /* a session that already ended, or not ours */
@@ -61,40 +130,35 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	comm[DP_EV_COMM_LEN] = '\0';
 	if (ev->family == AF_INET || ev->family == AF_INET6)
 		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
-	mediated = cookie_set_has(&s->cookies, ev->cookie);
 	if ((block && (ev->type == DP_EV_CONNECT || ev->type == DP_EV_SENDMSG)) ||
 	    ev->type == DP_EV_SOCK_REFUSED)
-		repeated = kevent_repeats(s, ev, comm, addr, mediated, &when);
+		repeated = kevent_repeats(s, ev, comm, addr, kevent_mediator(ev) != NULL, &when);
 
 	switch (ev->type) {
 	case DP_EV_CONNECT:
 	case DP_EV_SENDMSG:
 		s->counts.connects++;
 		s->counts.blocked += block;
-		s->counts.unmediated += !mediated;
+		s->counts.unmediated += !kevent_mediator(ev);
 		s->counts.denies += block && ev->enforced;
 		if (repeated)
 			break;
-		session_log_at(s, "connect",
-			       json_pack("{s:I, s:I, s:o, s:s, s:s, s:s, s:I, s:s, s:b, s:b, s:I}",
-					 "pid", (json_int_t)ev->tgid, "tid", (json_int_t)ev->pid,
-					 "comm", session_text(comm), "family",
-					 kernel_family_name(ev->family), "protocol",
-					 ev->protocol == DP_EV_PROTO_UDP ? "udp" : "tcp", "daddr",
-					 addr, "dport", (json_int_t)ev->port, "verdict",
-					 block ? "block" : "allow", "enforced",
-					 block ? ev->enforced != 0 : d->cfg->enforce, "mediated",
-					 mediated, "cookie", (json_int_t)ev->cookie),
-			       &when);
+		if (ev->protocol == DP_EV_PROTO_TCP && (!block || !ev->enforced) &&
+		    cookie_conn_open(&s->cookies, ev->cookie) == -ENOMEM)
+			pr_warn("session %s: cannot track connection %llu", s->id,
+				(unsigned long long)ev->cookie);
+		session_log_at(s, "connect", kevent_connect_fields(d, ev, comm, addr), &when);
 		if (block && ev->enforced)
-			session_log_at(s, "deny",
-				       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
-						 "kernel", "reason",
-						 "destination not allowed by the session's routes",
-						 "pid", (json_int_t)ev->tgid, "comm",
-						 session_text(comm), "daddr", addr, "dport",
-						 (json_int_t)ev->port, "enforced", true),
-				       &when);
+			session_log_at(
+			    s, "deny",
+			    json_pack(
+				"{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel", "reason",
+				ev->flags & DP_EVF_UNMEDIATED
+				    ? "not mediated"
+				    : "destination not allowed by the session's routes",
+				"pid", (json_int_t)ev->tgid, "comm", session_text(comm), "daddr",
+				addr, "dport", (json_int_t)ev->port, "enforced", true),
+			    &when);
 		break;
 	case DP_EV_UNIX_CONNECT: {
 		char path[DP_EV_PATH_LEN + 2];
@@ -132,14 +196,7 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 			       &when);
 		break;
 	case DP_EV_CLOSE:
-		session_log_at(s, "disconnect",
-			       json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "pid",
-					 (json_int_t)ev->tgid, "family",
-					 kernel_family_name(ev->family), "daddr", addr, "dport",
-					 (json_int_t)ev->port, "duration_us",
-					 (json_int_t)(ev->duration_ns / 1000), "established",
-					 (ev->flags & DP_EVF_ESTABLISHED) != 0),
-			       &when);
+		session_log_at(s, "disconnect", kevent_close_fields(s, ev, addr), &when);
 		break;
 	default:
 		break;

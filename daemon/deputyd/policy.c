@@ -24,15 +24,20 @@
 static struct dp_kallow *allow;
 static size_t n_allow, cap_allow;
 
-static void allow_add(int family, const void *addr, int prefix, uint16_t port)
+/* One destination named twice (two hosts on one address, a route and allow_cidrs) gets
+ * the union of what each says: DP_RULE_ROUTE then wins over DP_RULE_OPAQUE, so a connection
+ * that some route wants mediated is never left untouched. */
+static void allow_add(int family, const void *addr, int prefix, uint16_t port, uint32_t rule)
 {
 	struct dp_kallow *a;
 
 	for (size_t i = 0; i < n_allow; i++)
 		if (allow[i].family == family && allow[i].prefix == prefix &&
 		    allow[i].port == port &&
-		    memcmp(allow[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
+		    memcmp(allow[i].addr, addr, family == AF_INET ? 4 : 16) == 0) {
+			allow[i].rule |= rule;
 			return;
+		}
 	if (n_allow == cap_allow) {
 		size_t cap = cap_allow ? cap_allow * 2 : 32;
 		struct dp_kallow *n = realloc(allow, cap * sizeof(*n));
@@ -48,9 +53,10 @@ static void allow_add(int family, const void *addr, int prefix, uint16_t port)
 	memcpy(a->addr, addr, family == AF_INET ? 4 : 16);
 	a->prefix = prefix;
 	a->port = port;
+	a->rule = rule;
 }
 
-static void allow_host(const char *host, int port)
+static void allow_host(const char *host, int port, uint32_t rule)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
 	int rc = getaddrinfo(host, NULL, &hints, &res);
@@ -62,10 +68,10 @@ static void allow_host(const char *host, int port)
 	for (ai = res; ai; ai = ai->ai_next) {
 		if (ai->ai_family == AF_INET)
 			allow_add(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 32,
-				  (uint16_t)port);
+				  (uint16_t)port, rule);
 		else if (ai->ai_family == AF_INET6)
 			allow_add(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 128,
-				  (uint16_t)port);
+				  (uint16_t)port, rule);
 	}
 	freeaddrinfo(res);
 }
@@ -83,11 +89,22 @@ static void allow_resolvers(void)
 		if (sscanf(line, " nameserver %46s", addr) != 1)
 			continue;
 		if (inet_pton(AF_INET, addr, bin) == 1)
-			allow_add(AF_INET, bin, 32, 53);
+			allow_add(AF_INET, bin, 32, 53, DP_RULE_ALLOW);
 		else if (inet_pton(AF_INET6, addr, bin) == 1)
-			allow_add(AF_INET6, bin, 128, 53);
+			allow_add(AF_INET6, bin, 128, 53, DP_RULE_ALLOW);
 	}
 	fclose(f);
+}
+
+/* What a route makes of its destination (DP_RULE_*): a deny route's is only marked, so the
+ * shim refuses there what it cannot read, and is allowed only if something else allows it. */
+static uint32_t policy_route_rule(const struct dp_route *rt)
+{
+	uint32_t strict = rt->action == DP_ACTION_PASSTHROUGH ? 0 : DP_RULE_STRICT;
+
+	if (rt->action == DP_ACTION_DENY)
+		return strict;
+	return DP_RULE_ALLOW | strict | (rt->tls_opaque ? DP_RULE_OPAQUE : DP_RULE_ROUTE);
 }
 
 static void policy_compute(struct deputyd *d)
@@ -96,13 +113,16 @@ static void policy_compute(struct deputyd *d)
 
 	n_allow = 0;
 	for (size_t i = 0; i < cfg->n_routes; i++)
-		if (cfg->routes[i].action != DP_ACTION_DENY)
-			allow_host(cfg->routes[i].host, cfg->routes[i].port);
+		allow_host(cfg->routes[i].host, cfg->routes[i].port,
+			   policy_route_rule(&cfg->routes[i]));
 	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)
 		allow_add(cfg->allow_cidrs[i].family, cfg->allow_cidrs[i].addr,
-			  cfg->allow_cidrs[i].prefix, 0);
+			  cfg->allow_cidrs[i].prefix, 0, DP_RULE_ALLOW);
 	if (cfg->allow_resolvers)
 		allow_resolvers();
+	/* Here because every config change comes through here before sessions get rules. */
+	if (d->kernel && kernel_proxy_configure(d->kernel, cfg) != 0)
+		pr_warn("policy: cannot tell the kernel where the proxy listens");
 }
 
 size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out)

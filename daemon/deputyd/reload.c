@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "proxyd.h"
+
 void reload_config(struct deputyd *d)
 {
 	struct dp_config *cfg;
@@ -51,6 +53,7 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	proxyd_reload(d);
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }

@@ -24,6 +24,7 @@
 #include "conn.h"
 #include "dispatch.h"
 #include "kernel.h"
+#include "proxyd.h"
 #include "reload.h"
 
 #define TICK_MS 200
@@ -108,6 +109,7 @@ static void server_tick(struct deputyd *d, int64_t *last_policy)
 	}
 	conn_accept_pause(d, false);
 	session_tick(d);
+	proxyd_tick(d);
 	if (dp_now() - *last_policy >= d->cfg->resolve_interval) {
 		*last_policy = dp_now();
 		policy_refresh(d);
@@ -137,6 +139,9 @@ static void server_event(struct deputyd *d, const struct epoll_event *ev, int64_
 		return;
 	case EP_KERNEL:
 		kernel_consume(d->kernel);
+		return;
+	case EP_PROXY:
+		proxyd_event(d);
 		return;
 	}
 	c = ev->data.ptr;
@@ -175,6 +180,7 @@ int server_run(struct deputyd *d)
 		return -errno;
 
 	session_on_gone(d, conn_session_gone);
+	proxyd_start(d, EP_PROXY);
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
 		pr_info("signing key is not ES256: no presigning, every token signed in full");
 
@@ -203,6 +209,7 @@ int server_run(struct deputyd *d)
 	}
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
+	proxyd_stop(d);
 	{
 		uint64_t hits, misses;
 		size_t avail;

@@ -548,6 +548,9 @@ static void session_recount(struct session *s)
 			s->counts.unmediated +=
 			    json_integer_value(json_object_get(c, "unmediated"));
 			s->counts.denies += json_integer_value(json_object_get(c, "denies"));
+		} else if (strcmp(type, "disconnect") == 0 && json_object_get(rec, "mediator") &&
+			   json_is_false(json_object_get(rec, "mediated"))) {
+			s->counts.unmediated++; /* mediated at connect, bytes but no request */
 		}
 		json_decref(rec);
 	}

@@ -292,8 +292,8 @@ static int cfg_parse_route_delegate(struct cfg_ctx *c, json_t *obj, struct dp_ro
 
 static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
-	static const char *const keys[] = {"host",   "port",	 "method", "path",
-					   "action", "audience", "scope",  "header"};
+	static const char *const keys[] = {"host",     "port",	"method", "path", "action",
+					   "audience", "scope", "header", "tls"};
 	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
@@ -343,6 +343,13 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		rt->action = DP_ACTION_DENY;
 	else
 		return cfg_fail(c, "action", "must be \"delegate\", \"passthrough\" or \"deny\"");
+	if ((v = json_object_get(obj, "tls"))) {
+		int opaque;
+
+		if ((r = cfg_get_choice(c, "tls", v, "intercept", "opaque", &opaque)))
+			return r;
+		rt->tls_opaque = opaque == 1;
+	}
 
 	if (rt->action != DP_ACTION_DELEGATE) {
 		static const char *const only_delegate[] = {"audience", "scope", "header"};
@@ -388,8 +395,52 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	cfg->allow_resolvers = true;
 	cfg->resolve_interval = 300;
 	cfg->session_log_max = 64 << 20;
-	if (!cfg->socket || !cfg->state_dir || !cfg->http_listen || !cfg->cgroup)
+	cfg->proxy = true;
+	cfg->proxy_listen = strdup("127.0.0.1:8472");
+	if (!cfg->socket || !cfg->state_dir || !cfg->http_listen || !cfg->cgroup ||
+	    !cfg->proxy_listen)
 		return -ENOMEM;
+	return 0;
+}
+
+/* The proxy's keys, and one "tls" per destination: the kernel redirects by address and
+ * port, so routes naming the same host and port cannot want different things. */
+static int cfg_parse_proxy(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	struct sockaddr_storage ss;
+	const char *s = NULL;
+	socklen_t sl;
+	json_t *v;
+	int r, choice;
+
+	if ((v = json_object_get(root, "proxy"))) {
+		if ((r = cfg_get_choice(c, "proxy", v, "on", "off", &choice)))
+			return r;
+		cfg->proxy = choice == 0;
+	}
+	if ((v = json_object_get(root, "proxy_listen"))) {
+		if ((r = cfg_get_string(c, "proxy_listen", v, &s)))
+			return r;
+		if (config_parse_listen(s, false, &ss, &sl) != 0 || ss.ss_family != AF_INET)
+			return cfg_fail(c, "proxy_listen",
+					"must be a loopback IPv4 \"ADDRESS:PORT\" such as "
+					"\"127.0.0.1:8472\"");
+		if ((r = cfg_dup_string(c, "proxy_listen", s, &cfg->proxy_listen)))
+			return r;
+	}
+	for (size_t i = 1; i < cfg->n_routes; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct dp_route *a = &cfg->routes[i], *b = &cfg->routes[j];
+			char key[64];
+
+			if (a->port != b->port || strcmp(a->host, b->host) != 0 ||
+			    a->tls_opaque == b->tls_opaque)
+				continue;
+			snprintf(key, sizeof(key), "routes[%zu].tls", i);
+			return cfg_fail(c, key, "\"%s\" disagrees with routes[%zu] for %s port %d",
+					a->tls_opaque ? "opaque" : "intercept", j, a->host,
+					a->port);
+		}
 	return 0;
 }
 
@@ -467,7 +518,10 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
 			return r;
 	}
-	return 0;
+	if ((v = json_object_get(root, "upstream_ca_file")) &&
+	    (r = cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH, &cfg->upstream_ca_file)))
+		return r;
+	return cfg_parse_proxy(c, root, cfg);
 }
 
 static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
@@ -477,7 +531,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	    "session_log_max",
+	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
 	};
 	json_t *v;
 	const char *s = NULL;
@@ -667,8 +721,10 @@ void config_free(struct dp_config *cfg)
 	free(cfg->socket);
 	free(cfg->state_dir);
 	free(cfg->signing_key);
+	free(cfg->upstream_ca_file);
 	free(cfg->http_listen);
 	free(cfg->cgroup);
+	free(cfg->proxy_listen);
 	free(cfg);
 }
 

@@ -25,9 +25,10 @@ struct dp_route {
 	char *method; /* upper-case; NULL = any */
 	char *path;   /* glob (fnmatch, '*' crosses '/'); NULL = any */
 	enum dp_action action;
-	char *audience; /* delegate only */
-	char *scope;	/* delegate only: exactly one scope token */
-	char *header;	/* delegate only; default "Authorization" */
+	char *audience;	 /* delegate only */
+	char *scope;	 /* delegate only: exactly one scope token */
+	char *header;	 /* delegate only; default "Authorization" */
+	bool tls_opaque; /* "tls": "opaque": connections left untouched, logged unmediated */
 };
 
 struct dp_trusted_issuer {
@@ -65,6 +66,9 @@ struct dp_config {
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	int session_log_max;	       /* bytes of one session's log, default 64 MiB */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
+	bool proxy;   /* "proxy": "on" (default) / "off" */
+	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
+	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */

@@ -106,6 +106,14 @@ static const char *const hh_methods[] = {
     "LOCK",  "UNLOCK", "REPORT",   "SEARCH",	"PURGE",  "QUERY",   "PRI",
 };
 
+bool hh_method_known(const char *m)
+{
+	for (size_t i = 0; i < sizeof(hh_methods) / sizeof(hh_methods[0]); i++)
+		if (strcmp(m, hh_methods[i]) == 0)
+			return true;
+	return false;
+}
+
 enum hh_prefix hh_method_prefix(const char *p, size_t n)
 {
 	bool maybe = false;

@@ -71,6 +71,9 @@ int hh_host_norm(const char *p, size_t n, char *out, size_t cap, int *port);
  * untouched. */
 enum hh_prefix { HH_PREFIX_NO, HH_PREFIX_MAYBE, HH_PREFIX_YES };
 enum hh_prefix hh_method_prefix(const char *p, size_t n);
+/* Is m, exactly as written, one of those known methods (upper-case)? On a routed
+ * destination deputyd refuses others unless the route names them (design: Policy). */
+bool hh_method_known(const char *m);
 
 /* Message body framing (Content-Length, chunked, until close, none): httpbody.c. */
 enum hh_body_mode { HH_BODY_NONE, HH_BODY_LENGTH, HH_BODY_CHUNKED, HH_BODY_CLOSE };

@@ -394,3 +394,22 @@ void dp_hex(const void *in, size_t n, char *out)
 	}
 	out[2 * n] = '\0';
 }
+
+int dp_find_installed(const char *name, int amode, char *out, size_t outsz)
+{
+	char exe[PATH_MAX], *slash;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return -ENOENT;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return -ENOENT;
+	*slash = '\0';
+	snprintf(out, outsz, "%s/%s", exe, name);
+	if (access(out, amode) == 0)
+		return 0;
+	snprintf(out, outsz, "%s/../lib/deputy/%s", exe, name);
+	return access(out, amode) == 0 ? 0 : -ENOENT;
+}

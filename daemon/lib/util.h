@@ -67,6 +67,11 @@ int dp_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 /* mkdir -p with mode for created components. */
 int dp_mkdir_p(const char *path, mode_t mode) DP_WUR;
 
+/* A file deputy installs beside its programs: `name` in the running program's directory
+ * (the build tree) or in ../lib/deputy/ relative to it (an installed prefix), accessible with
+ * amode (access(2)). 0 with the path in out, or -ENOENT. */
+int dp_find_installed(const char *name, int amode, char *out, size_t outsz);
+
 /* Hex encoding of a byte string (out needs 2n+1). */
 void dp_hex(const void *in, size_t n, char *out);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The kernel -> deputyd event layout: one record per ring-buffer entry, written by
- * bpf/deputy.bpf.c and read by daemon/kernel.c. Both sides compile this header, so it uses
+ * bpf/deputy.bpf.c and read by daemon/deputyd/kernel.c. Both sides compile this header, so it uses
  * fixed-width fields only, no pointers, and explicit padding: the layout must not depend on
  * the compiler or the target (BPF is 64-bit little-endian here, like the hosts we run on).
  */
@@ -45,6 +45,12 @@ enum dp_event_verdict {
 #define DP_EVF_ESTABLISHED 0x02	  /* DP_EV_CLOSE: the connection reached ESTABLISHED */
 #define DP_EVF_UNIX_ABSTRACT 0x04 /* DP_EV_UNIX_CONNECT: abstract name (path[0] was NUL) */
 #define DP_EVF_KILLED 0x08	  /* DP_EV_SOCK_REFUSED: the process was killed (AF_PACKET) */
+#define DP_EVF_CLAIMED 0x10	  /* TCP connect the shim claimed: it mediates the connection */
+#define DP_EVF_PROXIED 0x20	  /* TCP connect redirected to deputy's proxy */
+#define DP_EVF_OPAQUE 0x40	  /* to a "tls": "opaque" route's destination: left untouched */
+#define DP_EVF_UNMEDIATED                                                                          \
+	0x80 /* blocked: a route's destination nobody would mediate                                \
+	      * ("proxy": "off" and the shim did not claim it) */
 
 #define DP_EV_COMM_LEN 16
 #define DP_EV_PATH_LEN 108 /* sizeof(sun_path) */
@@ -54,6 +60,8 @@ struct dp_event {
 	dp_u64 cgid;	    /* the session's cgroup id (kernfs id of the session cgroup) */
 	dp_u64 cookie;	    /* socket cookie, as getsockopt(SO_COOKIE) returns it; 0 if none */
 	dp_u64 duration_ns; /* DP_EV_CLOSE: time from connect() to CLOSE */
+	dp_u64 bytes_out;   /* DP_EV_CLOSE: payload bytes the agent sent (tcp bytes_sent) */
+	dp_u64 bytes_in;    /* DP_EV_CLOSE: payload bytes it received (tcp bytes_received) */
 	dp_u32 pid;	    /* thread id of the caller (DP_EV_CLOSE: of the connect) */
 	dp_u32 tgid;	    /* process id */
 	dp_u16 type;	    /* enum dp_event_type */
@@ -73,6 +81,48 @@ struct dp_event {
 };
 
 /*
+ * The shim's claim: setsockopt(fd, DP_SOL_DEPUTY, DP_SO_CLAIM, NULL, 0) right before
+ * connect() says "the shim mediates this socket", so the kernel does not send it to the
+ * proxy. A cgroup/setsockopt program answers it inside sessions; elsewhere the kernel says
+ * ENOPROTOOPT. getsockopt(fd, DP_SOL_DEPUTY, DP_SO_DEST, &u32, &len) after connect() tells
+ * the shim the DP_RULE_* bits of the destination (0 when none; outside deputy's cgroups the
+ * call fails, EOPNOTSUPP).
+ * The level is no protocol number Linux uses.
+ */
+#define DP_SOL_DEPUTY 0x64707479 /* "dpty" */
+#define DP_SO_CLAIM 1
+#define DP_SO_DEST 2
+
+/* The original destination of a connection the kernel sent to the proxy, as deputyd finds
+ * it from the agent side's local address (the proxy's peer). */
+struct dp_proxied {
+	dp_u64 cgroup_id; /* the session's cgroup id */
+	dp_u64 cookie;	  /* the agent socket's cookie (the kernel's connect/close events) */
+	dp_u32 pid;	  /* process (tgid) that called connect() */
+	int family;	  /* AF_INET / AF_INET6: of the original destination (v4-mapped: AF_INET) */
+	dp_u8 addr[16];	  /* network order; IPv4 in the first 4 bytes */
+	dp_u16 port;	  /* host order */
+	dp_u16 pad_;
+	dp_u32 pad2_;
+};
+
+/* Key of the map deputyd looks a proxied connection up in: the agent side's address. */
+struct dp_proxied_key {
+	dp_u16 family; /* AF_INET (also for v4-mapped) / AF_INET6 */
+	dp_u16 port;   /* host order */
+	dp_u8 addr[16];
+};
+
+/* Where the proxy listens, written by deputyd (kernel_proxy_configure). */
+struct dp_proxy_cfg {
+	dp_u32 on;    /* 0: unclaimed connects to a route's destination are refused */
+	dp_u32 addr4; /* network order: IPv4 and v4-mapped connects go here */
+	dp_u16 port;  /* network order; IPv6 connects go to [::1]:port */
+	dp_u16 pad_;
+	dp_u32 pad2_;
+};
+
+/*
  * Policy maps, written by deputyd and read by the BPF programs. One entry in `sessions` per
  * session cgroup; the allow rules live in one LPM trie whose key starts with the session's
  * cgroup id, the family and the port, so a rule is found by a longest-prefix lookup on
@@ -80,6 +130,13 @@ struct dp_event {
  * Exact destinations are rules with a full-length prefix.
  */
 #define DP_SESSION_ENFORCE 0x1
+
+/* The value of an allow rule: what kind of destination it is. A rule without
+ * DP_RULE_ALLOW only marks a deny route's destination (DP_RULE_STRICT) and allows nothing. */
+#define DP_RULE_ALLOW 0x1  /* connections may go there */
+#define DP_RULE_ROUTE 0x2  /* a delegate/passthrough route's ("tls": "intercept"): mediated */
+#define DP_RULE_OPAQUE 0x4 /* a "tls": "opaque" route's: untouched, unmediated */
+#define DP_RULE_STRICT 0x8 /* a delegate or deny route's: the shim refuses what it can't read */
 
 struct dp_session_val {
 	dp_u32 flags; /* DP_SESSION_* */
@@ -103,8 +160,10 @@ struct dp_allow_key {
 };
 
 #ifndef __bpf__
-_Static_assert(sizeof(struct dp_event) == 200, "dp_event layout is shared with BPF");
+_Static_assert(sizeof(struct dp_event) == 216, "dp_event layout is shared with BPF");
 _Static_assert(sizeof(struct dp_allow_key) == 32, "LPM key must have no padding");
+_Static_assert(sizeof(struct dp_proxied) == 48, "dp_proxied layout is shared with BPF");
+_Static_assert(sizeof(struct dp_proxied_key) == 20, "hash key must have no padding");
 #endif
 
 #endif

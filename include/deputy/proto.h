@@ -28,12 +28,12 @@ enum dp_msg_type {
 	DP_MSG_OK = 1,		    /* reply: nothing to say */
 	DP_MSG_ERROR = 2,	    /* reply: DP_T_REASON */
 	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, ARGV… -> SESSION_OPENED */
-	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER */
+	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER [, CA] */
 	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
-	DP_MSG_CONN = 23, /* SESSION, COOKIE, PID, FAMILY, ADDR, PORT [, HOST] (usually NOREPLY) */
+	/* 23: retired (the shim's claim on a socket is the kernel's business now) */
 	DP_MSG_DENY_REPORT =
 	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
 	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */
@@ -41,6 +41,18 @@ enum dp_msg_type {
 	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
 	DP_MSG_JWKS = 33,	/* -> DATA_REPLY (deputyd's JWKS JSON) */
 	DP_MSG_DATA_REPLY = 34, /* reply: DATA */
+	/* deputy-proxy <-> deputyd, only on the socketpair deputyd started the proxy with. The
+	 * proxy names connections by the CONN id deputyd gave it, never by session. */
+	DP_MSG_PROXY_CONN = 40,	    /* the accepted socket as SCM_RIGHTS -> PROXY_CONN_OK */
+	DP_MSG_PROXY_CONN_OK = 41,  /* CONN, FAMILY, ADDR, PORT (original destination), COOKIE
+				     * (a per-session tag: upstream connections are never shared
+				     * across sessions) */
+	DP_MSG_PROXY_LEAF = 42,	    /* CONN, HOST (the SNI) -> DATA_REPLY: DATA (leaf cert and key,
+				     * PEM), OFFSET (the leaf's id, to cache it by) */
+	DP_MSG_PROXY_DECIDE = 43,   /* CONN, SCHEME, HOST, METHOD, TARGET -> DECISION */
+	DP_MSG_PROXY_RESPONSE = 44, /* CONN, JTI, STATUS (NOREPLY) */
+	DP_MSG_PROXY_DENY = 45,	    /* CONN, REASON [, METHOD, TARGET]: refused in the proxy */
+	DP_MSG_PROXY_CLOSE = 46,    /* CONN, STATUS (requests mediated on it) (NOREPLY) */
 };
 
 enum dp_tag {
@@ -67,7 +79,9 @@ enum dp_tag {
 	DP_T_ADDR = 21,	  /* 4 or 16 raw bytes */
 	DP_T_OFFSET = 22,
 	DP_T_DATA = 23,
-	DP_T_MAX_ = 24,
+	DP_T_CONN = 24, /* a proxied connection's id, given by deputyd */
+	DP_T_CA = 25,	/* SESSION_OPENED: the session's proxy CA certificate, PEM */
+	DP_T_MAX_ = 26,
 };
 
 enum dp_verdict {

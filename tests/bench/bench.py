@@ -15,6 +15,8 @@ Rows:
   connect   connect()+close() to a loopback listener inside vs outside a session
             (tests/bench/connect_rate.c), and the kernel layer's lost events
   memory    deputyd VmRSS idle and with 100 open sessions; the shim's added client RSS
+  proxy     the same keep-alive loop through deputy's proxy (no shim) vs direct, per request
+            and per new connection, and the proxy's RSS per open connection
 """
 import atexit
 import json
@@ -44,6 +46,7 @@ ROUNDS = int(os.environ.get('BENCH_ROUNDS', '3'))
 SESSIONS = int(os.environ.get('BENCH_SESSIONS', '100'))
 CONNECT_MS = int(os.environ.get('BENCH_CONNECT_MS', '2000'))
 MINT_N = int(os.environ.get('BENCH_MINT_N', '2000'))
+PROXY_CONNS = int(os.environ.get('BENCH_PROXY_CONNS', '100'))
 
 rows = []      # the table, in order
 env_info = {}  # machine and build facts
@@ -422,6 +425,116 @@ def bench_memory(be, shim_rss):
         added_kib=shim_rss)
 
 
+# ---- 5. the proxy ------------------------------------------------------------------------------
+
+# Holds N keep-alive TLS connections through the proxy, each after one request, until stdin
+# closes: what an open connection costs the proxy.
+HOLD_PY = r'''
+import http.client, ssl, sys
+host, port, n, cafile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+conns = []
+for i in range(n):
+    c = http.client.HTTPSConnection(host, port, context=ctx, timeout=30)
+    c.request("POST", "/send", body=b"x" * 64, headers={"Authorization": "Bearer sa"})
+    c.getresponse().read()
+    conns.append(c)
+print("ready", flush=True)
+sys.stdin.read()
+'''
+
+
+def proxy_pid(d):
+    pids = re.findall(r'proxy started \(pid (\d+)', d.log_text())
+    return int(pids[-1]) if pids else None
+
+
+def bench_proxy(tmp, certs, be):
+    """Requests through deputy's proxy (a client without the shim) against the same client
+    straight to the backend: per request on one keep-alive connection, and per new
+    connection; then the proxy's memory per open connection."""
+    url = 'https://api.test:%d/send' % be.port
+    base_cmd = [REQ_LOOP, '-R', be.resolve('api.test'), '-w', '50', '-s', '64']
+    # In the session the client trusts the session's bundle (deputy run's SSL_CERT_FILE).
+    in_bundle = ['sh', '-c', 'exec "$0" -c "$SSL_CERT_FILE" "$@"']
+    d = new_deputyd(be.port, proxy_listen='127.0.0.1:%d' % dt.free_port(),
+                    upstream_ca_file=certs.ca)
+    grant = grant_for(d)
+    runs = {}
+    n_conn = max(50, REQUESTS // 20)
+
+    def one(name, args, n, inside):
+        out = os.path.join(tmp, '%s-%d.times' % (name, len(runs.get(name, []))))
+        cmd = base_cmd + ['-n', str(n), '-o', out] + args + [url]
+        if inside:
+            _, res = in_session(d, grant, in_bundle + cmd[:1] + cmd[1:], shim=False)
+        else:
+            res, _ = run_json(cmd[:1] + ['-c', certs.ca] + cmd[1:])
+        res['times'] = read_times(out)
+        res['token_injected'] = deputy_token_arrived(be)
+        if inside and not res['token_injected']:
+            log('%s: the backend did not receive a deputy token' % name)
+        if res['errors']:
+            log('%s: %d of %d requests failed (last status %d)' % (
+                name, res['errors'], res['n'], res['last_status']))
+        runs.setdefault(name, []).append(res)
+
+    try:
+        for _ in range(ROUNDS):
+            one('base:keepalive', [], REQUESTS, False)
+            one('keepalive', [], REQUESTS, True)
+            one('base:fresh', ['-f'], n_conn, False)
+            one('fresh', ['-f'], n_conn, True)
+        pid = proxy_pid(d)
+        idle = proc_rss_kib(pid) if pid else None
+        hold = subprocess.Popen(
+            [dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--', 'sh', '-c',
+             'exec env -u LD_PRELOAD "$0" -c "$1" api.test "$2" "$3" "$SSL_CERT_FILE"',
+             dt.PYTHON, HOLD_PY, str(be.port), str(PROXY_CONNS)],
+            env=d.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = hold.stdout.readline().strip() == 'ready'
+        busy = proc_rss_kib(pid) if pid and ready else None
+        hold.stdin.close()
+        hold.wait(60)
+    finally:
+        d.cleanup()
+
+    def summary(name):
+        rs = runs[name]
+        times = [t for r in rs for t in r['times']]
+        return {'per_req_us': statistics.median(r['wall_us'] / r['n'] for r in rs),
+                'p50_us': quantile(times, 0.5), 'p99_us': quantile(times, 0.99),
+                'errors': sum(r['errors'] for r in rs),
+                'token_injected': all(r['token_injected'] for r in rs)}
+
+    how = ('req_loop (libcurl) in a session without the shim, so the kernel sends it to the '
+           'proxy, trusting the session bundle, against the same client straight to '
+           'tests/backend; %d alternating rounds; ' % ROUNDS)
+    for name, what, n, limit, unit in (
+            ('keepalive', 'proxy, per request (keep-alive)', REQUESTS, 150, 'µs'),
+            ('fresh', 'proxy, per new connection', n_conn, 3000, 'µs')):
+        b, w = summary('base:' + name), summary(name)
+        add50 = w['p50_us'] - b['p50_us']
+        row('proxy', what, how + ('%d POSTs of 64 B on one connection' % n if name ==
+                                  'keepalive' else '%d POSTs, each on a new connection '
+                                  '(TCP + TLS to the proxy; the proxy reuses its upstream '
+                                  'connection)' % n) +
+            '; the backend received deputy tokens: %s' % ('yes' if w['token_injected']
+                                                          else 'NO'),
+            without='%.1f µs/req' % b['per_req_us'], with_='%.1f µs/req' % w['per_req_us'],
+            result='p50 %+.1f µs, p99 %+.1f µs' % (add50, w['p99_us'] - b['p99_us']),
+            target='p50 ≤ +%d µs' % limit if limit < 1000 else '≤ +%d ms' % (limit // 1000),
+            met=add50 <= limit and w['token_injected'] and not w['errors'],
+            added_p50_us=add50, base=b, deputy=w)
+    row('proxy', 'proxy RSS per open connection',
+        'VmRSS of deputy-proxy idle, then with %d keep-alive TLS connections open through it '
+        '(Python http.client without the shim, one request each)' % PROXY_CONNS,
+        without='%.1f MiB' % (idle / 1024) if idle else None,
+        with_='%.1f MiB' % (busy / 1024) if busy else None,
+        result=('+%.1f KiB per connection' % ((busy - idle) / PROXY_CONNS))
+        if idle and busy else 'n/a', idle_kib=idle, busy_kib=busy, conns=PROXY_CONNS)
+
+
 # ---- output --------------------------------------------------------------------------------------
 
 def print_table():
@@ -477,6 +590,17 @@ def main():
             bench_connect(be)
             log('memory (%d sessions)' % SESSIONS)
             bench_memory(be, shim_rss)
+            log('proxy')
+            if os.environ.get('DEPUTY_BENCH_NS') == '1':
+                hosts = os.path.join(tmp, 'hosts')
+                with open(hosts, 'w') as f:
+                    f.write('127.0.0.1 localhost\n127.0.0.1 api.test\n')
+                os.chmod(hosts, 0o644)
+                subprocess.run(['mount', '--bind', hosts, '/etc/hosts'], check=True)
+                bench_proxy(tmp, certs, be)
+            else:
+                row('proxy', 'proxy', 'needs a mount namespace for a private /etc/hosts '
+                    '(tests/bench/run.sh makes one)', result='n/a')
     env_info['load_after'] = os.getloadavg()[0]
     env_info['seconds'] = round(time.time() - started, 1)
     print()

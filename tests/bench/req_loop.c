@@ -5,8 +5,10 @@
  * times each request on its own, so the driver can tell deputy's added cost per request
  * (median, p99) apart from the wall-clock ratio.
  *
- *   req_loop -c CAFILE -R HOST:PORT:ADDR [-n REQUESTS] [-w WARMUP] [-s BODY] [-o FILE] URL
+ *   req_loop -c CAFILE -R HOST:PORT:ADDR [-n REQUESTS] [-w WARMUP] [-s BODY] [-o FILE] [-f] URL
  *
+ * -f opens a new connection for every request (TCP and TLS handshakes included), to time
+ * what a new connection costs.
  * Prints one JSON line: n, errors (transfers that failed or were not 2xx), wall_us, p50_us,
  * p90_us, p99_us, rss_kib (this process's VmRSS at the end). -o writes each request's time
  * in microseconds, one per line, in order. Warmup requests are neither timed nor counted.
@@ -45,11 +47,15 @@ int main(int argc, char **argv)
 	struct curl_slist *res = NULL, *hdrs = NULL;
 	uint64_t *t, start, wall;
 	char body[4096];
+	bool fresh = false;
 	CURL *h;
 	int o;
 
-	while ((o = getopt(argc, argv, "c:R:n:w:s:o:")) != -1) {
+	while ((o = getopt(argc, argv, "c:R:n:w:s:o:f")) != -1) {
 		switch (o) {
+		case 'f':
+			fresh = true;
+			break;
 		case 'c':
 			cafile = optarg;
 			break;
@@ -74,8 +80,9 @@ int main(int argc, char **argv)
 	}
 	if (optind + 1 != argc || !cafile || n < 1 || n > RL_MAX_N || warmup < 0 || body_size < 0 ||
 	    body_size > (long)sizeof(body)) {
-		fprintf(stderr,
-			"usage: req_loop -c CA -R H:P:A [-n N] [-w W] [-s SIZE] [-o FILE] URL\n");
+		fprintf(
+		    stderr,
+		    "usage: req_loop -c CA -R H:P:A [-n N] [-w W] [-s SIZE] [-o FILE] [-f] URL\n");
 		return 2;
 	}
 	t = calloc((size_t)n, sizeof(*t));
@@ -101,6 +108,8 @@ int main(int argc, char **argv)
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, rl_discard);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, body_size);
+	curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, fresh ? 1L : 0L);
 	for (long i = 0; i < warmup; i++)
 		if (rl_one(h, &status) != 0)
 			errors++;

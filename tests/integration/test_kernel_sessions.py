@@ -4,11 +4,13 @@ shim (a static binary, raw syscalls, io_uring, a child without LD_PRELOAD, UDP, 
 Open, IPv6, v4-mapped IPv6, raw and packet sockets) in a session whose routes allow one
 loopback port. To any other destination they get EPERM, the listener there never sees
 them and the session's log says `connect` / `block`; to the allowed port they connect and
-the log says `allow`, `mediated: false`. Outside a session nothing changes; under
+the log says `allow`, `mediated: false` (their routes say `"tls": "opaque"`, so the kernel
+leaves them untouched rather than sending them to the proxy: test_redirect.py covers that).
+Outside a session nothing changes; under
 `"enforce": false` blocks are logged, not enforced; a burst of 10,000 connects is logged
 without loss; the seal's counts add up to the records, also when deputyd reads the last
 events late or was restarted mid-session (which must not loosen the session either);
-sockets whose cookie was reported to deputyd are `mediated: true`. Every record is checked
+sockets the shim claims are `mediated: true, mediator: "shim"`. Every record is checked
 field by field against design.md's Audit log, JSON types included.
 Needs root and BPF (SKIP otherwise, FAIL under DEPUTY_REQUIRE_BPF=1)."""
 import errno
@@ -153,8 +155,9 @@ class Net:
         return ls[0] if len(ls) == 1 else ls
 
     def routes(self):
-        return [{"host": "127.0.0.1", "port": self.a4.port, "action": "passthrough"},
-                {"host": "::1", "port": self.a6.port, "action": "passthrough"}]
+        return [{"host": "127.0.0.1", "port": self.a4.port, "action": "passthrough",
+                 "tls": "opaque"},
+                {"host": "::1", "port": self.a6.port, "action": "passthrough", "tls": "opaque"}]
 
     def close(self):
         for l in self.all:
@@ -726,26 +729,20 @@ def a_session_stays_enforced_while_deputyd_is_down_and_after():
 
 # ---- mediated ------------------------------------------------------------------------------------
 
-# Inside a session: does what the shim does for a connection it handles — reports the
-# socket's cookie to deputyd (CONN) before connecting — for some sockets and not others.
+# Inside a session: does what the shim does for a connection it mediates — claims the
+# socket (DP_SO_CLAIM) before connecting — for some sockets and not others.
 # argv: allowed port, blocked port. Prints {name: {"cookie", "err"}}.
 MEDIATED_AGENT = r"""
 import json, os, socket, struct, sys
-sys.path.insert(0, %r)
-import deputytest as dt
+SOL_DEPUTY, SO_CLAIM = 0x64707479, 1
 allowed, blocked = int(sys.argv[1]), int(sys.argv[2])
-c = dt.Conn(os.environ["DEPUTY_SOCKET"])
 out = {}
-for name, port, report in (("reported", allowed, True), ("unreported", allowed, False),
-                           ("reported_blocked", blocked, True)):
+for name, port, claim in (("claimed", allowed, True), ("unclaimed", allowed, False),
+                          ("claimed_blocked", blocked, True)):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     cookie = struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, 57, 8))[0]  # SO_COOKIE
-    if report:
-        r = c.call("CONN", [("SESSION", os.environ["DEPUTY_SESSION"]), ("COOKIE", cookie),
-                            ("PID", os.getpid()), ("FAMILY", socket.AF_INET),
-                            ("ADDR", socket.inet_aton("127.0.0.1")), ("PORT", port)])
-        if r["type"] != "OK":
-            sys.exit("CONN: %%r" %% r)
+    if claim:
+        s.setsockopt(SOL_DEPUTY, SO_CLAIM, None, 0)
     try:
         s.connect(("127.0.0.1", port))
         err = 0
@@ -754,11 +751,11 @@ for name, port, report in (("reported", allowed, True), ("unreported", allowed, 
     s.close()
     out[name] = {"cookie": cookie, "err": err}
 print(json.dumps({"session": os.environ["DEPUTY_SESSION"], "pid": os.getpid(), "out": out}))
-""" % dt.LIB
+"""
 
 
 @case
-def connections_reported_by_cookie_are_mediated():
+def claimed_connections_are_mediated():
     need_bpf()
     net = Net()
     try:
@@ -766,25 +763,29 @@ def connections_reported_by_cookie_are_mediated():
         script = os.path.join(d.dir, "mediated.py")
         with open(script, "w") as f:
             f.write(MEDIATED_AGENT)
-        # without the shim, which would report every socket itself
+        # without the shim, which would claim sockets itself
         r = d.run(d.idp.grant(), ["env", "-u", "LD_PRELOAD", dt.PYTHON, script,
                                   str(net.a4.port), str(net.b4.port)])
         eq(r.returncode, 0, "agent: %s %s" % (r.stdout, r.stderr))
         res = json.loads(r.stdout.splitlines()[-1])
         out = res["out"]
-        eq((out["reported"]["err"], out["unreported"]["err"], out["reported_blocked"]["err"]),
+        eq((out["claimed"]["err"], out["unclaimed"]["err"], out["claimed_blocked"]["err"]),
            (0, 0, errno.EPERM), "connect results")
         recs = d.wait_closed(res["session"], kernel=True)
         by_cookie = {x["cookie"]: x for x in inet_connects(recs, res["pid"])}
-        for name, verdict, mediated in (("reported", "allow", True),
-                                        ("unreported", "allow", False),
-                                        ("reported_blocked", "block", True)):
+        # a blocked connection is mediated by nobody, claimed or not
+        for name, verdict, mediated in (("claimed", "allow", True),
+                                        ("unclaimed", "allow", False),
+                                        ("claimed_blocked", "block", False)):
             rec = by_cookie.get(out[name]["cookie"])
             check(rec, "%s: no connect record with its cookie: %r" % (name, by_cookie))
             check_connect(rec, name, pid=res["pid"], comm=os.path.basename(dt.PYTHON)[:15],
                           family="inet", protocol="tcp", daddr="127.0.0.1",
                           verdict=verdict, enforced=True, mediated=mediated)
-        eq(recs[-1]["counts"]["unmediated"], 1, "counts.unmediated")
+        eq(by_cookie[out["claimed"]["cookie"]].get("mediator"), "shim", "mediator")
+        eq(by_cookie[out["unclaimed"]["cookie"]].get("reason"), "tls opaque", "reason")
+        check("mediator" not in by_cookie[out["unclaimed"]["cookie"]], "no mediator")
+        eq(recs[-1]["counts"]["unmediated"], 2, "counts.unmediated")
     finally:
         net.close()
 
@@ -797,9 +798,10 @@ def shim_connections_are_mediated():
     net = Net()
     try:
         d = dt.Deputyd(routes=net.routes()).start()
-        # a dynamically linked client: libc's connect() goes through the shim, and the same
-        # client without LD_PRELOAD does not
-        plan = [["shim", [dt.PYTHON, "-c", CONNECT_PY, "127.0.0.1", str(net.a4.port)]],
+        # a dynamically linked client with the system's libssl loaded: libc's connect() goes
+        # through the shim, which claims it; the same client without LD_PRELOAD does not
+        plan = [["shim", [dt.PYTHON, "-c", "import ssl\n" + CONNECT_PY, "127.0.0.1",
+                          str(net.a4.port)]],
                 ["no_shim", ["env", "-u", "LD_PRELOAD", dt.PYTHON, "-c", CONNECT_PY,
                              "127.0.0.1", str(net.a4.port)]]]
         sid, recs, res = run_in_session(d, plan, lambda name, res: None)
@@ -810,6 +812,7 @@ def shim_connections_are_mediated():
             check_connect(conns[0], name, pid=res[name]["pid"], verdict="allow",
                           enforced=True, mediated=mediated, daddr="127.0.0.1",
                           dport=net.a4.port)
+            eq(conns[0].get("mediator"), "shim" if mediated else None, name + ": mediator")
     finally:
         net.close()
 

@@ -411,6 +411,13 @@ class Issuer:
 
 # ---- deputyd ----------------------------------------------------------------------------------
 
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Deputyd:
     _running = []
     _created = []  # every instance, cleaned up after each case whether started or not
@@ -442,6 +449,8 @@ class Deputyd:
             ],
             "kernel": kernel,
             "cgroup": self.cgroup,
+            # deputyd's proxy, on a port of its own: test deputyds run side by side.
+            "proxy_listen": "127.0.0.1:%d" % free_port(),
         }
         self.config.update(config)
         self.config_path = os.path.join(self.dir, "deputy.json")
@@ -618,7 +627,7 @@ class Deputyd:
 # ---- the wire protocol, spoken from Python (include/deputy/proto.h) --------------------------
 
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
-       "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "CONN": 23, "DENY_REPORT": 24,
+       "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "DENY_REPORT": 24,
        "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,

@@ -6,13 +6,48 @@
  *   net_connect [--udp] [--count N] ADDR PORT      exit 0 or the errno of the last attempt
  *   net_connect --unix PATH
  * --count repeats socket/connect/close N times (a burst) and prints the tally.
+ * --claim first claims the socket as the shim does (DP_SO_CLAIM) and prints "claim: ok" or
+ * "claim: errno=N"; --peer, once connected, prints "peer ADDR PORT" (getpeername), "dest N"
+ * (the DP_SO_DEST answer, -errno if refused) and waits for one byte from the peer before it
+ * closes, so the other side can look at the live connection.
  */
+#include <deputy/event.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "netaddr.h"
+
+static bool opt_claim, opt_peer;
+
+static void show_peer(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char addr[INET6_ADDRSTRLEN] = "?", byte;
+	uint32_t dest = 0;
+	socklen_t dl = sizeof(dest);
+	long rule;
+	int port = -1;
+
+	if (syscall(SYS_getpeername, fd, (struct sockaddr *)&ss, &len) == 0) {
+		const void *a = ss.ss_family == AF_INET
+				    ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+				    : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+		inet_ntop(ss.ss_family, a, addr, sizeof(addr));
+		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	}
+	rule = syscall(SYS_getsockopt, fd, DP_SOL_DEPUTY, DP_SO_DEST, &dest, &dl) == 0
+		   ? (long)dest
+		   : -(long)errno;
+	printf("peer %s %d\ndest %ld\n", addr, port, rule);
+	fflush(stdout);
+	(void)!read(fd, &byte, 1);
+}
 
 static int connect_once(int family, int type, const struct sockaddr *sa, socklen_t len)
 {
@@ -21,8 +56,16 @@ static int connect_once(int family, int type, const struct sockaddr *sa, socklen
 
 	if (fd < 0)
 		return errno;
+	if (opt_claim) {
+		if (syscall(SYS_setsockopt, fd, DP_SOL_DEPUTY, DP_SO_CLAIM, NULL, 0) == 0)
+			printf("claim: ok\n");
+		else
+			printf("claim: errno=%d\n", errno);
+	}
 	if (syscall(SYS_connect, fd, sa, len) != 0)
 		err = errno;
+	else if (opt_peer)
+		show_peer((int)fd);
 	close((int)fd);
 	return err;
 }
@@ -52,13 +95,19 @@ int main(int argc, char **argv)
 	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
 		if (strcmp(argv[i], "--udp") == 0)
 			type = SOCK_DGRAM;
+		else if (strcmp(argv[i], "--claim") == 0)
+			opt_claim = true;
+		else if (strcmp(argv[i], "--peer") == 0)
+			opt_peer = true;
 		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
 			count = strtol(argv[++i], NULL, 10);
 		else
 			return NETADDR_USAGE;
 	}
 	if (argc - i != 2 || count < 1 || netaddr_parse(argv[i], argv[i + 1], &ss, &len) != 0) {
-		fprintf(stderr, "usage: net_connect [--udp] [--count N] ADDR PORT | --unix PATH\n");
+		fprintf(stderr,
+			"usage: net_connect [--udp] [--claim] [--peer] [--count N] ADDR PORT | "
+			"--unix PATH\n");
 		return NETADDR_USAGE;
 	}
 	for (long n = 0; n < count; n++) {

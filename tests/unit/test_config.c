@@ -605,6 +605,61 @@ static void test_load(void)
 	check(strstr(err.msg, path) && strstr(err.msg, "No such file"));
 }
 
+/* The proxy's keys and route "tls" (design: Config, layer 4). */
+static void test_proxy_keys(void)
+{
+	struct dp_err err;
+	struct dp_config *cfg = parse_ok(CFG("", DELEGATE "}"), &err);
+
+	if (!cfg)
+		fail("minimal config refused: %s", err.msg);
+	check(cfg->proxy == true);
+	check_str(cfg->proxy_listen, "127.0.0.1:8472");
+	check(cfg->routes[0].tls_opaque == false);
+	check(cfg->upstream_ca_file == NULL); /* the system store */
+	config_free(cfg);
+
+	cfg = parse_ok(CFG(", \"proxy\": \"off\", \"proxy_listen\": \"127.0.0.2:9000\"",
+			   DELEGATE ", \"tls\": \"opaque\"}, " DELEGATE ", \"tls\": \"opaque\", "
+				    "\"method\": \"GET\"}, {\"host\": \"a.test\", \"port\": 8443, "
+				    "\"action\": \"passthrough\", \"tls\": \"intercept\"}"),
+		       &err);
+	if (!cfg)
+		fail("proxy keys refused: %s", err.msg);
+	check(cfg->proxy == false);
+	check_str(cfg->proxy_listen, "127.0.0.2:9000");
+	check(cfg->routes[0].tls_opaque && cfg->routes[1].tls_opaque);
+	check(!cfg->routes[2].tls_opaque);
+	config_free(cfg);
+
+	check_refused(CFG(", \"proxy\": true", ""), "proxy: must be \"on\" or \"off\"");
+	check_refused(CFG(", \"proxy_listen\": \"[::1]:8472\"", ""),
+		      "proxy_listen: must be a loopback IPv4");
+	check_refused(CFG(", \"proxy_listen\": \"10.0.0.1:8472\"", ""),
+		      "proxy_listen: must be a loopback IPv4");
+	check_refused(CFG(", \"proxy_listen\": \"127.0.0.1\"", ""), "proxy_listen: must be");
+	check_refused(CFG(", \"proxy_listen\": 8472", ""), "proxy_listen: must be a string");
+	check_refused(CFG("", DELEGATE ", \"tls\": \"pinned\"}"),
+		      "routes[0].tls: must be \"intercept\" or \"opaque\"");
+	check_refused(CFG("", DELEGATE "}, " DELEGATE ", \"tls\": \"opaque\"}"),
+		      "routes[1].tls: \"opaque\" disagrees with routes[0] for a.test port 443");
+}
+
+/* upstream_ca_file: the proxy's trust anchors for upstreams (the default is with the proxy's
+ * other keys). */
+static void test_upstream_ca_file(void)
+{
+	struct dp_err err;
+	struct dp_config *cfg = parse_ok(
+	    CFG(", \"upstream_ca_file\": \"/etc/deputy/upstream.pem\"", DELEGATE "}"), &err);
+	if (!cfg)
+		fail("upstream_ca_file refused: %s", err.msg);
+	check_str(cfg->upstream_ca_file, "/etc/deputy/upstream.pem");
+	config_free(cfg);
+	check_refused(CFG(", \"upstream_ca_file\": \"ca.pem\"", ""), "upstream_ca_file: ");
+	check_refused(CFG(", \"upstream_ca_file\": 1", ""), "upstream_ca_file: must be");
+}
+
 static void test_action_names(void)
 {
 	check_str(config_action_name(DP_ACTION_DELEGATE), "delegate");
@@ -653,6 +708,8 @@ int main(void)
 	RUN(test_bad_cidrs);
 	RUN(test_error_is_one_line_and_bounded);
 	RUN(test_load);
+	RUN(test_proxy_keys);
+	RUN(test_upstream_ca_file);
 	RUN(test_action_names);
 	RUN(test_parse_listen);
 	UNIT_EXIT();

@@ -137,6 +137,42 @@ static void passthrough(void)
 	json_decref(rec);
 }
 
+/* Methods are matched exactly: on a routed host, one that is not an upper-case known method
+ * is refused, even by a route that names no method, unless the route names it. */
+static void odd_methods(void)
+{
+	static const char *const odd[] = {"get", "FOO", "Post"};
+	struct decide_res res;
+	json_t *rec;
+
+	for (size_t i = 0; i < DP_ARRAY_SIZE(odd); i++) {
+		ask(odd[i], "llm.test", "/v1/chat", &res, &rec);
+		check(res.verdict == DP_VERDICT_DENY);
+		check(strstr(res.reason, "not an upper-case known method"));
+		check_str(rec_str(rec, "type"), "deny");
+		json_decref(rec);
+	}
+	ask("PROPFIND", "llm.test", "/dav", &res, &rec); /* known: the route decides */
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+	{
+		struct dp_err err = {{0}};
+		static const char text[] =
+		    HEAD "\"routes\": [{\"host\": \"llm.test\", \"port\": 443, \"method\": "
+			 "\"FOO\", \"action\": \"passthrough\"}]}";
+
+		config_free(d.cfg);
+		d.cfg = NULL;
+		if (config_parse(text, strlen(text), &d.cfg, &err) != 0)
+			fail("config: %s", err.msg);
+	}
+	ask("FOO", "llm.test", "/v1/chat", &res, &rec); /* a route that names it */
+	check(res.verdict == DP_VERDICT_PASSTHROUGH);
+	json_decref(rec);
+	if (setup("") != 0)
+		fail("setup");
+}
+
 static void route_denies(void)
 {
 	struct decide_res res;
@@ -281,6 +317,7 @@ int main(void)
 	}
 	RUN(delegate);
 	RUN(passthrough);
+	RUN(odd_methods);
 	RUN(route_denies);
 	RUN(scope_not_in_grant);
 	RUN(audience_not_in_resource);

@@ -50,8 +50,8 @@ static const struct dp_kallow *find_rule(const struct dp_kallow *a, size_t n, in
 	return NULL;
 }
 
-/* Delegate and passthrough routes on their ports, CIDRs on any port; deny routes and
- * repeats add nothing. */
+/* Delegate and passthrough routes on their ports, CIDRs on any port; a deny route's
+ * destination only marked (DP_RULE_STRICT: allows nothing); repeats merged. */
 static void allow_list_from_routes_and_cidrs(void)
 {
 	struct deputyd d = {0};
@@ -66,14 +66,24 @@ static void allow_list_from_routes_and_cidrs(void)
 		       "{\"host\": \"127.0.0.1\", \"port\": 8443, \"path\": \"/b*\", "
 		       "\"action\": \"passthrough\"},"
 		       "{\"host\": \"::1\", \"port\": 443, \"action\": \"passthrough\"},"
+		       "{\"host\": \"::1\", \"port\": 8444, \"action\": \"passthrough\", "
+		       "\"tls\": \"opaque\"},"
 		       "{\"host\": \"10.9.9.9\", \"port\": 443, \"action\": \"deny\"}]}");
 	check(d.cfg);
 	n = policy_allowed(&d, &a);
-	check(n == 3);
+	check(n == 5);
 	check(find_rule(a, n, AF_INET, "127.0.0.1", 32, 8443));
+	check(find_rule(a, n, AF_INET, "127.0.0.1", 32, 8443)->rule ==
+	      (DP_RULE_ALLOW | DP_RULE_ROUTE | DP_RULE_STRICT));
 	check(find_rule(a, n, AF_INET6, "::1", 128, 443));
+	check(find_rule(a, n, AF_INET6, "::1", 128, 443)->rule == (DP_RULE_ALLOW | DP_RULE_ROUTE));
+	check(find_rule(a, n, AF_INET6, "::1", 128, 8444));
+	check(find_rule(a, n, AF_INET6, "::1", 128, 8444)->rule ==
+	      (DP_RULE_ALLOW | DP_RULE_OPAQUE));
 	check(find_rule(a, n, AF_INET, "10.0.0.0", 8, 0));
-	check(!find_rule(a, n, AF_INET, "10.9.9.9", 32, 443));
+	check(find_rule(a, n, AF_INET, "10.0.0.0", 8, 0)->rule == DP_RULE_ALLOW);
+	check(find_rule(a, n, AF_INET, "10.9.9.9", 32, 443));
+	check(find_rule(a, n, AF_INET, "10.9.9.9", 32, 443)->rule == DP_RULE_STRICT);
 	config_free(d.cfg);
 }
 
@@ -209,9 +219,9 @@ static void kevent_connect_records(void)
 	if (kevent_setup() != 0)
 		fail("setup");
 	before = lines();
-	/* The shim claimed cookie 99: that connection is mediated. */
-	check(cookie_set_add(&ks.cookies, 99) == 0);
+	/* The shim claimed that socket: the connection is mediated. */
 	ev = tcp_event(4242, "192.0.2.7", 443, DP_EV_ALLOW);
+	ev.flags = DP_EVF_CLAIMED;
 	kevent_record(&kd, &ev);
 	/* Another cookie, refused by the kernel: connect (block) and a kernel deny. */
 	ev = tcp_event(4242, "192.0.2.8", 8080, DP_EV_BLOCK);
@@ -228,6 +238,7 @@ static void kevent_connect_records(void)
 	check(json_integer_value(json_object_get(r, "dport")) == 443);
 	check_str(str(r, "verdict"), "allow");
 	check(json_is_true(json_object_get(r, "mediated")));
+	check_str(str(r, "mediator"), "shim");
 	check_str(str(r, "comm"), "agent\\xff");
 	check(json_integer_value(json_object_get(r, "pid")) == 77);
 	r = json_array_get(recs, 1);
@@ -282,6 +293,56 @@ static void kevent_unix_close_and_refused(void)
 	json_decref(recs);
 }
 
+/* A connection mediated at connect time is still unmediated if it carried bytes without a
+ * mediated request; requests count only on connections the kernel reported. */
+static void kevent_requests_and_the_late_unmediated(void)
+{
+	struct dp_event ev;
+	json_t *recs, *r;
+	size_t before;
+
+	if (kevent_setup() != 0)
+		fail("setup");
+	before = lines();
+	for (uint64_t cookie = 1; cookie <= 3; cookie++) {
+		ev = tcp_event(4242, "192.0.2.7", 443, DP_EV_ALLOW);
+		ev.flags = cookie == 3 ? 0 : cookie == 1 ? DP_EVF_CLAIMED : DP_EVF_PROXIED;
+		ev.cookie = cookie;
+		kevent_record(&kd, &ev);
+	}
+	kevent_request(&kd, &ks, 1);
+	kevent_request(&kd, &ks, 1);
+	kevent_request(&kd, &ks, 77); /* made up: nothing */
+	check(ks.cookies.used == 3);
+	check(ks.counts.unmediated == 1);
+	for (uint64_t cookie = 1; cookie <= 3; cookie++) {
+		ev = tcp_event(4242, "192.0.2.7", 443, DP_EV_ALLOW);
+		ev.type = DP_EV_CLOSE;
+		ev.flags = cookie == 3 ? 0 : cookie == 1 ? DP_EVF_CLAIMED : DP_EVF_PROXIED;
+		ev.cookie = cookie;
+		ev.bytes_out = 100;
+		kevent_record(&kd, &ev);
+	}
+	check(ks.cookies.used == 0);
+	recs = records_after(before);
+	check(json_array_size(recs) == 6);
+	r = json_array_get(recs, 3);
+	check_str(str(r, "type"), "disconnect");
+	check(json_integer_value(json_object_get(r, "requests")) == 2);
+	check(json_is_true(json_object_get(r, "mediated")));
+	check_str(str(r, "mediator"), "shim");
+	r = json_array_get(recs, 4);
+	check(json_integer_value(json_object_get(r, "requests")) == 0);
+	check(json_is_false(json_object_get(r, "mediated")));
+	check_str(str(r, "mediator"), "proxy");
+	check(json_integer_value(json_object_get(r, "bytes_sent")) == 100);
+	r = json_array_get(recs, 5);
+	check(json_is_false(json_object_get(r, "mediated")) && !json_object_get(r, "mediator"));
+	/* the proxied one that carried bytes without a request, besides the unclaimed one */
+	check(ks.counts.unmediated == 2 && ks.counts.connects == 3);
+	json_decref(recs);
+}
+
 int main(void)
 {
 	dp_log_init("test_policy", DP_LOG_WARN);
@@ -289,6 +350,7 @@ int main(void)
 	RUN(resolvers_follow_the_setting);
 	RUN(kevent_connect_records);
 	RUN(kevent_unix_close_and_refused);
+	RUN(kevent_requests_and_the_late_unmediated);
 	kevent_teardown();
 	th_cleanup();
 	UNIT_EXIT();

@@ -317,25 +317,31 @@ static void nested_open_refused(void)
 	close(pidfd);
 }
 
-static void cookies_two_generations(void)
+/* The connection table: entries only by open, counts by request, gone at close, also when
+ * others moved in around them. */
+static void cookie_connections(void)
 {
 	struct cookie_set cs = {0};
+	uint32_t n;
 
-	check(!cookie_set_has(&cs, 5));
-	check(cookie_set_add(&cs, 0) == 0 && !cookie_set_has(&cs, 0));
-	for (uint64_t c = 1; c <= 65536; c++)
-		if (cookie_set_add(&cs, c) != 0)
-			fail("add %llu", (unsigned long long)c);
-	check(cookie_set_has(&cs, 1) && cookie_set_has(&cs, 65536) && !cookie_set_has(&cs, 70000));
-	/* Past a generation the oldest are still found, until the next one starts. */
-	for (uint64_t c = 100001; c <= 100000 + 65536; c++)
-		check(cookie_set_add(&cs, c) == 0);
-	check(cookie_set_has(&cs, 1) && cookie_set_has(&cs, 165536));
-	check(cookie_set_add(&cs, 200000) == 0);
-	check(!cookie_set_has(&cs, 1) && cookie_set_has(&cs, 100001) &&
-	      cookie_set_has(&cs, 200000));
+	check(!cookie_conn_request(&cs, 5));
+	check(cookie_conn_open(&cs, 0) == -EINVAL);
+	for (uint64_t c = 1; c <= 5000; c++)
+		if (cookie_conn_open(&cs, c * 64) != 0)
+			fail("open %llu", (unsigned long long)c);
+	check(cs.used == 5000);
+	check(cookie_conn_request(&cs, 64) && cookie_conn_request(&cs, 64));
+	check(!cookie_conn_request(&cs, 65));
+	for (uint64_t c = 2; c <= 5000; c += 2)
+		check(cookie_conn_close(&cs, c * 64, &n) && n == 0);
+	check(cookie_conn_close(&cs, 64, &n) && n == 2);
+	check(!cookie_conn_close(&cs, 64, &n) && n == 0);
+	for (uint64_t c = 3; c <= 5000; c += 2)
+		if (!cookie_conn_request(&cs, c * 64))
+			fail("lost %llu", (unsigned long long)c);
+	check(cs.used == 2499);
 	cookie_set_free(&cs);
-	check(!cookie_set_has(&cs, 200000));
+	check(!cookie_conn_request(&cs, 3 * 64));
 }
 
 static void ids_and_text(void)
@@ -371,7 +377,7 @@ int main(void)
 {
 	dp_log_init("test_session", DP_LOG_WARN);
 	RUN(ids_and_text);
-	RUN(cookies_two_generations);
+	RUN(cookie_connections);
 	RUN(open_close_finish);
 	RUN(leader_exit_ends_session);
 	RUN(refused_grant_leaves_nothing);
