@@ -197,18 +197,44 @@ static __always_inline void count_lost(void)
 		*n += 1; /* per-CPU: no other writer */
 }
 
+/*
+ * One session must not crowd the others out of the ring buffer: while it is more than half
+ * full, a session gets at most EV_RATE events a second (with a burst of EV_BURST); beyond
+ * that its events are dropped, and counted as its own loss. The budget is a GCRA on
+ * ev_tat, updated without atomics: a race between CPUs only skews it by an event.
+ */
+#define EV_RATE 10000
+#define EV_BURST_NS 1000000000ULL
+#define EV_RING_SIZE (4 << 20)
+
+static __always_inline int session_over_budget(struct dp_session_val *s, __u64 now)
+{
+	__u64 tat = s->ev_tat > now ? s->ev_tat : now;
+
+	if (tat - now > EV_BURST_NS)
+		return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EV_RING_SIZE / 2;
+	s->ev_tat = tat + 1000000000ULL / EV_RATE;
+	return 0;
+}
+
 static __always_inline struct dp_event *event_new(__u16 type, __u64 cgid)
 {
-	struct dp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct dp_session_val *s = bpf_map_lookup_elem(&sessions, &cgid);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct dp_event *e = NULL;
 
+	if (!s || !session_over_budget(s, now))
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost();
+		if (s)
+			__sync_fetch_and_add(&s->n_lost, 1);
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = type;
 	e->cgid = cgid;
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = now;
 	return e;
 }
 

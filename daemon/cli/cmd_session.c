@@ -529,7 +529,14 @@ static void print_record(struct log_view *lv, json_t *rec)
 			 (long long)json_integer_value(json_object_get(cn, "connects")),
 			 (long long)json_integer_value(json_object_get(cn, "blocked")),
 			 (long long)json_integer_value(json_object_get(cn, "unmediated")));
-		snprintf(verdict, sizeof(verdict), "sealed");
+		snprintf(verdict, sizeof(verdict), "sealed%s%s%s", *js(rec, "reason") ? " (" : "",
+			 js(rec, "reason"), *js(rec, "reason") ? ")" : "");
+	} else if (strcmp(type, "repeated") == 0) {
+		snprintf(what, sizeof(what), "%lld more like record %lld, the last at %.12s",
+			 (long long)json_integer_value(json_object_get(rec, "count")),
+			 (long long)json_integer_value(json_object_get(rec, "of")),
+			 strlen(js(rec, "until")) >= 23 ? js(rec, "until") + 11 : "");
+		snprintf(verdict, sizeof(verdict), "repeated");
 	} else {
 		snprintf(what, sizeof(what), "%s", type);
 	}

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/sha.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,13 @@ struct audit_log {
 	char *path;
 	char *session;
 	uint64_t seq;
+	uint64_t size, max; /* bytes in the file; the limit (0: none) */
 	char prev[AUDIT_HASH_HEX];
+	char last_ts[DP_TS_LEN];
 };
+
+/* Kept free below the limit for session_close: counts and a signature, well under this. */
+#define AUDIT_SEAL_ROOM 8192
 
 static struct audit_log *audit_alloc(const char *dir, const char *session)
 {
@@ -110,6 +116,8 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
 			goto fail;
 		}
 		log->seq = (uint64_t)json_integer_value(seq) + 1;
+		snprintf(log->last_ts, sizeof(log->last_ts), "%s",
+			 json_string_value(json_object_get(rec, "ts")) ?: "");
 		json_decref(rec);
 	}
 	log->fd = open(log->path, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -119,6 +127,7 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
 		goto fail;
 	}
 	free(text);
+	log->size = len;
 	*out = log;
 	return 0;
 fail:
@@ -202,8 +211,13 @@ ssize_t audit_log_record(uint64_t seq, const char *ts, const char *session, cons
 	return n == -ENOSPC ? -E2BIG : n;
 }
 
-int audit_log_append(struct audit_log *log, const char *type, const json_t *fields,
-		     struct dp_err *err)
+void audit_log_set_max(struct audit_log *log, uint64_t max)
+{
+	log->max = max;
+}
+
+static int audit_log_write(struct audit_log *log, const char *type, const json_t *fields,
+			   const struct timespec *when, bool seal, struct dp_err *err)
 {
 	/* Room for the longest line the log takes and its newline. */
 	static _Thread_local char line[AUDIT_MAX_LINE + 1];
@@ -211,7 +225,10 @@ int audit_log_append(struct audit_log *log, const char *type, const json_t *fiel
 	ssize_t n;
 	size_t len;
 
-	dp_timestamp(ts);
+	if (when)
+		dp_timestamp_at(when, ts);
+	else
+		dp_timestamp(ts);
 	n = audit_log_record(log->seq, ts, log->session, type, log->prev, fields, line,
 			     AUDIT_MAX_LINE);
 	if (n < 0) {
@@ -222,6 +239,11 @@ int audit_log_append(struct audit_log *log, const char *type, const json_t *fiel
 		return (int)n;
 	}
 	len = (size_t)n;
+	if (log->max && !seal && log->size + len + 1 + AUDIT_SEAL_ROOM > log->max) {
+		dp_err_set(err, "%s: the session's log is at its limit (%llu bytes)", log->path,
+			   (unsigned long long)log->max);
+		return -EFBIG;
+	}
 	audit_hash_line(line, len, log->prev);
 	line[len] = '\n';
 	/* One write: O_APPEND makes it atomic with respect to other appenders. */
@@ -241,7 +263,21 @@ int audit_log_append(struct audit_log *log, const char *type, const json_t *fiel
 	/* only a record the session log holds is exported: the log stays the reference */
 	audit_export_record(type, ts, line, len);
 	log->seq++;
+	log->size += len + 1;
+	memcpy(log->last_ts, ts, sizeof(ts));
 	return 0;
+}
+
+int audit_log_append(struct audit_log *log, const char *type, const json_t *fields,
+		     struct dp_err *err)
+{
+	return audit_log_write(log, type, fields, NULL, false, err);
+}
+
+int audit_log_append_at(struct audit_log *log, const char *type, const json_t *fields,
+			const struct timespec *when, struct dp_err *err)
+{
+	return audit_log_write(log, type, fields, when, false, err);
 }
 
 static json_t *audit_seal_claims(const char *issuer, const char *session, uint64_t seq,
@@ -252,7 +288,7 @@ static json_t *audit_seal_claims(const char *issuer, const char *session, uint64
 }
 
 int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
-		   const json_t *counts, struct dp_err *err)
+		   const json_t *counts, const char *reason, struct dp_err *err)
 {
 	json_t *empty = NULL, *claims, *fields;
 	struct dp_err jerr;
@@ -274,14 +310,16 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 		json_decref(empty);
 		return -EIO;
 	}
-	fields = json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
+	fields = reason
+		     ? json_pack("{s:O, s:s, s:s}", "counts", counts, "reason", reason, "sig", sig)
+		     : json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
 	free(sig);
 	json_decref(empty);
 	if (!fields) {
 		dp_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	rc = audit_log_append(log, "session_close", fields, err);
+	rc = audit_log_write(log, "session_close", fields, NULL, true, err);
 	json_decref(fields);
 	if (rc == 0 && fdatasync(log->fd) < 0) {
 		rc = -errno;
@@ -309,4 +347,9 @@ const char *audit_log_path(const struct audit_log *log)
 uint64_t audit_log_next_seq(const struct audit_log *log)
 {
 	return log->seq;
+}
+
+const char *audit_log_last_ts(const struct audit_log *log)
+{
+	return log->last_ts;
 }

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "audit.h"
 #include "jws.h"
@@ -32,14 +33,23 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
  * fit in cap, -EILSEQ when a string is not UTF-8, -EDOM for a real JSON cannot hold. */
 ssize_t audit_log_record(uint64_t seq, const char *ts, const char *session, const char *type,
 			 const char *prev, const json_t *fields, char *buf, size_t cap);
-/* Append one record of type with the members of fields (borrowed; may be NULL). */
+/* Append one record of type with the members of fields (borrowed; may be NULL), stamped
+ * now, or at `when` (CLOCK_REALTIME) when not NULL. -EFBIG, and nothing written, when the
+ * record would take the log past its limit (room for session_close is always kept). */
 int audit_log_append(struct audit_log *log, const char *type, const json_t *fields,
 		     struct dp_err *err) DP_WUR;
-/* Append session_close with counts (borrowed) and the signature, then fdatasync. */
+int audit_log_append_at(struct audit_log *log, const char *type, const json_t *fields,
+			const struct timespec *when, struct dp_err *err) DP_WUR;
+/* Bytes the log may hold (0: no limit). */
+void audit_log_set_max(struct audit_log *log, uint64_t max);
+/* Append session_close with counts (borrowed), reason (unless NULL) and the signature, then
+ * fdatasync. The log's limit does not apply to it. */
 int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
-		   const json_t *counts, struct dp_err *err) DP_WUR;
+		   const json_t *counts, const char *reason, struct dp_err *err) DP_WUR;
 void audit_log_free(struct audit_log *log);
 const char *audit_log_path(const struct audit_log *log);
 uint64_t audit_log_next_seq(const struct audit_log *log);
+/* The ts of the last record written, or read back by audit_log_reopen ("" if none). */
+const char *audit_log_last_ts(const struct audit_log *log);
 
 #endif

@@ -3,7 +3,8 @@
  * deputyd's state and the modules that act on it. The wire side: server.c (event loop),
  * conn.c (connections, framing), wire.c (request fields), dispatch.c (the table),
  * handlers.c, peer.c (is the peer in its session), reload.c. Below it, never calling back
- * up: session.c (lifecycle), session_logs.c (reading logs), cookie.c, decide.c (routes,
+ * up: session.c (lifecycle), session_logs.c (reading logs), repeat.c (coalescing repeated
+ * events), cookie.c, decide.c (routes,
  * grant, minting), policy.c (the kernel layer's allow lists), kevent.c (kernel events as
  * audit records), proc.c (/proc reads). One thread runs all of it; the JWKS HTTP server has its own
  * thread and shares nothing mutable.
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "audit_log.h"
 #include "config.h"
@@ -45,6 +47,22 @@ struct cookie_set { /* a session's live TCP connections, by socket cookie */
 
 enum session_state { SESSION_OPEN, SESSION_CLOSING };
 
+struct session_counts {
+	uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
+};
+
+/* Runs tracked at once per session: identical events may come interleaved from a few
+ * processes (repeat.c). */
+#define SESSION_REPEAT_SLOTS 8
+
+struct session_repeat { /* a run of identical events, written once then counted (repeat.c) */
+	char *key;	/* what the last coalescible event was; NULL: none */
+	uint64_t of;	/* seq of its record */
+	uint64_t n;	/* repeats since, not yet summed up in a `repeated` record */
+	struct session_counts counted; /* what those repeats added to the counts */
+	struct timespec last;	       /* CLOCK_REALTIME of the last repeat */
+};
+
 struct session {
 	struct session *next;
 	char id[DP_ID_LEN];
@@ -63,9 +81,10 @@ struct session {
 	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
 	int64_t emptied; /* when the cgroup was first seen empty while deputy run lives */
-	struct {
-		uint64_t tokens, denies, passthrough, responses, connects, blocked, unmediated;
-	} counts;
+	struct session_counts counts;
+	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
+	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */
+	struct session_repeat repeat[SESSION_REPEAT_SLOTS];
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
 	struct cookie_set cookies;
@@ -118,6 +137,9 @@ void session_close_all(struct deputyd *d);
 /* Append a record; steals fields. Non-zero when it could not be written: callers that were
  * about to grant something must refuse instead. */
 int session_log(struct session *s, const char *type, json_t *fields);
+/* The same, stamped at `when` (CLOCK_REALTIME; NULL: now): kernel events keep their time. */
+int session_log_at(struct session *s, const char *type, json_t *fields,
+		   const struct timespec *when);
 /* Text an agent chose (its strings, its comm) as a JSON string for a record: bytes that are
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
@@ -128,6 +150,16 @@ bool session_id_valid(const char *id);
 json_t *session_list_json(struct deputyd *d);
 int session_log_owner(struct deputyd *d, const char *id, uid_t *owner, bool *open);
 ssize_t session_log_read(struct deputyd *d, const char *id, uint64_t off, char *buf, size_t n);
+
+/* repeat.c: an event that repeats one of the session's recent coalescible ones (same key,
+ * within a minute) is counted but not written: true, and the caller writes nothing.
+ * Otherwise false, and the caller writes its record(s) next. delta is what the event adds
+ * to the counts (the caller adds it to s->counts either way). */
+bool repeat_event(struct session *s, const char *key, const struct session_counts *delta,
+		  const struct timespec *when);
+/* Write the `repeated` records for repeats not yet summed up, if any. */
+void repeat_flush(struct session *s);
+void repeat_free(struct session *s);
 
 /* cookie.c: a session's TCP connections and the mediated requests on each. open: the
  * kernel reported a connect (0, -EINVAL for cookie 0, -ENOSPC at the limit, -ENOMEM);

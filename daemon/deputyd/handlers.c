@@ -154,18 +154,51 @@ int handle_response(struct deputyd *d, struct conn *c, const struct handler_req 
 	return 0;
 }
 
+/* What a shim's deny report may put in the log: a frame holds up to 32 KiB of the agent's
+ * choosing, the log keeps a bounded prefix of each field. */
+#define DENY_REPORT_FIELD_MAX 512
+
+static json_t *field_text_max(const struct wire_fields *f, uint16_t tag, bool *cut)
+{
+	const char *v = f->str[tag] ? f->str[tag] : "";
+	size_t n = strnlen(v, DENY_REPORT_FIELD_MAX + 1);
+	char buf[DENY_REPORT_FIELD_MAX + 1];
+
+	if (n <= DENY_REPORT_FIELD_MAX)
+		return session_text(v);
+	*cut = true;
+	memcpy(buf, v, DENY_REPORT_FIELD_MAX);
+	buf[DENY_REPORT_FIELD_MAX] = '\0';
+	return session_text(buf); /* a UTF-8 sequence cut in two is written as \xNN */
+}
+
 int handle_deny_report(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		       struct dp_err *err)
 {
+	static const struct session_counts delta = {.denies = 1};
 	const struct wire_fields *f = r->f;
+	bool cut = false;
+	json_t *rec;
+	char *key;
 
 	r->s->counts.denies++;
-	session_log(r->s, "deny",
-		    json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
-			      field_text(f, DP_T_REASON), "host", field_text(f, DP_T_HOST),
-			      "method", field_text(f, DP_T_METHOD), "target",
-			      field_text(f, DP_T_TARGET), "pid", (json_int_t)c->pid, "comm",
-			      session_text(c->comm)));
+	rec = json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:o}", "layer", "shim", "reason",
+			field_text_max(f, DP_T_REASON, &cut), "host",
+			field_text_max(f, DP_T_HOST, &cut), "method",
+			field_text_max(f, DP_T_METHOD, &cut), "target",
+			field_text_max(f, DP_T_TARGET, &cut), "pid", (json_int_t)c->pid, "comm",
+			session_text(c->comm));
+	if (rec && cut)
+		json_object_set_new(rec, "truncated", json_true());
+	/* The same report again (a loop in the agent) is counted, not written. */
+	key = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+	if (key && repeat_event(r->s, key, &delta, NULL)) {
+		json_decref(rec);
+		free(key);
+		return 0;
+	}
+	free(key);
+	session_log(r->s, "deny", rec);
 	return 0;
 }
 

@@ -55,6 +55,7 @@ struct dp_kernel_stats {
 	uint64_t n_allow;
 	uint64_t n_block;
 	uint64_t n_refused;
+	uint64_t n_lost; /* this session's events that did not reach deputyd */
 };
 
 /* Load and attach onto the parent cgroup: an absolute path, or one relative to the cgroup2

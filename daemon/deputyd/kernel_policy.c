@@ -161,6 +161,7 @@ int kernel_session_stats(const struct dp_kernel *k, uint64_t cgid, struct dp_ker
 	out->n_allow = val.n_allow;
 	out->n_block = val.n_block;
 	out->n_refused = val.n_refused;
+	out->n_lost = val.n_lost;
 	return 0;
 }
 

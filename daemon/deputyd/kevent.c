@@ -5,13 +5,16 @@
  * socket or the kernel sent it to the proxy, as the kernel saw it), `deny` for enforced
  * blocks and refused sockets, `disconnect` (with the mediated requests it carried: a
  * mediated connection that carried bytes but no mediated request is counted unmediated
- * then). Events keep the kernel's order; those of sessions that already ended are dropped.
+ * then). Events keep the kernel's order and its time (also when read late, after a
+ * restart); those of sessions that already ended are dropped. Blocked connects and refused
+ * sockets that repeat are coalesced (repeat.c).
  */
 #include "deputyd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <deputy/event.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -90,12 +93,36 @@ void kevent_request(struct deputyd *d, struct session *s, uint64_t cookie)
 	cookie_conn_request(&s->cookies, cookie);
 }
 
+/* A blocked connect or refused socket that repeats an earlier one of its process exactly
+ * (but for the socket and the thread) is counted, not written again; `repeated` names the
+ * first one's record. */
+static bool kevent_repeats(struct session *s, const struct dp_event *ev, const char *comm,
+			   const char *addr, bool mediated, const struct timespec *when)
+{
+	struct session_counts delta = {0};
+	char key[160];
+
+	if (ev->type == DP_EV_SOCK_REFUSED) {
+		delta.denies = 1;
+	} else {
+		delta.connects = 1;
+		delta.blocked = 1;
+		delta.unmediated = !mediated;
+		delta.denies = ev->enforced != 0;
+	}
+	snprintf(key, sizeof(key), "kernel %u %u %s %u %u %s %u %u %u %d", ev->type, ev->tgid, comm,
+		 ev->family, ev->protocol, addr, ev->port, ev->enforced, ev->flags, mediated);
+	return repeat_event(s, key, &delta, when);
+}
+
 void kevent_record(void *ctx, const struct dp_event *ev)
 {
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
 	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
 	bool block = ev->verdict == DP_EV_BLOCK;
+	struct timespec when = kernel_event_realtime(ev->ts_ns);
+	bool repeated = false;
 
 	if (!s)
 		return; /* a session that already ended, or not ours */
@@ -103,23 +130,26 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 	comm[DP_EV_COMM_LEN] = '\0';
 	if (ev->family == AF_INET || ev->family == AF_INET6)
 		inet_ntop(ev->family, ev->addr, addr, sizeof(addr));
+	if ((block && (ev->type == DP_EV_CONNECT || ev->type == DP_EV_SENDMSG)) ||
+	    ev->type == DP_EV_SOCK_REFUSED)
+		repeated = kevent_repeats(s, ev, comm, addr, kevent_mediator(ev) != NULL, &when);
 
 	switch (ev->type) {
 	case DP_EV_CONNECT:
 	case DP_EV_SENDMSG:
 		s->counts.connects++;
-		if (block)
-			s->counts.blocked++;
-		if (!kevent_mediator(ev))
-			s->counts.unmediated++;
+		s->counts.blocked += block;
+		s->counts.unmediated += !kevent_mediator(ev);
+		s->counts.denies += block && ev->enforced;
+		if (repeated)
+			break;
 		if (ev->protocol == DP_EV_PROTO_TCP && (!block || !ev->enforced) &&
 		    cookie_conn_open(&s->cookies, ev->cookie) == -ENOMEM)
 			pr_warn("session %s: cannot track connection %llu", s->id,
 				(unsigned long long)ev->cookie);
-		session_log(s, "connect", kevent_connect_fields(d, ev, comm, addr));
-		if (block && ev->enforced) {
-			s->counts.denies++;
-			session_log(
+		session_log_at(s, "connect", kevent_connect_fields(d, ev, comm, addr), &when);
+		if (block && ev->enforced)
+			session_log_at(
 			    s, "deny",
 			    json_pack(
 				"{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel", "reason",
@@ -127,8 +157,8 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 				    ? "not mediated"
 				    : "destination not allowed by the session's routes",
 				"pid", (json_int_t)ev->tgid, "comm", session_text(comm), "daddr",
-				addr, "dport", (json_int_t)ev->port, "enforced", true));
-		}
+				addr, "dport", (json_int_t)ev->port, "enforced", true),
+			    &when);
 		break;
 	case DP_EV_UNIX_CONNECT: {
 		char path[DP_EV_PATH_LEN + 2];
@@ -144,25 +174,29 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
 		if (strcmp(path, d->cfg->socket) == 0)
 			break;
-		session_log(s, "connect",
-			    json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      "unix", "path", path, "verdict", "allow", "enforced",
-				      d->cfg->enforce, "mediated", false));
+		session_log_at(s, "connect",
+			       json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
+					 (json_int_t)ev->tgid, "comm", session_text(comm), "family",
+					 "unix", "path", path, "verdict", "allow", "enforced",
+					 d->cfg->enforce, "mediated", false),
+			       &when);
 		break;
 	}
 	case DP_EV_SOCK_REFUSED:
 		s->counts.denies++;
-		session_log(s, "deny",
-			    json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
-				      "reason",
-				      "raw and packet sockets are not allowed in a session", "pid",
-				      (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-				      kernel_family_name(ev->family), "type", (json_int_t)ev->port,
-				      "enforced", ev->enforced != 0));
+		if (repeated)
+			break;
+		session_log_at(s, "deny",
+			       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel",
+					 "reason",
+					 "raw and packet sockets are not allowed in a session",
+					 "pid", (json_int_t)ev->tgid, "comm", session_text(comm),
+					 "family", kernel_family_name(ev->family), "type",
+					 (json_int_t)ev->port, "enforced", ev->enforced != 0),
+			       &when);
 		break;
 	case DP_EV_CLOSE:
-		session_log(s, "disconnect", kevent_close_fields(s, ev, addr));
+		session_log_at(s, "disconnect", kevent_close_fields(s, ev, addr), &when);
 		break;
 	default:
 		break;

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -80,15 +82,28 @@ struct session *session_find(struct deputyd *d, const char *id)
 
 int session_log(struct session *s, const char *type, json_t *fields)
 {
+	return session_log_at(s, type, fields, NULL);
+}
+
+int session_log_at(struct session *s, const char *type, json_t *fields, const struct timespec *when)
+{
 	struct dp_err err;
 	int rc;
 
 	if (!fields)
 		return -ENOMEM;
-	rc = audit_log_append(s->log, type, fields, &err);
+	rc = audit_log_append_at(s->log, type, fields, when, &err);
 	json_decref(fields);
-	if (rc)
+	if (rc == -EFBIG) {
+		/* The session ends (session_tick) rather than run on unlogged; what it did
+		 * meanwhile is refused or counted as dropped in the seal. */
+		if (!s->close_reason)
+			pr_warn("session %s: %s; ending the session", s->id, err.msg);
+		s->close_reason = "log_limit";
+		s->log_dropped++;
+	} else if (rc) {
 		pr_warn("session %s: cannot write %s record: %s", s->id, type, err.msg);
+	}
 	return rc;
 }
 
@@ -212,6 +227,7 @@ static void session_free(struct session *s)
 	}
 	free(s->tokens);
 	cookie_set_free(&s->cookies);
+	repeat_free(s);
 	free(s);
 }
 
@@ -228,6 +244,26 @@ static int session_make_cgroup(struct deputyd *d, struct session *s)
 		return rc;
 	s->cg_id = cgroup_id(s->cg_path);
 	return s->cg_id ? 0 : -errno;
+}
+
+/* A new session must find room for a full log: an agent that fills the disk would otherwise
+ * make deputyd refuse every request of every session, since nothing is granted unlogged. */
+static int session_disk_ok(struct deputyd *d, struct dp_err *err)
+{
+	struct statvfs vfs;
+	uint64_t avail;
+
+	if (statvfs(d->log_dir, &vfs) != 0)
+		return 0; /* not knowing is no reason to refuse: writing the log will tell */
+	avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (avail >= (uint64_t)d->cfg->session_log_max)
+		return 0;
+	dp_err_set(err,
+		   "session: %s has %llu KiB free, less than session_log_max (%d KiB): not "
+		   "opening a session whose log may not fit",
+		   d->log_dir, (unsigned long long)(avail >> 10), d->cfg->session_log_max >> 10);
+	pr_warn("%s", err->msg);
+	return -ENOSPC;
 }
 
 /* Refuses a process already in a session as leader or child: its session's processes would
@@ -333,7 +369,9 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	s->leader_pidfd = q->leader_pidfd >= 0 ? fcntl(q->leader_pidfd, F_DUPFD_CLOEXEC, 0) : -1;
 	s->control = c;
 	s->opened = dp_now();
-	rc = session_admit(d, s, q, &child_pidfd, err);
+	rc = session_disk_ok(d, err);
+	if (rc == 0)
+		rc = session_admit(d, s, q, &child_pidfd, err);
 	if (rc) {
 		if (child_pidfd >= 0)
 			close(child_pidfd);
@@ -357,6 +395,7 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 		dp_err_set(err, "session: %s", gerr.msg);
 		goto fail;
 	}
+	audit_log_set_max(s->log, (uint64_t)d->cfg->session_log_max);
 	jargv = json_array();
 	for (size_t i = 0; i < q->argc; i++)
 		json_array_append_new(jargv, session_text(q->argv[i]));
@@ -423,28 +462,31 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 
 static void session_finish(struct deputyd *d, struct session *s)
 {
+	struct dp_kernel_stats ks = {0};
 	char path[PATH_MAX];
 	struct dp_err serr;
 	json_t *counts;
-	uint64_t lost;
 
 	/* The session's last events go in before the counts are taken and the log sealed: they
 	 * may still be in the ring buffer when the timer or deputy run says the session ended. */
-	if (d->kernel)
+	if (d->kernel) {
 		kernel_consume(d->kernel);
-	lost = d->kernel ? kernel_lost_events(d->kernel) : 0;
-	counts = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
-			   (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies,
-			   "passthrough", (json_int_t)s->counts.passthrough, "responses",
-			   (json_int_t)s->counts.responses, "connects",
-			   (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
-			   "unmediated", (json_int_t)s->counts.unmediated, "lost_events",
-			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
+		kernel_session_stats(d->kernel, s->cg_id, &ks);
+	}
+	repeat_flush(s);
+	counts = json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
+	    (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies, "passthrough",
+	    (json_int_t)s->counts.passthrough, "responses", (json_int_t)s->counts.responses,
+	    "connects", (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
+	    "unmediated", (json_int_t)s->counts.unmediated, "lost_events", (json_int_t)ks.n_lost,
+	    "log_dropped", (json_int_t)s->log_dropped, "exit_status", (json_int_t)s->exit_status);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
 	if (!counts)
 		pr_warn("session %s: cannot seal the audit log: out of memory", s->id);
-	else if (audit_log_seal(s->log, d->key, d->cfg->issuer, counts, &serr) != 0)
+	else if (audit_log_seal(s->log, d->key, d->cfg->issuer, counts, s->close_reason, &serr) !=
+		 0)
 		pr_warn("session %s: cannot seal the audit log: %s", s->id, serr.msg);
 	json_decref(counts);
 	session_state_path(d, s->id, path, sizeof(path));
@@ -472,6 +514,9 @@ void session_tick(struct deputyd *d)
 		int populated;
 
 		next = s->next;
+		repeat_flush(s);
+		if (s->state == SESSION_OPEN && s->close_reason)
+			session_request_close(d, s, -1); /* e.g. its log is full */
 		if (s->state == SESSION_OPEN && s->leader_pidfd >= 0 &&
 		    !proc_alive(s->leader_pidfd))
 			session_request_close(d, s, -1); /* deputy run is gone */
@@ -559,6 +604,14 @@ static void session_recount(struct session *s)
 				s->counts.blocked++;
 			if (!json_is_true(json_object_get(rec, "mediated")))
 				s->counts.unmediated++;
+		} else if (strcmp(type, "repeated") == 0) {
+			json_t *c = json_object_get(rec, "counts");
+
+			s->counts.connects += json_integer_value(json_object_get(c, "connects"));
+			s->counts.blocked += json_integer_value(json_object_get(c, "blocked"));
+			s->counts.unmediated +=
+			    json_integer_value(json_object_get(c, "unmediated"));
+			s->counts.denies += json_integer_value(json_object_get(c, "denies"));
 		} else if (strcmp(type, "disconnect") == 0 && json_object_get(rec, "mediator") &&
 			   json_is_false(json_object_get(rec, "mediated"))) {
 			s->counts.unmediated++; /* mediated at connect, bytes but no request */
@@ -594,6 +647,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 		session_free(s);
 		return;
 	}
+	audit_log_set_max(s->log, (uint64_t)d->cfg->session_log_max);
 	s->uid = (uid_t)json_integer_value(json_object_get(st, "uid"));
 	s->leader = (pid_t)json_integer_value(json_object_get(st, "pid"));
 	s->opened = json_integer_value(json_object_get(st, "opened"));
@@ -634,7 +688,12 @@ static void session_recover_one(struct deputyd *d, const char *id)
 			s->leader_pidfd = -1;
 		}
 	}
-	session_log(s, "session_resume", json_pack("{s:s}", "reason", "deputyd restarted"));
+	/* The outage as far as the log can tell: from its last record to now. Kernel events of
+	 * that time follow, with their own time; those the ring buffer could not hold are in
+	 * the seal's lost_events. */
+	session_log(s, "session_resume",
+		    json_pack("{s:s, s:s}", "reason", "deputyd restarted", "down_since",
+			      audit_log_last_ts(s->log)));
 	pr_info("session %s resumed (user %s)", id, s->grant->sub);
 }
 

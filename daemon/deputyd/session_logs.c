@@ -150,10 +150,12 @@ json_t *session_list_json(struct deputyd *d)
 						   (json_int_t)s->counts.blocked, "unmediated",
 						   (json_int_t)s->counts.unmediated);
 
-			if (counts && d->kernel)
-				json_object_set_new(
-				    counts, "lost_events",
-				    json_integer((json_int_t)kernel_lost_events(d->kernel)));
+			struct dp_kernel_stats ks = {0};
+
+			if (counts && d->kernel &&
+			    kernel_session_stats(d->kernel, s->cg_id, &ks) == 0)
+				json_object_set_new(counts, "lost_events",
+						    json_integer((json_int_t)ks.n_lost));
 			json_object_set_new(e, "counts", counts);
 		}
 		if (e)

@@ -369,6 +369,7 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	cfg->token_binding = DP_BINDING_REQUEST;
 	cfg->allow_resolvers = true;
 	cfg->resolve_interval = 300;
+	cfg->session_log_max = 64 << 20;
 	cfg->proxy = true;
 	cfg->proxy_listen = strdup("127.0.0.1:8472");
 	if (!cfg->socket || !cfg->state_dir || !cfg->http_listen || !cfg->cgroup ||
@@ -477,6 +478,11 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 	if ((v = json_object_get(root, "resolve_interval")) &&
 	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
 		return r;
+	/* At most what a restarted deputyd reads back to resume a session (audit_log_reopen);
+	 * at least room for a few records of the largest size. */
+	if ((v = json_object_get(root, "session_log_max")) &&
+	    (r = cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20, &cfg->session_log_max)))
+		return r;
 	if ((v = json_object_get(root, "cgroup"))) {
 		if ((r = cfg_get_string(c, "cgroup", v, &s)))
 			return r;
@@ -522,7 +528,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	    "proxy",	     "proxy_listen",	"upstream_ca_file",
+	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
 	    "audit_export",
 	};
 	json_t *v;

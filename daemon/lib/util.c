@@ -248,14 +248,20 @@ int64_t dp_now(void)
 void dp_timestamp(char out[DP_TS_LEN])
 {
 	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	dp_timestamp_at(&ts, out);
+}
+
+void dp_timestamp_at(const struct timespec *ts, char out[DP_TS_LEN])
+{
 	struct tm tm;
 	char buf[128]; /* roomy: gcc cannot see that tm's fields are small */
 	size_t n;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	gmtime_r(&ts->tv_sec, &tm);
 	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000);
 	n = strnlen(buf, DP_TS_LEN - 1);
 	memcpy(out, buf, n);
 	out[n] = '\0';

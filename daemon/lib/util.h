@@ -57,6 +57,8 @@ int dp_random_id(char out[DP_ID_LEN]) DP_WUR;
 int64_t dp_now(void);
 #define DP_TS_LEN 32
 void dp_timestamp(char out[DP_TS_LEN]);
+struct timespec;
+void dp_timestamp_at(const struct timespec *ts, char out[DP_TS_LEN]); /* CLOCK_REALTIME */
 
 /* Whole-file helpers. dp_read_file allocates (NUL-terminated), refuses files > max. */
 int dp_read_file(const char *path, size_t max, char **out, size_t *len) DP_WUR;

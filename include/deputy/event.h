@@ -167,6 +167,8 @@ struct dp_session_val {
 	dp_u64 n_allow;	  /* connect and sendmsg events with verdict allow */
 	dp_u64 n_block;	  /* ... with verdict block (blocked or, unenforced, would be) */
 	dp_u64 n_refused; /* sockets refused at socket() */
+	dp_u64 n_lost;	  /* events of this session not queued (ring buffer full, or its share) */
+	dp_u64 ev_tat;	  /* the session's event budget, deputy.bpf.c event_new (BPF only) */
 };
 
 /* The bits of dp_allow_key after prefixlen that always take part in a match. */

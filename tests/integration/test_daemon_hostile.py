@@ -53,15 +53,15 @@ def vm_rss_kb(pid):
 
 
 def big_log(d, megabytes=12):
-    """A closed session whose own agent grew its log with deny reports; returns its id."""
-    reason = "x" * 30000
-    n = megabytes * 1024 * 1024 // 30000 + 1
+    """A closed session whose own agent grew its log with deny reports (each different, so
+    none is coalesced; deputyd keeps 512 bytes of each field); returns its id."""
+    n = megabytes * 1024 * 1024 // (3 * 500) + 1
     r, sid = in_session(d, """
-frame = dt.frame("DENY_REPORT", [("SESSION", sid), ("REASON", %r)], flags=dt.NOREPLY)
 for i in range(%d):
-    c.send_raw(frame)
+    f = [("SESSION", sid)] + [(k, "%%d " %% i + "x" * 500) for k in ("REASON", "HOST", "TARGET")]
+    c.send_raw(dt.frame("DENY_REPORT", f, flags=dt.NOREPLY))
 print("rc=", c.call("JWKS", [])["type"], flush=True)
-""" % (reason, n))
+""" % n)
     eq(r.returncode, 0, r.stderr)
     d.wait_closed(sid)
     check(os.path.getsize(d.log_path(sid)) >= megabytes * 1024 * 1024, "log grew")

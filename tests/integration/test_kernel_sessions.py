@@ -424,13 +424,18 @@ def tally(recs):
     """The counts a session's records add up to (what the seal's counts must say)."""
     conns = inet_connects(recs)
     kinds = [r["type"] for r in recs]
-    return {"tokens": kinds.count("token"), "denies": kinds.count("deny"),
+    rep = [r["counts"] for r in recs if r["type"] == "repeated"]  # coalesced repeats
+    return {"tokens": kinds.count("token"),
+            "denies": kinds.count("deny") + sum(c["denies"] for c in rep),
             "passthrough": kinds.count("passthrough") + len(
                 [r for r in recs if r["type"] == "deny" and r.get("layer") == "daemon" and
                  r.get("enforced") is False]),
-            "responses": kinds.count("response"), "connects": len(conns),
-            "blocked": len([r for r in conns if r["verdict"] == "block"]),
-            "unmediated": len([r for r in conns if r["mediated"] is False])}
+            "responses": kinds.count("response"),
+            "connects": len(conns) + sum(c["connects"] for c in rep),
+            "blocked": len([r for r in conns if r["verdict"] == "block"]) +
+            sum(c["blocked"] for c in rep),
+            "unmediated": len([r for r in conns if r["mediated"] is False]) +
+            sum(c["unmediated"] for c in rep)}
 
 
 def check_counts(recs):

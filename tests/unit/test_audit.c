@@ -270,9 +270,50 @@ static void test_append_chain(void)
 	check(!sealed);
 }
 
+/* A log at its limit refuses records whole (no torn line, the chain still verifies) and
+ * keeps room below the limit for the seal. */
+static void test_log_limit(void)
+{
+	char dir[] = "/tmp/deputy-test-audit-XXXXXX";
+	char big[1000], path[128], *text = NULL;
+	struct audit_log *log = NULL;
+	struct dp_err err = {0};
+	size_t len = 0;
+	bool sealed = true;
+	int rc = 0, n = 0;
+
+	if (!mkdtemp(dir))
+		fail("mkdtemp: %s", strerror(errno));
+	if (audit_log_create(dir, SESS, &log, &err) != 0) {
+		rmdir(dir);
+		fail("audit_log_create: %s", err.msg);
+	}
+	audit_log_set_max(log, 32768);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	while (rc == 0 && n < 1000) {
+		json_t *f = json_pack("{s:s}", "reason", big);
+
+		rc = audit_log_append(log, "deny", f, &err);
+		json_decref(f);
+		n += rc == 0;
+	}
+	snprintf(path, sizeof(path), "%s", audit_log_path(log));
+	audit_log_free(log);
+	check(rc == -EFBIG);
+	check(n > 5 && n < 32);
+	check(dp_read_file(path, 1 << 20, &text, &len) == 0);
+	check(len <= 32768 - 8192);
+	check(audit_verify(text, len, NULL, &sealed, &err) == 0);
+	free(text);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	RUN(test_hot_records_match);
+	RUN(test_log_limit);
 	RUN(test_escaping_matches);
 	RUN(test_each_byte_matches);
 	RUN(test_not_utf8);

@@ -159,6 +159,7 @@ static void test_defaults(void)
 	check(cfg->token_binding == DP_BINDING_REQUEST);
 	check(cfg->allow_resolvers == true);
 	check(cfg->resolve_interval == 300);
+	check(cfg->session_log_max == 64 << 20);
 	check_str(cfg->cgroup, "deputy");
 	config_free(cfg);
 }
@@ -171,7 +172,7 @@ static void test_non_defaults(void)
 			 "\"unrouted\": \"monitor\","
 			 " \"enforce\": false, \"kernel\": \"off\", \"token_binding\": \"session\","
 			 " \"allow_resolvers\": false, \"resolve_interval\": 10, \"cgroup\": "
-			 "\"test/dp-1.x_y\","
+			 "\"test/dp-1.x_y\", \"session_log_max\": 1048576,"
 			 " \"token_ttl\": 86400, \"allow_cidrs\": [\"10.0.0.0/8\", \"fd00::/8\", "
 			 "\"::1\", \"0.0.0.0/0\"]",
 			 DELEGATE ", \"header\": \"X-Deputy-Token\", \"method\": \"post\"}"),
@@ -185,6 +186,7 @@ static void test_non_defaults(void)
 	check(!cfg->enforce && !cfg->kernel && !cfg->allow_resolvers);
 	check(cfg->token_binding == DP_BINDING_SESSION);
 	check(cfg->resolve_interval == 10 && cfg->token_ttl == 86400);
+	check(cfg->session_log_max == 1 << 20);
 	check_str(cfg->cgroup, "test/dp-1.x_y");
 	check(cfg->n_allow_cidrs == 4);
 	check(cfg->allow_cidrs[1].family == AF_INET6 && cfg->allow_cidrs[1].prefix == 8);
