@@ -107,6 +107,10 @@ static SSL_CTX *leaf_ctx_new(const char *pem)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 		SSL_CTX_set_num_tickets(ctx, 0);
+		/* A record in one read(), not a header and then a body: half the syscalls per
+		 * request. Nothing polls the socket once TLS is up, so bytes buffered ahead
+		 * are never missed. */
+		SSL_CTX_set_read_ahead(ctx, 1);
 	}
 	X509_free(cert);
 	X509_free(ca);
@@ -363,34 +367,48 @@ static void bad_gateway(struct conn *c)
 	pxio_write(&c->io, resp, sizeof(resp) - 1);
 }
 
-/* Sends the request body that follows the head: what c->in holds after it, then what the
- * agent sends. *end: where the body ended in c->in (a pipelined request may follow). c->in
- * still holds the head when *all_buffered. */
-static int send_body(struct conn *c, struct upconn *u, size_t head_len, bool *all_buffered,
-		     size_t *end)
+/* Sends the rebuilt head (c->out, out_len) and the request body that follows it: what c->in
+ * holds after the head, then what the agent sends. *end: where the body ended in c->in (a
+ * pipelined request may follow). c->in still holds the head when *all_buffered. */
+static int send_request(struct conn *c, struct upconn *u, size_t head_len, size_t out_len,
+			bool *all_buffered, size_t *end)
 {
 	struct hh_body b;
 	size_t off = head_len;
-	bool done = false;
+	bool done;
+	ssize_t k;
 
 	pxhttp_req_body(&c->req, &b);
 	*all_buffered = true;
-	if (b.mode == HH_BODY_NONE)
-		done = true;
-	while (!done) {
-		ssize_t k = hh_body_feed(&b, c->in + off, c->in_len - off, &done), n;
-
-		if (k < 0 || (k > 0 && pxio_write(&u->io, c->in + off, (size_t)k) != 0))
-			return -1;
+	done = b.mode == HH_BODY_NONE;
+	k = done ? 0 : hh_body_feed(&b, c->in + off, c->in_len - off, &done);
+	if (k < 0)
+		return -1;
+	/* The body bytes already here go with the head: one TLS record and one segment, so the
+	 * server reads the request in one go instead of waiting for a second packet. */
+	if ((size_t)k <= sizeof(c->out) - out_len) {
+		memcpy(c->out + out_len, c->in + off, (size_t)k);
+		out_len += (size_t)k;
 		off += (size_t)k;
-		if (done)
-			break;
+		k = 0;
+	}
+	if (pxio_write(&u->io, c->out, out_len) != 0 ||
+	    (k > 0 && pxio_write(&u->io, c->in + off, (size_t)k) != 0))
+		return -1;
+	off += (size_t)k;
+	while (!done) {
+		ssize_t n;
+
 		*all_buffered = false;
 		off = c->in_len = 0;
 		n = pxio_read(&c->io, c->in, sizeof(c->in));
 		if (n <= 0)
 			return -1;
 		c->in_len = (size_t)n;
+		k = hh_body_feed(&b, c->in, (size_t)n, &done);
+		if (k < 0 || (k > 0 && pxio_write(&u->io, c->in, (size_t)k) != 0))
+			return -1;
+		off = (size_t)k;
 	}
 	*end = off;
 	return 0;
@@ -484,8 +502,7 @@ static int forward(struct conn *c, size_t head_len, size_t out_len)
 		}
 		/* The head is rebuilt into c->out by the caller and kept in c->in: rewrite
 		 * again for a retry (c->out is the response buffer). */
-		if (pxio_write(&u->io, c->out, out_len) != 0 ||
-		    send_body(c, u, head_len, &all_buffered, &end) != 0) {
+		if (send_request(c, u, head_len, out_len, &all_buffered, &end) != 0) {
 			up_drop(u);
 			if (reused && attempt == 0 && all_buffered)
 				goto retry;

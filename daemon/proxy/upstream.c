@@ -59,6 +59,8 @@ int up_init(const char *ca_pem, struct dp_err *err)
 	SSL_CTX_set_min_proto_version(up_ctx, TLS1_2_VERSION);
 	SSL_CTX_set_verify(up_ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_alpn_protos(up_ctx, alpn, sizeof(alpn) - 1);
+	/* A record per read() (see relay.c); idle_usable() also checks what it buffered. */
+	SSL_CTX_set_read_ahead(up_ctx, 1);
 	if (ca_pem) {
 		if (load_pem_anchors(SSL_CTX_get_cert_store(up_ctx), ca_pem) != 0) {
 			dp_err_set(err, "upstream_ca_file: no certificate in it");
@@ -78,14 +80,16 @@ static bool key_eq(const struct up_key *a, const struct up_key *b)
 	       strcmp(a->host, b->host) == 0;
 }
 
-/* An idle connection is usable only if the server has neither closed it nor sent anything
- * (a late byte would be read as the next response's start). */
+/* An idle connection is usable only if the server has neither closed it nor sent anything,
+ * on the socket or read ahead into OpenSSL's buffer (a late byte would be read as the next
+ * response's start). */
 static bool idle_usable(const struct upconn *u)
 {
 	char c;
 	ssize_t r = recv(u->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 
 	return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+	       !(u->io.ssl && SSL_has_pending(u->io.ssl)) &&
 	       dp_now() - u->idle_since <= UP_IDLE_MAX;
 }
 
