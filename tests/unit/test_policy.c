@@ -166,6 +166,7 @@ static void kevent_teardown(void)
 {
 	if (!kd.cfg)
 		return;
+	repeat_free(&ks);
 	audit_log_free(ks.log);
 	free(ks.grant);
 	cookie_set_free(&ks.cookies);
