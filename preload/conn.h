@@ -94,6 +94,7 @@ struct conn {
 
 	struct hh_req req; /* the head being decided (too big for a thread's stack) */
 	struct dpc_decision dec;
+	unsigned local_uses; /* requests given a session-table token (no round trip) */
 
 	/* requests sent whose responses are not complete yet (guarded by lock) */
 	struct {

@@ -225,3 +225,22 @@ bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int fam
 			return true;
 	return false;
 }
+
+size_t policy_route_addrs(struct deputyd *d, const struct dp_route *rt,
+			  void (*fn)(void *ctx, int family, const uint8_t *addr, int prefix),
+			  void *ctx)
+{
+	size_t n = 0;
+
+	if (!computed)
+		policy_compute(d);
+	for (size_t i = 0; i < rt->n_addrs; i++, n++)
+		fn(ctx, rt->addrs[i].family, rt->addrs[i].addr, rt->addrs[i].prefix);
+	for (size_t i = 0; i < n_host_addrs; i++)
+		if (strcmp(host_addrs[i].host, rt->host) == 0) {
+			fn(ctx, host_addrs[i].family, host_addrs[i].addr,
+			   host_addrs[i].family == AF_INET ? 32 : 128);
+			n++;
+		}
+	return n;
+}
