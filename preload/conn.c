@@ -266,8 +266,8 @@ static void conn_decide(struct conn *c, const char *host, int port, const char *
 {
 	const char *scheme = c->https ? "https" : "http";
 
-	if (tbl_decide(scheme, host, port, method, target, &c->peer, c->cookie,
-		       c->local_uses == 0, d)) {
+	if (tbl_decide(scheme, host, port, method, target, &c->peer, c->cookie, c->local_uses == 0,
+		       d)) {
 		c->local_uses++;
 		return;
 	}

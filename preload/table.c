@@ -26,19 +26,19 @@
 /* As deputyd: a token with less life left is not used; deputyd mints a new one. */
 #define TBL_TOKEN_MIN_LEFT 10
 
-struct tbl_ext { /* what an entry adds to its route */
-	int kind;    /* enum dp_entry */
+struct tbl_ext {  /* what an entry adds to its route */
+	int kind; /* enum dp_entry */
 	const char *header, *token, *jti, *scope;
 	int64_t exp;
 };
 
 static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-	bool have;	 /* a table was fetched... */
-	unsigned conn;	 /* ...on this connection to deputyd */
-	uint64_t gen;	 /* ...at this generation */
-	bool failed;	 /* deputyd gave none on that connection: do not ask again */
-	bool wanted;	 /* deputyd said it has one (tbl_hint) */
+	bool have;     /* a table was fetched... */
+	unsigned conn; /* ...on this connection to deputyd */
+	uint64_t gen;  /* ...at this generation */
+	bool failed;   /* deputyd gave none on that connection: do not ask again */
+	bool wanted;   /* deputyd said it has one (tbl_hint) */
 	const volatile uint64_t *page;
 	size_t n;
 	struct dp_route routes[DP_TABLE_MAX_ENTRIES];

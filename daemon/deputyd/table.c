@@ -148,9 +148,9 @@ static void table_put_entry(struct deputyd *d, struct dp_msg *m, const struct dp
 {
 	uint8_t buf[DP_PROTO_MAX_PAYLOAD];
 	struct dp_msg e;
-	uint64_t kind = t ? DP_ENTRY_LOCAL
-		      : rt->action == DP_ACTION_DENY ? DP_ENTRY_DENY
-						      : DP_ENTRY_ASK;
+	uint64_t kind = t			       ? DP_ENTRY_LOCAL
+			: rt->action == DP_ACTION_DENY ? DP_ENTRY_DENY
+						       : DP_ENTRY_ASK;
 
 	/* A nested field list: built after a dummy header, which is not sent. */
 	dp_msg_init(&e, buf, sizeof(buf), 0, 0, 0);
@@ -279,8 +279,7 @@ static const char *table_use_check(struct deputyd *d, const struct token_cache_e
 	return NULL;
 }
 
-int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r,
-		struct dp_err *err)
+int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
 {
 	static struct wire_use u[DP_USES_MAX];
 	const struct wire_fields *f = r->f;
@@ -319,9 +318,9 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		if (mint_htu(u[i].scheme, u[i].host, u[i].port, u[i].target, url, sizeof(url)) != 0)
 			snprintf(url, sizeof(url), "(invalid)");
 		json_array_append_new(uses, json_pack("{s:s, s:s, s:s, s:o, s:o}", "jti", u[i].jti,
-						      "aud", t[i]->audience, "scope",
-						      t[i]->scope, "htm", session_text(u[i].method),
-						      "htu", session_text(url)));
+						      "aud", t[i]->audience, "scope", t[i]->scope,
+						      "htm", session_text(u[i].method), "htu",
+						      session_text(url)));
 		kevent_request(d, s, u[i].cookie);
 	}
 	s->counts.tokens += f->n_uses;

@@ -30,7 +30,7 @@ struct wire_fields {
 	size_t argc;
 	const uint8_t *use[DP_USES_MAX]; /* USE fields (field lists, inside the payload) */
 	uint16_t use_len[DP_USES_MAX];
-	size_t n_uses; /* all of them, also those past DP_USES_MAX */
+	size_t n_uses;	   /* all of them, also those past DP_USES_MAX */
 	size_t arena_used; /* everything up to here is zeroed per request, not the arena */
 	char arena[WIRE_ARENA];
 };

@@ -201,4 +201,3 @@ void url_path_strip_params(const char *in, char *out)
 	}
 	*out = '\0';
 }
-

@@ -38,7 +38,7 @@ enum dp_msg_type {
 	DP_MSG_TABLE_GET = 23, /* SESSION -> TABLE, with the session's generation page as
 				* SCM_RIGHTS (a read-only memfd whose first u64 is GEN) */
 	DP_MSG_DENY_REPORT =
-	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
+	    24,		   /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
 	DP_MSG_TABLE = 25, /* GEN, ENTRY… (none: decide nothing alone) */
 	DP_MSG_USES = 26,  /* SESSION, USE… (at most DP_USES_MAX; NOREPLY): tokens of the
 			    * table injected without asking */
@@ -111,9 +111,10 @@ enum dp_verdict {
 /*
  * A table ENTRY is one route that shares host and port with a route the shim may decide
  * alone, in config order (first match wins, as in deputyd): VERDICT (enum dp_entry), HOST, PORT,
- * [METHOD], [TARGET: the path glob], and for DP_ENTRY_LOCAL: HEADER, TOKEN, JTI, EXP and ADDR… (family byte, prefix byte, 4 or 16 address
- * bytes: where the token may go). A USE is one request the shim sent with a table token:
- * JTI, METHOD, HOST, PORT, TARGET [, SCHEME (default https), COOKIE].
+ * [METHOD], [TARGET: the path glob], and for DP_ENTRY_LOCAL: HEADER, TOKEN, JTI, EXP and ADDR…
+ * (family byte, prefix byte, 4 or 16 address bytes: where the token may go). A USE is one request
+ * the shim sent with a table token: JTI, METHOD, HOST, PORT, TARGET [, SCHEME (default https),
+ * COOKIE].
  */
 enum dp_entry {
 	DP_ENTRY_ASK = 0,   /* a request this route matches goes to deputyd */
