@@ -112,6 +112,18 @@ def trace_lines(path, direction):
     return out
 
 
+def traced_reads(s, n):
+    """n GETs by one agent under strace; returns the trace's path."""
+    if not shutil.which("strace"):
+        dt.skip("needs strace")
+    trace = os.path.join(s.dir.path, "strace.out")
+    open(trace, "w").close()
+    os.chown(trace, *NOBODY)
+    out = run_agent(s, reads(n), strace=trace)
+    eq([x["status"] for x in out], [200] * n, "statuses")
+    return trace
+
+
 def uses_of(recs):
     return [u for r in recs if r["type"] == "token_use" for u in r["uses"]]
 
@@ -122,15 +134,9 @@ def reads(n, path="/read/x"):
 
 @case
 def session_binding_no_round_trip_every_request_logged():
-    if not shutil.which("strace"):
-        dt.skip("needs strace")
     n = 30
     with session_stack() as s:
-        trace = os.path.join(s.dir.path, "strace.out")
-        open(trace, "w").close()
-        os.chown(trace, *NOBODY)
-        out = run_agent(s, reads(n), strace=trace)
-        eq([x["status"] for x in out], [200] * n, "statuses")
+        trace = traced_reads(s, n)
         reqs = s.be.requests()
         eq(len(reqs), n, "requests at the backend")
         jtis = {r["token"]["claims"]["jti"] for r in reqs}
@@ -300,15 +306,9 @@ def hostile_use_reports_refused_and_logged():
 
 @case
 def per_request_binding_one_message_per_request():
-    if not shutil.which("strace"):
-        dt.skip("needs strace")
     n = 20
     with Stack() as s:
-        trace = os.path.join(s.dir.path, "strace.out")
-        open(trace, "w").close()
-        os.chown(trace, *NOBODY)
-        out = run_agent(s, reads(n), strace=trace)
-        eq([x["status"] for x in out], [200] * n, "statuses")
+        trace = traced_reads(s, n)
         recs = s.d.wait_closed(s.session())
         eq(len([r for r in recs if r["type"] == "token"]), n, "token records")
         eq(len([r for r in recs if r["type"] == "response"]), n, "response records")
