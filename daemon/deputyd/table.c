@@ -46,6 +46,8 @@
 #define TABLE_TOKEN_MIN_LEFT 10
 /* What one refused use report puts in the log of its claims: a bounded prefix. */
 #define TABLE_FIELD_MAX 512
+/* URL bytes in one token_use record: with the rest well under a log line (AUDIT_MAX_LINE). */
+#define TABLE_RECORD_TEXT 32768
 
 static uint8_t table_reply[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 
@@ -279,6 +281,15 @@ static const char *table_use_check(struct deputyd *d, const struct token_cache_e
 	return NULL;
 }
 
+static int table_log_uses(struct session *s, struct conn *c, json_t *uses)
+{
+	size_t n = json_array_size(uses);
+
+	return session_log(s, "token_use",
+			   json_pack("{s:o, s:I, s:I, s:o}", "uses", uses, "n", (json_int_t)n,
+				     "pid", (json_int_t)c->pid, "comm", session_text(c->comm)));
+}
+
 int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
 {
 	static struct wire_use u[DP_USES_MAX];
@@ -286,7 +297,7 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 	const struct token_cache_entry *t[DP_USES_MAX];
 	struct session *s = r->s;
 	struct dp_err perr;
-	json_t *uses, *rec;
+	json_t *uses;
 	char why[128], url[8192 + 300];
 
 	if (f->n_uses == 0 || f->n_uses > DP_USES_MAX) {
@@ -313,10 +324,18 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 			return 0;
 		}
 	}
+	/* One record per batch, split where it would outgrow a log line (long URLs). */
 	uses = json_array();
-	for (size_t i = 0; i < f->n_uses && uses; i++) {
+	for (size_t i = 0, text = 0; i < f->n_uses && uses; i++) {
 		if (mint_htu(u[i].scheme, u[i].host, u[i].port, u[i].target, url, sizeof(url)) != 0)
 			snprintf(url, sizeof(url), "(invalid)");
+		if (text + strlen(url) > TABLE_RECORD_TEXT && json_array_size(uses)) {
+			if (table_log_uses(s, c, uses) != 0)
+				dp_err_set(err, "the audit log cannot be written");
+			uses = json_array();
+			text = 0;
+		}
+		text += strlen(url) + 200;
 		json_array_append_new(uses, json_pack("{s:s, s:s, s:s, s:o, s:o}", "jti", u[i].jti,
 						      "aud", t[i]->audience, "scope", t[i]->scope,
 						      "htm", session_text(u[i].method), "htu",
@@ -324,9 +343,7 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 		kevent_request(d, s, u[i].cookie);
 	}
 	s->counts.tokens += f->n_uses;
-	rec = json_pack("{s:o, s:I, s:I, s:o}", "uses", uses, "n", (json_int_t)f->n_uses, "pid",
-			(json_int_t)c->pid, "comm", session_text(c->comm));
-	if (session_log(s, "token_use", rec) != 0)
+	if (uses && table_log_uses(s, c, uses) != 0)
 		dp_err_set(err, "the audit log cannot be written");
 	return 0;
 }
