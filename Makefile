@@ -65,7 +65,7 @@ MAINS        := daemon/deputyd/main.c daemon/cli/main.c
 # The proxy links only what it needs (util, the HTTP parser the shim uses), never deputyd's.
 PROXY_SRCS   := $(wildcard daemon/proxy/*.c)
 PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) \
-		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o)
+		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o mcp.o mcp_filter.o)
 DAEMON_SRCS  := $(filter-out $(MAINS) $(PROXY_SRCS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
