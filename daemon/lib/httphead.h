@@ -83,8 +83,14 @@ struct hh_body {
 	uint64_t left;
 	uint32_t line; /* bytes in the current chunk-ext/trailer line, bounded */
 	uint32_t trailer;
+	/* Where hh_body_feed copies the content (chunk framing removed), if set. */
+	char *sink;
+	size_t sink_cap, sink_len;
+	bool sink_over; /* more content than sink_cap: the rest was not copied */
 };
 void hh_body_init(struct hh_body *b, enum hh_body_mode mode, uint64_t length);
+/* Also keep the content: an MCP route decides on the body it reads (mcp.h). */
+void hh_body_sink(struct hh_body *b, char *buf, size_t cap);
 /* Consumes the body bytes among p[0..n): returns how many belong to the body; *done is set
  * when the body ended (the rest starts the next message). -EBADMSG on a malformed chunked
  * encoding. HH_BODY_CLOSE never ends. */
