@@ -586,7 +586,7 @@ ssize_t mcp_deny_response(char *out, size_t cap, const char *id, bool step_up, c
 	ssize_t o;
 	int n;
 
-	if (!id || strlen(id) > MCP_ID_MAX)
+	if (!id || !*id || strlen(id) > MCP_ID_MAX)
 		id = "null";
 	snprintf(msg, sizeof(msg), "deputy: %.*s", HH_DENY_FIELD_MAX, reason ? reason : "refused");
 	n = snprintf(body, sizeof(body), "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":", id);

@@ -35,7 +35,7 @@ int pxmcp_read_body(struct pxio *io, char *in, size_t cap, size_t *in_len, size_
 
 	*why = "an MCP request body over 1 MiB is refused";
 	if (r->content_length > (int64_t)MCP_BODY_MAX)
-		return -1;
+		return -E2BIG;
 	pxhttp_req_body(r, &b);
 	if (b.mode == HH_BODY_NONE) {
 		*why = "an MCP call without a body";
@@ -57,7 +57,7 @@ int pxmcp_read_body(struct pxio *io, char *in, size_t cap, size_t *in_len, size_
 		}
 		if (b.sink_over || m->raw_len + (size_t)k > PXMCP_RAW_MAX) {
 			*why = "an MCP request body over 1 MiB is refused";
-			return -1;
+			return -E2BIG;
 		}
 		memcpy(m->raw + m->raw_len, in + off, (size_t)k);
 		m->raw_len += (size_t)k;

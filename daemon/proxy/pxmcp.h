@@ -36,7 +36,7 @@ struct pxmcp {
 
 /* Reads the body of the request whose head is in[0..head_len) (r). in[head_len..*in_len)
  * holds what came after the head; on return in holds the head and only what followed the
- * body. 0, or -1 with *why (too large, malformed, the agent went away). */
+ * body. 0, -E2BIG (over MCP_BODY_MAX) or -1 (malformed, the agent went away), with *why. */
 int pxmcp_read_body(struct pxio *io, char *in, size_t cap, size_t *in_len, size_t head_len,
 		    const struct hh_req *r, struct pxmcp *m, const char **why);
 /* Reads the call from the body and checks the head's Mcp-* headers and encoding against it;

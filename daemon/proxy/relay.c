@@ -561,15 +561,25 @@ static int mcp_call(struct conn *c, size_t head_len, const char *host)
 {
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 	const char *why;
+	int r;
 
 	/* The body is needed before the server is asked anything: the client waits for this. */
 	if (c->req.expect_continue)
 		pxio_write(&c->io, cont, sizeof(cont) - 1);
-	if (pxmcp_read_body(&c->io, c->in, sizeof(c->in), &c->in_len, head_len, &c->req, &c->mcp,
-			    &why) != 0 ||
-	    pxmcp_call(&c->mcp, c->in, &c->req, &why) != 0) {
+	r = pxmcp_read_body(&c->io, c->in, sizeof(c->in), &c->in_len, head_len, &c->req, &c->mcp,
+			    &why);
+	if (r != 0 || pxmcp_call(&c->mcp, c->in, &c->req, &why) != 0) {
 		tell_deny(c, why);
 		refuse_mcp(c, false, why, "", "");
+		/* A client still sending would see a reset (unread bytes at close) instead of
+		 * the 403: the rest of an over-size body is read and dropped, within a bound. */
+		for (size_t left = 4 * MCP_BODY_MAX; r == -E2BIG && left > 0;) {
+			ssize_t n = pxio_read(&c->io, c->in, sizeof(c->in));
+
+			if (n <= 0)
+				break;
+			left = (size_t)n < left ? left - (size_t)n : 0;
+		}
 		return 1;
 	}
 	ask(c, host);
