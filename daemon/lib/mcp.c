@@ -557,6 +557,16 @@ static int mcp_header_agrees(const char *buf, const struct hh_req *r, const char
 int mcp_headers_check(const char *buf, const struct hh_req *r, const struct mcp_call *call,
 		      const char **why)
 {
+	/* A coded body (gzip, …) is not the JSON the call was read from. */
+	for (int h = 0; h < r->nhdr; h++) {
+		struct hh_span n = r->hdr[h].name, v = r->hdr[h].value;
+
+		if (n.len == 16 && strncasecmp(buf + n.off, "content-encoding", 16) == 0 &&
+		    !(v.len == 8 && strncasecmp(buf + v.off, "identity", 8) == 0)) {
+			*why = "an MCP call with a Content-Encoding is refused";
+			return -EBADMSG;
+		}
+	}
 	if (mcp_header_agrees(buf, r, "Mcp-Method", call->method, why))
 		return -EBADMSG;
 	return mcp_header_agrees(buf, r, "Mcp-Name", call->name, why);

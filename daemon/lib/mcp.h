@@ -45,7 +45,8 @@ int mcp_call_parse(const char *body, size_t len, struct mcp_call *call, const ch
 enum mcp_kind mcp_method_kind(const char *method);
 
 /* The Mcp-Method and Mcp-Name headers of the head buf (as parsed into r), where sent, must
- * each appear once and equal the body's method and name. 0 or -EBADMSG with *why. */
+ * each appear once and equal the body's method and name; a Content-Encoding other than
+ * identity is refused. 0 or -EBADMSG with *why. */
 int mcp_headers_check(const char *buf, const struct hh_req *r, const struct mcp_call *call,
 		      const char **why);
 

@@ -78,28 +78,11 @@ int pxmcp_read_body(struct pxio *io, char *in, size_t cap, size_t *in_len, size_
 	return 0;
 }
 
-/* A coded body (gzip, …) is not the JSON the call is read from. */
-static bool pxmcp_coded(const char *head, const struct hh_req *r)
-{
-	for (int h = 0; h < r->nhdr; h++) {
-		struct hh_span n = r->hdr[h].name, v = r->hdr[h].value;
-
-		if (n.len == 16 && strncasecmp(head + n.off, "content-encoding", 16) == 0 &&
-		    !(v.len == 8 && strncasecmp(head + v.off, "identity", 8) == 0))
-			return true;
-	}
-	return false;
-}
-
 int pxmcp_call(struct pxmcp *m, const char *head, const struct hh_req *r, const char **why)
 {
 	unsigned char md[32];
 	unsigned int mdlen = 0;
 
-	if (pxmcp_coded(head, r)) {
-		*why = "an MCP call with a Content-Encoding is refused";
-		return -1;
-	}
 	if (mcp_call_parse(m->body, m->body_len, &m->call, why) != 0 ||
 	    mcp_headers_check(head, r, &m->call, why) != 0)
 		return -1;

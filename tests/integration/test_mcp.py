@@ -4,7 +4,8 @@ one here wrote: the npm package @modelcontextprotocol/sdk (tests/mcp/*.mjs, inst
 build/npm-mcp by scripts/deps.sh). The server speaks Streamable HTTP over HTTPS with three
 tools (send_email, read_inbox, delete_all) and logs every request it receives; the SDK's
 client is the agent, run under `deputy run` as nobody with Node, whose own TLS stack sends it
-through deputy's proxy.
+through deputy's proxy; a Python agent (the libssl the shim hooks) sends the same calls
+through the shim, one with its body in several writes.
 
 The route maps read_inbox to email:read, send_email to email:send and the rest to deny; the
 grant holds email:read only. The allowed tool runs and its server sees a token whose scope,
@@ -59,6 +60,9 @@ class World:
             for f in ("server.mjs", "agent.mjs", "raw.mjs"):
                 shutil.copy(os.path.join(MCP_SRC, f), self.js)
             subprocess.run(["chmod", "-R", "a+rX", self.js], check=True)
+        self.ca = os.path.join(self.js, "ca.pem")
+        shutil.copy(self.certs.ca, self.ca)
+        os.chmod(self.ca, 0o644)
         self.servers = {mode: self.server(mode) for mode in ("sse", "json")}
 
     def server(self, mode):
@@ -208,6 +212,86 @@ def tools_list_filtered_in_json_mode_too():
     eq(tools, ["read_inbox"], "tools/list (JSON) through the filter")
     seen = w.seen("json")
     check(seen and seen[-1]["method"] == "tools/list", "the server did not answer the list")
+
+
+# The shim's path: Python's ssl module is the libssl the shim hooks. Each request on its own
+# connection; "split" sends a chunked body in three writes after the head.
+SHIM_CLIENT = r'''
+import http.client, json, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+def call(name, args, id):
+    return {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": name, "arguments": args}}
+cases = {
+    "read": (call("read_inbox", {}, 1), {}),
+    "split": (call("read_inbox", {}, "s1"), {}),
+    "call": (call("send_email", {"to": "bob@example.com"}, "call-7"), {}),
+    "batch": ([call("read_inbox", {}, 1)], {}),
+    "mismatch": (call("send_email", {"to": "x"}, 2), {"Mcp-Name": "read_inbox"}),
+    "big": (call("read_inbox", {"pad": "x" * (1100 * 1024)}, 3), {}),
+}
+out = {}
+for kind, (body, extra) in cases.items():
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    headers.update(extra)
+    c = http.client.HTTPSConnection("api.test", port, timeout=60,
+                                    context=ssl.create_default_context(cafile=ca))
+    try:
+        if kind == "split":
+            parts = [data[:7], data[7:20], data[20:]]
+            c.request("POST", "/mcp", body=iter(parts), headers=headers, encode_chunked=True)
+        else:
+            c.request("POST", "/mcp", body=data, headers=headers)
+        r = c.getresponse()
+        out[kind] = {"status": r.status, "www": r.getheader("WWW-Authenticate"),
+                     "body": r.read().decode()}
+    except Exception as e:
+        out[kind] = {"error": repr(e)}
+    c.close()
+print("RESULT " + json.dumps(out))
+'''
+
+
+@case
+def python_through_the_shim_one_scope_per_tool():
+    w = World.get()
+    d = w.deputyd()
+    before = len(w.seen())
+    script = os.path.join(w.js, "shim_client.py")
+    with open(script, "w") as f:
+        f.write(SHIM_CLIENT)
+    os.chmod(script, 0o644)
+    grant = d.idp.grant(scope="mcp:use email:read", resource=[AUD])
+    r = d.run(grant, [dt.PYTHON, script, str(w.servers["sse"]["port"]), w.ca], user=NOBODY,
+              timeout=180)
+    line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    check(line, "the client printed no result: %r %r" % (r.stdout[-800:], r.stderr[-800:]))
+    out = json.loads(line[-1][7:])
+    for kind in ("read", "split"):
+        eq(out[kind].get("status"), 200, "%s: %r" % (kind, out[kind]))
+        check("inbox: 3 messages" in out[kind]["body"], "%s: the tool's answer" % kind)
+    eq(out["call"].get("status"), 403, "send_email: %r" % out["call"])
+    eq(out["call"]["www"], 'Bearer error="insufficient_scope", scope="email:send"',
+       "WWW-Authenticate")
+    eq(json.loads(out["call"]["body"]).get("id"), "call-7", "the JSON-RPC error's id")
+    for kind, why in (("batch", "batches are refused"), ("mismatch", "disagrees with the body"),
+                      ("big", "over 1 MiB")):
+        eq(out[kind].get("status"), 403, "%s: %r" % (kind, out[kind]))
+        check(why in out[kind]["body"], "%s: the reason: %r" % (kind, out[kind]["body"][:300]))
+    seen = w.seen()[before:]
+    eq([(x["method"], x["name"]) for x in seen], [("tools/call", "read_inbox")] * 2,
+       "what reached the server")
+    for x in seen:
+        claims = dt.decode_jwt(x["auth"][7:])
+        eq(claims["scope"], "email:read", "the token's scope")
+        eq(claims.get("body_sha256"), x["sha256"], "the token binds the body the server got")
+    recs = records(d)
+    toks = [x for x in recs if x["type"] == "token" and x.get("mcp")]
+    check(len(toks) == 2 and all("mediator" not in x for x in toks),
+          "token records of the shim: %r" % toks)
+    check(any(x["type"] == "deny" and x.get("layer") == "shim" and "batches" in x["reason"]
+              for x in recs), "no shim deny record for the batch")
 
 
 def _cleanup():

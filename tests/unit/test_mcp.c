@@ -4,6 +4,10 @@
 #include "../../daemon/lib/mcp.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
+
+#include "../../daemon/lib/sha256.h"
+#include "../../daemon/lib/util.h"
 
 #include "unit.h"
 
@@ -205,8 +209,28 @@ static void test_filter(void)
 	check(mcp_filter_tools(list, strlen(list), false, rules, 3, out, 10) == -ENOSPC);
 }
 
+/* The shim's SHA-256 against OpenSSL's, across the padding boundaries. */
+static void test_sha256(void)
+{
+	static unsigned char buf[300];
+	char mine[65], theirs[65];
+	unsigned char md[32];
+	unsigned int mdlen;
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)(i * 7 + 3);
+	for (size_t n = 0; n < sizeof(buf); n++) {
+		sha256_hex(buf, n, mine);
+		check(EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL) == 1);
+		dp_hex(md, 32, theirs);
+		if (strcmp(mine, theirs) != 0)
+			fail("length %zu: %s, OpenSSL says %s", n, mine, theirs);
+	}
+}
+
 int main(void)
 {
+	RUN(test_sha256);
 	RUN(test_tool_call);
 	RUN(test_refused);
 	RUN(test_deep_nesting);
