@@ -294,6 +294,54 @@ def python_through_the_shim_one_scope_per_tool():
               for x in recs), "no shim deny record for the batch")
 
 
+@case
+def a_lying_agent_gets_no_scope_outside_the_grant():
+    """The agent speaks deputyd's protocol itself, as a tampered shim could: whatever call it
+    claims, deputyd mints only the scope that call maps to and only inside the grant, and
+    the token binds the claimed call and body hash, which the server checks."""
+    if not dt.is_root():
+        dt.skip("needs root to run the agent as nobody")
+    d = dt.Deputyd(routes=[
+        {"host": "api.test", "port": 443, "path": "/mcp", "action": "delegate", "audience": AUD,
+         "scope": "mcp:use", "mcp": {"tools": {"read_inbox": "email:read",
+                                               "send_email": "email:send", "*": "deny"}}},
+        {"host": "api.test", "port": 443, "action": "delegate", "audience": AUD,
+         "scope": "email:read"},
+    ])
+    for rt in d.config["routes"]:
+        rt["addrs"] = [d.api_addr]
+    d.write_config()
+    d.start()
+    h = "ab" * 32
+
+    def ask(target, *mcp):
+        f = [["SESSION", "$SESSION"], ["SCHEME", "https"], ["HOST", "api.test"],
+             ["PORT", 443], ["METHOD", "POST"], ["TARGET", target]]
+        return ["DECIDE", f + [list(x) for x in mcp]]
+    call = [("MCP_METHOD", "tools/call"), ("BODY_SHA256", h)]
+    r, replies = dt.agent_requests(d, d.idp.grant(scope="mcp:use email:read", resource=[AUD]), [
+        ask("/mcp"),
+        ask("/mcp", ("MCP_NAME", "send_email"), *call),
+        ask("/mcp", ("MCP_NAME", "delete_all"), *call),
+        ask("/mcp", ("MCP_NAME", "read_inbox"), *call),
+        ask("/mcp", ("MCP_NAME", "read_inbox"), ("MCP_METHOD", "tools/call"),
+            ("BODY_SHA256", "not-a-hash")),
+        ask("/mcp", *call),
+        ask("/other", ("MCP_NAME", "read_inbox"), *call),
+    ], user=NOBODY)
+    eq(r.returncode, 0, r.stderr)
+    eq([dt.VERDICT[x["VERDICT"]] for x in replies],
+       ["mcp_body", "deny", "deny", "delegate", "deny", "deny", "deny"], "replies %r" % replies)
+    check("email:send" in replies[1]["REASON"], replies[1]["REASON"])
+    check("denies tool" in replies[2]["REASON"], replies[2]["REASON"])
+    claims = dt.decode_jwt(replies[3]["TOKEN"])
+    eq((claims["scope"], claims["mcp"], claims["body_sha256"]),
+       ("email:read", {"method": "tools/call", "name": "read_inbox"}, h), "the token's call")
+    for x in replies[4:6]:
+        check("malformed MCP call" in x["REASON"], x["REASON"])
+    check("without \"mcp\"" in replies[6]["REASON"], replies[6]["REASON"])
+
+
 def _cleanup():
     if World.inst:
         for s in World.inst.servers.values():
