@@ -120,6 +120,9 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 #define HH_DENY_RESP_MAX (3 * 6 * HH_DENY_FIELD_MAX + 256)
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user);
+/* That JSON object alone, into a writer (the MCP refusal carries it as its error's data). */
+struct jw;
+void hh_deny_json(struct jw *w, const char *reason, const char *scope, const char *user);
 
 /* Is c a tchar (RFC 9110 §5.6.2 token character: what methods and field names are made of)?
  * The one copy of that check for the shim, deputyd and the CLI. */

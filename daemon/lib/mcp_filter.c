@@ -44,135 +44,95 @@ static int mcpf_put(struct mcpf *f, const char *p, size_t k)
 	return 0;
 }
 
-/* One element of a tools array: its last "name" member (as JSON.parse keeps it). */
-static int mcpf_tool_name(struct mcpj *j, char *name, size_t cap, bool *named)
+/* A member of one tool: its last "name" (as JSON.parse keeps it). */
+struct mcpf_tool {
+	char name[MCP_NAME_MAX + 1];
+	bool named;
+};
+
+static int mcpf_tool_item(struct mcpj *j, const char *key, size_t klen, void *arg)
 {
-	*named = false;
-	mcpj_skip_ws(j);
-	if (j->p >= j->end || *j->p != '{')
-		return mcpj_value(j, 3);
-	j->p++;
-	mcpj_skip_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
-		return 0;
-	}
-	for (;;) {
-		char key[8];
-		size_t klen;
-		bool over;
+	struct mcpf_tool *t = arg;
+	bool over;
 
-		if (mcpj_key(j, key, sizeof(key), &klen))
-			return -EBADMSG;
-		if (mcpj_key_is(key, klen, "name") && j->p < j->end && *j->p == '"') {
-			if (mcpj_string(j, name, cap, NULL, &over))
-				return -EBADMSG;
-			*named = !over;
-		} else if (mcpj_value(j, 4)) {
-			return -EBADMSG;
-		}
-		mcpj_skip_ws(j);
-		if (j->p >= j->end)
-			return -EBADMSG;
-		if (*j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		if (*j->p++ != ',')
-			return -EBADMSG;
-	}
-}
-
-/* The tools array at j->p: copies what the source held up to *from, then the kept
- * elements; *from becomes the array's closing bracket. */
-static int mcpf_tools(struct mcpf *f, struct mcpj *j, const char **from)
-{
-	bool first = true;
-
-	j->p++;
-	if (mcpf_put(f, *from, (size_t)(j->p - *from)))
-		return -ENOSPC;
-	mcpj_skip_ws(j);
-	if (j->p < j->end && *j->p == ']') {
-		*from = j->p;
-		j->p++;
-		return 0;
-	}
-	for (;;) {
-		char name[MCP_NAME_MAX + 1];
-		const char *start;
-		bool named;
-
-		mcpj_skip_ws(j);
-		start = j->p;
-		if (mcpf_tool_name(j, name, sizeof(name), &named))
-			return -EBADMSG;
-		if (named && mcp_rules_allow(f->rules, f->n, name)) {
-			if ((!first && mcpf_put(f, ",", 1)) ||
-			    mcpf_put(f, start, (size_t)(j->p - start)))
-				return -ENOSPC;
-			first = false;
-		}
-		mcpj_skip_ws(j);
-		if (j->p >= j->end)
-			return -EBADMSG;
-		if (*j->p == ']') {
-			*from = j->p;
-			j->p++;
-			return 0;
-		}
-		if (*j->p++ != ',')
-			return -EBADMSG;
-	}
-}
-
-/* Members of an object at j->p; at depth 0 "result" is descended into, at depth 1 "tools". */
-static int mcpf_object(struct mcpf *f, struct mcpj *j, int depth, const char **from)
-{
-	if (j->p >= j->end || *j->p != '{')
+	if (!mcpj_key_is(key, klen, "name") || j->p >= j->end || *j->p != '"')
+		return mcpj_value(j, 4);
+	if (mcpj_string(j, t->name, sizeof(t->name), NULL, &over))
 		return -EBADMSG;
-	j->p++;
-	mcpj_skip_ws(j);
-	if (j->p < j->end && *j->p == '}') {
-		j->p++;
+	t->named = !over;
+	return 0;
+}
+
+/* An element of a tools array: copied after the kept ones when its tool is allowed. */
+struct mcpf_tools {
+	struct mcpf *f;
+	bool first;
+};
+
+static int mcpf_tools_item(struct mcpj *j, const char *key, size_t klen, void *arg)
+{
+	struct mcpf_tools *ts = arg;
+	const char *start = j->p;
+	struct mcpf_tool t;
+
+	(void)key;
+	(void)klen;
+	t.named = false;
+	if (j->p < j->end && *j->p == '{' ? mcpj_list(j, mcpf_tool_item, &t) : mcpj_value(j, 3))
+		return -EBADMSG;
+	if (!t.named || !mcp_rules_allow(ts->f->rules, ts->f->n, t.name))
 		return 0;
+	if ((!ts->first && mcpf_put(ts->f, ",", 1)) ||
+	    mcpf_put(ts->f, start, (size_t)(j->p - start)))
+		return -ENOSPC;
+	ts->first = false;
+	return 0;
+}
+
+/* Members of the message (depth 0: "result" descended into) and of its result (depth 1:
+ * "tools" filtered). What the source held before a tools array is copied up to its '[';
+ * *from then moves to its ']'. */
+struct mcpf_obj {
+	struct mcpf *f;
+	const char **from;
+	int depth;
+};
+
+static int mcpf_obj_item(struct mcpj *j, const char *key, size_t klen, void *arg)
+{
+	struct mcpf_obj *o = arg;
+	bool at_obj = j->p < j->end && *j->p == '{', at_arr = j->p < j->end && *j->p == '[';
+
+	if (o->depth == 0 && at_obj && mcpj_key_is(key, klen, "result")) {
+		struct mcpf_obj inner = {o->f, o->from, 1};
+
+		return mcpj_list(j, mcpf_obj_item, &inner);
 	}
-	for (;;) {
-		char key[8];
-		size_t klen;
+	if (o->depth == 1 && at_arr && mcpj_key_is(key, klen, "tools")) {
+		struct mcpf_tools ts = {o->f, true};
 		int r;
 
-		if (mcpj_key(j, key, sizeof(key), &klen))
-			return -EBADMSG;
-		if (depth == 0 && mcpj_key_is(key, klen, "result") && j->p < j->end && *j->p == '{')
-			r = mcpf_object(f, j, 1, from);
-		else if (depth == 1 && mcpj_key_is(key, klen, "tools") && j->p < j->end &&
-			 *j->p == '[')
-			r = mcpf_tools(f, j, from);
-		else
-			r = mcpj_value(j, depth + 1);
-		if (r)
+		if (mcpf_put(o->f, *o->from, (size_t)(j->p + 1 - *o->from)))
+			return -ENOSPC;
+		if ((r = mcpj_list(j, mcpf_tools_item, &ts)))
 			return r;
-		mcpj_skip_ws(j);
-		if (j->p >= j->end)
-			return -EBADMSG;
-		if (*j->p == '}') {
-			j->p++;
-			return 0;
-		}
-		if (*j->p++ != ',')
-			return -EBADMSG;
+		*o->from = j->p - 1; /* the array's ']' and what follows are the caller's */
+		return 0;
 	}
+	return mcpj_value(j, o->depth + 1);
 }
 
 static int mcpf_message(struct mcpf *f, const char *in, size_t len)
 {
 	struct mcpj j = {in, in + len};
 	const char *from = in;
+	struct mcpf_obj top = {f, &from, 0};
 	int r;
 
 	mcpj_skip_ws(&j);
-	if ((r = mcpf_object(f, &j, 0, &from)))
+	if (j.p >= j.end || *j.p != '{')
+		return -EBADMSG;
+	if ((r = mcpj_list(&j, mcpf_obj_item, &top)))
 		return r;
 	mcpj_skip_ws(&j);
 	if (j.p != j.end)

@@ -10,6 +10,7 @@
 #include "../../daemon/lib/httpbody.c"
 #include "../../daemon/lib/jsonw.c"
 #include "../../daemon/lib/mcp.c"
+#include "../../daemon/lib/mcp_json.c"
 #include "../../daemon/lib/mcp_filter.c"
 
 #include <stdlib.h>

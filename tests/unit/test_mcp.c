@@ -73,7 +73,7 @@ static void test_refused(void)
 	    {"{\"jsonrpc\":\"2.0\",\"method\":\"\\ud800\"}", "method"},
 	    {"{\"jsonrpc\":\"2.0\",\"method\":\"a\xff\"}", "method"},
 	    {"{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"params\":{\"name\":\"a\\u0000b\"}}",
-	     "one JSON object"},
+	     "control"},
 	    {"{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"params\":{\"name\":\"a\\nb\"}}",
 	     "control"},
 	    {"\"tools/call\"", "one JSON object"},
