@@ -203,6 +203,20 @@ def batch_mismatch_and_oversize_are_refused():
 
 
 @case
+def a_chunked_call_in_pieces_through_the_proxy():
+    w = World.get()
+    d = w.deputyd()
+    before = len(w.seen())
+    out = run_js(d, "raw.mjs", w.url(), "split")
+    eq(out.get("status"), 200, "status: %r" % out)
+    check("inbox: 3 messages" in out["body"], "the tool's answer: %r" % out["body"][:300])
+    seen = w.seen()[before:]
+    eq([(x["method"], x["name"]) for x in seen], [("tools/call", "read_inbox")], "at the server")
+    eq(dt.decode_jwt(seen[0]["auth"][7:])["body_sha256"], seen[0]["sha256"],
+       "the token binds the body's content, chunk framing aside")
+
+
+@case
 def tools_list_filtered_in_json_mode_too():
     w = World.get()
     d = w.deputyd()
