@@ -125,7 +125,8 @@ static const struct token_cache_entry *table_local(struct deputyd *d, struct ses
 {
 	const struct token_cache_entry *t;
 
-	if (rt->action != DP_ACTION_DELEGATE || rt->tls_opaque || s->grant->exp <= now ||
+	/* An MCP route's token carries the body's hash: such requests always ask. */
+	if (rt->action != DP_ACTION_DELEGATE || rt->tls_opaque || rt->mcp || s->grant->exp <= now ||
 	    !grant_has_scope(s->grant, rt->scope) || !grant_has_resource(s->grant, rt->audience))
 		return NULL;
 	t = table_token(s, rt);
@@ -275,8 +276,8 @@ static const char *table_use_check(struct deputyd *d, const struct token_cache_e
 	    url_path_ambiguous(path, strlen(path)))
 		return "a use report names a request path no table covers";
 	rt = route_match(d->cfg, u->host, u->port, u->method, path);
-	if (!rt || rt->action != DP_ACTION_DELEGATE || strcmp(rt->audience, t->audience) != 0 ||
-	    strcmp(rt->scope, t->scope) != 0)
+	if (!rt || rt->action != DP_ACTION_DELEGATE || rt->mcp ||
+	    strcmp(rt->audience, t->audience) != 0 || strcmp(rt->scope, t->scope) != 0)
 		return "a use report names a request outside its token's route";
 	return NULL;
 }
