@@ -305,6 +305,20 @@ def hostile_use_reports_refused_and_logged():
 
 
 @case
+def long_urls_split_over_records():
+    with session_stack(kernel="off") as s:
+        target = "/read/" + "a" * 1600
+        _, sid = hostile(s, [["decide", None], ["uses", ["$MINE", 19, target]]])
+        recs = s.d.wait_closed(sid)
+        batches = [r for r in recs if r["type"] == "token_use"]
+        check(len(batches) >= 2, "one batch of %d uses in one record" % len(uses_of(recs)))
+        eq(len(uses_of(recs)), 19, "uses logged")
+        check(all(u["htu"].endswith(target) for u in uses_of(recs)), "htu")
+        eq(dt.run([dt.DEPUTY, "audit", "verify", sid], env=s.d.env()).returncode, 0,
+           "the log verifies")
+
+
+@case
 def per_request_binding_one_message_per_request():
     n = 20
     with Stack() as s:
