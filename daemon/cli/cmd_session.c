@@ -492,6 +492,15 @@ static void print_record(struct log_view *lv, json_t *rec)
 			 json_is_false(enf) ? " not enforced" : "");
 		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
 			 lv->agent ? lv->agent : "?", *js(rec, "scope") ? js(rec, "scope") : "-");
+	} else if (strcmp(type, "token_use") == 0) {
+		/* Requests the shim sent with the session's token from its table, a batch. */
+		json_t *uses = json_object_get(rec, "uses"), *u0 = json_array_get(uses, 0);
+
+		snprintf(what, sizeof(what), "%s %s%s", js(u0, "htm"), js(u0, "htu"),
+			 json_array_size(uses) > 1 ? " …" : "");
+		snprintf(verdict, sizeof(verdict), "delegate ×%zu", json_array_size(uses));
+		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
+			 lv->agent ? lv->agent : "?", js(u0, "scope"));
 	} else if (strcmp(type, "passthrough") == 0) {
 		snprintf(what, sizeof(what), "%s %s", js(rec, "method"), js(rec, "url"));
 		snprintf(verdict, sizeof(verdict), "passthrough");
