@@ -36,6 +36,7 @@ void hh_body_init(struct hh_body *b, enum hh_body_mode mode, uint64_t length)
 	b->st = CH_SIZE;
 }
 
+/* A hex digit's value (util.c's b64url_value is the same shape for another alphabet). */
 static int hh_hexval(unsigned char c)
 {
 	if (c >= '0' && c <= '9')
@@ -48,7 +49,8 @@ static int hh_hexval(unsigned char c)
 }
 
 /* Over 100 lines on purpose: one state machine (RFC 9112 §7.1) that takes the bytes in any
- * split; its states read best in one switch. */
+ * split; its states read best in one switch. The CR LF states look alike (and like
+ * httphead.c's) because each checks one byte; folded, they would not say which was wrong. */
 static ssize_t hh_chunked_feed(struct hh_body *b, const char *p, size_t n, bool *done)
 {
 	size_t i = 0;

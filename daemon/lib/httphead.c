@@ -53,6 +53,8 @@ static bool hh_span_ieq(const char *buf, struct hh_span s, const char *lit)
 
 /* ---- finding the end of a request head ---------------------------------------------- */
 
+/* The states look alike (and like httpbody.c's) because each checks one byte of a CR LF
+ * pair; folded together they would no longer say which byte was wrong where. */
 enum { SC_TEXT, SC_CR, SC_CRLF, SC_CRLFCR };
 
 int hh_scan_feed(struct hh_scan *s, const char *p, size_t n, size_t *used)
