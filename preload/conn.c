@@ -7,6 +7,7 @@
 #include "deputy/event.h"
 #include "deputy/proto.h"
 #include "shim.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -262,12 +263,12 @@ static void conn_process_head(struct conn *c)
 	struct hh_req *r = &c->req;
 	struct dpc_decision *d = &c->dec;
 	char host[HH_HOST_MAX], method[40], target[CONN_TARGET_MAX];
-	const char *why;
+	struct dp_err err;
 	int hport = -1, port;
 
 	c->scan = (struct hh_scan){0};
-	if (hh_req_parse(c->head, c->hlen, r, &why) < 0) {
-		conn_deny_local(c, why, c->sni, NULL, NULL);
+	if (hh_req_parse(c->head, c->hlen, r, &err) < 0) {
+		conn_deny_local(c, err.msg, c->sni, NULL, NULL);
 		return;
 	}
 	conn_span(method, sizeof(method), c->head, r->method);

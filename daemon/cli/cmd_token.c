@@ -130,7 +130,7 @@ static bool plain_text(const char *s)
 }
 
 /* The "issuer" of deputyd's config, for a grant's default audience. */
-static char *config_issuer(const char *path, char *why, size_t whylen)
+static char *config_issuer(const char *path, struct dp_err *err)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -139,7 +139,7 @@ static char *config_issuer(const char *path, char *why, size_t whylen)
 	int r = dp_read_file(path, CLI_CONFIG_MAX, &text, &len);
 
 	if (r) {
-		snprintf(why, whylen, "%s: %s", path, strerror(-r));
+		dp_err_set(err, "%s: %s", path, strerror(-r));
 		return NULL;
 	}
 	root = json_loadb(text, len, 0, &jerr);
@@ -147,7 +147,7 @@ static char *config_issuer(const char *path, char *why, size_t whylen)
 	if (json_is_string(json_object_get(root, "issuer")))
 		iss = strdup(json_string_value(json_object_get(root, "issuer")));
 	else
-		snprintf(why, whylen, "%s: no \"issuer\" string", path);
+		dp_err_set(err, "%s: no \"issuer\" string", path);
 	json_decref(root);
 	return iss;
 }
@@ -174,7 +174,7 @@ int cmd_grant(int argc, char **argv)
 	const char *key_path = NULL, *iss = NULL, *user = NULL, *agent = NULL, *aud = NULL;
 	const char *config = NULL, *ttl_text = NULL, *v;
 	const char *resources[GRANT_MAX_VALUES];
-	char scope[4096] = "", agent_id[256], jti[DP_ID_LEN], why[512] = "";
+	char scope[4096] = "", agent_id[256], jti[DP_ID_LEN];
 	size_t n_res = 0, slen = 0;
 	int jwks_only = 0, bad = 0, rc = 1;
 	struct dp_err err = {""};
@@ -262,13 +262,13 @@ int cmd_grant(int argc, char **argv)
 			config = getenv("DEPUTY_CONFIG");
 		if (!config)
 			config = DP_DEFAULT_CONFIG;
-		aud = aud_owned = config_issuer(config, why, sizeof(why));
+		aud = aud_owned = config_issuer(config, &err);
 		if (!aud)
 			return cli_fail(
 			    "grant",
 			    "no audience: give --aud URI (deputyd's issuer) or --config "
 			    "FILE (%s)",
-			    why);
+			    err.msg);
 	}
 
 	key = dp_key_load_private_pem(key_path, &err);
