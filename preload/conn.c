@@ -257,7 +257,9 @@ static enum hh_prefix conn_classify(struct conn *c, const char *p, size_t n, boo
 	return k;
 }
 
-/* A complete head is in c->head: decide and put what goes to the network in c->out. */
+/* A complete head is in c->head: decide and put what goes to the network in c->out.
+ * Over 100 lines on purpose: every check between parse and verdict (target, Host, SNI,
+ * port, deputyd's answer) in the order it is made, each refusal one call here. */
 static void conn_process_head(struct conn *c)
 {
 	struct hh_req *r = &c->req;
@@ -406,6 +408,9 @@ static bool conn_buffers(struct conn *c)
 	return c->head && c->out;
 }
 
+/* Over 100 lines on purpose: one switch over a request's states (first bytes, head, body,
+ * refused, reset), each taking what it can of the application's bytes and handing the rest
+ * to the next state in the same loop. */
 ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool partial_ok)
 {
 	size_t used = 0;

@@ -178,6 +178,9 @@ static int run_wait(void)
 	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
+/* Over 100 lines on purpose: deputy run's steps in the order that matters (not dumpable
+ * before the grant is read, the child forked before the session opens so that deputyd can
+ * move it in, then the go message), read top to bottom rather than across helpers. */
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},

@@ -169,6 +169,8 @@ static int grant_print_jwks(const char *key_path)
 	return 0;
 }
 
+/* Over 100 lines: most of it is the option loop and each option's own check, which read
+ * best beside each other; the grant itself is built in the last few lines. */
 int cmd_grant(int argc, char **argv)
 {
 	const char *key_path = NULL, *iss = NULL, *user = NULL, *agent = NULL, *aud = NULL;
