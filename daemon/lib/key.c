@@ -235,7 +235,7 @@ static int key_file_read(const char *path, bool strict_mode, char **out, size_t 
 	got = dp_read_upto(fd, buf, (size_t)st.st_size);
 	close(fd);
 	if (got < 0) {
-		free(buf);
+		OPENSSL_clear_free(buf, (size_t)st.st_size + 1); /* may hold part of a key */
 		dp_err_set(err, "%s: %s", path, strerror((int)-got));
 		return (int)got;
 	}
