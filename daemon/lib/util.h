@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * util: logging, errors, base64url, randomness and time, shared by deputyd, the deputy CLI
- * and the verification library. Nothing here allocates except where it says so.
+ * util: logging, errors, base64url, randomness and time, reads and growing arrays, shared by
+ * deputyd, the deputy CLI and the verification library. Nothing here allocates except where
+ * it says so.
  */
 #ifndef DEPUTY_UTIL_H
 #define DEPUTY_UTIL_H
