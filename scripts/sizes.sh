@@ -36,16 +36,26 @@ allowed() {
 	return 1
 }
 
+# The C sources under the given folders: the files git tracks, or, outside a checkout (an
+# unpacked release), what is there but build output and npm packages.
+sources() {
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		git ls-files -- "$@" | grep -E '\.[ch]$'
+	else
+		find "$@" \( -name build -o -name node_modules \) -prune -o -type f -name '*.[ch]' \
+			-print | sed 's|^\./||'
+	fi
+}
+
 bad=0
 while read -r n f; do
 	if [ "$n" -gt "$MAX_FILE" ] && ! allowed "$f"; then
 		echo "$f: $n lines (at most $MAX_FILE; split it, or say why in FILE_ALLOW)"
 		bad=1
 	fi
-done < <(git ls-files -- 'daemon/*.[ch]' 'preload/*.[ch]' 'bpf/*.[ch]' 'include/*.h' |
-	xargs -r wc -l | grep -v ' total$')
+done < <(sources daemon preload bpf include | xargs -r wc -l | grep -v ' total$')
 
-long=$(git ls-files -- '*.c' '*.h' | xargs -r awk -v max="$MAX_FUNC" '
+long=$(sources . | xargs -r awk -v max="$MAX_FUNC" '
 	FNR == 1 { sig = 0; body = 0; cend = -1; ctext = ""; incom = 0 }
 	# comment blocks: remember the text of the last one and where it ended
 	!body && !incom && /^[ \t]*\/\*/ { incom = 1; ctext = "" }
