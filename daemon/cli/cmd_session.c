@@ -447,6 +447,9 @@ static const char *js(json_t *rec, const char *k)
 	return v ? v : "";
 }
 
+/* One case per record type, side by side so the text view's columns are seen together:
+ * long (over 100 lines) because each type is a few lines and splitting them apart would
+ * hide how they line up. */
 static void print_record(struct log_view *lv, json_t *rec)
 {
 	const char *type = js(rec, "type"), *ts = js(rec, "ts");
