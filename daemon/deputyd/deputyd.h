@@ -174,6 +174,29 @@ void table_invalidate(struct session *s);
 void table_invalidate_all(struct deputyd *d);
 void table_free(struct session *s);
 
+/* The session's TABLE reply (seq for its header), in static memory, and its page's fd to
+ * pass along; NULL with the reason in err. For a shim (handle_table_get) or the proxy. */
+struct dp_msg;
+const struct dp_msg *table_build(struct deputyd *d, struct session *s, uint32_t seq, int *page_fd,
+				 struct dp_err *err);
+
+/* Who reported uses: named in the records; check (optional) refuses a use the reporter may
+ * not make (the proxy: outside its connection's destination); cookie, when not 0, is the
+ * connection every use is counted on, whatever the use says. */
+struct wire_use;
+struct wire_fields;
+struct table_who {
+	pid_t pid;
+	const char *comm;
+	const char *mediator; /* NULL: the shim */
+	uint64_t cookie;
+	const char *(*check)(struct deputyd *d, void *ctx, const struct wire_use *u);
+	void *ctx;
+};
+/* A USES report: all logged as `token_use`, or refused whole (a `deny` record). */
+void table_uses(struct deputyd *d, struct session *s, const struct wire_fields *f,
+		const struct table_who *w, struct dp_err *err);
+
 /* cookie.c: a session's TCP connections and the mediated requests on each. open: the
  * kernel reported a connect (0, -EINVAL for cookie 0, -ENOSPC at the limit, -ENOMEM);
  * request: true if the connection is known and the request counted; close: true if it was

@@ -33,28 +33,15 @@ static void chan_lost(const char *what)
 
 static void chan_send_locked(struct dp_msg *m, int pass_fd)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cbuf;
+	union dp_fd_cmsg cbuf;
 	struct iovec iov = {m->buf, m->len};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t w;
 
 	memcpy(m->buf + 8, &chan_seq, sizeof(chan_seq));
 	chan_seq++;
-	if (pass_fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = sizeof(cbuf.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-	}
+	if (pass_fd >= 0)
+		dp_msghdr_fd(&mh, &cbuf, pass_fd);
 	do
 		w = sendmsg(chan_fd, &mh, MSG_NOSIGNAL);
 	while (w < 0 && errno == EINTR);

@@ -59,7 +59,9 @@ enum dp_msg_type {
 	DP_MSG_PROXY_RESPONSE = 44, /* CONN, JTI, STATUS (NOREPLY) */
 	DP_MSG_PROXY_DENY = 45,	    /* CONN, REASON [, METHOD, TARGET]: refused in the proxy */
 	DP_MSG_PROXY_CLOSE = 46,    /* CONN, STATUS (requests mediated on it) (NOREPLY) */
-	/* 47, 48: reserved for the proxy's session tables (TABLE_GET and USES by CONN). */
+	/* The proxy's session tables: as TABLE_GET and USES, by CONN instead of SESSION. */
+	DP_MSG_PROXY_TABLE_GET = 47, /* CONN -> TABLE, with the session's generation page */
+	DP_MSG_PROXY_USES = 48,	     /* CONN, USE… (NOREPLY): uses on that connection */
 };
 
 enum dp_tag {
