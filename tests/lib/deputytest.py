@@ -706,7 +706,7 @@ def route_conns_close():
 
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
        "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24,
-       "TABLE": 25, "USES": 26,
+       "TABLE": 25, "USES": 26, "PROXY_TABLE_GET": 47, "PROXY_USES": 48,
        "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
