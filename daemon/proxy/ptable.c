@@ -181,12 +181,7 @@ void ptbl_use(struct ptbl_uses *u, uint64_t conn, const char *scheme, const char
 
 	/* The USE's own field list, after a header that is not sent. */
 	dp_msg_init(&e, use, sizeof(use), 0, 0, 0);
-	dp_msg_put_str(&e, DP_T_SCHEME, scheme);
-	dp_msg_put_str(&e, DP_T_JTI, jti);
-	dp_msg_put_str(&e, DP_T_METHOD, method);
-	dp_msg_put_str(&e, DP_T_HOST, host);
-	dp_msg_put_u64(&e, DP_T_PORT, (uint64_t)port);
-	dp_msg_put_str(&e, DP_T_TARGET, target);
+	dp_use_put(&e, scheme, jti, method, host, port, target);
 	if (e.err)
 		return; /* too long to be a use deputyd accepts: it is not reported */
 	elen = e.len - DP_PROTO_HDR_LEN;

@@ -201,6 +201,18 @@ static inline void dp_msg_put_u64(struct dp_msg *m, uint16_t tag, uint64_t v)
 }
 
 /* Finish: write the payload length into the header. 0 or the sticky error. */
+/* A USE's own field list (USES, PROXY_USES), into u started after a header not sent. */
+static inline void dp_use_put(struct dp_msg *u, const char *scheme, const char *jti,
+			      const char *method, const char *host, int port, const char *target)
+{
+	dp_msg_put_str(u, DP_T_SCHEME, scheme);
+	dp_msg_put_str(u, DP_T_JTI, jti);
+	dp_msg_put_str(u, DP_T_METHOD, method);
+	dp_msg_put_str(u, DP_T_HOST, host);
+	dp_msg_put_u64(u, DP_T_PORT, (uint64_t)port);
+	dp_msg_put_str(u, DP_T_TARGET, target);
+}
+
 static inline int dp_msg_finish(struct dp_msg *m)
 {
 	uint32_t plen;

@@ -9,7 +9,11 @@ says `mediator: "proxy"`. Also: a client that does not trust the session CA fail
 API sees nothing; getpeername() in the agent is the original address; the proxy runs
 without root and capabilities; killed, it is restarted (in-flight requests fail, new ones
 work); an SNI that is not the route host, or a destination that is not its address, is
-refused; lower-case and unknown methods are refused.
+refused; lower-case and unknown methods are refused. Under "token_binding": "session" the
+proxy decides from the session's table (one DECIDE for many requests, each still in the
+log), a reload removing the route refuses the next request, an agent (Bun) that exits right
+after its last request loses no record, and a use the proxy reports for a token of another
+session is refused.
 
 Runs in a private mount namespace whose /etc/hosts names the test hosts (deputyd resolves
 route hosts itself, as for a real API). Needs root and BPF (SKIP otherwise, FAIL under
@@ -559,17 +563,16 @@ def session_binding_in_the_proxy_asks_deputyd_once():
        "response records")
 
 
-@case
-def reload_removing_the_route_refuses_the_next_proxied_request():
+def gated(d, n, between):
+    """n requests by one Node agent in a session, the last one only after between(statuses
+    so far) returned. Returns the statuses of all, and the agent's stderr."""
     w = World.get()
-    require("node", "node")
-    d = w.deputyd(token_binding="session")
     gate = gate_path(w)
-    cmd = [dt.DEPUTY, "run", "--grant", d.grant_file(
-        d.idp.grant(scope="email:read", resource=["https://api.test"])), "--agent", "mailbot",
-        "--"] + loop_agent(d, "node", 4, gate)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=d.env(), preexec_fn=dt.demote(NOBODY))
+    grant = d.grant_file(d.idp.grant(scope="email:read", resource=["https://api.test"]))
+    p = subprocess.Popen([dt.DEPUTY, "run", "--grant", grant, "--agent", "mailbot", "--"] +
+                         loop_agent(d, "node", n, gate), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=d.env(),
+                         preexec_fn=dt.demote(NOBODY))
     try:
         lines = []
         while not (lines and lines[-1].startswith("waiting")):
@@ -577,20 +580,34 @@ def reload_removing_the_route_refuses_the_next_proxied_request():
             if not line:
                 dt.fail("agent ended early: %s" % p.stderr.read()[-800:])
             lines.append(line)
-        eq(statuses("".join(lines)), [200] * 3, "before the reload")
-        d.config["routes"] = [x for x in d.config["routes"] if x.get("scope") != "email:read"]
-        d.write_config()
-        d.proc.send_signal(signal.SIGHUP)
-        check(dt.wait_until(lambda: "reloaded" in d.log_text(), 30), "no reload")
+        between(statuses("".join(lines)))
         open(gate, "w").close()
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    eq(statuses(out), [403], "the request after the reload: %s" % err[-300:])
+    return statuses("".join(lines) + out), err
+
+
+@case
+def reload_removing_the_route_refuses_the_next_proxied_request():
+    w = World.get()
+    require("node", "node")
+    d = w.deputyd(token_binding="session")
+
+    def reload(before):
+        eq(before, [200] * 3, "before the reload")
+        d.config["routes"] = [x for x in d.config["routes"] if x.get("scope") != "email:read"]
+        d.write_config()
+        d.proc.send_signal(signal.SIGHUP)
+        check(dt.wait_until(lambda: "reloaded" in d.log_text(), 30), "no reload")
+
+    got, err = gated(d, 4, reload)
+    eq(got, [200, 200, 200, 403], "the request after the reload: %s" % err[-300:])
     recs = all_records(d)
-    check(len(uses_of(recs)) >= 1, "no request was decided from the proxy's table: %r" % [(x["type"], x.get("reason")) for x in recs])
+    check(uses_of(recs), "no request was decided from the proxy's table: %r"
+          % [(x["type"], x.get("reason")) for x in recs])
 
 
 @case
@@ -636,30 +653,20 @@ def a_proxy_reporting_uses_outside_its_connection_is_refused():
     eq(statuses(r.stdout), [200], "session A")
     a = session_of(d)
     jti = [x for x in d.wait_closed(a, kernel=True) if x["type"] == "token"][0]["jti"]
-    gate = gate_path(w)
-    cmd = [dt.DEPUTY, "run", "--grant", d.grant_file(
-        d.idp.grant(scope="email:read", resource=["https://api.test"])), "--agent", "mailbot",
-        "--"] + loop_agent(d, "node", 2, gate)
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=d.env(), preexec_fn=dt.demote(NOBODY))
-    try:
-        check(dt.wait_until(lambda: p.stdout.readline().startswith("waiting"), 60), "B waits")
+    use = dt.frame("OK", [("SCHEME", "https"), ("JTI", jti), ("METHOD", "GET"),
+                          ("HOST", "api.test"), ("PORT", w.tls.port),
+                          ("TARGET", "/read/stolen")])[12:]
+
+    def steal(before):
         chan = proxy_channel(d)
-        use = dt.frame("OK", [("SCHEME", "https"), ("JTI", jti), ("METHOD", "GET"),
-                              ("HOST", "api.test"), ("PORT", w.tls.port),
-                              ("TARGET", "/read/stolen")])[12:]
         # deputyd numbers connections from 1: B's keep-alive connection is among the first.
         for conn in range(1, 6):
             chan.send(dt.frame("PROXY_USES", [("CONN", conn), ("USE", use)],
                                flags=dt.NOREPLY))
         chan.close()
-        open(gate, "w").close()
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    eq(statuses(out), [200], "session B goes on: %s" % err[-300:])
+
+    got, err = gated(d, 2, steal)
+    eq(got, [200, 200], "session B goes on: %s" % err[-300:])
     b = session_of(d)
     recs = d.wait_closed(b, kernel=True)
     deny = [x for x in recs if x["type"] == "deny" and "was not given" in x["reason"]]
