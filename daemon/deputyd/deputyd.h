@@ -81,7 +81,8 @@ struct session {
 	struct conn *control; /* deputy run's connection (opaque here) */
 	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
-	int64_t emptied; /* when the cgroup was first seen empty while deputy run lives */
+	int64_t emptied;    /* when the cgroup was first seen empty while deputy run lives */
+	int64_t proxy_wait; /* when the seal began waiting for the proxy's last reports */
 	struct session_counts counts;
 	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
 	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */

@@ -48,6 +48,15 @@ void proxyreq_forget_all(void)
 	n_conns = 0;
 }
 
+size_t proxyreq_open(const char *sid)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_conns; i++)
+		n += strcmp(conns[i].sid, sid) == 0;
+	return n;
+}
+
 struct pmsg {
 	struct dp_hdr h;
 	uint64_t conn; /* DP_T_CONN, 0 when absent */

@@ -622,6 +622,7 @@ def an_agent_exiting_after_its_last_request_loses_no_record():
     eq(len([x for x in recs if x["type"] == "token"]) + len(uses_of(recs)), n,
        "requests in the sealed log")
     eq(len([x for x in recs if x["type"] == "response"]), n, "response records")
+    eq(recs[-1]["counts"].get("proxy_unflushed"), 0, "connections open at the seal")
 
 
 PIDFD_GETFD = 438
