@@ -574,12 +574,7 @@ def gated(d, n, between):
                          stderr=subprocess.PIPE, text=True, env=d.env(),
                          preexec_fn=dt.demote(NOBODY))
     try:
-        lines = []
-        while not (lines and lines[-1].startswith("waiting")):
-            line = p.stdout.readline()
-            if not line:
-                dt.fail("agent ended early: %s" % p.stderr.read()[-800:])
-            lines.append(line)
+        lines = dt.lines_until(p, "waiting")
         between(statuses("".join(lines)))
         open(gate, "w").close()
         out, err = p.communicate(timeout=120)

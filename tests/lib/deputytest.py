@@ -294,6 +294,18 @@ def main():
     finish()
 
 
+def lines_until(p, prefix):
+    """Lines of a running process's stdout up to and including the first that starts with
+    prefix (an agent saying it waits); fails the case if it ends before."""
+    lines = []
+    while not (lines and lines[-1].startswith(prefix)):
+        line = p.stdout.readline()
+        if not line:
+            fail("agent ended early: %s" % p.stderr.read()[-800:])
+        lines.append(line)
+    return lines
+
+
 def wait_until(cond, timeout=10, interval=0.05):
     """Calls cond() until it returns something true or timeout seconds passed; returns its
     last result (so the caller checks it and says what was missing)."""
