@@ -214,9 +214,13 @@ int server_run(struct deputyd *d)
 		refilling = false;
 		for (int i = 0; i < n; i++)
 			server_event(d, &evs[i], &last_policy);
-		/* Kernel events are drained before anything a client asked is finished. */
+		/* Kernel events are drained before anything a client asked is finished; then the
+		 * turn's records go to the logs, one write per log, and only then its replies. */
 		if (d->kernel)
 			kernel_consume(d->kernel);
+		do
+			audit_log_flush_all();
+		while (conn_send_held(d, dispatch_frame));
 		conn_reap(d);
 	}
 	notify_send("STOPPING=1");
