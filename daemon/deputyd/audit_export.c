@@ -39,6 +39,7 @@ static struct {
 	char host[256]; /* RFC 5424 HOSTNAME: printable ASCII, no spaces, or "-" */
 	uint64_t sent, dropped;
 	int failing; /* the errno of the drop that began the current run of drops */
+	pid_t pid;   /* RFC 5424 PROCID, read once: not a getpid per record */
 } ax = {.fd = -1};
 
 static void audit_export_hostname(void)
@@ -76,6 +77,7 @@ int audit_export_open(const char *path, struct dp_err *err)
 	memcpy(ax.addr.sun_path, path, n + 1);
 	ax.addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	audit_export_hostname();
+	ax.pid = getpid();
 	ax.failing = 0;
 	return 0;
 }
@@ -113,7 +115,7 @@ void audit_export_record(const char *type, const char *ts, const char *line, siz
 		return;
 	n = snprintf(head, sizeof(head), "<%d>1 %s %s deputyd %d %.32s - ",
 		     AUDIT_EXPORT_FACILITY * 8 + audit_export_severity(type, line, len), ts,
-		     ax.host, (int)getpid(), type);
+		     ax.host, (int)ax.pid, type);
 	if (n < 0 || (size_t)n >= sizeof(head)) {
 		audit_export_dropped(EMSGSIZE);
 		return;
