@@ -323,9 +323,10 @@ void conn_session_gone(struct deputyd *d, struct session *s)
 	}
 }
 
-/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read
- * stops it (main's back-pressure rule: deputyd buffers no more than one unread reply's
- * worth); the rest waits until conn_flush has sent everything. */
+/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read,
+ * or a maximal frame's worth of replies held for the end of the turn, stops it (the
+ * back-pressure rule: deputyd buffers about one unread reply's worth per peer); the rest
+ * waits until conn_flush or conn_send_held has sent what is held. */
 static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 {
 	size_t off = 0;
