@@ -755,6 +755,17 @@ def print_table():
         print('  %s: %s' % (r['what'], r['how']))
 
 
+def section(name, fn, *args):
+    """One section's rows; one that breaks (a busy machine, a tool missing) leaves a row
+    saying so and the others still run and are written."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported in the table, the run goes on
+        log('%s: %s: %s' % (name, fn.__name__, e))
+        row(name, fn.__name__, 'the section failed: %s' % e, result='n/a (failed)')
+        return None
+
+
 def main():
     started = time.time()
     for p in (REQ_LOOP, MINT_RTT, CONNECT_RATE, dt.DEPUTYD, dt.DEPUTY):
@@ -785,24 +796,24 @@ def main():
             shim_rss = None
             if wanted('request'):
                 log('request overhead (%d requests x %d rounds)' % (REQUESTS, ROUNDS))
-                shim_rss = bench_requests(tmp, certs, be, have_shim)
+                shim_rss = section('request', bench_requests, tmp, certs, be, have_shim)
             if wanted('mint'):
                 log('mint round trip')
-                bench_mint(be, sign_rate)
+                section('mint', bench_mint, be, sign_rate)
                 log('throughput with 1, 2, 4, 16 sessions')
-                bench_sessions(be, sign_rate)
+                section('mint', bench_sessions, be, sign_rate)
             bench_breakdown()
             if wanted('connect'):
                 log('connect()')
-                bench_connect(be)
+                section('connect', bench_connect, be)
             if wanted('memory'):
                 log('memory (%d sessions)' % SESSIONS)
-                bench_memory(be, shim_rss)
+                section('memory', bench_memory, be, shim_rss)
             if not wanted('proxy'):
                 pass
             elif os.environ.get('DEPUTY_BENCH_NS') == '1':
                 log('proxy')
-                bench_proxy(tmp, certs, be)
+                section('proxy', bench_proxy, tmp, certs, be)
             else:
                 row('proxy', 'proxy', 'needs a mount namespace for a private /etc/hosts '
                     '(tests/bench/run.sh makes one)', result='n/a')
