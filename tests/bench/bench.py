@@ -35,7 +35,7 @@ from common import (  # noqa: E402
     MINT_N, PROXY_CONNS, wanted, rows, env_info, measured, log, row, shim_hooks_ssl,
     run_json, in_session, deputy_token_arrived, read_times, quantile,
     openssl_sign_rate, thread_cpu_ticks, proc_rss_kib, session_close_counts, new_deputyd,
-    grant_for, dt)
+    grant_for, section, connect_paused, dt)
 from deputytest import Backend, TempDir, make_certs  # noqa: E402 (common found it)
 from table import env_line, table_lines  # noqa: E402
 
@@ -139,6 +139,54 @@ def bench_requests(tmp, certs, be, have_shim):
         row('request', 'shim, "token_binding": "session"', how, result='n/a (shim not built)',
             target='p50 ≤ +5 µs')
     return shim_rss
+
+
+# ---- MCP: what an MCP route adds to a call ----------------------------------------------------
+
+def bench_mcp(tmp, certs, be, have_shim):
+    """A tools/call to an MCP route against a plain POST of the same bytes to a plain route,
+    both through the shim, alternating rounds: the body read whole, the JSON-RPC reader, the
+    SHA-256 and deputyd's second DECIDE."""
+    what = 'shim: MCP tools/call vs a plain POST of the same size'
+    if not have_shim:
+        row('mcp', what, '', result='n/a (shim not built)')
+        return
+    routes = [{'host': 'api.test', 'port': be.port, 'method': 'POST', 'path': path,
+               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send',
+               'addrs': ['127.0.0.1']} for path in ('/send*', '/mcp')]
+    routes[1]['mcp'] = {'tools': {'read_inbox': 'email:send', '*': 'deny'}}
+    d = dt.Deputyd(routes=routes, allow_cidrs=['127.0.0.0/8']).start()
+    grant = grant_for(d)
+    n = max(REQUESTS // 5, 200)
+    try:
+        for size in (1024, 4096):
+            runs = {'plain': [], 'mcp': []}
+            for _ in range(ROUNDS):
+                for kind, path in (('plain', '/send'), ('mcp', '/mcp')):
+                    out = os.path.join(tmp, 'mcp-%s-%d.times' % (kind, size))
+                    cmd = [REQ_LOOP, '-c', certs.ca, '-R', be.resolve('api.test'), '-n',
+                           str(n), '-w', '100', '-s', str(size), '-m', '-o', out,
+                           'https://api.test:%d%s' % (be.port, path)]
+                    _, res = in_session(d, grant, cmd, shim=True)
+                    res['times'] = read_times(out)
+                    if res['errors'] or not deputy_token_arrived(be):
+                        log('mcp %s %d B: %d errors, token %s' % (
+                            kind, size, res['errors'], deputy_token_arrived(be)))
+                    runs[kind].append(res)
+            per = {k: statistics.median(r['wall_us'] for r in v) / n for k, v in runs.items()}
+            p50 = {k: quantile([t for r in v for t in r['times']], 0.5)
+                   for k, v in runs.items()}
+            row('mcp', '%s (%d B)' % (what, size),
+                'req_loop -m: libcurl, one keep-alive connection, %d POSTs of a %d B '
+                'JSON-RPC tools/call to an MCP route and, alternating, to a plain delegate '
+                'route; median of %d rounds' % (n, size, ROUNDS),
+                without='%.1f µs/req' % per['plain'], with_='%.1f µs/req' % per['mcp'],
+                result='%+.1f µs per call (p50 %+.1f µs), %.3f×' % (
+                    per['mcp'] - per['plain'], p50['mcp'] - p50['plain'],
+                    per['mcp'] / per['plain']),
+                added_us=per['mcp'] - per['plain'])
+    finally:
+        d.cleanup()
 
 
 # ---- 2. mint round trip -----------------------------------------------------------------------
@@ -302,29 +350,6 @@ def bench_breakdown():
 
 
 # ---- 3. connect() ------------------------------------------------------------------------------
-
-def connect_paused(d, grant, port):
-    """connect_rate in a session while deputyd is stopped (SIGSTOP): the cgroup hooks still
-    run, their events wait in the ring buffer, and nothing of deputyd competes for the CPUs."""
-    inner = 'echo "session=$DEPUTY_SESSION"; sleep 1; exec env -u LD_PRELOAD "$@"'
-    p = subprocess.Popen([dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--', 'sh',
-                          '-c', inner, 'sh', CONNECT_RATE, '-d', str(CONNECT_MS), str(port)],
-                         env=d.env(), text=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
-    res = None
-    try:
-        first = p.stdout.readline()
-        if first.startswith('session='):
-            os.kill(d.proc.pid, signal.SIGSTOP)
-            for line in p.stdout:
-                if line.startswith('{'):
-                    res = json.loads(line)
-                    break
-    finally:
-        os.kill(d.proc.pid, signal.SIGCONT)
-        p.communicate(timeout=120)
-    return res
-
 
 def bench_connect_causes(be, port, base_rate):
     """What the in-session connect costs, taken apart: the cgroup hooks with deputyd stopped
@@ -598,17 +623,6 @@ def print_table():
         print('  %s: %s' % (r['what'], r['how']))
 
 
-def section(name, fn, *args):
-    """One section's rows; one that breaks (a busy machine, a tool missing) leaves a row
-    saying so and the others still run and are written."""
-    try:
-        return fn(*args)
-    except Exception as e:  # noqa: BLE001 - reported in the table, the run goes on
-        log('%s: %s: %s' % (name, fn.__name__, e))
-        row(name, fn.__name__, 'the section failed: %s' % e, result='n/a (failed)')
-        return None
-
-
 def main():
     started = time.time()
     for p in (REQ_LOOP, MINT_RTT, CONNECT_RATE, dt.DEPUTYD, dt.DEPUTY):
@@ -640,6 +654,9 @@ def main():
             if wanted('request'):
                 log('request overhead (%d requests x %d rounds)' % (REQUESTS, ROUNDS))
                 shim_rss = section('request', bench_requests, tmp, certs, be, have_shim)
+            if wanted('mcp'):
+                log('MCP tools/call')
+                section('mcp', bench_mcp, tmp, certs, be, have_shim)
             if wanted('mint'):
                 log('mint round trip')
                 section('mint', bench_mint, be, sign_rate)

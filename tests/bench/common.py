@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -171,3 +172,37 @@ def new_deputyd(backend_port, **config):
 def grant_for(d):
     return d.grant_file(d.idp.grant(user='alice', agent='mailbot', scope='email:send',
                                     resource=['https://api.test'], ttl=3600))
+
+
+def section(name, fn, *args):
+    """One section's rows; one that breaks (a busy machine, a tool missing) leaves a row
+    saying so and the others still run and are written."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported in the table, the run goes on
+        log('%s: %s: %s' % (name, fn.__name__, e))
+        row(name, fn.__name__, 'the section failed: %s' % e, result='n/a (failed)')
+        return None
+
+
+def connect_paused(d, grant, port):
+    """connect_rate in a session while deputyd is stopped (SIGSTOP): the cgroup hooks still
+    run, their events wait in the ring buffer, and nothing of deputyd competes for the CPUs."""
+    inner = 'echo "session=$DEPUTY_SESSION"; sleep 1; exec env -u LD_PRELOAD "$@"'
+    p = subprocess.Popen([dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--', 'sh',
+                          '-c', inner, 'sh', CONNECT_RATE, '-d', str(CONNECT_MS), str(port)],
+                         env=d.env(), text=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    res = None
+    try:
+        first = p.stdout.readline()
+        if first.startswith('session='):
+            os.kill(d.proc.pid, signal.SIGSTOP)
+            for line in p.stdout:
+                if line.startswith('{'):
+                    res = json.loads(line)
+                    break
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+        p.communicate(timeout=120)
+    return res
