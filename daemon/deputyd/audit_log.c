@@ -353,6 +353,7 @@ size_t audit_log_flush_all(void)
 	size_t failed = 0;
 
 	audit_turn++;
+	audit_export_drain();
 	while (audit_dirty) {
 		struct audit_log *log = audit_dirty;
 		struct dp_err err;
