@@ -48,7 +48,9 @@ int audit_log_flush(struct audit_log *log, struct dp_err *err) DP_WUR;
 /* Writes every log's pending records, one write() per log; how many logs failed (each
  * logged). Call once per event-loop turn, before the turn's replies are sent. */
 size_t audit_log_flush_all(void);
-/* This log lost records in the last audit_log_flush_all: replies of that turn that depend
+/* A new event-loop turn: what audit_log_failed reports starts over. */
+void audit_log_turn_begin(void);
+/* This log lost records in a flush since the turn began: replies of that turn that depend
  * on them must not be sent. */
 bool audit_log_failed(const struct audit_log *log);
 /* Bytes the log may hold (0: no limit). */

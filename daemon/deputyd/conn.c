@@ -83,6 +83,88 @@ static bool conn_blocked(const struct conn *c)
 	return c->want_out || c->wlen >= CONN_HOLD_MAX;
 }
 
+/* Appends to what waits for the peer; false (and the connection dead) when it cannot. */
+static bool conn_append(struct conn *c, const uint8_t *p, size_t n)
+{
+	if (c->wlen + n > CONN_MAX_WBUF) {
+		pr_warn("client pid %d does not read its replies; closing", (int)c->pid);
+		c->dead = true;
+		return false;
+	}
+	if (c->wlen + n > c->wcap) {
+		size_t cap = c->wcap ? c->wcap : 4096;
+		uint8_t *nb;
+
+		while (cap < c->wlen + n)
+			cap *= 2;
+		nb = realloc(c->wbuf, cap);
+		if (!nb) {
+			c->dead = true;
+			return false;
+		}
+		c->wbuf = nb;
+		c->wcap = cap;
+	}
+	memcpy(c->wbuf + c->wlen, p, n);
+	c->wlen += n;
+	return true;
+}
+
+/* Queues what the socket did not take of a reply and sends what it can. */
+static void conn_queue(struct deputyd *d, struct conn *c, const uint8_t *p, size_t n)
+{
+	if (conn_append(c, p, n))
+		conn_flush(d, c);
+}
+
+/* Nothing queued: try to send straight from the caller's buffer, no copy; with fd >= 0
+ * the descriptor rides on the first byte (SCM_RIGHTS), or is not sent at all when the
+ * socket takes nothing right now. */
+static void conn_send_direct(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {m->buf, m->len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	size_t off = 0;
+	ssize_t w;
+
+	if (fd >= 0 && c->wlen == 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		CMSG_FIRSTHDR(&mh)->cmsg_level = SOL_SOCKET;
+		CMSG_FIRSTHDR(&mh)->cmsg_type = SCM_RIGHTS;
+		CMSG_FIRSTHDR(&mh)->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(CMSG_FIRSTHDR(&mh)), &fd, sizeof(int));
+	}
+	if (c->wlen == 0) {
+		do
+			w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w < 0 && errno == EINTR);
+		if (w == (ssize_t)m->len)
+			return;
+		if (w < 0 && errno != EAGAIN) {
+			c->dead = true;
+			return;
+		}
+		if (w > 0)
+			off = (size_t)w;
+	}
+	conn_queue(d, c, m->buf + off, m->len - off);
+}
+
+/* A held reply may depend on a record of the session the peer is bound to (decisions,
+ * reports) or controls (session_open): when that log lost records this turn, the peer
+ * gets nothing and its connection closes, so the shim fails closed. */
+static bool conn_lost_records(const struct conn *c)
+{
+	return (c->bound && audit_log_failed(c->bound->log)) ||
+	       (c->controls && audit_log_failed(c->controls->log));
+}
+
 void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
 {
 	(void)d;
@@ -91,37 +173,30 @@ void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
 		c->dead = true;
 		return;
 	}
-	if (c->wlen + m->len > CONN_MAX_WBUF) {
-		pr_warn("client pid %d does not read its replies; closing", (int)c->pid);
+	if (conn_append(c, m->buf, m->len))
+		c->held = true;
+}
+
+void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
+{
+	if (dp_msg_finish(m) != 0) {
+		pr_warn("reply to pid %d too large; closing", (int)c->pid);
 		c->dead = true;
 		return;
 	}
-	if (c->wlen + m->len > c->wcap) {
-		size_t cap = c->wcap ? c->wcap : 4096;
-		uint8_t *nb;
-
-		while (cap < c->wlen + m->len)
-			cap *= 2;
-		nb = realloc(c->wbuf, cap);
-		if (!nb) {
-			c->dead = true;
-			return;
-		}
-		c->wbuf = nb;
-		c->wcap = cap;
+	/* The descriptor rides on its reply's first byte, so this reply is not held: what it
+	 * depends on is written now, and what this peer was held so far goes before it. */
+	audit_log_flush_all();
+	if (conn_lost_records(c)) {
+		pr_warn("client pid %d: its replies depend on records that were not written; "
+			"closing",
+			(int)c->pid);
+		c->dead = true;
+		return;
 	}
-	memcpy(c->wbuf + c->wlen, m->buf, m->len);
-	c->wlen += m->len;
-	c->held = true;
-}
-
-/* A held reply may depend on a record of the session the peer is bound to (decisions,
- * reports) or controls (session_open): when that log lost the turn's records, the peer
- * gets nothing and its connection closes, so the shim fails closed. */
-static bool conn_lost_records(const struct conn *c)
-{
-	return (c->bound && audit_log_failed(c->bound->log)) ||
-	       (c->controls && audit_log_failed(c->controls->log));
+	if (c->held && !c->want_out)
+		conn_flush(d, c);
+	conn_send_direct(d, c, m, fd);
 }
 
 static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_frame);

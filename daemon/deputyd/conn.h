@@ -57,6 +57,10 @@ void conn_session_gone(struct deputyd *d, struct session *s);
 /* Replies. A reply is held until conn_send_held; one that cannot be queued marks the
  * connection dead. */
 void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m);
+/* The same, passing fd along (SCM_RIGHTS), not held: the turn's records are written first,
+ * then what was held for this peer, then this reply with fd when it leaves at once; when it
+ * must be queued, without it (the receiver then goes on without what the fd was for). */
+void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd);
 /* End of the loop's turn, after audit_log_flush_all: sends the held replies, except to
  * peers whose session log lost records this turn (closed instead), then takes the frames
  * a peer's held replies had stopped. True when that made new replies: flush the logs and

@@ -191,6 +191,7 @@ int server_run(struct deputyd *d)
 			pr_warn("epoll_wait: %s", strerror(errno));
 			return -errno;
 		}
+		audit_log_turn_begin();
 		for (int i = 0; i < n; i++)
 			server_event(d, &evs[i], &last_policy);
 		/* Kernel events are drained before anything a client asked is finished; then the
