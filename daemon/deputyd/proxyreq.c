@@ -272,6 +272,7 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	struct decide_req r = {0};
 	struct decide_res res;
 	struct dp_msg m;
+	struct dp_err err;
 	bool tls = pc && pc->tls_asked;
 
 	if (!s) {
@@ -309,6 +310,11 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	} else {
 		kevent_request(d, s, pc->orig.cookie);
 		decide(d, s, &r, &res);
+		if (audit_log_flush(s->log, &err) != 0) {
+			free(res.token);
+			res = (struct decide_res){.verdict = DP_VERDICT_DENY};
+			snprintf(res.reason, sizeof(res.reason), "the audit log cannot be written");
+		}
 	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, pm->h.seq, 0);
 	decide_put_reply(&m, &res, s);

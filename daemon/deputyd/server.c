@@ -3,9 +3,9 @@
  * server: deputyd's event loop: the listening socket, signals, the tick, the kernel's ring
  * buffer and the connections (conn.c), whose frames go to dispatch.c.
  *
- * Idle time goes to the signing key's presign pool (jws.h): once no event has arrived for
- * PRESIGN_IDLE_US, the loop computes nonce pairs one at a time, looking for events between
- * each, so a request arriving meanwhile waits for at most one pair's work.
+ * The signing key's presign pool (presign.h) is refilled by its own worker thread, so the
+ * loop signs each token with a precomputed nonce (the online part only) and never spends a
+ * turn on nonce work; the worker wakes when the pool drops below PRESIGN_LOW.
  */
 #include "deputyd.h"
 
@@ -31,7 +31,9 @@
 #define TICK_MS 200
 /* A burst of this many tokens is signed from precomputed nonces (~150 bytes a pair). */
 #define PRESIGN_CAP 4096
-#define PRESIGN_IDLE_US 200
+/* Below this the worker refills: a quarter of the pool is a burst's headroom while the
+ * worker catches up, and the worker sleeps through light use instead of waking per token. */
+#define PRESIGN_LOW (PRESIGN_CAP * 3 / 4)
 
 /* ---- setup and loop ------------------------------------------------------------------ */
 
@@ -88,25 +90,6 @@ static int epoll_add_tag(struct deputyd *d, int fd, uintptr_t tag)
 	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
 
 	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-/* epoll_wait with a microsecond timeout (-1: none); epoll_pwait2 is Linux 5.11+, older
- * kernels get the millisecond rounded up. */
-static int server_wait(struct deputyd *d, struct epoll_event *evs, int max, long timeout_us)
-{
-	static bool no_pwait2;
-	struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
-	int n;
-
-	if (timeout_us < 0)
-		return epoll_wait(d->epfd, evs, max, -1);
-	if (!no_pwait2) {
-		n = epoll_pwait2(d->epfd, evs, max, &ts, NULL);
-		if (n >= 0 || errno != ENOSYS)
-			return n;
-		no_pwait2 = true;
-	}
-	return epoll_wait(d->epfd, evs, max, (int)((timeout_us + 999) / 1000));
 }
 
 static void server_tick(struct deputyd *d, int64_t *last_policy)
@@ -170,8 +153,8 @@ int server_run(struct deputyd *d)
 	struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L},
 				 .it_value = {0, TICK_MS * 1000000L}};
 	int64_t last_policy = dp_now();
-	bool refilling = false;
 	sigset_t mask;
+	int rc;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -195,11 +178,12 @@ int server_run(struct deputyd *d)
 	proxyd_start(d, EP_PROXY);
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
 		pr_info("signing key is not ES256: no presigning, every token signed in full");
+	else if ((rc = dp_key_presign_start(d->key, PRESIGN_LOW)) != 0)
+		pr_warn("presign worker: %s; every token signed in full", strerror(-rc));
 
 	while (!d->stopping) {
 		struct epoll_event evs[64];
-		bool want = dp_key_presign_wanted(d->key);
-		int n = server_wait(d, evs, 64, !want ? -1 : refilling ? 0 : PRESIGN_IDLE_US);
+		int n = epoll_wait(d->epfd, evs, 64, -1);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -207,22 +191,23 @@ int server_run(struct deputyd *d)
 			pr_warn("epoll_wait: %s", strerror(errno));
 			return -errno;
 		}
-		if (n == 0) {
-			refilling = want && dp_key_presign_fill(d->key, 1) == 1;
-			continue;
-		}
-		refilling = false;
+		audit_log_turn_begin();
 		for (int i = 0; i < n; i++)
 			server_event(d, &evs[i], &last_policy);
-		/* Kernel events are drained before anything a client asked is finished. */
+		/* Kernel events are drained before anything a client asked is finished; then the
+		 * turn's records go to the logs, one write per log, and only then its replies. */
 		if (d->kernel)
 			kernel_consume(d->kernel);
+		do
+			audit_log_flush_all();
+		while (conn_send_held(d, dispatch_frame));
 		conn_reap(d);
 	}
 	notify_send("STOPPING=1");
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
 	proxyd_stop(d);
+	dp_key_presign_stop(d->key);
 	{
 		uint64_t hits, misses;
 		size_t avail;

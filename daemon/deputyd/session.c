@@ -718,5 +718,7 @@ int session_recover(struct deputyd *d)
 			session_recover_one(d, id);
 	}
 	closedir(dir);
+	/* before deputyd says it is ready: its resume records are in the logs */
+	audit_log_flush_all();
 	return 0;
 }
