@@ -4,11 +4,13 @@
 #include "deputyd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cgroup.h"
@@ -100,6 +102,61 @@ static int setup_kernel(struct deputyd *d)
 	return 0;
 }
 
+/* Detaching forks before anything else runs: threads do not survive fork(), and the HTTP
+ * server is one (it was lost when deputyd forked after starting it). The parent stays until
+ * the daemon says it is ready, so its exit status tells whether deputyd started and the
+ * reason for a failed start still reaches stderr. Returns in the daemon with the pipe's
+ * write end; the parent never returns. */
+static int detach_begin(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char ok;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		if (setsid() < 0 || chdir("/") < 0)
+			pr_warn("start: cannot detach fully: %s", strerror(errno));
+		return p[1];
+	}
+	close(p[1]);
+	if (read(p[0], &ok, 1) == 1)
+		_exit(0);
+	/* The daemon died before it was ready: it said why on stderr. */
+	if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status))
+		_exit(WEXITSTATUS(status));
+	_exit(1);
+}
+
+/* In the daemon, once it serves: log to syslog, let go of the terminal, release the
+ * parent. */
+static void detach_ready(int fd)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	dp_log_use_syslog();
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(fd, "r", 1) != 1)
+		pr_warn("start: cannot tell the parent that deputyd is ready");
+	close(fd);
+}
+
 /* -t: the file itself, and the issuers' key sets (a missing jwks_file is not ok). */
 static int check_config(const char *path, struct dp_config *cfg)
 {
@@ -138,7 +195,7 @@ int main(int argc, char **argv)
 	struct deputyd d = {.listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1};
 	struct dp_httpd *httpd = NULL;
 	struct dp_err err;
-	int opt, rc = 1;
+	int opt, rc = 1, ready_fd = -1;
 
 	while ((opt = getopt_long(argc, argv, "c:fvth", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -179,6 +236,13 @@ int main(int argc, char **argv)
 			    "must run as root (it creates cgroups and loads eBPF programs)");
 	}
 	umask(022);
+	if (!foreground) {
+		ready_fd = detach_begin();
+		if (ready_fd < 0) {
+			fail("start", "cannot detach: %s", strerror(-ready_fd));
+			goto out;
+		}
+	}
 	if (setup_dirs(&d) || setup_key(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);
@@ -190,16 +254,11 @@ int main(int argc, char **argv)
 		goto out;
 	if (d.cfg->http_listen && start_httpd(&d, &httpd) != 0)
 		goto out;
-	if (!foreground) {
-		if (daemon(0, 0) < 0) {
-			fail("start", "cannot detach: %s", strerror(errno));
-			goto out;
-		}
-		dp_log_use_syslog();
-	}
 	session_recover(&d);
 	if (server_listen(&d) != 0)
 		goto out;
+	if (ready_fd >= 0)
+		detach_ready(ready_fd);
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
 		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
 	rc = server_run(&d) ? 1 : 0;
