@@ -140,6 +140,8 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
+/* The Unix sockets sessions may reach: deputyd's own and allow_unix. 0 or -errno. */
+int policy_unix_apply(struct deputyd *d);
 /* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
  * policy call. */
 struct dp_kallow;

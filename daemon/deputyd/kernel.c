@@ -55,16 +55,18 @@ enum kernel_prog {
 	KP_SENDMSG6,
 	KP_SOCK_CREATE,
 	KP_CONNECT_UNIX,
+	KP_SENDMSG_UNIX,
 	KP_SOCK_STATE,
 	KP_SOCKET_ENTER,
 	KP_N_,
 };
 
 static const char *const kernel_prog_names[KP_N_] = {
-    [KP_CONNECT4] = "connect4",	      [KP_CONNECT6] = "connect6",
-    [KP_SENDMSG4] = "sendmsg4",	      [KP_SENDMSG6] = "sendmsg6",
-    [KP_SOCK_CREATE] = "sock_create", [KP_CONNECT_UNIX] = "connect_unix",
-    [KP_SOCK_STATE] = "sock_state",   [KP_SOCKET_ENTER] = "socket_enter",
+    [KP_CONNECT4] = "connect4",		[KP_CONNECT6] = "connect6",
+    [KP_SENDMSG4] = "sendmsg4",		[KP_SENDMSG6] = "sendmsg6",
+    [KP_SOCK_CREATE] = "sock_create",	[KP_CONNECT_UNIX] = "connect_unix",
+    [KP_SOCK_STATE] = "sock_state",	[KP_SOCKET_ENTER] = "socket_enter",
+    [KP_SENDMSG_UNIX] = "sendmsg_unix",
 };
 
 struct dp_kernel {
@@ -74,7 +76,7 @@ struct dp_kernel {
 	void *ctx;
 	int cg_fd;
 	uint64_t parent_cgid;
-	int link_fd[KP_N_]; /* -1: not attached (connect_unix on older kernels) */
+	int link_fd[KP_N_]; /* -1: not attached (the unix hooks on older kernels) */
 	char pin_dir[PATH_MAX];
 };
 
@@ -103,6 +105,8 @@ static struct bpf_program *kernel_prog(struct deputy_bpf *skel, enum kernel_prog
 		return skel->progs.deputy_sock_create;
 	case KP_CONNECT_UNIX:
 		return skel->progs.deputy_connect_unix;
+	case KP_SENDMSG_UNIX:
+		return skel->progs.deputy_sendmsg_unix;
 	case KP_SOCK_STATE:
 		return skel->progs.deputy_sock_state;
 	case KP_SOCKET_ENTER:
@@ -247,9 +251,10 @@ static bool kernel_pins_current(const struct dp_kernel *k)
 
 /* ---- load and attach ----------------------------------------------------------------- */
 
-/* libbpf 1.1 predates BPF_CGROUP_UNIX_CONNECT (Linux 6.7): find its value in the kernel's
- * BTF, which also tells whether the kernel has it. -ENOENT if not. */
-static int kernel_unix_connect_type(void)
+/* libbpf 1.1 predates BPF_CGROUP_UNIX_CONNECT and _SENDMSG (Linux 6.7): find the value of
+ * attach type `name` in the kernel's BTF, which also tells whether the kernel has it.
+ * -ENOENT if not. */
+static int kernel_attach_type(const char *name)
 {
 	struct btf *btf = btf__load_vmlinux_btf();
 	const struct btf_type *t;
@@ -263,9 +268,9 @@ static int kernel_unix_connect_type(void)
 	if (t) {
 		e = btf_enum(t);
 		for (unsigned int i = 0; i < btf_vlen(t); i++) {
-			const char *name = btf__name_by_offset(btf, e[i].name_off);
+			const char *n = btf__name_by_offset(btf, e[i].name_off);
 
-			if (name && strcmp(name, "BPF_CGROUP_UNIX_CONNECT") == 0) {
+			if (n && strcmp(n, name) == 0) {
 				ret = e[i].val;
 				break;
 			}
@@ -277,11 +282,12 @@ static int kernel_unix_connect_type(void)
 
 static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct dp_err *err)
 {
-	struct bpf_map *maps[] = {k->skel->maps.sessions, k->skel->maps.allow,
-				  k->skel->maps.events,	  k->skel->maps.lost,
-				  k->skel->maps.conns,	  k->skel->maps.udp_seen};
+	struct bpf_map *maps[] = {k->skel->maps.sessions,   k->skel->maps.allow,
+				  k->skel->maps.events,	    k->skel->maps.lost,
+				  k->skel->maps.conns,	    k->skel->maps.udp_seen,
+				  k->skel->maps.unix_allow, k->skel->maps.unix_seen};
 	char path[PATH_MAX];
-	int r, unix_type;
+	int r, unix_connect, unix_sendmsg;
 
 	k->skel->rodata->session_level = session_level;
 	k->skel->rodata->have_current_task =
@@ -292,13 +298,18 @@ static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct d
 	if (!k->skel->rodata->have_current_task)
 		pr_info("kernel: bpf_get_current_task unavailable: io_uring workers are named "
 			"by their thread name");
-	unix_type = kernel_unix_connect_type();
-	if (unix_type < 0) {
-		pr_info("kernel: no BPF_CGROUP_UNIX_CONNECT: Unix socket connects not logged");
+	unix_connect = kernel_attach_type("BPF_CGROUP_UNIX_CONNECT");
+	unix_sendmsg = kernel_attach_type("BPF_CGROUP_UNIX_SENDMSG");
+	if (unix_connect < 0 || unix_sendmsg < 0) {
+		pr_warn("kernel: no BPF_CGROUP_UNIX_CONNECT/SENDMSG (Linux < 6.7): Unix socket "
+			"connects are neither logged nor limited to allow_unix");
 		bpf_program__set_autoload(k->skel->progs.deputy_connect_unix, false);
+		bpf_program__set_autoload(k->skel->progs.deputy_sendmsg_unix, false);
 	} else {
 		bpf_program__set_expected_attach_type(k->skel->progs.deputy_connect_unix,
-						      (enum bpf_attach_type)unix_type);
+						      (enum bpf_attach_type)unix_connect);
+		bpf_program__set_expected_attach_type(k->skel->progs.deputy_sendmsg_unix,
+						      (enum bpf_attach_type)unix_sendmsg);
 	}
 	for (size_t i = 0; i < DP_ARRAY_SIZE(maps); i++) {
 		r = kernel_pin_path(k, bpf_map__name(maps[i]), path, sizeof(path));
@@ -369,7 +380,7 @@ static int kernel_attach_one(struct dp_kernel *k, enum kernel_prog p, struct dp_
 	int fd, old = -1, r;
 
 	if (prog_fd < 0)
-		return 0; /* not loaded (connect_unix where unsupported) */
+		return 0; /* not loaded (the unix hooks where unsupported) */
 	r = kernel_link_path(k, p, path, sizeof(path));
 	if (r < 0)
 		return r;
@@ -752,6 +763,51 @@ int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max)
 	return (int)n;
 }
 
+/* "@name" is an abstract address: a NUL, then the name (event.h's key form). */
+static int kernel_unix_key(const char *addr, struct dp_unix_key *key)
+{
+	size_t n = strlen(addr);
+
+	memset(key, 0, sizeof(*key));
+	if (n == 0 || n > DP_EV_PATH_LEN)
+		return -EINVAL;
+	key->abstract = addr[0] == '@';
+	memcpy(key->path + key->abstract, addr + key->abstract, n - key->abstract);
+	key->len = (uint32_t)n;
+	return 0;
+}
+
+int kernel_unix_allow_set(struct dp_kernel *k, const char *const *addrs, size_t n)
+{
+	int fd = bpf_map__fd(k->skel->maps.unix_allow);
+	struct dp_unix_key *keys = calloc(n ? n : 1, sizeof(*keys)), cur, next;
+	bool first = true;
+	uint32_t one = 1;
+	int r = 0;
+
+	if (!keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !r; i++) {
+		r = kernel_unix_key(addrs[i], &keys[i]);
+		if (!r && bpf_map_update_elem(fd, &keys[i], &one, BPF_ANY) != 0)
+			r = -errno;
+	}
+	/* New entries first, then the old ones go: nothing both allow is refused meanwhile. A
+	 * hash map's walk may restart after a delete; it then only revisits kept keys. */
+	while (!r && bpf_map_get_next_key(fd, first ? NULL : &cur, &next) == 0) {
+		bool kept = false;
+
+		first = false;
+		cur = next;
+		for (size_t i = 0; i < n && !kept; i++)
+			kept = memcmp(&keys[i], &cur, sizeof(cur)) == 0;
+		if (!kept && bpf_map_delete_elem(fd, &cur) == 0)
+			first = true;
+	}
+	free(keys);
+	return r;
+}
+
 /* ---- environment --------------------------------------------------------------------- */
 
 int kernel_available(struct dp_err *err)
@@ -838,6 +894,8 @@ const char *kernel_event_type_name(unsigned int type)
 		return "close";
 	case DP_EV_UNIX_CONNECT:
 		return "unix_connect";
+	case DP_EV_UNIX_SENDMSG:
+		return "unix_sendmsg";
 	}
 	return "unknown";
 }

@@ -89,6 +89,7 @@ static int setup_cgroups(struct deputyd *d)
 static int setup_kernel(struct deputyd *d)
 {
 	struct dp_err err;
+	int rc;
 
 	if (!d->cfg->kernel) {
 		pr_warn("WARNING: \"kernel\": \"off\" — the eBPF layer is not loaded: connections "
@@ -99,6 +100,9 @@ static int setup_kernel(struct deputyd *d)
 	    kernel_open(d->cg_parent, kevent_record, d, &d->kernel, &err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
+	rc = policy_unix_apply(d);
+	if (rc)
+		return fail("allow_unix", "%s", strerror(-rc));
 	return 0;
 }
 

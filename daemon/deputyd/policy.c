@@ -6,12 +6,13 @@
  * passthrough route's host on its port (resolved by deputyd itself, again every
  * resolve_interval seconds and on SIGHUP), the configured allow_cidrs on any port, and —
  * unless "allow_resolvers" is false — the nameservers of /etc/resolv.conf on port 53 so the
- * agent can resolve names. Loopback gets no implicit allow. What the kernel reports back is
- * kevent.c's.
+ * agent can resolve names. Loopback gets no implicit allow. Unix sockets: deputyd's own and
+ * allow_unix, for every session. What the kernel reports back is kevent.c's.
  */
 #include "deputyd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <deputy/event.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -119,6 +120,26 @@ int policy_apply(struct deputyd *d, struct session *s)
 	if (!allow)
 		policy_compute(d);
 	return kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow);
+}
+
+int policy_unix_apply(struct deputyd *d)
+{
+	const char **addrs;
+	size_t n = d->cfg->n_allow_unix;
+	int r;
+
+	if (!d->kernel)
+		return 0;
+	addrs = calloc(n + 1, sizeof(*addrs));
+	if (!addrs)
+		return -ENOMEM;
+	/* The shim and deputy run talk to deputyd through its socket, always. */
+	addrs[0] = d->cfg->socket;
+	for (size_t i = 0; i < n; i++)
+		addrs[i + 1] = d->cfg->allow_unix[i];
+	r = kernel_unix_allow_set(d->kernel, addrs, n + 1);
+	free(addrs);
+	return r;
 }
 
 void policy_refresh(struct deputyd *d)

@@ -51,6 +51,8 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	if (policy_unix_apply(d) != 0)
+		pr_warn("reload: cannot update the kernel's allow_unix list");
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }
