@@ -103,6 +103,7 @@ static int setup_kernel(struct deputyd *d)
 	rc = policy_unix_apply(d);
 	if (rc)
 		return fail("allow_unix", "%s", strerror(-rc));
+	policy_refresh(d); /* resolved here, once: later in a thread, off the loop */
 	return 0;
 }
 
@@ -196,7 +197,8 @@ int main(int argc, char **argv)
 						 {NULL, 0, NULL, 0}};
 	const char *config_path = DP_DEFAULT_CONFIG;
 	bool foreground = false, verbose = false, check_only = false;
-	struct deputyd d = {.listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1};
+	struct deputyd d = {
+	    .listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1, .wake_fd = -1};
 	struct dp_httpd *httpd = NULL;
 	struct dp_err err;
 	int opt, rc = 1, ready_fd = -1;

@@ -18,7 +18,7 @@ void reload_config(struct deputyd *d)
 		pr_warn("reload: %s; keeping the running configuration", err.msg);
 		return;
 	}
-	trust = trust_new(cfg, &err);
+	trust = trust_new_deferred(cfg, d->trust, &err);
 	if (!trust) {
 		pr_warn("reload: %s; keeping the running configuration", err.msg);
 		config_free(cfg);

@@ -29,12 +29,15 @@ struct trust_issuer {
 	char *source; /* jwks_file or jwks_uri */
 	struct dp_keyset *keys;
 	int64_t loaded_at; /* last (re)load attempt, dp_now() */
+	bool want_fetch;   /* deferred: a fetch is asked for (trust_fetch_take) */
+	bool fetching;	   /* deferred: taken, its result not yet back */
 };
 
 struct dp_trust {
-	pthread_mutex_t lock; /* guards keys and loaded_at of every issuer */
+	pthread_mutex_t lock; /* guards keys, loaded_at and the fetch flags of every issuer */
 	struct trust_issuer *issuers;
 	size_t n;
+	bool defer; /* jwks_uri keys are fetched by the caller, never inside grant_verify */
 };
 
 static void issuer_reload(struct trust_issuer *ti, int64_t now)
@@ -54,7 +57,32 @@ static void issuer_reload(struct trust_issuer *ti, int64_t now)
 		 ti->source);
 }
 
-struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
+/* A deferred trust takes the keys of a jwks_uri from old (same issuer and source), fetch
+ * state included; otherwise it keeps asking for a fetch. */
+static void issuer_adopt(struct trust_issuer *ti, struct dp_trust *old)
+{
+	for (size_t i = 0; old && i < old->n; i++) {
+		struct trust_issuer *o = &old->issuers[i];
+
+		if (strcmp(o->issuer, ti->issuer) || strcmp(o->source, ti->source))
+			continue;
+		pthread_mutex_lock(&old->lock);
+		if (!o->keys && !o->fetching) {
+			/* never loaded: the reload is a good moment to try again */
+			pthread_mutex_unlock(&old->lock);
+			return;
+		}
+		ti->keys = o->keys;
+		o->keys = NULL;
+		ti->loaded_at = o->loaded_at;
+		ti->want_fetch = o->want_fetch;
+		ti->fetching = o->fetching;
+		pthread_mutex_unlock(&old->lock);
+		return;
+	}
+}
+
+static struct dp_trust *trust_build(const struct dp_config *cfg, bool defer, struct dp_err *err)
 {
 	struct dp_trust *t = calloc(1, sizeof(*t));
 	int64_t now = dp_now();
@@ -111,11 +139,86 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 				trust_free(t);
 				return NULL;
 			}
+		} else if (defer) {
+			ti->loaded_at = now;
+			ti->want_fetch = true;
 		} else {
 			issuer_reload(ti, now);
 		}
 	}
+	t->defer = defer;
 	return t;
+}
+
+struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
+{
+	return trust_build(cfg, false, err);
+}
+
+struct dp_trust *trust_new_deferred(const struct dp_config *cfg, struct dp_trust *old,
+				    struct dp_err *err)
+{
+	struct dp_trust *t = trust_build(cfg, true, err);
+
+	/* Only once the new trust is whole: a failed reload must leave old's keys alone. */
+	for (size_t i = 0; t && i < t->n; i++)
+		if (!t->issuers[i].keys)
+			issuer_adopt(&t->issuers[i], old);
+	return t;
+}
+
+void trust_defer_fetches(struct dp_trust *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->defer = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
+int trust_fetch_take(struct dp_trust *t, char **issuer, char **source)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n && !r; i++) {
+		struct trust_issuer *ti = &t->issuers[i];
+
+		if (!ti->want_fetch)
+			continue;
+		*issuer = strdup(ti->issuer);
+		*source = strdup(ti->source);
+		if (!*issuer || !*source) {
+			free(*issuer);
+			free(*source);
+			r = -ENOMEM;
+			break;
+		}
+		ti->want_fetch = false;
+		ti->fetching = true;
+		r = 1;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+void trust_fetch_done(struct dp_trust *t, const char *issuer, const char *source,
+		      struct dp_keyset *ks)
+{
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++) {
+		struct trust_issuer *ti = &t->issuers[i];
+
+		if (strcmp(ti->issuer, issuer) || strcmp(ti->source, source))
+			continue;
+		ti->fetching = false;
+		if (ks) {
+			dp_keyset_free(ti->keys);
+			ti->keys = ks;
+			ks = NULL;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	dp_keyset_free(ks); /* the issuer went with a reload */
 }
 
 void trust_free(struct dp_trust *trust)
@@ -375,7 +478,21 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 	}
 	pthread_mutex_lock(&trust->lock);
 	key = dp_keyset_find(ti->keys, jws.kid);
-	if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
+	if (!key && trust->defer && jwks_is_url(ti->source)) {
+		/* The caller's event loop must not wait for the network: it fetches and asks
+		 * again, and only this grant waits for it. */
+		if (!ti->fetching && now - ti->loaded_at >= TRUST_REFETCH_S) {
+			ti->want_fetch = true;
+			ti->loaded_at = now;
+		}
+		if (ti->want_fetch || ti->fetching) {
+			pthread_mutex_unlock(&trust->lock);
+			dp_err_set(err, "keys of issuer \"%s\" are being fetched",
+				   DP_SAFE(b1, iss));
+			r = -EINPROGRESS;
+			goto out;
+		}
+	} else if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
 		issuer_reload(ti, now);
 		key = dp_keyset_find(ti->keys, jws.kid);
 	}
