@@ -4,6 +4,8 @@
 #   make test       build and run every test (tests/run.sh prints "N passed, N failed")
 #   make demo       install missing packages, build, show deputy at work
 #   make bench      run the benchmarks under tests/bench
+#   make fuzz       fuzzing campaign: every target FUZZ_SECONDS (600) on all cores
+#   make fuzz-merge put what the campaign found that adds coverage into the seed corpora
 #   make install DESTDIR=… PREFIX=…
 #   SAN=1           build with ASan+UBSan (into build/san)
 #   V=1             show the commands
@@ -77,7 +79,7 @@ VERIFY_LIB := $(BUILD)/libdeputy-verify.a
 VERIFY_EXPORTS := daemon/lib/verify-exports.txt
 BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB)
 
-.PHONY: all test check demo bench deps install clean fuzz tests-build
+.PHONY: all test check demo bench deps install clean fuzz fuzz-build fuzz-merge tests-build
 all: $(BINS)
 
 # ---- BPF: vmlinux.h -> .bpf.o -> skeleton ---------------------------------
@@ -170,8 +172,10 @@ $(BUILD)/tests/backend: $(BACKEND_SRCS) $(VERIFY_LIB) $(BUILD)/daemon/lib/util.o
 		$(VERIFY_LIB) -ljansson -lcurl -lssl -lcrypto -lpthread
 
 # Fuzz targets: libFuzzer under clang, each compiled alone (it includes the .c files it
-# needs); make test runs each over its seed corpus for FUZZ_RUNS inputs.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
+# needs); tests/fuzz/fuzz.sh runs them: make test for FUZZ_TEST_SECONDS each, make fuzz for
+# FUZZ_SECONDS each.
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS) \
+		$(wildcard $(addsuffix /*.h,$(DAEMON_DIRS)) preload/*.h include/deputy/*.h)
 	$(call msg,FUZZ,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(CPPFLAGS) -Ipreload -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
@@ -179,10 +183,10 @@ $(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(DAEMON_SRCS) $(SHIM_SRCS)
 
 TEST_BINS := $(UNIT_BINS) $(PROG_BINS) $(if $(BACKEND_SRCS),$(BUILD)/tests/backend)
 tests-build: all $(TEST_BINS)
-fuzz: $(FUZZ_BINS)
+fuzz-build: $(FUZZ_BINS)
 
 test check: deps
-	$(Q)$(MAKE) --no-print-directory tests-build fuzz
+	$(Q)$(MAKE) --no-print-directory tests-build fuzz-build
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/run.sh
 
 demo: deps
@@ -192,6 +196,13 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all tests-build $(BENCH_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/bench/run.sh
+
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh campaign
+
+fuzz-merge: fuzz-build
+	$(Q)BUILD=$(abspath $(BUILD)) tests/fuzz/fuzz.sh merge
 
 deps:
 	$(Q)scripts/deps.sh

@@ -434,6 +434,7 @@ ssize_t hh_req_rewrite(const char *buf, size_t len, const struct hh_req *r, cons
 		       const char *value, char *out, size_t cap)
 {
 	size_t o = 0, nl = strlen(name), vl = strlen(value), pos;
+	int kept = 0;
 
 	if (nl == 0)
 		return -EINVAL;
@@ -466,7 +467,12 @@ ssize_t hh_req_rewrite(const char *buf, size_t len, const struct hh_req *r, cons
 			return -ENOSPC;
 		memcpy(out + o, buf + ln.off, ln.len);
 		o += ln.len;
+		kept++;
 	}
+	/* The head sent must be one this parser would accept: at most HH_MAX_HEADERS lines and
+	 * HH_HEAD_MAX bytes once the header is added. */
+	if (kept == HH_MAX_HEADERS || o + nl + 2 + vl + 4 > HH_HEAD_MAX)
+		return -E2BIG;
 	if (o + nl + 2 + vl + 4 > cap)
 		return -ENOSPC;
 	memcpy(out + o, name, nl);

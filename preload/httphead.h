@@ -56,8 +56,9 @@ struct hh_req {
 int hh_req_parse(const char *buf, size_t len, struct hh_req *r, const char **why);
 
 /* Copies the head to out with every header named `name` (case-insensitive) removed and
- * "name: value" added as the last header. Returns the new length or -ENOSPC/-EINVAL (name
- * not a token, value with CR, LF or NUL). */
+ * "name: value" added as the last header. Returns the new length, -ENOSPC (cap too small),
+ * -E2BIG (hh_req_parse would refuse the result: too many headers or too large) or -EINVAL
+ * (name not a token, value with CR, LF or NUL). */
 ssize_t hh_req_rewrite(const char *buf, size_t len, const struct hh_req *r, const char *name,
 		       const char *value, char *out, size_t cap);
 

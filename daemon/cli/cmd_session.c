@@ -474,7 +474,15 @@ static void print_record(struct log_view *lv, json_t *rec)
 	} else {
 		snprintf(what, sizeof(what), "%s", type);
 	}
-	printf("%-12s  %-22s  %-60s  %-22s  %s\n", when, who, what, verdict, chain);
+	{
+		/* comm, argv, targets and reasons come from the agent: no control byte of
+		 * theirs reaches the auditor's terminal */
+		char line[1280], safe[sizeof(line) * 4];
+
+		snprintf(line, sizeof(line), "%-12s  %-22s  %-60s  %-22s  %s", when, who, what,
+			 verdict, chain);
+		puts(dp_escape(line, strlen(line), safe, sizeof(safe)));
+	}
 }
 
 static void print_lines(struct log_view *lv, char *text, size_t len, size_t *done, bool as_json)

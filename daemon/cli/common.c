@@ -7,13 +7,16 @@
 
 int cli_fail(const char *what, const char *fmt, ...)
 {
+	char raw[sizeof(((struct dp_err *)0)->msg)];
+	struct dp_err why;
 	va_list ap;
 
-	fprintf(stderr, "deputy: %s: ", what);
+	/* through dp_err_set: a reason that quotes input stays one line */
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	dp_err_set(&why, "%s", raw);
+	fprintf(stderr, "deputy: %s: %s\n", what, why.msg);
 	return 1;
 }
 

@@ -575,7 +575,11 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	 * which of two "enforce" keys counts. */
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
-		dp_err_set(err, "invalid JSON at %d:%d: %s", jerr.line, jerr.column, jerr.text);
+		char near[sizeof(jerr.text) * 4];
+
+		/* jansson quotes the input near the error raw */
+		dp_err_set(err, "invalid JSON at %d:%d: %s", jerr.line, jerr.column,
+			   dp_escape(jerr.text, strlen(jerr.text), near, sizeof(near)));
 		return -EINVAL;
 	}
 	cfg = calloc(1, sizeof(*cfg));

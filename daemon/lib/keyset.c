@@ -26,7 +26,11 @@ struct dp_keyset *dp_keyset_parse(const char *json, size_t len, struct dp_err *e
 	size_t i;
 
 	if (!root) {
-		dp_err_set(err, "JWKS is not JSON: line %d: %s", jerr.line, jerr.text);
+		char near[sizeof(jerr.text) * 4];
+
+		/* jansson quotes the input near the error raw */
+		dp_err_set(err, "JWKS is not JSON: line %d: %s", jerr.line,
+			   dp_escape(jerr.text, strlen(jerr.text), near, sizeof(near)));
 		return NULL;
 	}
 	keys = json_object_get(root, "keys");

@@ -17,6 +17,58 @@ static const char *log_prog = "deputy";
 static enum dp_log_level log_max = DP_LOG_INFO;
 static int log_syslog;
 
+const char *dp_escape(const char *in, size_t n, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (cap == 0)
+		return out;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)in[i];
+		char e[4];
+		size_t k = 2;
+
+		e[0] = '\\';
+		if (c == '\\' || c == '\n' || c == '\r' || c == '\t') {
+			e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : '\\';
+		} else if (c < 0x20 || c == 0x7f) {
+			e[1] = 'x';
+			e[2] = hex[c >> 4];
+			e[3] = hex[c & 0xf];
+			k = 4;
+		} else {
+			e[0] = (char)c;
+			k = 1;
+		}
+		if (o + k > cap - 1)
+			break;
+		memcpy(out + o, e, k);
+		o += k;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* A formatted message is made one line only when it needs it: most never quote input, and
+ * those that do have usually escaped it already (backslashes would otherwise double). */
+static void msg_one_line(char *msg, size_t cap)
+{
+	char raw[1024];
+	size_t n = strlen(msg);
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)msg[i];
+
+		if (c < 0x20 || c == 0x7f) {
+			n = n < sizeof(raw) ? n : sizeof(raw) - 1;
+			memcpy(raw, msg, n);
+			dp_escape(raw, n, msg, cap);
+			return;
+		}
+	}
+}
+
 void dp_err_set(struct dp_err *err, const char *fmt, ...)
 {
 	va_list ap;
@@ -26,6 +78,7 @@ void dp_err_set(struct dp_err *err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
+	msg_one_line(err->msg, sizeof(err->msg));
 }
 
 void dp_log_init(const char *prog, enum dp_log_level max)
@@ -48,17 +101,23 @@ void dp_vlog(enum dp_log_level lvl, const char *fmt, va_list ap)
 
 	if (lvl > log_max)
 		return;
-	if (log_syslog) {
-		vsyslog(prio[lvl], fmt, ap);
-		return;
-	}
 	n = snprintf(line, sizeof(line), "%s: ", log_prog);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	{
+		size_t m = strlen(line + n);
+
+		if (m > 0 && line[n + m - 1] == '\n')
+			line[n + m - 1] = '\0';
+	}
+	/* one reserved byte: the newline below */
+	msg_one_line(line + n, sizeof(line) - n - 1);
+	if (log_syslog) {
+		syslog(prio[lvl], "%s", line + n);
+		return;
+	}
 	n = strlen(line);
-	if (n > 0 && line[n - 1] == '\n')
-		line[--n] = '\0';
 	/* One write per line so concurrent writers never interleave within a line. */
 	line[n] = '\n';
 	if (write(STDERR_FILENO, line, n + 1) < 0) {

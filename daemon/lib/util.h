@@ -19,9 +19,18 @@
 struct dp_err {
 	char msg[512];
 };
+/* Control bytes that reach the message (text quoted from input) are escaped as by
+ * dp_escape, so a reason stays one line wherever it is printed. */
 void dp_err_set(struct dp_err *err, const char *fmt, ...) DP_PRINTF(2, 3);
 
-/* Logging. deputyd logs to stderr (journald adds time); the CLI prints "deputy: …". */
+/* Text quoted back from untrusted input (a config, a token, a log line, a library's message
+ * about them) made fit for one line of stderr, a log or syslog: backslash, control bytes and
+ * DEL become \\, \n, \r, \t or \xNN. Reads n bytes (NULs included); writes at most
+ * cap - 1 bytes and a NUL, never half an escape; returns out. */
+const char *dp_escape(const char *in, size_t n, char *out, size_t cap);
+
+/* Logging. deputyd logs to stderr (journald adds time); the CLI prints "deputy: …". A message
+ * is one line: control bytes in it are escaped as by dp_escape. */
 enum dp_log_level { DP_LOG_WARN, DP_LOG_INFO, DP_LOG_DEBUG };
 void dp_log_init(const char *prog, enum dp_log_level max);
 /* From now on log to syslog (LOG_DAEMON) instead of stderr: for a detached deputyd. */

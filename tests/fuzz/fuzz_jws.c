@@ -3,9 +3,6 @@
  * libFuzzer target for everything that reads token bytes from outside: the JWS parser and
  * verifier, JWKS parsing, grant verification (claims included), the public token verifier
  * and htu normalisation. The first input byte picks the entry point, the rest is the input.
- *
- * The key below is a throwaway test key that signs nothing real: a fixed key lets seeds
- * carry validly signed grants, so the fuzzer reaches the claim checks behind the signature.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -24,16 +21,11 @@
 #include "mint.c"
 #include "verify.c"
 
+#include "fuzz_key.h"
+
 #define FUZZ_ISS "https://idp.fuzz"
 #define FUZZ_AUD "https://deputy.fuzz"
 #define FUZZ_AGENT "agent:fuzz"
-
-static const char fuzz_key_pem[] =
-	"-----BEGIN PRIVATE KEY-----\n"
-	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgCEiEAJ0/SRlCGcp7\n"
-	"80MvMMLNA+uHze2W73unyo6sSBmhRANCAAQVfIXsS02NlLBdi05tbblOeFQIgExx\n"
-	"diFDa1fQ4hoBHBvOb0RAjS3UZKU4I/epFM9H6UpLgpP5gFnjp6/CVIB7\n"
-	"-----END PRIVATE KEY-----\n";
 
 static struct dp_key *fuzz_key;
 static char *fuzz_jwks;
@@ -44,16 +36,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	static struct dp_trusted_issuer ti;
 	static struct dp_config cfg;
-	struct dp_err err = { "" };
-	EVP_PKEY *pkey = pem_parse_private(fuzz_key_pem, sizeof(fuzz_key_pem) - 1);
+	struct dp_err err = {""};
 	char why[256];
 
 	dp_log_init("fuzz_jws", DP_LOG_WARN);
-	fuzz_key = pkey ? key_wrap(pkey, true, NULL, &err) : NULL;
-	if (!fuzz_key) {
-		fprintf(stderr, "fuzz key: %s\n", err.msg);
-		abort();
-	}
+	fuzz_key = fuzz_key_new();
 	fuzz_jwks = dp_key_jwks_json(fuzz_key);
 	/* jwks_load takes inline JSON, so the trusted issuer needs no file */
 	ti.issuer = FUZZ_ISS;
@@ -68,33 +55,62 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* A refusal's reason is printed as one line. */
+static void fuzz_reason(const char *why)
+{
+	if (!why[0] || strchr(why, '\n') || strchr(why, '\r'))
+		abort();
+}
+
+/* Whatever claims parse, signed by deputy's writer, parse and verify again, unchanged. */
+static void fuzz_resign(const json_t *claims)
+{
+	struct dp_err err = {""};
+	char *tok = dp_jws_sign(fuzz_key, "at+jwt", claims, &err);
+	struct dp_jws back;
+
+	if (!tok)
+		return; /* claims too large for a JWS */
+	if (dp_jws_parse(tok, &back, &err) != 0 || dp_jws_verify(&back, fuzz_key, &err) != 0 ||
+	    !json_equal(back.claims, claims))
+		abort();
+	dp_jws_clear(&back);
+	free(tok);
+}
+
 static void fuzz_parse_verify(const char *s)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_jws jws;
 
-	if (dp_jws_parse(s, &jws, &err) == 0) {
-		(void)!dp_jws_verify(&jws, fuzz_key, &err);
-		dp_jws_clear(&jws);
+	if (dp_jws_parse(s, &jws, &err) != 0) {
+		fuzz_reason(err.msg);
+		return;
 	}
+	if (dp_jws_verify(&jws, fuzz_key, &err) != 0)
+		fuzz_reason(err.msg);
+	fuzz_resign(jws.claims);
+	dp_jws_clear(&jws);
 }
 
 static void fuzz_grant(const char *s)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	struct dp_grant *g = NULL;
 
 	/* a fixed "now" keeps runs reproducible, and no unknown kid triggers a reload */
 	if (grant_verify(fuzz_trust, s, FUZZ_AUD, FUZZ_AGENT, 1700000000, &g, &err) == 0) {
-		if (!g || !g->sub || !g->agent)
+		if (!g || !g->sub || !g->sub[0] || !g->agent || strcmp(g->agent, FUZZ_AGENT) != 0)
 			abort();
 		grant_free(g);
+	} else {
+		fuzz_reason(err.msg);
 	}
 }
 
 static void fuzz_claims(const char *s, size_t n)
 {
-	struct dp_err err = { "" };
+	struct dp_err err = {""};
 	json_t *c = json_loadb(s, n, JSON_REJECT_DUPLICATES, NULL);
 	struct dp_grant *g;
 
@@ -102,18 +118,38 @@ static void fuzz_claims(const char *s, size_t n)
 		json_decref(c);
 		return;
 	}
-	if (grant_check_claims(c, FUZZ_AUD, FUZZ_AGENT, 1700000000, &err) == 0 &&
-	    claim_str(c, "iss")) {
-		g = grant_from_claims(c, "token", &err);
-		grant_free(g);
+	if (grant_check_claims(c, FUZZ_AUD, FUZZ_AGENT, 1700000000, &err) != 0) {
+		fuzz_reason(err.msg);
+	} else {
+		/* accepted claims name deputyd as their audience */
+		if (!dp_jwt_aud_has(c, FUZZ_AUD))
+			abort();
+		if (claim_str(c, "iss")) {
+			g = grant_from_claims(c, "token", &err);
+			grant_free(g);
+		}
 	}
 	json_decref(c);
 }
 
 static void fuzz_keyset(const char *s, size_t n)
 {
-	struct dp_keyset *ks = dp_keyset_parse(s, n, NULL);
+	struct dp_err err = {""};
+	struct dp_keyset *ks = dp_keyset_parse(s, n, &err);
 
+	if (!ks) {
+		fuzz_reason(err.msg);
+		return;
+	}
+	/* every key accepted reads back from its own public JWK, with the same kid */
+	for (size_t i = 0; i < ks->n; i++) {
+		struct dp_key *k = dp_key_from_jwk(dp_key_jwk(ks->keys[i]), &err);
+
+		if (!k || strcmp(dp_key_kid(k), dp_key_kid(ks->keys[i])) != 0 ||
+		    dp_keyset_find(ks, dp_key_kid(k)) == NULL)
+			abort();
+		dp_key_free(k);
+	}
 	dp_keyset_free(ks);
 }
 
@@ -122,17 +158,33 @@ static void fuzz_public_verify(const char *s)
 	char why[256], *claims = NULL;
 
 	if (deputy_verify(fuzz_verifier, s, FUZZ_AUD, "email:send", NULL, &claims, why,
-			  sizeof(why)) == 0)
+			  sizeof(why)) == 0) {
+		/* what a backend accepts is for it and carries the scope it asked for */
+		json_t *c = json_loads(claims, 0, NULL);
+
+		if (!c || !dp_jwt_aud_has(c, FUZZ_AUD) ||
+		    !dp_scope_has(json_string_value(json_object_get(c, "scope")), "email:send"))
+			abort();
+		json_decref(c);
 		free(claims);
+	} else {
+		fuzz_reason(why);
+	}
 }
 
 static void fuzz_htu(const char *s)
 {
 	char out[256];
 
-	if (mint_htu("https", "h.fuzz", 443, s, out, sizeof(out)) == 0 &&
-	    strlen(out) >= sizeof(out))
+	if (mint_htu("https", "h.fuzz", 443, s, out, sizeof(out)) != 0)
+		return;
+	/* an htu is the origin and a path: no query, fragment, space or control byte */
+	if (strncmp(out, "https://h.fuzz", 14) != 0 || strpbrk(out, "?# ") ||
+	    (out[14] && out[14] != '/'))
 		abort();
+	for (const char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

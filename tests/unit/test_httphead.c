@@ -395,6 +395,28 @@ static void test_rewrite_no_headers_other_name_and_limits(void)
 	check(hh_req_rewrite(req, strlen(req), &r, "X", "v", out, 10) == -ENOSPC);
 }
 
+/* Found by fuzz_httphead: a head at the header limit without Authorization parsed, and its
+ * rewrite (one header more) would have been refused by the same parser. */
+static void test_rewrite_stays_within_the_parser_limits(void)
+{
+	static char req[HH_MAX_HEADERS * 16 + 64], out[sizeof(req) + 64];
+	static struct hh_req r;
+	const char *why;
+	size_t n = 0;
+	ssize_t m;
+
+	n += sprintf(req + n, "GET / HTTP/1.1\r\nHost: h\r\n");
+	for (int i = 1; i < HH_MAX_HEADERS; i++)
+		n += sprintf(req + n, "X-%d: v\r\n", i);
+	n += sprintf(req + n, "\r\n");
+	check(hh_req_parse(req, n, &r, &why) == 0);
+	check(hh_req_rewrite(req, n, &r, "Authorization", "Bearer t", out, sizeof(out)) == -E2BIG);
+	/* replacing a header keeps the count: allowed, and the result parses */
+	m = hh_req_rewrite(req, n, &r, "X-1", "Bearer t", out, sizeof(out));
+	check(m > 0);
+	check(hh_req_parse(out, (size_t)m, &r, &why) == 0);
+}
+
 static void test_method_prefix(void)
 {
 	check(hh_method_prefix("G", 1) == HH_PREFIX_MAYBE);
@@ -518,6 +540,7 @@ int main(void)
 	RUN(test_host_norm);
 	RUN(test_rewrite_replaces_every_header);
 	RUN(test_rewrite_no_headers_other_name_and_limits);
+	RUN(test_rewrite_stays_within_the_parser_limits);
 	RUN(test_method_prefix);
 	RUN(test_response_framing);
 	RUN(test_deny_response_is_valid_json);
