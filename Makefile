@@ -60,7 +60,10 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 MAINS        := daemon/deputyd/main.c daemon/cli/main.c
 DAEMON_SRCS  := $(filter-out $(MAINS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
-SHIM_SRCS    := $(wildcard preload/*.c)
+# The shim also carries the shared modules it needs, compiled again position-independent
+# and hidden (so they add no exported symbol): never copies of them.
+SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c
+SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)
 BPF_SKELS    := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/%.skel.h)
@@ -131,7 +134,7 @@ $(BUILD)/deputy: $(BUILD)/daemon/cli/main.o $(COMMON_LIB)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_D)
 
 # ---- the shim: only the hooked symbols are exported (preload/exports.txt) ---
-$(BUILD)/preload/%.pic.o: preload/%.c
+$(BUILD)/%.pic.o: %.c
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(WARNINGS) -std=gnu11 -MMD -MP -fPIC -fvisibility=hidden \

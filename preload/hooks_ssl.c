@@ -467,92 +467,71 @@ static int ssl_mediated_read(struct conn *c, SSL *s, void *buf, size_t num, bool
 	return 0;
 }
 
-SHIM_EXPORT int SSL_read(SSL *s, void *buf, int num)
+/* SSL_read and SSL_peek (int sizes, -1 on failure) differ only in peek, and so do
+ * SSL_read_ex and SSL_peek_ex (size_t sizes, 0 on failure): one body per signature. The
+ * exported hooks stay separate symbols, since each replaces its own libssl function. */
+static int ssl_read_int(SSL *s, void *buf, int num, bool peek)
 {
-	__typeof__(&SSL_read) real = REAL(SSL_read);
+	__typeof__(&SSL_read) real = peek ? REAL(SSL_peek) : REAL(SSL_read);
 	struct conn *c;
 	size_t got = 0;
 	bool fail;
 	int r;
 
 	if (!real) {
-		ssl_missing("SSL_read");
+		ssl_missing(peek ? "SSL_peek" : "SSL_read");
 		return -1;
 	}
 	c = num > 0 ? ssl_hooked(s, false) : NULL;
 	if (!c || !conn_is_http(c))
 		return real(s, buf, num);
-	r = ssl_mediated_read(c, s, buf, (size_t)num, false, &got, &fail);
+	r = ssl_mediated_read(c, s, buf, (size_t)num, peek, &got, &fail);
 	if (fail)
 		return r <= 0 ? -1 : r;
 	return r;
+}
+
+static int ssl_read_size(SSL *s, void *buf, size_t num, size_t *readbytes, bool peek)
+{
+	__typeof__(&SSL_read_ex) real = peek ? REAL(SSL_peek_ex) : REAL(SSL_read_ex);
+	struct conn *c;
+	size_t got = 0;
+	bool fail;
+	int r;
+
+	if (!real) {
+		ssl_missing(peek ? "SSL_peek_ex" : "SSL_read_ex");
+		return 0;
+	}
+	c = num > 0 ? ssl_hooked(s, false) : NULL;
+	if (!c || !conn_is_http(c))
+		return real(s, buf, num, readbytes);
+	r = ssl_mediated_read(c, s, buf, num, peek, &got, &fail);
+	if (fail || r <= 0)
+		return 0;
+	if (readbytes)
+		*readbytes = got;
+	return 1;
+}
+
+SHIM_EXPORT int SSL_read(SSL *s, void *buf, int num)
+{
+	return ssl_read_int(s, buf, num, false);
 }
 
 SHIM_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
-	__typeof__(&SSL_read_ex) real = REAL(SSL_read_ex);
-	struct conn *c;
-	size_t got = 0;
-	bool fail;
-	int r;
-
-	if (!real) {
-		ssl_missing("SSL_read_ex");
-		return 0;
-	}
-	c = num > 0 ? ssl_hooked(s, false) : NULL;
-	if (!c || !conn_is_http(c))
-		return real(s, buf, num, readbytes);
-	r = ssl_mediated_read(c, s, buf, num, false, &got, &fail);
-	if (fail || r <= 0)
-		return 0;
-	if (readbytes)
-		*readbytes = got;
-	return 1;
+	return ssl_read_size(s, buf, num, readbytes, false);
 }
 
 SHIM_EXPORT int SSL_peek(SSL *s, void *buf, int num)
 {
-	__typeof__(&SSL_peek) real = REAL(SSL_peek);
-	struct conn *c;
-	size_t got = 0;
-	bool fail;
-	int r;
-
-	if (!real) {
-		ssl_missing("SSL_peek");
-		return -1;
-	}
-	c = num > 0 ? ssl_hooked(s, false) : NULL;
-	if (!c || !conn_is_http(c))
-		return real(s, buf, num);
-	r = ssl_mediated_read(c, s, buf, (size_t)num, true, &got, &fail);
-	if (fail)
-		return r <= 0 ? -1 : r;
-	return r;
+	return ssl_read_int(s, buf, num, true);
 }
 
 SHIM_EXPORT int SSL_peek_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
 {
-	__typeof__(&SSL_peek_ex) real = REAL(SSL_peek_ex);
-	struct conn *c;
-	size_t got = 0;
-	bool fail;
-	int r;
-
-	if (!real) {
-		ssl_missing("SSL_peek_ex");
-		return 0;
-	}
-	c = num > 0 ? ssl_hooked(s, false) : NULL;
-	if (!c || !conn_is_http(c))
-		return real(s, buf, num, readbytes);
-	r = ssl_mediated_read(c, s, buf, num, true, &got, &fail);
-	if (fail || r <= 0)
-		return 0;
-	if (readbytes)
-		*readbytes = got;
-	return 1;
+	return ssl_read_size(s, buf, num, readbytes, true);
 }
 
 SHIM_EXPORT int SSL_pending(const SSL *s)

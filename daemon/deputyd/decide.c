@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "httphead.h"
 #include "mint.h"
 #include "route.h"
 #include "url.h"
@@ -22,24 +23,6 @@
  * of its life left, so a backend never receives one that expires in flight. */
 #define SESSION_TOKEN_MIN_LEFT 10
 #define DECIDE_TOKEN_MAX 20000
-
-static bool is_tchar(char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       strchr("!#$%&'*+-.^_`|~", ch);
-}
-
-static bool valid_method(const char *m)
-{
-	size_t n = strlen(m);
-
-	if (n == 0 || n > 32)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!is_tchar(m[i]))
-			return false;
-	return true;
-}
 
 static bool valid_text(const char *s, size_t max)
 {
@@ -222,7 +205,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 
 	memset(out, 0, sizeof(*out));
 	out->verdict = DP_VERDICT_DENY;
-	if (!valid_method(r->method))
+	if (!hh_is_token(r->method, 32))
 		method = "?";
 	if (mint_htu(r->scheme, r->host, r->port, r->target, url, sizeof(url)) != 0)
 		snprintf(url, sizeof(url), "(invalid)");

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "audit.h"
+#include "audit_log.h"
 #include "config.h"
 #include "grant.h"
 #include "jws.h"

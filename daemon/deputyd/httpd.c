@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -29,6 +28,7 @@
 #include <netinet/in.h>
 
 #include "config.h"
+#include "httphead.h"
 
 #define HTTPD_MAX_CLIENTS 64
 #define HTTPD_HEAD_MAX 8192
@@ -43,7 +43,8 @@ enum httpd_state { CL_FREE, CL_READ, CL_WRITE, CL_LINGER };
 struct httpd_client {
 	enum httpd_state state;
 	int fd;
-	int64_t deadline; /* monotonic ms */
+	int64_t deadline;    /* monotonic ms */
+	struct hh_scan scan; /* where the head ends */
 	size_t in_len;
 	size_t discarded; /* while lingering */
 	char *out;
@@ -140,91 +141,34 @@ static void httpd_client_respond(struct httpd_client *c, int status, const char 
 	c->deadline = httpd_now_ms() + HTTPD_TIMEOUT_MS;
 }
 
-static bool httpd_is_tchar(unsigned char ch)
-{
-	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 /*
- * The request line, "METHOD SP origin-form SP HTTP/1.x", as RFC 9112 §3 has it: no
- * leniency (no extra spaces, no absolute-form, no HTTP/0.9), since nothing legitimate
- * needs it. Returns the HTTP minor version (0 or 1), or -1.
+ * The head is parsed by httphead, the shim's strict (and fuzzed) parser; on top of it httpd
+ * takes only what its two documents need: origin-form targets of printable ASCII up to
+ * HTTPD_TARGET_MAX, methods of at most 16 characters. Anything else is a 400.
  */
-static int httpd_parse_request_line(const char *line, size_t len, const char **method, size_t *mlen,
-				    const char **target, size_t *tlen)
-{
-	const char *sp1 = memchr(line, ' ', len), *sp2;
-
-	if (!sp1 || sp1 == line || sp1 - line > 16)
-		return -1;
-	for (const char *p = line; p < sp1; p++)
-		if (!httpd_is_tchar((unsigned char)*p))
-			return -1;
-	sp2 = memchr(sp1 + 1, ' ', len - (size_t)(sp1 + 1 - line));
-	if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/' || sp2 - sp1 - 1 > HTTPD_TARGET_MAX)
-		return -1;
-	for (const char *p = sp1 + 1; p < sp2; p++)
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
-			return -1;
-	if ((size_t)(line + len - (sp2 + 1)) != 8 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
-	    (sp2[8] != '0' && sp2[8] != '1'))
-		return -1;
-	*method = line;
-	*mlen = (size_t)(sp1 - line);
-	*target = sp1 + 1;
-	*tlen = (size_t)(sp2 - sp1 - 1);
-	return sp2[8] - '0';
-}
-
-/* Header fields: "name: value" lines; only Host is looked at (once, and required by 1.1). */
-static bool httpd_parse_fields(const char *p, const char *end, int minor)
-{
-	int hosts = 0;
-
-	while (p < end) {
-		const char *eol = memchr(p, '\r', (size_t)(end - p)), *colon;
-
-		if (!eol)
-			return false;
-		colon = memchr(p, ':', (size_t)(eol - p));
-		/* no name, a name with bad bytes, or obs-fold (a line starting with blanks) */
-		if (!colon || colon == p)
-			return false;
-		for (const char *q = p; q < colon; q++)
-			if (!httpd_is_tchar((unsigned char)*q))
-				return false;
-		for (const char *q = colon + 1; q < eol; q++)
-			if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
-				return false;
-		if (colon - p == 4 && strncasecmp(p, "host", 4) == 0)
-			hosts++;
-		p = eol + 2;
-	}
-	return minor == 0 ? hosts <= 1 : hosts == 1;
-}
-
 static void httpd_client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_t head_len)
 {
-	const char *method, *target, *line_end, *q;
-	size_t mlen, tlen, plen;
-	bool is_get, is_head;
+	struct hh_req req;
+	const char *why, *target, *q;
+	size_t plen;
+	bool is_get, is_head, ok;
 	char *doc = NULL;
-	int minor, status;
+	int status;
 
-	line_end = memmem(c->in, head_len, "\r\n", 2);
-	minor = httpd_parse_request_line(c->in, (size_t)(line_end - c->in), &method, &mlen, &target,
-					 &tlen);
-	/* fields run from after the request line to the blank line ending the head */
-	if (minor < 0 || !httpd_parse_fields(line_end + 2, c->in + head_len - 2, minor)) {
+	ok = hh_req_parse(c->in, head_len, &req, &why) == 0 && req.method.len <= 16 &&
+	     req.target.len <= HTTPD_TARGET_MAX && c->in[req.target.off] == '/';
+	for (uint32_t i = 0; ok && i < req.target.len; i++)
+		ok = (unsigned char)c->in[req.target.off + i] < 0x7f;
+	if (!ok) {
 		httpd_client_respond(c, 400, NULL, false);
 		return;
 	}
-	is_get = mlen == 3 && memcmp(method, "GET", 3) == 0;
-	is_head = mlen == 4 && memcmp(method, "HEAD", 4) == 0;
+	target = c->in + req.target.off;
+	is_get = req.method.len == 3 && memcmp(c->in + req.method.off, "GET", 3) == 0;
+	is_head = req.method.len == 4 && memcmp(c->in + req.method.off, "HEAD", 4) == 0;
 	/* c->in is not NUL-terminated: stay within the target */
-	q = memchr(target, '?', tlen);
-	plen = q ? (size_t)(q - target) : tlen;
+	q = memchr(target, '?', req.target.len);
+	plen = q ? (size_t)(q - target) : req.target.len;
 
 	pthread_mutex_lock(&h->lock);
 	if (plen == strlen(HTTPD_JWKS_PATH) && memcmp(target, HTTPD_JWKS_PATH, plen) == 0)
@@ -247,36 +191,26 @@ static void httpd_client_handle_head(struct dp_httpd *h, struct httpd_client *c,
 /* New bytes arrived: refuse as early as the bytes allow, answer once the head is complete. */
 static void httpd_client_check_input(struct dp_httpd *h, struct httpd_client *c, size_t old_len)
 {
-	size_t from = old_len > 3 ? old_len - 3 : 0;
-	const char *end;
+	size_t used = 0;
+	int r;
 
-	for (size_t i = old_len; i < c->in_len; i++) {
-		char ch = c->in[i];
-
-		/* NUL anywhere, a bare LF, a CR not before LF, or a first byte no method has */
-		if (ch == '\0' || (ch == '\n' && (i == 0 || c->in[i - 1] != '\r')) ||
-		    (i > 0 && c->in[i - 1] == '\r' && ch != '\n') ||
-		    (i == 0 && !httpd_is_tchar((unsigned char)ch))) {
-			httpd_client_respond(c, 400, NULL, false);
-			return;
-		}
-	}
-	end = memmem(c->in + from, c->in_len - from, "\r\n\r\n", 4);
-	if (end) {
-		httpd_client_handle_head(h, c, (size_t)(end - c->in) + 4);
+	/* a first byte no method has: not HTTP (TLS, HTTP/2 without a request line, noise) */
+	if (old_len == 0 && !hh_is_tchar((unsigned char)c->in[0])) {
+		httpd_client_respond(c, 400, NULL, false);
 		return;
 	}
-	/* The request line alone may already be wrong (an HTTP/2 preface, say). */
-	end = memmem(c->in, c->in_len, "\r\n", 2);
-	if (end) {
-		const char *m, *t;
-		size_t ml, tl;
-
-		if (httpd_parse_request_line(c->in, (size_t)(end - c->in), &m, &ml, &t, &tl) < 0) {
-			httpd_client_respond(c, 400, NULL, false);
-			return;
-		}
-	} else if (c->in_len > HTTPD_TARGET_MAX + 32) {
+	/* NUL anywhere, a bare LF, a CR not before LF */
+	r = hh_scan_feed(&c->scan, c->in + old_len, c->in_len - old_len, &used);
+	if (r < 0) {
+		httpd_client_respond(c, 400, NULL, false);
+		return;
+	}
+	if (r == 1) {
+		httpd_client_handle_head(h, c, old_len + used);
+		return;
+	}
+	/* a request line longer than any target httpd serves */
+	if (!memmem(c->in, c->in_len, "\r\n", 2) && c->in_len > HTTPD_TARGET_MAX + 32) {
 		httpd_client_respond(c, 400, NULL, false);
 		return;
 	}
@@ -394,6 +328,7 @@ static void httpd_accept_clients(struct dp_httpd *h)
 		c->fd = fd;
 		c->state = CL_READ;
 		c->in_len = 0;
+		c->scan = (struct hh_scan){0};
 		c->deadline = httpd_now_ms() + HTTPD_TIMEOUT_MS;
 	}
 }

@@ -4,9 +4,10 @@
  * The containment check (scope in the grant's scope, audience in its resource) lives here,
  * next to the signature, so no caller can mint outside a grant by forgetting to check.
  *
- * The claims are written as JSON text directly (no jansson tree per call): minting sits on
- * every request of an agent. Strings from the grant and the config are valid UTF-8 (jansson
- * checked them when parsing); the request-derived htm and htu are checked to be ASCII here.
+ * The claims are written as JSON text directly (jsonw, no jansson tree per call): minting
+ * sits on every request of an agent. Strings from the grant and the config are valid UTF-8
+ * (jansson checked them when parsing; jsonw refuses any that is not); the request-derived
+ * htm and htu are checked to be ASCII here.
  */
 #include "mint.h"
 
@@ -18,88 +19,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "httphead.h"
+#include "jsonw.h"
 #include "url.h"
 
 #define MINT_TYP "at+jwt"
 #define MINT_STACK_BUF 2048
 #define MINT_HTU_PATH_MAX 8192 /* the longest request target deputyd decides on */
-
-struct jbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void jb_raw(struct jbuf *b, const char *s, size_t n)
-{
-	/* cap was computed as an upper bound, so this never truncates; stay safe anyway */
-	if (b->len + n >= b->cap)
-		n = b->len + 1 < b->cap ? b->cap - b->len - 1 : 0;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void jb_lit(struct jbuf *b, const char *s)
-{
-	jb_raw(b, s, strlen(s));
-}
-
-/* A JSON string: quotes and backslashes escaped, control bytes as \u00XX (at most 6x). */
-static void jb_str(struct jbuf *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	char esc[6];
-
-	jb_raw(b, "\"", 1);
-	for (const char *run = s;; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c != '\0' && c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		jb_raw(b, run, (size_t)(s - run));
-		if (c == '\0')
-			break;
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			jb_raw(b, esc, 2);
-		} else {
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			jb_raw(b, esc, 6);
-		}
-		run = s + 1;
-	}
-	jb_raw(b, "\"", 1);
-}
-
-static void jb_member(struct jbuf *b, const char *name, const char *value)
-{
-	jb_raw(b, ",\"", 2);
-	jb_lit(b, name);
-	jb_raw(b, "\":", 2);
-	jb_str(b, value);
-}
-
-static void jb_int(struct jbuf *b, const char *name, int64_t v)
-{
-	char num[48];
-
-	snprintf(num, sizeof(num), ",\"%s\":%" PRId64, name, v);
-	jb_lit(b, num);
-}
-
-/* RFC 9110 token characters: a method is nothing else. */
-static bool is_http_token(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
-			return false;
-	return true;
-}
 
 static bool is_printable_ascii(const char *s)
 {
@@ -109,13 +35,46 @@ static bool is_printable_ascii(const char *s)
 	return true;
 }
 
+/* RFC 9068 §2.2 claims, then RFC 8693 act, then the RFC 9449-style request binding. */
+static void mint_write_claims(struct jw *jw, const struct mint_request *req, const char *jti,
+			      int64_t exp)
+{
+	const struct dp_grant *g = req->grant;
+
+	jw_obj_open(jw);
+	jw_member_str(jw, "iss", req->issuer);
+	jw_member_str(jw, "sub", g->sub);
+	jw_key(jw, "act");
+	jw_obj_open(jw);
+	jw_member_str(jw, "sub", req->agent);
+	jw_obj_close(jw);
+	jw_member_str(jw, "client_id", req->agent);
+	jw_member_str(jw, "aud", req->audience);
+	jw_member_str(jw, "scope", req->scope);
+	jw_member_int(jw, "iat", req->now);
+	jw_member_int(jw, "exp", exp);
+	jw_member_str(jw, "jti", jti);
+	jw_member_str(jw, "sid", req->session);
+	jw_key(jw, "grant");
+	jw_obj_open(jw);
+	jw_member_str(jw, "iss", g->iss);
+	jw_member_str(jw, "jti", g->jti);
+	jw_obj_close(jw);
+	if (req->htm)
+		jw_member_str(jw, "htm", req->htm);
+	if (req->htu)
+		jw_member_str(jw, "htu", req->htu);
+	jw_obj_close(jw);
+}
+
 int mint_token(const struct dp_key *key, const struct mint_request *req, char **token,
 	       char jti[DP_ID_LEN], int64_t *exp, struct dp_err *err)
 {
 	const struct dp_grant *g = req->grant;
-	char stackbuf[MINT_STACK_BUF], b[72];
-	struct jbuf jb = {stackbuf, 0, sizeof(stackbuf)};
-	size_t strs;
+	char stackbuf[MINT_STACK_BUF], b[72], *heap = NULL;
+	struct jw jw;
+	size_t strs, cap = sizeof(stackbuf);
+	ssize_t len;
 	int64_t e;
 	int r;
 
@@ -144,7 +103,8 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		dp_err_set(err, "grant expired");
 		return -EACCES;
 	}
-	if ((req->htm && !is_http_token(req->htm)) || (req->htu && !is_printable_ascii(req->htu))) {
+	if ((req->htm && !hh_is_token(req->htm, strlen(req->htm))) ||
+	    (req->htu && !is_printable_ascii(req->htu))) {
 		dp_err_set(err, "htm or htu is not a valid method or URL");
 		return -EINVAL;
 	}
@@ -162,42 +122,25 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 	       strlen(req->audience) + strlen(req->scope) + strlen(req->session) + strlen(g->iss) +
 	       strlen(g->jti) + (req->htm ? strlen(req->htm) : 0) +
 	       (req->htu ? strlen(req->htu) : 0);
-	if (6 * strs + 512 > jb.cap) {
-		jb.cap = 6 * strs + 512;
-		jb.p = malloc(jb.cap);
-		if (!jb.p) {
+	/* Each byte escapes to at most 6 (\u00XX); 512 covers the names and numbers. */
+	if (6 * strs + 512 > cap) {
+		cap = 6 * strs + 512;
+		heap = malloc(cap);
+		if (!heap) {
 			dp_err_set(err, "out of memory");
 			return -ENOMEM;
 		}
 	}
-	jb.p[0] = '\0';
-	/* RFC 9068 §2.2 claims, then RFC 8693 act, then the RFC 9449-style request binding. */
-	jb_lit(&jb, "{\"iss\":");
-	jb_str(&jb, req->issuer);
-	jb_member(&jb, "sub", g->sub);
-	jb_lit(&jb, ",\"act\":{\"sub\":");
-	jb_str(&jb, req->agent);
-	jb_lit(&jb, "}");
-	jb_member(&jb, "client_id", req->agent);
-	jb_member(&jb, "aud", req->audience);
-	jb_member(&jb, "scope", req->scope);
-	jb_int(&jb, "iat", req->now);
-	jb_int(&jb, "exp", e);
-	jb_member(&jb, "jti", jti);
-	jb_member(&jb, "sid", req->session);
-	jb_lit(&jb, ",\"grant\":{\"iss\":");
-	jb_str(&jb, g->iss);
-	jb_member(&jb, "jti", g->jti);
-	jb_lit(&jb, "}");
-	if (req->htm)
-		jb_member(&jb, "htm", req->htm);
-	if (req->htu)
-		jb_member(&jb, "htu", req->htu);
-	jb_lit(&jb, "}");
-
-	*token = dp_jws_sign_raw(key, MINT_TYP, jb.p, jb.len, err);
-	if (jb.p != stackbuf)
-		free(jb.p);
+	jw_init(&jw, heap ? heap : stackbuf, cap, 0);
+	mint_write_claims(&jw, req, jti, e);
+	len = jw_end(&jw);
+	if (len < 0) {
+		free(heap);
+		dp_err_set(err, "cannot write the claims: %s", strerror((int)-len));
+		return (int)len;
+	}
+	*token = dp_jws_sign_raw(key, MINT_TYP, jw.p, (size_t)len, err);
+	free(heap);
 	if (!*token)
 		return -EIO;
 	if (exp)

@@ -60,14 +60,15 @@ struct session *session_find(struct deputyd *d, const char *id)
 
 int session_log(struct session *s, const char *type, json_t *fields)
 {
+	struct dp_err err;
 	int rc;
 
 	if (!fields)
 		return -ENOMEM;
-	rc = audit_append(s->log, type, fields);
+	rc = audit_log_append(s->log, type, fields, &err);
 	json_decref(fields);
 	if (rc)
-		pr_warn("session %s: cannot write %s record: %s", s->id, type, strerror(-rc));
+		pr_warn("session %s: cannot write %s record: %s", s->id, type, err.msg);
 	return rc;
 }
 
@@ -182,7 +183,7 @@ static void session_free(struct session *s)
 	if (s->leader_pidfd >= 0)
 		close(s->leader_pidfd);
 	free(s->agent);
-	audit_free(s->log);
+	audit_log_free(s->log);
 	for (size_t i = 0; i < s->n_tokens; i++) {
 		free(s->tokens[i].audience);
 		free(s->tokens[i].scope);
@@ -290,7 +291,7 @@ int session_open(struct deputyd *d, struct conn *c, pid_t pid, uid_t uid, int pi
 	/* Policy first, then the process: nothing of the session runs unenforced. */
 	rc = policy_apply(d, s);
 	if (rc == 0)
-		rc = audit_create(d->log_dir, s->id, &s->log, &gerr);
+		rc = audit_log_create(d->log_dir, s->id, &s->log, &gerr);
 	else
 		dp_err_set(&gerr, "kernel policy: %s", strerror(-rc));
 	if (rc) {
@@ -335,7 +336,7 @@ fail:
 	if (s->log) {
 		char path[PATH_MAX];
 
-		unlink(audit_path(s->log));
+		unlink(audit_log_path(s->log));
 		session_state_path(d, s->id, path, sizeof(path));
 		unlink(path);
 	}
@@ -373,6 +374,7 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 static void session_finish(struct deputyd *d, struct session *s)
 {
 	char path[PATH_MAX];
+	struct dp_err serr;
 	json_t *counts;
 	uint64_t lost;
 
@@ -390,8 +392,10 @@ static void session_finish(struct deputyd *d, struct session *s)
 			   (json_int_t)lost, "exit_status", (json_int_t)s->exit_status);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
-	if (!counts || audit_seal(s->log, d->key, d->cfg->issuer, counts) != 0)
-		pr_warn("session %s: cannot seal the audit log", s->id);
+	if (!counts)
+		pr_warn("session %s: cannot seal the audit log: out of memory", s->id);
+	else if (audit_log_seal(s->log, d->key, d->cfg->issuer, counts, &serr) != 0)
+		pr_warn("session %s: cannot seal the audit log: %s", s->id, serr.msg);
 	json_decref(counts);
 	session_state_path(d, s->id, path, sizeof(path));
 	unlink(path);
@@ -461,7 +465,7 @@ static void session_recount(struct session *s)
 {
 	char *text = NULL, *line, *nl;
 
-	if (dp_read_file(audit_path(s->log), 256u << 20, &text, NULL) != 0)
+	if (dp_read_file(audit_log_path(s->log), 256u << 20, &text, NULL) != 0)
 		return;
 	for (line = text; *line; line = nl + 1) {
 		json_t *rec;
@@ -523,7 +527,7 @@ static void session_recover_one(struct deputyd *d, const char *id)
 		st = json_loads(text, 0, NULL);
 	free(text);
 	if (!json_is_object(st) || session_make_cgroup(d, s) != 0 ||
-	    audit_reopen(d->log_dir, id, &s->log, &err) != 0) {
+	    audit_log_reopen(d->log_dir, id, &s->log, &err) != 0) {
 		pr_warn("session %s: cannot recover its state; leaving its files", id);
 		json_decref(st);
 		session_free(s);

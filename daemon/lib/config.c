@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "config_value.h"
+#include "httphead.h"
 #include "url.h"
 
 #define CFG_MAX_FILE (1 << 20)
@@ -280,7 +281,7 @@ static int cfg_parse_route_delegate(struct cfg_ctx *c, json_t *obj, struct dp_ro
 	if ((v = json_object_get(obj, "header"))) {
 		if ((r = cfg_get_string(c, "header", v, &s)))
 			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+		if (!hh_is_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "header", "must be an HTTP header name");
 		for (size_t i = 0; i < DP_ARRAY_SIZE(cfg_forbidden_headers); i++)
 			if (strcasecmp(s, cfg_forbidden_headers[i]) == 0)
@@ -320,7 +321,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	if ((v = json_object_get(obj, "method"))) {
 		if ((r = cfg_get_string(c, "method", v, &s)))
 			return r;
-		if (!cfg_is_http_token(s, CFG_MAX_TOKEN))
+		if (!hh_is_token(s, CFG_MAX_TOKEN))
 			return cfg_fail(c, "method", "must be an HTTP method such as \"POST\"");
 		if ((r = cfg_dup_string(c, "method", s, &rt->method)))
 			return r;

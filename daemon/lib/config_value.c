@@ -31,24 +31,6 @@ int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
 
 /* ---- character classes ------------------------------------------------------------- */
 
-/* RFC 9110 §5.6.2 tchar: what a method or a header field name may consist of. */
-static bool cfg_is_tchar(unsigned char ch)
-{
-	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-bool cfg_is_http_token(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!cfg_is_tchar((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
 /* RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
 bool cfg_is_scope_token(const char *s)
 {

@@ -21,8 +21,6 @@ struct cfg_ctx {
 /* Sets err to "<where>.<key>: <why>" and returns -EINVAL. */
 int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...) DP_PRINTF(3, 4);
 
-/* RFC 9110 §5.6.2 token (a method, a header field name) of 1..max bytes. */
-bool cfg_is_http_token(const char *s, size_t max);
 /* RFC 6749 §3.3 scope-token of at most CFG_MAX_SCOPE bytes. */
 bool cfg_is_scope_token(const char *s);
 

@@ -5,8 +5,8 @@
  * first input byte picks the mode:
  *   - raw: the rest is a log; verification must refuse with a one-line reason or accept,
  *     and whatever verifies with keys verifies without them, unsealed;
- *   - round trip: the rest gives field values; records written with audit_append and sealed
- *     with audit_seal must verify, read back the values written, and stop verifying once
+ *   - round trip: the rest gives field values; records written with audit_log_append and sealed
+ *     with audit_log_seal must verify, read back the values written, and stop verifying once
  *     any byte before the last record is changed.
  */
 #include <stdio.h>
@@ -21,6 +21,8 @@
 #include "jws.c"
 #include "claims.c"
 #include "audit.c"
+#include "jsonw.c"
+#include "audit_log.c"
 
 #include "fuzz_key.h"
 
@@ -117,7 +119,7 @@ static void fz_round_trip(const uint8_t *d, size_t n)
 
 	snprintf(path, sizeof(path), "%s/%s.jsonl", fz_dir, FZ_SESSION);
 	unlink(path);
-	if (audit_create(fz_dir, FZ_SESSION, &log, &err) != 0)
+	if (audit_log_create(fz_dir, FZ_SESSION, &log, &err) != 0)
 		abort();
 	while (nrec < DP_ARRAY_SIZE(written) && n > 0) {
 		size_t used;
@@ -126,11 +128,11 @@ static void fz_round_trip(const uint8_t *d, size_t n)
 		d += used, n -= used;
 		if (!f)
 			continue;
-		if (audit_append(log, "response", f) != 0)
+		if (audit_log_append(log, "response", f, &err) != 0)
 			abort();
 		written[nrec++] = f;
 	}
-	if (audit_seal(log, fz_key, "https://deputy.fuzz", NULL) != 0)
+	if (audit_log_seal(log, fz_key, "https://deputy.fuzz", NULL, &err) != 0)
 		abort();
 	if (dp_read_file(path, 1 << 20, &text, &len) != 0)
 		abort();
@@ -162,7 +164,7 @@ static void fz_round_trip(const uint8_t *d, size_t n)
 	for (size_t i = 0; i < nrec; i++)
 		json_decref(written[i]);
 	free(text);
-	audit_free(log);
+	audit_log_free(log);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

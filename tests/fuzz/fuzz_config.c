@@ -5,6 +5,8 @@
  * Accepted configs are also matched against routes derived from the input.
  */
 #include "../../daemon/lib/util.c"
+#include "../../daemon/lib/jsonw.c"
+#include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/url.c"
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"

@@ -6,6 +6,8 @@
  * and an answer is a well-formed status line.
  */
 #include "../../daemon/lib/util.c"
+#include "../../daemon/lib/jsonw.c"
+#include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/url.c"
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"

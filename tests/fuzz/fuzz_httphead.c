@@ -4,7 +4,9 @@
  * response heads, fed in the splits the first input byte selects. Checks invariants, not
  * just the absence of crashes: a rewritten head must parse again with the same framing.
  */
-#include "httphead.c"
+#include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/httpbody.c"
+#include "../../daemon/lib/jsonw.c"
 
 #include <stdlib.h>
 

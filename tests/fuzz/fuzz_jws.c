@@ -18,6 +18,8 @@
 #include "url.c"
 #include "jwks_fetch.c"
 #include "grant.c"
+#include "jsonw.c"
+#include "httphead.c"
 #include "mint.c"
 #include "verify.c"
 

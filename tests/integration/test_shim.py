@@ -366,6 +366,24 @@ def one_byte_per_ssl_write():
 
 
 @case
+def ssl_peek_then_read():
+    """SSL_peek/_ex show what the next SSL_read/_ex returns: on a delegated response and on
+    the 403 the shim serves from memory."""
+    with Stack() as s:
+        for mode in ("int", "ex"):
+            url = s.url("/send/peek-" + mode)
+            out = ran(tls_prog(s, "tls_peek", "-m", mode, "-X", "POST", "-s", "500", url=url))
+            eq([st for st, _ in out["responses"]], [200], "status (%s)" % mode)
+            refused = ran(tls_prog(s, "tls_peek", "-m", mode, url=s.url("/x", host="mail.test")))
+            eq(len(refused["responses"]), 1, "responses (%s)" % mode)
+            check_refused(*refused["responses"][0])
+        reqs = s.be.requests()
+        eq(len(reqs), 2, "requests at the backend")
+        for rec, mode in zip(reqs, ("int", "ex")):
+            check_delegated(rec, "POST", s.url("/send/peek-" + mode), "email:send")
+
+
+@case
 def one_byte_per_write_plain():
     with Stack(plain=True) as s:
         url = s.url("/read/onebyte")

@@ -74,7 +74,7 @@ static void ask(const char *method, const char *host, const char *target, struct
 
 	decide(&d, &s, &r, res);
 	*rec = NULL;
-	if (dp_read_file(audit_path(s.log), 1 << 20, &text, &len) != 0)
+	if (dp_read_file(audit_log_path(s.log), 1 << 20, &text, &len) != 0)
 		return;
 	while (len > 0 && text[len - 1] == '\n')
 		text[--len] = '\0';
@@ -274,7 +274,7 @@ int main(void)
 	s.grant = &grant;
 	s.agent = "agent:mailbot";
 	s.state = SESSION_OPEN;
-	if (!d.key || setup("") != 0 || audit_create(th_tmpdir(), s.id, &s.log, &err) != 0) {
+	if (!d.key || setup("") != 0 || audit_log_create(th_tmpdir(), s.id, &s.log, &err) != 0) {
 		printf("FAIL: setup: %s\n", err.msg);
 		th_cleanup();
 		return 1;
@@ -289,7 +289,7 @@ int main(void)
 	RUN(malformed);
 	RUN(session_closing);
 	RUN(grant_expired);
-	audit_free(s.log);
+	audit_log_free(s.log);
 	config_free(d.cfg);
 	dp_key_free(d.key);
 	th_cleanup();

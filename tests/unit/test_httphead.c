@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* Unit tests of preload/httphead.c: framing under every split, smuggling shapes, rewriting. */
+/* Unit tests of daemon/lib/httphead.c: framing under every split, smuggling shapes, rewriting. */
 #include "unit.h"
 
-#include "../../preload/httphead.c"
+#include "../../daemon/lib/httphead.c"
+#include "../../daemon/lib/httpbody.c"
 
 #include <jansson.h>
 

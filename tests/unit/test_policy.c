@@ -120,7 +120,7 @@ static void kevent_teardown(void)
 {
 	if (!kd.cfg)
 		return;
-	audit_free(ks.log);
+	audit_log_free(ks.log);
 	free(ks.grant);
 	cookie_set_free(&ks.cookies);
 	config_free(kd.cfg);
@@ -140,8 +140,8 @@ static int kevent_setup(void)
 	snprintf(ks.id, sizeof(ks.id), "kevent-session-%07d", ++n);
 	ks.cg_id = 4242;
 	ks.grant = calloc(1, sizeof(*ks.grant));
-	if (audit_create(th_tmpdir(), ks.id, &ks.log, &err) != 0) {
-		printf("audit_create: %s\n", err.msg);
+	if (audit_log_create(th_tmpdir(), ks.id, &ks.log, &err) != 0) {
+		printf("audit_log_create: %s\n", err.msg);
 		return -1;
 	}
 	snprintf(log_path, sizeof(log_path), "%s/%s.jsonl", th_tmpdir(), ks.id);

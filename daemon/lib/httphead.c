@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * httphead: HTTP/1.x request heads (strict), bodies, response heads (lenient) and the 403
- * the shim answers with. See httphead.h for why requests are strict and responses are not.
+ * the shim answers with (bodies are in httpbody.c). See httphead.h for why requests are
+ * strict and responses are not.
+ * It lives with the shared code because deputyd's JWKS endpoint parses its requests with it
+ * too; the shim compiles it in (see the Makefile's SHIM_SHARED).
  */
 #include "httphead.h"
 
@@ -10,11 +13,25 @@
 #include <string.h>
 #include <strings.h>
 
+#include "jsonw.h"
+
 bool hh_is_tchar(unsigned char c)
 {
 	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
 		return true;
 	return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+bool hh_is_token(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!hh_is_tchar((unsigned char)s[i]))
+			return false;
+	return true;
 }
 
 static char hh_lower(char c)
@@ -113,7 +130,7 @@ enum hh_prefix hh_method_prefix(const char *p, size_t n)
 	return maybe ? HH_PREFIX_MAYBE : HH_PREFIX_NO;
 }
 
-static bool hh_is_vchar_obs(unsigned char c)
+bool hh_is_vchar_obs(unsigned char c)
 {
 	return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
@@ -299,6 +316,8 @@ static int hh_parse_target(const char *buf, struct hh_req *r, const char **why)
 	return 0;
 }
 
+/* Over 100 lines on purpose: one pass over the head, and every smuggling rule (RFC 9112
+ * §6.3) next to the others, so a reader can check them together. */
 int hh_req_parse(const char *buf, size_t len, struct hh_req *r, const char **why)
 {
 	size_t i = 0, ls, le;
@@ -486,199 +505,6 @@ ssize_t hh_req_rewrite(const char *buf, size_t len, const struct hh_req *r, cons
 	return (ssize_t)o;
 }
 
-/* ---- bodies ---------------------------------------------------------------------------- */
-
-enum {
-	CH_SIZE,     /* hex digits */
-	CH_SIZE_WS,  /* BWS after the size */
-	CH_EXT,	     /* chunk-ext up to CR */
-	CH_SIZE_LF,  /* LF after the size line */
-	CH_DATA,     /* chunk data */
-	CH_DATA_CR,  /* CR after data */
-	CH_DATA_LF,  /* LF after data */
-	CH_TRAILER,  /* start of a trailer line (or the final CRLF) */
-	CH_TLINE,    /* inside a trailer line */
-	CH_TLINE_LF, /* LF ending a trailer line */
-	CH_END_LF,   /* LF of the final CRLF */
-	CH_DONE,
-};
-
-#define HH_LINE_MAX 4096
-#define HH_TRAILER_MAX HH_HEAD_MAX
-
-void hh_body_init(struct hh_body *b, enum hh_body_mode mode, uint64_t length)
-{
-	memset(b, 0, sizeof(*b));
-	b->mode = (uint8_t)mode;
-	b->left = length;
-	b->st = CH_SIZE;
-}
-
-static int hh_hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static ssize_t hh_chunked_feed(struct hh_body *b, const char *p, size_t n, bool *done)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char c = (unsigned char)p[i];
-		int hv;
-
-		switch (b->st) {
-		case CH_SIZE:
-			hv = hh_hexval(c);
-			if (hv >= 0) {
-				if (b->digits >= 15) /* keeps left below 2^60, no overflow */
-					return -EBADMSG;
-				b->left = b->left * 16 + (uint64_t)hv;
-				b->digits++;
-				i++;
-				break;
-			}
-			if (b->digits == 0)
-				return -EBADMSG;
-			if (c == '\r')
-				b->st = CH_SIZE_LF;
-			else if (c == ';')
-				b->st = CH_EXT;
-			else if (c == ' ' || c == '\t')
-				b->st = CH_SIZE_WS;
-			else
-				return -EBADMSG;
-			b->line = 0;
-			i++;
-			break;
-		case CH_SIZE_WS:
-			if (c == '\r')
-				b->st = CH_SIZE_LF;
-			else if (c == ';')
-				b->st = CH_EXT;
-			else if (c != ' ' && c != '\t')
-				return -EBADMSG;
-			i++;
-			break;
-		case CH_EXT:
-			/* Extensions are skipped, but only printable bytes: a CR or LF inside
-			 * one is where parsers have disagreed. */
-			if (c == '\r')
-				b->st = CH_SIZE_LF;
-			else if (!hh_is_vchar_obs(c) || ++b->line > HH_LINE_MAX)
-				return -EBADMSG;
-			i++;
-			break;
-		case CH_SIZE_LF:
-			if (c != '\n')
-				return -EBADMSG;
-			i++;
-			b->digits = 0;
-			if (b->left == 0) {
-				b->st = CH_TRAILER;
-				b->trailer = 0;
-			} else {
-				b->st = CH_DATA;
-			}
-			break;
-		case CH_DATA: {
-			size_t take = n - i;
-
-			if (take > b->left)
-				take = (size_t)b->left;
-			b->left -= take;
-			i += take;
-			if (b->left == 0)
-				b->st = CH_DATA_CR;
-			break;
-		}
-		case CH_DATA_CR:
-			if (c != '\r')
-				return -EBADMSG;
-			b->st = CH_DATA_LF;
-			i++;
-			break;
-		case CH_DATA_LF:
-			if (c != '\n')
-				return -EBADMSG;
-			b->st = CH_SIZE;
-			b->left = 0;
-			i++;
-			break;
-		case CH_TRAILER:
-			if (c == '\r') {
-				b->st = CH_END_LF;
-			} else if (c == ' ' || c == '\t' || !hh_is_tchar(c)) {
-				return -EBADMSG;
-			} else {
-				b->st = CH_TLINE;
-			}
-			i++;
-			if (++b->trailer > HH_TRAILER_MAX)
-				return -EBADMSG;
-			break;
-		case CH_TLINE:
-			if (c == '\r')
-				b->st = CH_TLINE_LF;
-			else if (!hh_is_vchar_obs(c))
-				return -EBADMSG;
-			i++;
-			if (++b->trailer > HH_TRAILER_MAX)
-				return -EBADMSG;
-			break;
-		case CH_TLINE_LF:
-			if (c != '\n')
-				return -EBADMSG;
-			b->st = CH_TRAILER;
-			i++;
-			break;
-		case CH_END_LF:
-			if (c != '\n')
-				return -EBADMSG;
-			b->st = CH_DONE;
-			i++;
-			*done = true;
-			return (ssize_t)i;
-		default:
-			*done = true;
-			return (ssize_t)i;
-		}
-	}
-	return (ssize_t)i;
-}
-
-ssize_t hh_body_feed(struct hh_body *b, const char *p, size_t n, bool *done)
-{
-	*done = false;
-	switch (b->mode) {
-	case HH_BODY_NONE:
-		*done = true;
-		return 0;
-	case HH_BODY_CLOSE:
-		return (ssize_t)n;
-	case HH_BODY_LENGTH: {
-		size_t take = n < b->left ? n : (size_t)b->left;
-
-		b->left -= take;
-		*done = b->left == 0;
-		return (ssize_t)take;
-	}
-	case HH_BODY_CHUNKED:
-		if (b->st == CH_DONE) {
-			*done = true;
-			return 0;
-		}
-		return hh_chunked_feed(b, p, n, done);
-	}
-	return -EINVAL;
-}
-
 /* ---- responses ------------------------------------------------------------------------- */
 
 enum { RS_LINE, RS_CR, RS_DONE };
@@ -788,119 +614,40 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 
 /* ---- the refusal ----------------------------------------------------------------------- */
 
-/* Appends s as a JSON string (RFC 8259 escaping); invalid UTF-8 bytes are replaced by '?'
- * so the body always parses. */
-static int hh_json_str(char *out, size_t cap, size_t *o, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	char lim[HH_DENY_FIELD_MAX + 1];
-	const unsigned char *p = (const unsigned char *)lim;
-
-	/* Bounded input, so the response always fits (6 output bytes per input byte at most). */
-	snprintf(lim, sizeof(lim), "%s", s ? s : "");
-
-#define PUT(ch)                                                                                    \
-	do {                                                                                       \
-		if (*o + 1 >= cap)                                                                 \
-			return -ENOSPC;                                                            \
-		out[(*o)++] = (char)(ch);                                                          \
-	} while (0)
-	PUT('"');
-	while (*p) {
-		unsigned char c = *p;
-		int extra = 0;
-
-		if (c == '"' || c == '\\') {
-			PUT('\\');
-			PUT(c);
-			p++;
-			continue;
-		}
-		if (c < 0x20) {
-			PUT('\\');
-			PUT('u');
-			PUT('0');
-			PUT('0');
-			PUT(hex[c >> 4]);
-			PUT(hex[c & 15]);
-			p++;
-			continue;
-		}
-		if (c < 0x80) {
-			PUT(c);
-			p++;
-			continue;
-		}
-		if ((c & 0xe0) == 0xc0 && c >= 0xc2)
-			extra = 1;
-		else if ((c & 0xf0) == 0xe0)
-			extra = 2;
-		else if ((c & 0xf8) == 0xf0 && c <= 0xf4)
-			extra = 3;
-		else {
-			PUT('?');
-			p++;
-			continue;
-		}
-		{
-			int k;
-
-			for (k = 1; k <= extra; k++)
-				if ((p[k] & 0xc0) != 0x80)
-					break;
-			/* reject overlongs and surrogates in 3-byte forms, > U+10FFFF */
-			if (k <= extra || (c == 0xe0 && p[1] < 0xa0) ||
-			    (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
-			    (c == 0xf4 && p[1] >= 0x90)) {
-				PUT('?');
-				p++;
-				continue;
-			}
-			for (k = 0; k <= extra; k++)
-				PUT(p[k]);
-			p += extra + 1;
-		}
-	}
-	PUT('"');
-#undef PUT
-	return 0;
-}
-
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user)
 {
 	char body[3 * 6 * HH_DENY_FIELD_MAX + 128];
-	size_t o = 0;
+	const char *val[] = {reason, scope, user};
+	static const char *const key[] = {"reason", "scope", "user"};
+	struct jw w;
+	ssize_t o;
 	int n;
 
-#define LIT(s)                                                                                     \
-	do {                                                                                       \
-		size_t l_ = strlen(s);                                                             \
-		if (o + l_ >= sizeof(body))                                                        \
-			return -ENOSPC;                                                            \
-		memcpy(body + o, s, l_);                                                           \
-		o += l_;                                                                           \
-	} while (0)
-	LIT("{\"error\":\"deputy_denied\",\"reason\":");
-	if (hh_json_str(body, sizeof(body), &o, reason) < 0)
+	/* Invalid UTF-8 becomes '?' so the body always parses; each field is cut at
+	 * HH_DENY_FIELD_MAX bytes so the response always fits (6 bytes out per byte in). */
+	jw_init(&w, body, sizeof(body), JW_UTF8_REPLACE);
+	jw_obj_open(&w);
+	jw_member_str(&w, "error", "deputy_denied");
+	for (size_t i = 0; i < 3; i++) {
+		const char *v = val[i] ? val[i] : "";
+
+		jw_key(&w, key[i]);
+		jw_strn(&w, v, strnlen(v, HH_DENY_FIELD_MAX));
+	}
+	jw_obj_close(&w);
+	o = jw_end(&w);
+	if (o < 0)
 		return -ENOSPC;
-	LIT(",\"scope\":");
-	if (hh_json_str(body, sizeof(body), &o, scope) < 0)
-		return -ENOSPC;
-	LIT(",\"user\":");
-	if (hh_json_str(body, sizeof(body), &o, user) < 0)
-		return -ENOSPC;
-	LIT("}");
-#undef LIT
 	n = snprintf(out, cap,
 		     "HTTP/1.1 403 Forbidden\r\n"
 		     "Content-Type: application/json\r\n"
 		     "Content-Length: %zu\r\n"
 		     "Connection: close\r\n"
 		     "\r\n",
-		     o);
-	if (n < 0 || (size_t)n + o > cap)
+		     (size_t)o);
+	if (n < 0 || (size_t)n + (size_t)o > cap)
 		return -ENOSPC;
-	memcpy(out + n, body, o);
+	memcpy(out + n, body, (size_t)o);
 	return (ssize_t)(n + o);
 }

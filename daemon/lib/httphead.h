@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * httphead: HTTP/1.x message framing for the shim, pure (no I/O, no allocation), so it can be
- * unit-tested and fuzzed on its own.
+ * httphead: HTTP/1.x message framing for the shim (and request heads for deputyd's JWKS
+ * endpoint), pure (no I/O, no allocation), so it can be unit-tested and fuzzed on its own.
  *
  * Requests are parsed strictly: the shim must frame the byte stream exactly as the server
  * will, or a second request could hide inside what the shim took for a body (smuggling).
@@ -72,7 +72,7 @@ int hh_host_norm(const char *p, size_t n, char *out, size_t cap, int *port);
 enum hh_prefix { HH_PREFIX_NO, HH_PREFIX_MAYBE, HH_PREFIX_YES };
 enum hh_prefix hh_method_prefix(const char *p, size_t n);
 
-/* Message body framing (Content-Length, chunked, until close, none). */
+/* Message body framing (Content-Length, chunked, until close, none): httpbody.c. */
 enum hh_body_mode { HH_BODY_NONE, HH_BODY_LENGTH, HH_BODY_CHUNKED, HH_BODY_CLOSE };
 struct hh_body {
 	uint8_t mode, st;
@@ -112,7 +112,12 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user);
 
-/* Is c a tchar (RFC 9110 token character)? */
+/* Is c a tchar (RFC 9110 §5.6.2 token character: what methods and field names are made of)?
+ * The one copy of that check for the shim, deputyd and the CLI. */
 bool hh_is_tchar(unsigned char c);
+/* Is c allowed in a field value (VCHAR, obs-text, SP, HTAB)? */
+bool hh_is_vchar_obs(unsigned char c);
+/* Is s a token of 1 to max tchars? */
+bool hh_is_token(const char *s, size_t max);
 
 #endif

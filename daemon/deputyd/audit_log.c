@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: MIT
+/*
+ * audit_log: deputyd's writer of session audit logs: creating and reopening a log, one
+ * record per line through jsonw, and the signed session_close that seals it.
+ */
+#include "audit_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "jsonw.h"
+
+struct audit_log {
+	int fd;
+	char *path;
+	char *session;
+	uint64_t seq;
+	char prev[AUDIT_HASH_HEX];
+};
+
+static struct audit_log *audit_alloc(const char *dir, const char *session)
+{
+	struct audit_log *log = calloc(1, sizeof(*log));
+
+	if (!log)
+		return NULL;
+	log->fd = -1;
+	if (asprintf(&log->path, "%s/%s.jsonl", dir, session) < 0) {
+		log->path = NULL;
+		free(log);
+		return NULL;
+	}
+	log->session = strdup(session);
+	if (!log->session) {
+		audit_log_free(log);
+		return NULL;
+	}
+	memset(log->prev, '0', 64);
+	log->prev[64] = '\0';
+	return log;
+}
+
+int audit_log_create(const char *dir, const char *session, struct audit_log **out,
+		     struct dp_err *err)
+{
+	struct audit_log *log = audit_alloc(dir, session);
+
+	if (!log) {
+		dp_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	log->fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (log->fd < 0) {
+		int e = errno;
+
+		dp_err_set(err, "%s: %s", log->path, strerror(e));
+		audit_log_free(log);
+		return -e;
+	}
+	*out = log;
+	return 0;
+}
+
+int audit_log_reopen(const char *dir, const char *session, struct audit_log **out,
+		     struct dp_err *err)
+{
+	struct audit_log *log = audit_alloc(dir, session);
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (!log) {
+		dp_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	rc = dp_read_file(log->path, 256u << 20, &text, &len);
+	if (rc) {
+		dp_err_set(err, "%s: %s", log->path, strerror(-rc));
+		audit_log_free(log);
+		return rc;
+	}
+	/* A torn last line (crash mid-write) is cut: it was never acknowledged. */
+	while (len > 0 && text[len - 1] != '\n')
+		len--;
+	if (truncate(log->path, (off_t)len) < 0) {
+		rc = -errno;
+		dp_err_set(err, "%s: %s", log->path, strerror(errno));
+		goto fail;
+	}
+	if (len > 0) {
+		size_t end = len - 1, start = end;
+		json_t *rec, *seq;
+
+		while (start > 0 && text[start - 1] != '\n')
+			start--;
+		audit_hash_line(text + start, end - start, log->prev);
+		rec = json_loadb(text + start, end - start, 0, NULL);
+		seq = json_object_get(rec, "seq");
+		if (!json_is_integer(seq)) {
+			json_decref(rec);
+			rc = -EBADMSG;
+			dp_err_set(err, "%s: last record has no seq", log->path);
+			goto fail;
+		}
+		log->seq = (uint64_t)json_integer_value(seq) + 1;
+		json_decref(rec);
+	}
+	log->fd = open(log->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (log->fd < 0) {
+		rc = -errno;
+		dp_err_set(err, "%s: %s", log->path, strerror(errno));
+		goto fail;
+	}
+	free(text);
+	*out = log;
+	return 0;
+fail:
+	free(text);
+	audit_log_free(log);
+	return rc;
+}
+
+/* A jansson value as jw calls, in jansson's own order (objects keep insertion order). */
+static void audit_put_value(struct jw *w, const json_t *v)
+{
+	const char *k;
+	json_t *m;
+	size_t i;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		jw_obj_open(w);
+		json_object_foreach((json_t *)v, k, m)
+		{
+			jw_key(w, k);
+			audit_put_value(w, m);
+		}
+		jw_obj_close(w);
+		break;
+	case JSON_ARRAY:
+		jw_arr_open(w);
+		json_array_foreach(v, i, m) audit_put_value(w, m);
+		jw_arr_close(w);
+		break;
+	case JSON_STRING:
+		jw_strn(w, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		jw_int(w, json_integer_value(v));
+		break;
+	case JSON_REAL:
+		jw_real(w, json_real_value(v));
+		break;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		jw_bool(w, json_is_true(v));
+		break;
+	case JSON_NULL:
+		jw_null(w);
+		break;
+	}
+}
+
+ssize_t audit_log_record(uint64_t seq, const char *ts, const char *session, const char *type,
+			 const char *prev, const json_t *fields, char *buf, size_t cap)
+{
+	static const char *const own[] = {"seq", "ts", "session", "type", "prev"};
+	const char *own_val[] = {NULL, ts, session, type, prev};
+	struct jw w;
+	ssize_t n;
+
+	jw_init(&w, buf, cap, JW_ASCII);
+	jw_obj_open(&w);
+	jw_member_int(&w, "seq", (int64_t)seq);
+	for (size_t i = 1; i < DP_ARRAY_SIZE(own); i++)
+		jw_member_str(&w, own[i], own_val[i]);
+	if (fields) {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach((json_t *)fields, k, v)
+		{
+			bool dup = false;
+
+			for (size_t i = 0; i < DP_ARRAY_SIZE(own); i++)
+				dup |= strcmp(k, own[i]) == 0;
+			if (dup)
+				continue;
+			jw_key(&w, k);
+			audit_put_value(&w, v);
+		}
+	}
+	jw_obj_close(&w);
+	n = jw_end(&w);
+	return n == -ENOSPC ? -E2BIG : n;
+}
+
+int audit_log_append(struct audit_log *log, const char *type, const json_t *fields,
+		     struct dp_err *err)
+{
+	/* Room for the longest line the log takes and its newline. */
+	static _Thread_local char line[AUDIT_MAX_LINE + 1];
+	char ts[DP_TS_LEN];
+	ssize_t n;
+	size_t len;
+
+	dp_timestamp(ts);
+	n = audit_log_record(log->seq, ts, log->session, type, log->prev, fields, line,
+			     AUDIT_MAX_LINE);
+	if (n < 0) {
+		dp_err_set(err, "%s",
+			   n == -E2BIG	  ? "longer than the log's line limit"
+			   : n == -EILSEQ ? "a string is not UTF-8"
+					  : strerror((int)-n));
+		return (int)n;
+	}
+	len = (size_t)n;
+	audit_hash_line(line, len, log->prev);
+	line[len] = '\n';
+	/* One write: O_APPEND makes it atomic with respect to other appenders. */
+	for (size_t off = 0; off < len + 1;) {
+		ssize_t wr = write(log->fd, line + off, len + 1 - off);
+
+		if (wr < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+
+			dp_err_set(err, "%s: %s", log->path, strerror(e));
+			return -e;
+		}
+		off += (size_t)wr;
+	}
+	log->seq++;
+	return 0;
+}
+
+static json_t *audit_seal_claims(const char *issuer, const char *session, uint64_t seq,
+				 const char *prev, const json_t *counts)
+{
+	return json_pack("{s:s, s:s, s:I, s:s, s:O}", "iss", issuer ? issuer : "", "session",
+			 session, "seq", (json_int_t)seq, "prev", prev, "counts", counts);
+}
+
+int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
+		   const json_t *counts, struct dp_err *err)
+{
+	json_t *empty = NULL, *claims, *fields;
+	struct dp_err jerr;
+	char *sig;
+	int rc;
+
+	if (!counts)
+		counts = empty = json_object();
+	claims = audit_seal_claims(issuer, log->session, log->seq, log->prev, counts);
+	if (!claims) {
+		json_decref(empty);
+		dp_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	sig = dp_jws_sign(key, AUDIT_SEAL_TYP, claims, &jerr);
+	json_decref(claims);
+	if (!sig) {
+		dp_err_set(err, "cannot sign %s: %s", log->path, jerr.msg);
+		json_decref(empty);
+		return -EIO;
+	}
+	fields = json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
+	free(sig);
+	json_decref(empty);
+	if (!fields) {
+		dp_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
+	rc = audit_log_append(log, "session_close", fields, err);
+	json_decref(fields);
+	if (rc == 0 && fdatasync(log->fd) < 0) {
+		rc = -errno;
+		dp_err_set(err, "%s: fdatasync: %s", log->path, strerror(errno));
+	}
+	return rc;
+}
+
+void audit_log_free(struct audit_log *log)
+{
+	if (!log)
+		return;
+	if (log->fd >= 0)
+		close(log->fd);
+	free(log->path);
+	free(log->session);
+	free(log);
+}
+
+const char *audit_log_path(const struct audit_log *log)
+{
+	return log->path;
+}
+
+uint64_t audit_log_next_seq(const struct audit_log *log)
+{
+	return log->seq;
+}

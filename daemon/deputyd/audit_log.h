@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * audit_log: deputyd writing a session's audit log (the format is in audit.h).
+ *
+ * Records are written with one write() on an O_APPEND descriptor before deputyd
+ * acknowledges anything that depends on them: a crash of deputyd loses no acknowledged
+ * record (the page cache outlives the process; fdatasync at session close covers power loss
+ * of closed sessions).
+ */
+#ifndef DEPUTY_AUDIT_LOG_H
+#define DEPUTY_AUDIT_LOG_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "audit.h"
+#include "jws.h"
+#include "util.h"
+
+struct audit_log;
+
+/* Create <dir>/<session>.jsonl (must not exist). */
+int audit_log_create(const char *dir, const char *session, struct audit_log **out,
+		     struct dp_err *err) DP_WUR;
+/* Reopen an existing log to continue it (after a deputyd restart): recovers seq and prev. */
+int audit_log_reopen(const char *dir, const char *session, struct audit_log **out,
+		     struct dp_err *err) DP_WUR;
+/* One record's line (no newline) into buf: the five own members, then those of fields
+ * (borrowed; may be NULL; its own-named members dropped), compact and ASCII-only: the bytes
+ * jansson's json_dumps gave when records were trees. Its length; -E2BIG when it would not
+ * fit in cap, -EILSEQ when a string is not UTF-8, -EDOM for a real JSON cannot hold. */
+ssize_t audit_log_record(uint64_t seq, const char *ts, const char *session, const char *type,
+			 const char *prev, const json_t *fields, char *buf, size_t cap);
+/* Append one record of type with the members of fields (borrowed; may be NULL). */
+int audit_log_append(struct audit_log *log, const char *type, const json_t *fields,
+		     struct dp_err *err) DP_WUR;
+/* Append session_close with counts (borrowed) and the signature, then fdatasync. */
+int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
+		   const json_t *counts, struct dp_err *err) DP_WUR;
+void audit_log_free(struct audit_log *log);
+const char *audit_log_path(const struct audit_log *log);
+uint64_t audit_log_next_seq(const struct audit_log *log);
+
+#endif
