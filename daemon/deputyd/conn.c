@@ -292,7 +292,7 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 {
 	size_t off = 0;
 
-	while (!c->dead && c->wlen == 0 && c->rlen - off >= DP_PROTO_HDR_LEN) {
+	while (!c->dead && !c->waiting && c->wlen == 0 && c->rlen - off >= DP_PROTO_HDR_LEN) {
 		struct dp_hdr h;
 		int err;
 
@@ -308,6 +308,8 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 		if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
 			break;
 		on_frame(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
+		if (c->waiting)
+			break; /* the frame stays, to be dispatched again */
 		off += DP_PROTO_HDR_LEN + h.len;
 	}
 	if (off) {
@@ -360,7 +362,12 @@ static ssize_t conn_recv(struct conn *c, size_t room)
  * in it: one recv per request in the common case, not one per header and payload. */
 void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 {
-	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
+	/* Only a hang-up or an error is reported while a frame waits: the peer is gone. */
+	if (c->waiting) {
+		c->dead = true;
+		return;
+	}
+	for (int rounds = 0; rounds < 64 && !c->dead && !c->waiting && c->wlen == 0; rounds++) {
 		size_t room = sizeof(c->rbuf) - c->rlen;
 		ssize_t r;
 
@@ -398,7 +405,7 @@ void conn_reap(struct deputyd *d)
 	for (; c; c = next) {
 		next = c->next;
 		/* Frames held back while the peer does not read its replies are not incomplete. */
-		if (!c->dead && c->rlen > 0 && c->wlen == 0 &&
+		if (!c->dead && !c->waiting && c->rlen > 0 && c->wlen == 0 &&
 		    now - c->partial_since > CONN_PARTIAL_TIMEOUT) {
 			pr_warn("client pid %d: message incomplete for %ds; closing", (int)c->pid,
 				CONN_PARTIAL_TIMEOUT);
@@ -406,6 +413,30 @@ void conn_reap(struct deputyd *d)
 		}
 		if (c->dead)
 			conn_close(d, c);
+	}
+}
+
+void conn_wait(struct deputyd *d, struct conn *c)
+{
+	/* No EPOLLIN meanwhile: a waiting peer that sends more must not spin the loop. A
+	 * hang-up is still reported, and reaped once the frame was answered. */
+	struct epoll_event ev = {.events = 0, .data.ptr = c};
+
+	c->waiting = true;
+	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void conn_resume_waiting(struct deputyd *d, conn_frame_fn on_frame)
+{
+	for (struct conn *c = conns; c; c = c->next) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+		if (!c->waiting)
+			continue;
+		c->waiting = false;
+		if (!c->want_out)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		conn_process(d, c, on_frame);
 	}
 }
 

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: MIT
+"""Unix sockets from inside a session (issue 11, item 7): an agent may reach only the Unix
+sockets in "allow_unix" (default: nscd's) and deputyd's own. Local daemons listening on
+other paths, abstract names and datagram sockets are refused with EPERM and logged. Each
+attack runs as `nobody` under `deputy run` against the real deputyd and kernel layer."""
+import json
+import os
+import socket
+import sys
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import deputytest as dt  # noqa: E402
+from deputytest import case, check, eq  # noqa: E402
+
+# Run inside the session: tries each address, prints {name: "ok" | errno name}.
+AGENT = r'''
+import errno, json, socket, sys
+out = {}
+for name, kind, addr in json.loads(sys.argv[1]):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if kind == "dgram" else socket.SOCK_STREAM)
+    a = addr.encode()
+    if a.startswith(b"@"):
+        a = b"\0" + a[1:]
+    try:
+        if kind == "dgram":
+            s.sendto(b"hello", a)
+        else:
+            s.connect(a)
+            s.sendall(b"hello")
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+    s.close()
+print(json.dumps(out))
+'''
+
+
+class Listeners:
+    """Local daemons a hostile agent would like to reach: a stream socket on a path, an
+    abstract one and a datagram socket, all open to every user."""
+
+    def __init__(self, d):
+        self.dir = os.path.join(d.dir, "local")
+        os.makedirs(self.dir, mode=0o755)
+        tag = uuid.uuid4().hex[:12]
+        self.socks = []
+        self.paths = {
+            "daemon": os.path.join(self.dir, "daemon.sock"),
+            "allowed": os.path.join(self.dir, "allowed.sock"),
+            "abstract": "@deputy-test-" + tag,
+            "dgram": os.path.join(self.dir, "dgram.sock"),
+        }
+        for name, addr in self.paths.items():
+            kind = socket.SOCK_DGRAM if name == "dgram" else socket.SOCK_STREAM
+            s = socket.socket(socket.AF_UNIX, kind)
+            s.bind(b"\0" + addr[1:].encode() if addr.startswith("@") else addr)
+            if not addr.startswith("@"):
+                os.chmod(addr, 0o777)
+            if kind == socket.SOCK_STREAM:
+                s.listen(8)
+            self.socks.append(s)
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
+def play(d, targets):
+    user = dt.unprivileged_user()
+    r = d.run(d.idp.grant(), [dt.PYTHON, "-c", AGENT, json.dumps(targets)], user=user)
+    eq(r.returncode, 0, "agent: " + r.stderr)
+    sid = [s["session"] for s in d.sessions()][-1]
+    return json.loads(r.stdout.strip().splitlines()[-1]), d.wait_closed(sid, kernel=True)
+
+
+def unix_records(recs, type_):
+    return [r for r in recs if r["type"] == type_ and (r.get("family") == "unix" or
+                                                       "path" in r)]
+
+
+@case
+def unix_sockets_outside_allow_unix_are_refused():
+    if not dt.bpf_available():
+        dt.skip("needs root and the kernel layer", bpf=True)
+    d = dt.Deputyd()
+    ls = Listeners(d)
+    d.config["allow_unix"] = [ls.paths["allowed"]]
+    d.write_config()
+    d.start()
+    try:
+        targets = [[n, "dgram" if n == "dgram" else "stream", a] for n, a in ls.paths.items()]
+        got, recs = play(d, targets)
+    finally:
+        ls.close()
+    eq(got["allowed"], "ok", "connect to a path in allow_unix")
+    for name in ("daemon", "abstract", "dgram"):
+        eq(got[name], "EPERM", "%s (%s) from inside the session" % (name, ls.paths[name]))
+    conns = {r["path"]: r for r in unix_records(recs, "connect")}
+    denies = {r["path"]: r for r in unix_records(recs, "deny")}
+    for name in ("daemon", "abstract", "dgram"):
+        p = ls.paths[name]
+        check(p in conns, "no connect record for %s: %r" % (p, list(conns)))
+        eq((conns[p]["verdict"], conns[p]["enforced"]), ("block", True), "record of " + p)
+        check(p in denies and denies[p]["layer"] == "kernel", "no kernel deny for " + p)
+    eq(conns[ls.paths["allowed"]]["verdict"], "allow", "record of the allowed path")
+    counts = recs[-1]["counts"]
+    check(counts["blocked"] >= 3 and counts["denies"] >= 3, "counts: %r" % counts)
+
+
+@case
+def unix_sockets_logged_not_blocked_without_enforce():
+    if not dt.bpf_available():
+        dt.skip("needs root and the kernel layer", bpf=True)
+    d = dt.Deputyd(enforce=False)
+    ls = Listeners(d)
+    d.start()
+    try:
+        got, recs = play(d, [["daemon", "stream", ls.paths["daemon"]]])
+    finally:
+        ls.close()
+    eq(got["daemon"], "ok", "\"enforce\": false only logs")
+    conns = [r for r in unix_records(recs, "connect") if r["path"] == ls.paths["daemon"]]
+    check(conns and conns[0]["verdict"] == "block" and conns[0]["enforced"] is False,
+          "would-be block not logged: %r" % conns)
+
+
+@case
+def allow_unix_values_are_checked():
+    for bad, why in ((["relative.sock"], "allow_unix[0]"), ("/x", "allow_unix"),
+                     (["/" + "a" * 200], "allow_unix[0]"), (["@"], "allow_unix[0]")):
+        d = dt.Deputyd(allow_unix=bad)
+        r = dt.run([dt.DEPUTYD, "-t", "-c", d.config_path])
+        check(r.returncode != 0, "deputyd -t accepted allow_unix %r" % (bad,))
+        check(why in r.stderr, "%r: error does not name %s: %r" % (bad, why, r.stderr))
+
+
+if __name__ == "__main__":
+    dt.main()
