@@ -11,7 +11,7 @@
  *
  * Restart: the programs' links and the maps are pinned under
  * /sys/fs/bpf/deputy/<parent cgroup>/, so while deputyd is down (crash, upgrade) sessions
- * stay enforced with their last policy and events queue in the ring buffer (up to 4 MiB,
+ * stay enforced with their last policy and events queue in the ring buffer (up to 16 MiB,
  * then they are counted as lost). kernel_open() adopts what it finds there: the new programs
  * replace the old ones in place, the policy maps are kept. kernel_close() takes it all away;
  * kernel_release() leaves it in place for the next deputyd.
