@@ -18,6 +18,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76 /* Linux 6.5; Debian 12's headers predate it */
+#define SCM_PIDFD 0x04
+#endif
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
@@ -238,6 +242,9 @@ void conn_accept(struct deputyd *d)
 		 * get pidfd_open, which is racy only if that process already exited. */
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0)
 			c->pidfd = proc_pidfd(cred.pid);
+		/* SO_PASSPIDFD (Linux 6.5): every recvmsg also pins its sender (conn_recv);
+		 * without it the pid is all there is. */
+		(void)setsockopt(fd, SOL_SOCKET, SO_PASSPIDFD, &one, sizeof(one));
 		if (!conn_admit(d, c)) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
@@ -319,6 +326,16 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 	}
 }
 
+/* The sender of one recvmsg, against the process that connected, once that one has exited:
+ * 1 the same, 0 another process (given its pid), -1 unknown (no pidfd came with the bytes,
+ * or the kernel's pidfds cannot be compared). */
+static int conn_sender_same(const struct conn *c, int sender_pidfd)
+{
+	int r = sender_pidfd >= 0 && c->pidfd >= 0 ? proc_same(sender_pidfd, c->pidfd) : -1;
+
+	return r < 0 ? -1 : r;
+}
+
 /* One recvmsg, and whether the bytes came from the process that connected. With SO_PASSCRED
  * the kernel never returns bytes of two writers in one read, and names the writer: a
  * connection copied into another process (pidfd_getfd, SCM_RIGHTS, an inherited fd) must
@@ -327,34 +344,47 @@ static ssize_t conn_recv(struct conn *c, size_t room)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(struct ucred))];
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
 	} ctl;
 	struct iovec iov = {c->rbuf + c->rlen, room};
 	struct msghdr mh = {
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
 	struct cmsghdr *cm;
 	struct ucred who = {0};
+	int sender = -1, same = -1;
 	ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
 
 	if (r <= 0)
 		return r;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(who)))
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET)
+			continue;
+		if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len == CMSG_LEN(sizeof(who)))
 			memcpy(&who, CMSG_DATA(cm), sizeof(who));
-	if (who.pid != c->pid || who.uid != c->uid) {
-		pr_warn("pid %d (uid %u) sent on pid %d's connection; closing", (int)who.pid,
-			(unsigned)who.uid, (int)c->pid);
+		else if (cm->cmsg_type == SCM_PIDFD && cm->cmsg_len == CMSG_LEN(sizeof(int)) &&
+			 sender < 0)
+			memcpy(&sender, CMSG_DATA(cm), sizeof(sender));
+	}
+	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
+	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
+	 * could come from a later process given the same pid. The sender's own pidfd tells
+	 * (SO_PASSPIDFD): another process is refused like any other copier. Where the kernel
+	 * cannot tell, only reports, which answer nothing and mint nothing, are taken from
+	 * then on (dispatch.c). */
+	if (who.pid == c->pid && who.uid == c->uid && !proc_alive(c->pidfd)) {
+		c->orphaned = true;
+		same = conn_sender_same(c, sender);
+	}
+	if (sender >= 0)
+		close(sender);
+	if (who.pid != c->pid || who.uid != c->uid || same == 0) {
+		pr_warn("pid %d (uid %u) sent on pid %d's connection%s; closing", (int)who.pid,
+			(unsigned)who.uid, (int)c->pid,
+			same == 0 ? " (a new process with its pid)" : "");
 		c->dead = true;
 		errno = EPERM;
 		return -1;
 	}
-	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
-	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
-	 * could come from a later process given the same pid: only reports, which answer
-	 * nothing and mint nothing, are taken from then on (dispatch.c). */
-	if (!proc_alive(c->pidfd))
-		c->orphaned = true;
 	return r;
 }
 
