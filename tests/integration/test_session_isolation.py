@@ -269,6 +269,30 @@ def the_session_ends_when_its_agent_tree_ends():
     eq(recs[-1]["counts"]["exit_status"], -1, "exit status of a session whose leader died")
 
 
+@case
+def a_killed_leader_ends_its_session_after_a_deputyd_restart():
+    """deputyd crashes and comes back; then `deputy run` is killed. The restarted deputyd
+    must notice as the first one would: the session ends and its agent is killed, rather
+    than the agent going on under the user's grant with nobody to end it."""
+    need_root()
+    d = dt.Deputyd().start()
+    p, sid = d.start_session(user=dt.unprivileged_user(), seconds=300)
+    cg = os.path.join(dt.cgroup2_root(), d.cgroup, sid)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.start()
+    check("session %s resumed" % sid in d.log_text(), "resumed: " + d.log_text()[-1500:])
+    check(p.poll() is None, "deputy run survived the restart")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    recs = d.wait_closed(sid, timeout=30)
+    eq(recs[-1]["counts"]["exit_status"], -1, "exit status of a session whose leader died")
+    check(dt.wait_until(lambda: not os.path.exists(cg), 15),
+          "the agent outlived its killed leader after a deputyd restart")
+    r = d.cli("audit", "verify", sid)
+    eq(r.returncode, 0, r.stderr)
+
+
 def steal_from(d, shim):
     """A victim agent (alice, may send email) and a thief in another session of the same uid
     (mallory, may not) that reads the victim's environment, copies its connection to deputyd
