@@ -106,6 +106,13 @@ def unix_sockets_outside_allow_unix_are_refused():
     eq(conns[ls.paths["allowed"]]["verdict"], "allow", "record of the allowed path")
     counts = recs[-1]["counts"]
     check(counts["blocked"] >= 3 and counts["denies"] >= 3, "counts: %r" % counts)
+    # The auditor's page lists the refused ones as events, folds only the allowed ones.
+    sid = recs[0]["session"]
+    r = d.cli("report", sid, "--html")
+    eq(r.returncode, 0, r.stderr.decode())
+    page = r.stdout.decode()
+    check("unix " + ls.paths["daemon"] in page, "refused Unix connect not in the timeline")
+    check("allowed Unix-socket connects" in page, "the allowed ones are not folded")
 
 
 @case
