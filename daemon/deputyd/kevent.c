@@ -6,8 +6,8 @@
  * blocks and refused sockets, `disconnect` (with the mediated requests it carried: a
  * mediated connection that carried bytes but no mediated request is counted unmediated
  * then). Events keep the kernel's order and its time (also when read late, after a
- * restart); those of sessions that already ended are dropped. Blocked connects and refused
- * sockets that repeat are coalesced (repeat.c).
+ * restart); those of sessions that already ended are dropped. Blocked connects (Unix ones
+ * too) and refused sockets that repeat are coalesced (repeat.c).
  */
 #include "deputyd.h"
 
