@@ -13,11 +13,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
 
-# Run inside the session: tries each address, prints {name: "ok" | errno name}.
+# Run inside the session: tries each address (argv[2] times), prints {name: "ok" | errno
+# name}.
 AGENT = r'''
 import errno, json, socket, sys
 out = {}
-for name, kind, addr in json.loads(sys.argv[1]):
+for name, kind, addr in json.loads(sys.argv[1]) * int(sys.argv[2]):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM if kind == "dgram" else socket.SOCK_STREAM)
     a = addr.encode()
     if a.startswith(b"@"):
@@ -66,9 +67,10 @@ class Listeners:
             s.close()
 
 
-def play(d, targets):
+def play(d, targets, times=1):
     user = dt.unprivileged_user()
-    r = d.run(d.idp.grant(), [dt.PYTHON, "-c", AGENT, json.dumps(targets)], user=user)
+    r = d.run(d.idp.grant(), [dt.PYTHON, "-c", AGENT, json.dumps(targets), str(times)],
+              user=user)
     eq(r.returncode, 0, "agent: " + r.stderr)
     sid = [s["session"] for s in d.sessions()][-1]
     return json.loads(r.stdout.strip().splitlines()[-1]), d.wait_closed(sid, kernel=True)
@@ -130,6 +132,33 @@ def unix_sockets_logged_not_blocked_without_enforce():
     conns = [r for r in unix_records(recs, "connect") if r["path"] == ls.paths["daemon"]]
     check(conns and conns[0]["verdict"] == "block" and conns[0]["enforced"] is False,
           "would-be block not logged: %r" % conns)
+
+
+@case
+def a_loop_of_refused_unix_connects_is_coalesced():
+    """Blocked Unix connects in a loop would drown the session's log like blocked IP
+    connects: repeats are counted in `repeated` records, and the counts still add up."""
+    if not dt.bpf_available():
+        dt.skip("needs root and the kernel layer", bpf=True)
+    d = dt.Deputyd()
+    ls = Listeners(d)
+    d.start()
+    n = 3000
+    try:
+        got, recs = play(d, [["daemon", "stream", ls.paths["daemon"]]], n)
+    finally:
+        ls.close()
+    eq(got["daemon"], "EPERM", "the loop's connects")
+    p = ls.paths["daemon"]
+    conns = [r for r in unix_records(recs, "connect") if r["path"] == p]
+    check(0 < len(conns) < 50, "refused Unix connects not coalesced: %d records" % len(conns))
+    repeated = [r for r in recs if r["type"] == "repeated"]
+    check(repeated, "no repeated records")
+    counts = recs[-1]["counts"]
+    lost = counts["lost_events"]
+    eq(len(conns) + sum(r["counts"]["connects"] for r in repeated) + lost, n,
+       "records, repeats and lost events add up to the attempts")
+    eq(counts["blocked"] + lost, n, "counts.blocked of the seal")
 
 
 @case
