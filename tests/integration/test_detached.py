@@ -44,9 +44,9 @@ def pid_alive(pid):
         return False
 
 
-def detached(d):
+def detached(d, **extra_env):
     """Starts d without -f; returns the daemon's pid once its socket answers."""
-    env = d.env()
+    env = d.env(**extra_env)
     r = dt.run([dt.DEPUTYD, "-c", d.config_path], timeout=60, env=env)
     eq(r.returncode, 0, "deputyd -c FILE exit status (stderr %r)" % r.stderr)
     check(os.path.exists(d.socket), "no socket after deputyd returned: it must return when "
@@ -66,8 +66,17 @@ def detached_deputyd_serves_jwks():
     port = free_port()
     d = dt.Deputyd(http_listen="127.0.0.1:%d" % port)
     pid = None
+    # A service manager's notify socket: the detached daemon still says READY=1 itself.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(os.path.join(d.dir, "notify.sock"))
+    notify.settimeout(10)
     try:
-        pid = detached(d)
+        pid = detached(d, NOTIFY_SOCKET=os.path.join(d.dir, "notify.sock"))
+        try:
+            msg, _ = notify.recvfrom(4096)
+        except OSError as e:
+            dt.fail("no notification from the detached deputyd: %s" % e)
+        check(b"READY=1" in msg.split(b"\n"), "first notification: %r" % msg)
         with open(os.path.join(d.state, "jwks.json"), "rb") as f:
             want = f.read()
         try:
@@ -83,6 +92,7 @@ def detached_deputyd_serves_jwks():
         check(d.sessions(), "no session listed")
     finally:
         stop_detached(pid)
+        notify.close()
     check(not pid_alive(pid), "detached deputyd did not stop on SIGTERM")
     check(not os.path.exists(d.socket), "socket left behind")
 
