@@ -311,6 +311,8 @@ int main(int argc, char **argv)
 	session_recover(&d);
 	if (server_listen(&d) != 0)
 		goto out;
+	if (policy_unix_apply(&d) != 0) /* again, now the socket's canonical path is known */
+		pr_warn("allow_unix: cannot add the canonical path of %s", d.cfg->socket);
 	if (ready_fd >= 0)
 		detach_ready(ready_fd);
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,

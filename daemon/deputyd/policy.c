@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <deputy/event.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -399,20 +400,25 @@ bool policy_stop(struct deputyd *d)
 
 int policy_unix_apply(struct deputyd *d)
 {
+	char canon[PATH_MAX];
 	const char **addrs;
-	size_t n = d->cfg->n_allow_unix;
+	size_t n = d->cfg->n_allow_unix, k = 0;
 	int r;
 
 	if (!d->kernel)
 		return 0;
-	addrs = calloc(n + 1, sizeof(*addrs));
+	addrs = calloc(n + 2, sizeof(*addrs));
 	if (!addrs)
 		return -ENOMEM;
-	/* The shim and deputy run talk to deputyd through its socket, always. */
-	addrs[0] = d->cfg->socket;
+	/* The shim talks to deputyd through its socket, always: by the config's spelling, and
+	 * by the canonical one `deputy run` hands agents (once the socket exists). */
+	addrs[k++] = d->cfg->socket;
+	if (realpath(d->cfg->socket, canon) && strcmp(canon, d->cfg->socket) != 0 &&
+	    strlen(canon) <= DP_EV_PATH_LEN - 1)
+		addrs[k++] = canon;
 	for (size_t i = 0; i < n; i++)
-		addrs[i + 1] = d->cfg->allow_unix[i];
-	r = kernel_unix_allow_set(d->kernel, addrs, n + 1);
+		addrs[k++] = d->cfg->allow_unix[i];
+	r = kernel_unix_allow_set(d->kernel, addrs, k);
 	free(addrs);
 	return r;
 }

@@ -161,6 +161,39 @@ def a_loop_of_refused_unix_connects_is_coalesced():
     eq(counts["blocked"] + lost, n, "counts.blocked of the seal")
 
 
+SESSIONS_AGENT = r'''
+import os, sys
+sys.path.insert(0, %r)
+import deputytest as dt
+print(os.environ["DEPUTY_SOCKET"])
+print(dt.Conn(os.environ["DEPUTY_SOCKET"]).call("SESSIONS", [])["type"])
+''' % dt.LIB
+
+
+@case
+def deputyds_socket_by_another_spelling_still_reaches_it():
+    """deputy run given deputyd's socket through a symlinked directory: the agent inside
+    the session must still reach deputyd (the kernel compares paths as spelled)."""
+    if not dt.bpf_available():
+        dt.skip("needs root and the kernel layer", bpf=True)
+    for configured_via_link in (False, True):
+        d = dt.Deputyd()
+        link = os.path.join(d.dir, "sock-link")
+        os.makedirs(os.path.dirname(d.socket), exist_ok=True)
+        os.symlink(os.path.dirname(d.socket), link)
+        other = os.path.join(link, os.path.basename(d.socket))
+        if configured_via_link:  # deputyd's own config spells it through the link
+            d.config["socket"], other = other, d.socket
+            d.write_config()
+        d.start()
+        r = d.run(d.idp.grant(), [dt.PYTHON, "-c", SESSIONS_AGENT],
+                  user=dt.unprivileged_user(), env=d.env(DEPUTY_SOCKET=other))
+        what = "config %s, deputy run %s" % (d.config["socket"], other)
+        eq(r.returncode, 0, "%s: agent: %s" % (what, r.stderr))
+        eq(r.stdout.split()[-1], "DATA_REPLY", "%s: the agent's request: %r" % (what, r.stdout))
+        d.stop()
+
+
 @case
 def allow_unix_values_are_checked():
     for bad, why in ((["relative.sock"], "allow_unix[0]"), ("/x", "allow_unix"),
