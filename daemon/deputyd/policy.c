@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "kernel.h"
+#include "route.h"
 
 struct host_addr { /* one resolved address of a route host */
 	char *host;
@@ -88,15 +89,8 @@ static void host_addr_add(struct policy_tables *t, const char *host, int family,
 		if (t->hosts[i].family == family && strcmp(t->hosts[i].host, host) == 0 &&
 		    memcmp(t->hosts[i].addr, addr, alen) == 0)
 			return;
-	if (t->n_hosts == t->cap_hosts) {
-		size_t cap = t->cap_hosts ? t->cap_hosts * 2 : 32;
-		struct host_addr *n = realloc(t->hosts, cap * sizeof(*n));
-
-		if (!n)
-			return;
-		t->hosts = n;
-		t->cap_hosts = cap;
-	}
+	if (dp_grow(&t->hosts, &t->cap_hosts, t->n_hosts, sizeof(*t->hosts)))
+		return;
 	h = &t->hosts[t->n_hosts];
 	memset(h, 0, sizeof(*h));
 	if (!(h->host = strdup(host)))
@@ -121,15 +115,8 @@ static void allow_add(struct policy_tables *t, int family, const void *addr, int
 			t->allow[i].rule |= rule;
 			return;
 		}
-	if (t->n_allow == t->cap_allow) {
-		size_t cap = t->cap_allow ? t->cap_allow * 2 : 32;
-		struct dp_kallow *n = realloc(t->allow, cap * sizeof(*n));
-
-		if (!n)
-			return;
-		t->allow = n;
-		t->cap_allow = cap;
-	}
+	if (dp_grow(&t->allow, &t->cap_allow, t->n_allow, sizeof(*t->allow)))
+		return;
 	a = &t->allow[t->n_allow++];
 	memset(a, 0, sizeof(*a));
 	a->family = family;
@@ -372,6 +359,8 @@ void policy_collect(struct deputyd *d)
 	policy_take(j);
 	policy_job_free(j);
 	policy_apply_all(d);
+	/* Shims deciding alone hold route hosts' addresses (table.c): theirs are stale now. */
+	table_invalidate_all(d);
 	if (again)
 		policy_refresh(d);
 }
@@ -423,15 +412,6 @@ int policy_unix_apply(struct deputyd *d)
 	return r;
 }
 
-static bool cidr_has(const struct dp_cidr *c, int family, const uint8_t *addr)
-{
-	int full = c->prefix / 8, rest = c->prefix % 8;
-
-	if (c->family != family || memcmp(c->addr, addr, (size_t)full) != 0)
-		return false;
-	return rest == 0 || ((c->addr[full] ^ addr[full]) & (0xff00 >> rest)) == 0;
-}
-
 /* rt comes from the config in force, so its "addrs" are read there; the host table is the
  * last resolution's (a host added by a reload has no address until its resolution is in:
  * until then binding refuses, as the kernel does). */
@@ -440,7 +420,7 @@ bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int fam
 {
 	policy_ensure(d);
 	for (size_t i = 0; i < rt->n_addrs; i++)
-		if (cidr_has(&rt->addrs[i], family, addr))
+		if (route_cidr_has(&rt->addrs[i], family, addr))
 			return true;
 	for (size_t i = 0; i < current.n_hosts; i++)
 		if (current.hosts[i].family == family &&
@@ -448,4 +428,22 @@ bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int fam
 		    memcmp(current.hosts[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
 			return true;
 	return false;
+}
+
+size_t policy_route_addrs(struct deputyd *d, const struct dp_route *rt,
+			  void (*fn)(void *ctx, int family, const uint8_t *addr, int prefix),
+			  void *ctx)
+{
+	size_t n = 0;
+
+	policy_ensure(d);
+	for (size_t i = 0; i < rt->n_addrs; i++, n++)
+		fn(ctx, rt->addrs[i].family, rt->addrs[i].addr, rt->addrs[i].prefix);
+	for (size_t i = 0; i < current.n_hosts; i++)
+		if (strcmp(current.hosts[i].host, rt->host) == 0) {
+			fn(ctx, current.hosts[i].family, current.hosts[i].addr,
+			   current.hosts[i].family == AF_INET ? 32 : 128);
+			n++;
+		}
+	return n;
 }
