@@ -135,6 +135,7 @@ static int setup_kernel(struct deputyd *d)
 	if (!d->cfg->kernel) {
 		pr_warn("WARNING: \"kernel\": \"off\" — the eBPF layer is not loaded: connections "
 			"of agents are NOT logged and NOT enforced; only the shim mediates HTTP");
+		policy_refresh(d); /* destination binding still needs the route hosts */
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
@@ -144,6 +145,7 @@ static int setup_kernel(struct deputyd *d)
 	rc = policy_unix_apply(d);
 	if (rc)
 		return fail("allow_unix", "%s", strerror(-rc));
+	policy_refresh(d); /* resolved here, once: later in a thread, off the loop */
 	return 0;
 }
 
@@ -200,6 +202,15 @@ static void detach_ready(int fd)
 	if (write(fd, "r", 1) != 1)
 		pr_warn("start: cannot tell the parent that deputyd is ready");
 	close(fd);
+}
+
+static int setup_socket(struct deputyd *d)
+{
+	if (server_listen(d) != 0)
+		return -1;
+	if (policy_unix_apply(d) != 0) /* again, now the socket's canonical path is known */
+		pr_warn("allow_unix: cannot add the canonical path of %s", d->cfg->socket);
+	return 0;
 }
 
 /* -t: the file itself, and the issuers' key sets (a missing jwks_file is not ok). */
@@ -306,14 +317,11 @@ int main(int argc, char **argv)
 	}
 	if (setup_cgroups(&d) || setup_kernel(&d))
 		goto out;
-	policy_refresh(&d); /* resolved here, once: later in a thread, off the loop */
 	if (d.cfg->http_listen && start_httpd(&d, &httpd) != 0)
 		goto out;
 	session_recover(&d);
-	if (server_listen(&d) != 0)
+	if (setup_socket(&d) != 0)
 		goto out;
-	if (policy_unix_apply(&d) != 0) /* again, now the socket's canonical path is known */
-		pr_warn("allow_unix: cannot add the canonical path of %s", d.cfg->socket);
 	if (ready_fd >= 0)
 		detach_ready(ready_fd);
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,

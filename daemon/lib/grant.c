@@ -564,6 +564,30 @@ static int grant_read_claims(const json_t *c, const struct trust_issuer *ti, con
 	return 0;
 }
 
+/* The issuer's key for kid (NULL: none), with trust->lock held: reloaded at most every
+ * TRUST_REFETCH_S. A deferred trust never waits for the network: the caller's event loop
+ * fetches and asks again (-EINPROGRESS), and only this grant waits for it. */
+static int issuer_key(struct dp_trust *trust, struct trust_issuer *ti, const char *kid, int64_t now,
+		      const struct dp_key **out)
+{
+	const struct dp_key *key = dp_keyset_find(ti->keys, kid);
+
+	*out = NULL;
+	if (!key && trust->defer && jwks_is_url(ti->source)) {
+		if (!ti->fetching && now - ti->loaded_at >= TRUST_REFETCH_S) {
+			ti->want_fetch = true;
+			ti->loaded_at = now;
+		}
+		if (ti->want_fetch || ti->fetching)
+			return -EINPROGRESS;
+	} else if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
+		issuer_reload(ti, now);
+		key = dp_keyset_find(ti->keys, kid);
+	}
+	*out = key;
+	return 0;
+}
+
 int grant_verify(struct dp_trust *trust, const char *token, const char *audience, const char *agent,
 		 int64_t now, struct dp_grant **out, struct dp_err *err)
 {
@@ -622,24 +646,11 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 		goto out;
 	}
 	pthread_mutex_lock(&trust->lock);
-	key = dp_keyset_find(ti->keys, jws.kid);
-	if (!key && trust->defer && jwks_is_url(ti->source)) {
-		/* The caller's event loop must not wait for the network: it fetches and asks
-		 * again, and only this grant waits for it. */
-		if (!ti->fetching && now - ti->loaded_at >= TRUST_REFETCH_S) {
-			ti->want_fetch = true;
-			ti->loaded_at = now;
-		}
-		if (ti->want_fetch || ti->fetching) {
-			pthread_mutex_unlock(&trust->lock);
-			dp_err_set(err, "keys of issuer \"%s\" are being fetched",
-				   DP_SAFE(b1, iss));
-			r = -EINPROGRESS;
-			goto out;
-		}
-	} else if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
-		issuer_reload(ti, now);
-		key = dp_keyset_find(ti->keys, jws.kid);
+	if (issuer_key(trust, ti, jws.kid, now, &key) == -EINPROGRESS) {
+		pthread_mutex_unlock(&trust->lock);
+		dp_err_set(err, "keys of issuer \"%s\" are being fetched", DP_SAFE(b1, iss));
+		r = -EINPROGRESS;
+		goto out;
 	}
 	if (!key) {
 		pthread_mutex_unlock(&trust->lock);
