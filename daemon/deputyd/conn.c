@@ -22,6 +22,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76 /* Linux 6.5; Debian 12's headers predate it */
+#define SCM_PIDFD 0x04
+#endif
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
@@ -77,10 +81,11 @@ static void conn_flush(struct deputyd *d, struct conn *c)
 	}
 }
 
-/* The peer has not read what was sent, or enough is held for it: no more of its frames. */
+/* The peer has not read what was sent, enough is held for it, or its frame waits for an
+ * issuer's keys: no more of its frames. */
 static bool conn_blocked(const struct conn *c)
 {
-	return c->want_out || c->wlen >= CONN_HOLD_MAX;
+	return c->waiting || c->want_out || c->wlen >= CONN_HOLD_MAX;
 }
 
 /* Appends to what waits for the peer; false (and the connection dead) when it cannot. */
@@ -351,6 +356,9 @@ void conn_accept(struct deputyd *d)
 		 * get pidfd_open, which is racy only if that process already exited. */
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0)
 			c->pidfd = proc_pidfd(cred.pid);
+		/* SO_PASSPIDFD (Linux 6.5): every recvmsg also pins its sender (conn_recv);
+		 * without it the pid is all there is. */
+		(void)setsockopt(fd, SOL_SOCKET, SO_PASSPIDFD, &one, sizeof(one));
 		if (!conn_admit(d, c)) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
@@ -422,6 +430,8 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 		if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
 			break;
 		on_frame(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
+		if (c->waiting)
+			break; /* the frame stays, to be dispatched again */
 		off += DP_PROTO_HDR_LEN + h.len;
 	}
 	if (off) {
@@ -429,6 +439,16 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 		c->rlen -= off;
 		c->partial_since = dp_now();
 	}
+}
+
+/* The sender of one recvmsg, against the process that connected, once that one has exited:
+ * 1 the same, 0 another process (given its pid), -1 unknown (no pidfd came with the bytes,
+ * or the kernel's pidfds cannot be compared). */
+static int conn_sender_same(const struct conn *c, int sender_pidfd)
+{
+	int r = sender_pidfd >= 0 && c->pidfd >= 0 ? proc_same(sender_pidfd, c->pidfd) : -1;
+
+	return r < 0 ? -1 : r;
 }
 
 /* One recvmsg, and whether the bytes came from the process that connected. With SO_PASSCRED
@@ -439,34 +459,47 @@ static ssize_t conn_recv(struct conn *c, size_t room)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(struct ucred))];
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
 	} ctl;
 	struct iovec iov = {c->rbuf + c->rlen, room};
 	struct msghdr mh = {
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
 	struct cmsghdr *cm;
 	struct ucred who = {0};
+	int sender = -1, same = -1;
 	ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
 
 	if (r <= 0)
 		return r;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(who)))
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET)
+			continue;
+		if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len == CMSG_LEN(sizeof(who)))
 			memcpy(&who, CMSG_DATA(cm), sizeof(who));
-	if (who.pid != c->pid || who.uid != c->uid) {
-		pr_warn("pid %d (uid %u) sent on pid %d's connection; closing", (int)who.pid,
-			(unsigned)who.uid, (int)c->pid);
+		else if (cm->cmsg_type == SCM_PIDFD && cm->cmsg_len == CMSG_LEN(sizeof(int)) &&
+			 sender < 0)
+			memcpy(&sender, CMSG_DATA(cm), sizeof(sender));
+	}
+	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
+	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
+	 * could come from a later process given the same pid. The sender's own pidfd tells
+	 * (SO_PASSPIDFD): another process is refused like any other copier. Where the kernel
+	 * cannot tell, only reports, which answer nothing and mint nothing, are taken from
+	 * then on (dispatch.c). */
+	if (who.pid == c->pid && who.uid == c->uid && !proc_alive(c->pidfd)) {
+		c->orphaned = true;
+		same = conn_sender_same(c, sender);
+	}
+	if (sender >= 0)
+		close(sender);
+	if (who.pid != c->pid || who.uid != c->uid || same == 0) {
+		pr_warn("pid %d (uid %u) sent on pid %d's connection%s; closing", (int)who.pid,
+			(unsigned)who.uid, (int)c->pid,
+			same == 0 ? " (a new process with its pid)" : "");
 		c->dead = true;
 		errno = EPERM;
 		return -1;
 	}
-	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
-	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
-	 * could come from a later process given the same pid: only reports, which answer
-	 * nothing and mint nothing, are taken from then on (dispatch.c). */
-	if (!proc_alive(c->pidfd))
-		c->orphaned = true;
 	return r;
 }
 
@@ -474,6 +507,11 @@ static ssize_t conn_recv(struct conn *c, size_t room)
  * in it: one recv per request in the common case, not one per header and payload. */
 void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 {
+	/* Only a hang-up or an error is reported while a frame waits: the peer is gone. */
+	if (c->waiting) {
+		c->dead = true;
+		return;
+	}
 	for (int rounds = 0; rounds < 64 && !c->dead && !conn_blocked(c); rounds++) {
 		size_t room = sizeof(c->rbuf) - c->rlen;
 		ssize_t r;
@@ -512,7 +550,7 @@ void conn_reap(struct deputyd *d)
 	for (; c; c = next) {
 		next = c->next;
 		/* Frames held back while the peer does not read its replies are not incomplete. */
-		if (!c->dead && c->rlen > 0 && !c->want_out &&
+		if (!c->dead && !c->waiting && c->rlen > 0 && !c->want_out &&
 		    now - c->partial_since > CONN_PARTIAL_TIMEOUT) {
 			pr_warn("client pid %d: message incomplete for %ds; closing", (int)c->pid,
 				CONN_PARTIAL_TIMEOUT);
@@ -520,6 +558,30 @@ void conn_reap(struct deputyd *d)
 		}
 		if (c->dead)
 			conn_close(d, c);
+	}
+}
+
+void conn_wait(struct deputyd *d, struct conn *c)
+{
+	/* No EPOLLIN meanwhile: a waiting peer that sends more must not spin the loop. A
+	 * hang-up is still reported, and reaped once the frame was answered. */
+	struct epoll_event ev = {.events = 0, .data.ptr = c};
+
+	c->waiting = true;
+	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void conn_resume_waiting(struct deputyd *d, conn_frame_fn on_frame)
+{
+	for (struct conn *c = conns; c; c = c->next) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+		if (!c->waiting)
+			continue;
+		c->waiting = false;
+		if (!c->want_out)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		conn_process(d, c, on_frame);
 	}
 }
 

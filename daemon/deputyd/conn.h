@@ -31,12 +31,13 @@ struct conn {
 	bool want_out; /* EPOLLOUT is armed: a reply is waiting for room */
 	bool held;     /* replies of this turn wait in wbuf for conn_send_held */
 	bool orphaned; /* the peer exited: only its NOREPLY reports are still taken */
+	bool waiting;  /* its first frame waits for an issuer's keys (conn_wait) */
 	bool dead;
 };
 
 /* epoll data of the loop's own fds; anything else is a struct conn pointer. The listening
  * socket's is here because conn pauses and resumes it. */
-enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY };
+enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY, EP_WAKE };
 
 /* What to do with one complete frame: the dispatcher (dispatch.h). */
 typedef void (*conn_frame_fn)(struct deputyd *d, struct conn *c, const struct dp_hdr *h,
@@ -53,6 +54,11 @@ void conn_reap(struct deputyd *d);
 void conn_close_all(struct deputyd *d);
 /* A session was freed (registered with session_on_gone): forget it everywhere. */
 void conn_session_gone(struct deputyd *d, struct session *s);
+
+/* The frame being dispatched must wait (for an issuer's keys): it stays unanswered in the
+ * buffer, and nothing more is read from c, until conn_resume_waiting dispatches it again. */
+void conn_wait(struct deputyd *d, struct conn *c);
+void conn_resume_waiting(struct deputyd *d, conn_frame_fn on_frame);
 
 /* Replies. A reply is held until conn_send_held; one that cannot be queued marks the
  * connection dead. */

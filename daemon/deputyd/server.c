@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,6 +27,7 @@
 #include "kernel.h"
 #include "notify.h"
 #include "proxyd.h"
+#include "keyfetch.h"
 #include "reload.h"
 
 #define TICK_MS 200
@@ -138,6 +140,17 @@ static void server_event(struct deputyd *d, const struct epoll_event *ev, int64_
 	case EP_PROXY:
 		proxyd_event(d);
 		return;
+	case EP_WAKE: {
+		uint64_t n;
+
+		if (read(d->wake_fd, &n, sizeof(n)) < 0) {
+			/* nothing to do: the results are collected either way */
+		}
+		policy_collect(d);
+		if (keyfetch_collect(d))
+			conn_resume_waiting(d, dispatch_frame);
+		return;
+	}
 	}
 	c = ev->data.ptr;
 	if (c->dead)
@@ -165,12 +178,17 @@ int server_run(struct deputyd *d)
 	d->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	d->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (d->signal_fd < 0 || d->timer_fd < 0 || d->epfd < 0)
+	d->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (d->signal_fd < 0 || d->timer_fd < 0 || d->epfd < 0 || d->wake_fd < 0)
 		return -errno;
 	timerfd_settime(d->timer_fd, 0, &its, NULL);
 	if (epoll_add_tag(d, d->listen_fd, EP_LISTEN) ||
-	    epoll_add_tag(d, d->signal_fd, EP_SIGNAL) || epoll_add_tag(d, d->timer_fd, EP_TIMER))
+	    epoll_add_tag(d, d->signal_fd, EP_SIGNAL) || epoll_add_tag(d, d->timer_fd, EP_TIMER) ||
+	    epoll_add_tag(d, d->wake_fd, EP_WAKE))
 		return -errno;
+	/* From here on no request waits for the network: issuers' keys and route hosts are
+	 * fetched and resolved in threads (keyfetch.c, policy.c). */
+	trust_defer_fetches(d->trust);
 	if (d->kernel && epoll_add_tag(d, kernel_fd(d->kernel), EP_KERNEL))
 		return -errno;
 
@@ -198,6 +216,7 @@ int server_run(struct deputyd *d)
 		 * turn's records go to the logs, one write per log, and only then its replies. */
 		if (d->kernel)
 			kernel_consume(d->kernel);
+		keyfetch_start(d);
 		do
 			audit_log_flush_all();
 		while (conn_send_held(d, dispatch_frame));
@@ -217,6 +236,10 @@ int server_run(struct deputyd *d)
 			(unsigned long long)hits, (unsigned long long)misses, avail);
 	}
 	conn_close_all(d);
+	/* A thread that outlived its wait may still write to the eventfd: then it stays open
+	 * (deputyd is exiting), rather than its number go to another file. */
+	if (keyfetch_stop(d) & policy_stop(d))
+		close(d->wake_fd);
 	close(d->listen_fd);
 	unlink(d->cfg->socket);
 	return 0;
