@@ -466,6 +466,9 @@ void proxyd_reply_fd(struct deputyd *d, struct dp_msg *m, int fd)
 
 	if (dp_msg_finish(m) != 0)
 		return;
+	/* What the reply depends on is in the file first (audit_log.h); a decision whose
+	 * records were lost was already turned into a refusal (proxyreq.c). */
+	audit_log_flush_all();
 	iov = (struct iovec){m->buf, m->len};
 	if (fd >= 0)
 		dp_msghdr_fd(&mh, &ctl, fd);
