@@ -26,6 +26,8 @@ struct audit_log {
 	uint64_t size, max; /* bytes in the file; the limit (0: none) */
 	char prev[AUDIT_HASH_HEX];
 	char last_ts[DP_TS_LEN];
+	char last_type[32]; /* of the last record, written or read back */
+	bool no_export;	    /* deputyd's host log: not a session's record */
 };
 
 /* Kept free below the limit for session_close: counts and a signature, well under this. */
@@ -118,6 +120,8 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
 		log->seq = (uint64_t)json_integer_value(seq) + 1;
 		snprintf(log->last_ts, sizeof(log->last_ts), "%s",
 			 json_string_value(json_object_get(rec, "ts")) ?: "");
+		snprintf(log->last_type, sizeof(log->last_type), "%s",
+			 json_string_value(json_object_get(rec, "type")) ?: "");
 		json_decref(rec);
 	}
 	log->fd = open(log->path, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -261,10 +265,12 @@ static int audit_log_write(struct audit_log *log, const char *type, const json_t
 		off += (size_t)wr;
 	}
 	/* only a record the session log holds is exported: the log stays the reference */
-	audit_export_record(type, ts, line, len);
+	if (!log->no_export)
+		audit_export_record(type, ts, line, len);
 	log->seq++;
 	log->size += len + 1;
 	memcpy(log->last_ts, ts, sizeof(ts));
+	snprintf(log->last_type, sizeof(log->last_type), "%s", type);
 	return 0;
 }
 
@@ -287,8 +293,9 @@ static json_t *audit_seal_claims(const char *issuer, const char *session, uint64
 			 session, "seq", (json_int_t)seq, "prev", prev, "counts", counts);
 }
 
-int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
-		   const json_t *counts, const char *reason, struct dp_err *err)
+int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key *key,
+		   const char *issuer, const json_t *counts, const json_t *extra,
+		   struct dp_err *err)
 {
 	json_t *empty = NULL, *claims, *fields;
 	struct dp_err jerr;
@@ -310,16 +317,18 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 		json_decref(empty);
 		return -EIO;
 	}
-	fields = reason
-		     ? json_pack("{s:O, s:s, s:s}", "counts", counts, "reason", reason, "sig", sig)
-		     : json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
+	fields = json_pack("{s:O}", "counts", counts);
+	if (fields && extra)
+		json_object_update(fields, (json_t *)extra);
+	if (fields)
+		json_object_set_new(fields, "sig", json_string(sig));
 	free(sig);
 	json_decref(empty);
 	if (!fields) {
 		dp_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	rc = audit_log_write(log, "session_close", fields, NULL, true, err);
+	rc = audit_log_write(log, type, fields, NULL, true, err);
 	json_decref(fields);
 	if (rc == 0 && fdatasync(log->fd) < 0) {
 		rc = -errno;
@@ -352,4 +361,14 @@ uint64_t audit_log_next_seq(const struct audit_log *log)
 const char *audit_log_last_ts(const struct audit_log *log)
 {
 	return log->last_ts;
+}
+
+const char *audit_log_last_type(const struct audit_log *log)
+{
+	return log->last_type;
+}
+
+void audit_log_no_export(struct audit_log *log)
+{
+	log->no_export = true;
 }

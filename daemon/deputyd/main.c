@@ -14,9 +14,13 @@
 
 #include "audit_export.h"
 #include "cgroup.h"
+#include "hostlog.h"
+#include "hostwatch.h"
 #include "httpd.h"
 #include "kernel.h"
 #include "notify.h"
+#include "reload.h"
+#include "revoke.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -39,6 +43,9 @@ static int fail(const char *what, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	pr_warn("%s: %s", what, why);
+	/* once the host log is open, a start that fails is in it too */
+	hostlog_write(strcmp(what, "kernel") == 0 ? "kernel_load_failed" : "start_failed",
+		      json_pack("{s:s, s:s}", "what", what, "reason", why));
 	return 1;
 }
 
@@ -65,6 +72,27 @@ static int setup_dirs(struct deputyd *d)
 	rc = dp_mkdir_p(d->log_dir, 0750);
 	if (rc)
 		return fail("state_dir", "%s: %s", d->log_dir, strerror(-rc));
+	return 0;
+}
+
+/* The host log first, so that everything after it that fails is recorded; a revocation
+ * list that cannot be read stops deputyd: starting without it would honour revoked grants. */
+static int setup_hostlog(struct deputyd *d, const char *config_path, char *down_since)
+{
+	struct dp_err err;
+	bool sealed;
+
+	if (hostlog_open(d->cfg->state_dir, &sealed, &err) != 0)
+		return fail("state_dir", "host log: %s", err.msg);
+	down_since[0] = '\0';
+	if (!sealed)
+		snprintf(down_since, DP_TS_LEN, "%s", hostlog_last_ts());
+	hostlog_write("deputyd_start",
+		      json_pack("{s:s, s:I, s:s, s:b, s:b}", "version", DEPUTY_VERSION, "pid",
+				(json_int_t)getpid(), "config", config_path, "kernel",
+				d->cfg->kernel, "previous_stop_clean", sealed));
+	if (revoke_load(d->cfg->state_dir, &err) != 0)
+		return fail("revocations", "%s", err.msg);
 	return 0;
 }
 
@@ -179,6 +207,7 @@ int main(int argc, char **argv)
 	bool foreground = false, verbose = false, check_only = false;
 	struct deputyd d = {.listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1};
 	struct dp_httpd *httpd = NULL;
+	char down_since[DP_TS_LEN];
 	struct dp_err err;
 	int opt, rc = 1;
 
@@ -218,6 +247,7 @@ int main(int argc, char **argv)
 		return fail("config", "%s", err.msg);
 	if (check_only)
 		return check_config(config_path, d.cfg);
+	reload_remember(config_path);
 	if (geteuid() != 0) {
 		config_free(d.cfg);
 		return fail("start",
@@ -227,7 +257,8 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	if (notify_init(&err) != 0)
 		pr_warn("%s: the service manager will not hear from deputyd", err.msg);
-	if (setup_dirs(&d) || setup_key(&d) || setup_export(&d))
+	if (setup_dirs(&d) || setup_hostlog(&d, config_path, down_since) || setup_key(&d) ||
+	    setup_export(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);
 	if (!d.trust) {
@@ -246,6 +277,11 @@ int main(int argc, char **argv)
 		dp_log_use_syslog();
 	}
 	session_recover(&d);
+	if (down_since[0])
+		hostlog_write("deputyd_outage",
+			      json_pack("{s:s, s:I}", "down_since", down_since, "sessions_resumed",
+					(json_int_t)d.n_sessions));
+	hostwatch_start(&d);
 	if (server_listen(&d) != 0)
 		goto out;
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
@@ -253,6 +289,14 @@ int main(int argc, char **argv)
 	notify_send("READY=1\nSTATUS=serving");
 	rc = server_run(&d) ? 1 : 0;
 out:
+	if (d.key) {
+		json_t *counts = hostwatch_counts(&d);
+
+		hostlog_seal(d.key, d.cfg->issuer, counts);
+		json_decref(counts);
+	}
+	hostlog_close();
+	revoke_free();
 	close_export();
 	httpd_stop(httpd);
 	if (d.kernel)

@@ -206,7 +206,8 @@ void policy_refresh(struct deputyd *d)
 	if (!d->kernel)
 		return;
 	for (struct session *s = d->sessions; s; s = s->next)
-		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow) != 0)
+		if (!s->blocked &&
+		    kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, allow, n_allow) != 0)
 			pr_warn("session %s: cannot update kernel policy", s->id);
 }
 

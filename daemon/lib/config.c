@@ -472,6 +472,11 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 			return r;
 		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
 	}
+	if ((v = json_object_get(root, "on_grant_expiry"))) {
+		if ((r = cfg_get_choice(c, "on_grant_expiry", v, "deny", "end", &choice)))
+			return r;
+		cfg->on_grant_expiry = choice ? DP_EXPIRY_END : DP_EXPIRY_DENY;
+	}
 	if ((v = json_object_get(root, "allow_resolvers")) &&
 	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
 		return r;
@@ -529,7 +534,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",
+	    "audit_export",  "on_grant_expiry",
 	};
 	json_t *v;
 	const char *s = NULL;

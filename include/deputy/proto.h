@@ -30,6 +30,9 @@ enum dp_msg_type {
 	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, PID (the sender's child), ARGV… -> OPENED */
 	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER [, CA] */
 	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
+	DP_MSG_KILL = 13,	    /* SESSION [, REASON] -> OK: end it now (root or its user) */
+	DP_MSG_REVOKE = 14,	    /* JTI (a grant's) | USER, [REASON] -> DATA_REPLY (root) */
+	DP_MSG_REVOKE_LIST = 15,    /* -> DATA_REPLY (JSON: the revocation list) (root) */
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
@@ -37,7 +40,7 @@ enum dp_msg_type {
 	DP_MSG_DENY_REPORT =
 	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
 	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */
-	DP_MSG_LOG_READ = 31,	/* SESSION, OFFSET -> LOG_DATA */
+	DP_MSG_LOG_READ = 31,	/* SESSION | HOST_LOG, OFFSET -> LOG_DATA */
 	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
 	DP_MSG_JWKS = 33,	/* -> DATA_REPLY (deputyd's JWKS JSON) */
 	DP_MSG_DATA_REPLY = 34, /* reply: DATA */
@@ -84,7 +87,8 @@ enum dp_tag {
 	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
 	 * (the socket's peer, as the shim knows it). */
 	DP_T_SNI = 26,
-	DP_T_MAX_ = 27,
+	DP_T_HOST_LOG = 27, /* LOG_READ: deputyd's own host log instead of a session's (u64 1) */
+	DP_T_MAX_ = 28,
 };
 
 enum dp_verdict {
