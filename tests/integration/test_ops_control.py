@@ -10,11 +10,9 @@ outages and dropped exports, is chained and sealed, and is root's to read."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import deputytest as dt  # noqa: E402
@@ -82,29 +80,7 @@ def need_bpf():
         dt.skip("needs root and BPF (BTF, cgroup2) for the kernel layer", bpf=True)
 
 
-def script(d, text, name):
-    path = os.path.join(d.dir, name)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o644)
-    return path
-
-
-def start_agent(d, argv, user, token=None):
-    p = dt.track(subprocess.Popen(
-        [dt.DEPUTY, "run", "--grant", d.grant_file(token or d.idp.grant()), "--agent",
-         "mailbot", "--"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=d.env(), preexec_fn=dt.demote(user)))
-    line = p.stdout.readline()
-    if not line.startswith("session="):
-        p.kill()
-        dt.fail("session did not start: %r %r" % (line, p.stderr.read()))
-    return p, line.strip().split("=", 1)[1]
-
-
-def ts_of(rec):
-    return datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc).timestamp()
+script, start_agent, ts_of = dt.script, dt.start_agent, dt.ts_of
 
 
 def host_records(d):

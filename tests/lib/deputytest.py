@@ -823,6 +823,36 @@ def agent_requests(d, token, requests, user=None, agent="mailbot", env=None):
     return r, replies
 
 
+def script(d, text, name):
+    """A file of d's directory with text, readable by the agents' user."""
+    path = os.path.join(d.dir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def ts_of(rec):
+    """A record's ts as seconds since the epoch."""
+    from datetime import datetime, timezone
+    return datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+def start_agent(d, argv, user, token=None):
+    """`deputy run` of argv as user, whose first line says "session=ID"; returns (Popen, ID)
+    with the rest of its output still to read."""
+    p = track(subprocess.Popen(
+        [DEPUTY, "run", "--grant", d.grant_file(token or d.idp.grant()), "--agent", "mailbot",
+         "--"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env(),
+        preexec_fn=demote(user)))
+    line = p.stdout.readline()
+    if not line.startswith("session="):
+        p.kill()
+        fail("session did not start: %r %r" % (line, p.stderr.read()))
+    return p, line.strip().split("=", 1)[1].split()[0]
+
+
 def decode_jwt(token):
     return jwt.decode(token, options={"verify_signature": False})
 
