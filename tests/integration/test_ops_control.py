@@ -10,6 +10,7 @@ outages and dropped exports, is chained and sealed, and is root's to read."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -413,6 +414,29 @@ def host_log_counts_the_records_the_export_dropped():
     d.stop()
     stop = host_records(d)[-1]
     check(stop["type"] == "deputyd_stop" and stop["counts"]["export_dropped"] >= 2, stop)
+
+
+@case
+def a_start_that_fails_is_in_the_host_log_and_sealed():
+    if not dt.is_root():
+        dt.skip("needs root")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        d = dt.Deputyd(http_listen="127.0.0.1:%d" % busy.getsockname()[1])
+        r = subprocess.run([dt.DEPUTYD, "-c", d.config_path, "-f"], capture_output=True,
+                           timeout=60)
+        check(r.returncode != 0, "deputyd started on a port in use")
+    finally:
+        busy.close()
+    host = host_records(d)
+    eq([x["type"] for x in host], ["deputyd_start", "start_failed", "deputyd_stop"],
+       "host log of a failed start")
+    eq(host[1]["what"], "http_listen", host[1])
+    v = d.cli("audit", "verify", os.path.join(d.state, "host.jsonl"), "--jwks",
+              os.path.join(d.state, "jwks.json"))
+    eq(v.returncode, 0, "verify: %s %s" % (v.stdout, v.stderr))
 
 
 @case
