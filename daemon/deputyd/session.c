@@ -408,6 +408,7 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	*out = s;
 	return 0;
 fail:
+	session_refused_record(q, err);
 	close(child_pidfd);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
