@@ -172,6 +172,7 @@ def nobody_cannot_kill_another_users_session_but_can_kill_its_own():
     eq(r.returncode, 0, "nobody kills its own session: %s" % r.stderr)
     close = d.wait_closed(asid)[-1]
     eq((close["reason"], close["by"]), ("killed", attacker[0]), "session_close")
+    eq(sessions_of(d)[asid].get("reason"), "killed", "deputy sessions --json says why")
     check("text" not in close, "no text without --reason")
     ap.wait(30)
     vp.kill()
