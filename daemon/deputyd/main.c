@@ -198,6 +198,40 @@ static int start_httpd(struct deputyd *d, struct dp_httpd **out)
 	return *out ? 0 : -1;
 }
 
+/* Sessions a crashed deputyd left, and the outage the host log then notes. */
+static void recover(struct deputyd *d, const char *down_since)
+{
+	session_recover(d);
+	if (down_since[0])
+		hostlog_write("deputyd_outage",
+			      json_pack("{s:s, s:I}", "down_since", down_since, "sessions_resumed",
+					(json_int_t)d->n_sessions));
+	hostwatch_start(d);
+}
+
+/* Whatever was set up, in reverse; the host log sealed once the key is there to sign. */
+static void teardown(struct deputyd *d, struct dp_httpd *httpd)
+{
+	if (d->key) {
+		json_t *counts = hostwatch_counts(d);
+
+		hostlog_seal(d->key, d->cfg->issuer, counts);
+		json_decref(counts);
+	}
+	hostlog_close();
+	revoke_free();
+	close_export();
+	httpd_stop(httpd);
+	if (d->kernel)
+		kernel_close(d->kernel);
+	if (d->cg_parent[0] && rmdir(d->cg_parent) < 0 && errno != ENOENT && errno != EBUSY)
+		pr_warn("cannot remove %s: %s", d->cg_parent, strerror(errno));
+	trust_free(d->trust);
+	dp_key_free(d->key);
+	free(d->jwks_json);
+	config_free(d->cfg);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
@@ -276,12 +310,7 @@ int main(int argc, char **argv)
 		}
 		dp_log_use_syslog();
 	}
-	session_recover(&d);
-	if (down_since[0])
-		hostlog_write("deputyd_outage",
-			      json_pack("{s:s, s:I}", "down_since", down_since, "sessions_resumed",
-					(json_int_t)d.n_sessions));
-	hostwatch_start(&d);
+	recover(&d, down_since);
 	if (server_listen(&d) != 0)
 		goto out;
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
@@ -289,23 +318,6 @@ int main(int argc, char **argv)
 	notify_send("READY=1\nSTATUS=serving");
 	rc = server_run(&d) ? 1 : 0;
 out:
-	if (d.key) {
-		json_t *counts = hostwatch_counts(&d);
-
-		hostlog_seal(d.key, d.cfg->issuer, counts);
-		json_decref(counts);
-	}
-	hostlog_close();
-	revoke_free();
-	close_export();
-	httpd_stop(httpd);
-	if (d.kernel)
-		kernel_close(d.kernel);
-	if (d.cg_parent[0] && rmdir(d.cg_parent) < 0 && errno != ENOENT && errno != EBUSY)
-		pr_warn("cannot remove %s: %s", d.cg_parent, strerror(errno));
-	trust_free(d.trust);
-	dp_key_free(d.key);
-	free(d.jwks_json);
-	config_free(d.cfg);
+	teardown(&d, httpd);
 	return rc;
 }
