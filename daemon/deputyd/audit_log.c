@@ -305,6 +305,10 @@ int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key 
 	if (!counts)
 		counts = empty = json_object();
 	claims = audit_seal_claims(issuer, log->session, log->seq, log->prev, counts);
+	/* The seal is the last line: no later prev covers it, so what it says beyond the counts
+	 * (why the session ended, who ended it) is signed too. */
+	if (claims && extra)
+		json_object_update_missing(claims, (json_t *)extra);
 	if (!claims) {
 		json_decref(empty);
 		dp_err_set(err, "out of memory");

@@ -20,6 +20,9 @@ void audit_hash_line(const char *line, size_t len, char out[AUDIT_HASH_HEX])
 	dp_hex(md, sizeof(md), out);
 }
 
+/* Members of a seal record that its signature covers besides the counts, when present. */
+static const char *const audit_seal_extra[] = {"reason", "by", "text"};
+
 /* Checks a seal record's signature against keys and the chain position. */
 static int audit_verify_seal(json_t *rec, const char *type, const struct dp_keyset *keys,
 			     const char *session, uint64_t seq, const char *prev,
@@ -60,6 +63,21 @@ static int audit_verify_seal(json_t *rec, const char *type, const struct dp_keys
 	    !json_equal(json_object_get(c, "counts"), counts)) {
 		dp_err_set(err, "%s sig does not match the record", type);
 		goto out;
+	}
+	/* Why it ended and who ended it are signed where the seal has a reason (seals made
+	 * before that carry none, and then neither may the record say who). */
+	for (size_t i = 0; i < DP_ARRAY_SIZE(audit_seal_extra); i++) {
+		json_t *signed_v = json_object_get(c, audit_seal_extra[i]);
+		json_t *rec_v = json_object_get(rec, audit_seal_extra[i]);
+		bool ok = json_object_get(c, "reason")
+			      ? (signed_v ? rec_v && json_equal(signed_v, rec_v) : !rec_v)
+			      : i == 0 || !rec_v; /* an old seal: an unsigned reason, no more */
+
+		if (!ok) {
+			dp_err_set(err, "%s sig does not match the record's %s", type,
+				   audit_seal_extra[i]);
+			goto out;
+		}
 	}
 	rc = 0;
 out:

@@ -173,6 +173,19 @@ def nobody_cannot_kill_another_users_session_but_can_kill_its_own():
     close = d.wait_closed(asid)[-1]
     eq((close["reason"], close["by"]), ("killed", attacker[0]), "session_close")
     eq(sessions_of(d)[asid].get("reason"), "killed", "deputy sessions --json says why")
+    # The seal signs why and by whom: the last line has no later prev to cover it.
+    copy = os.path.join(d.dir, "copy.jsonl")
+    text = open(d.log_path(asid)).read()
+    jwks = os.path.join(d.state, "jwks.json")
+    for old, new in (('"reason":"killed"', '"reason":"exit"'),
+                     ('"by":%d' % attacker[0], '"by":0')):
+        check(old in text, "%s in the seal" % old)
+        open(copy, "w").write(text.replace(old, new))
+        v = d.cli("audit", "verify", copy, "--jwks", jwks)
+        check(v.returncode == 1 and b"sig does not match" in v.stderr,
+              "an edited seal (%s) verified: %r %r" % (new, v.stdout, v.stderr))
+    open(copy, "w").write(text)
+    eq(d.cli("audit", "verify", copy, "--jwks", jwks).returncode, 0, "the untouched copy")
     check("text" not in close, "no text without --reason")
     ap.wait(30)
     vp.kill()
