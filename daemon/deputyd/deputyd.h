@@ -158,6 +158,10 @@ struct session_end_why {
 	bool by_set;
 	uid_t by;
 	const char *text;
+	/* A host log record written once the policy blocks and before anything is killed, so
+	 * its time bounds every connection the session was allowed (NULL: none). */
+	const char *host_type;
+	json_t *host_fields; /* stolen */
 };
 void session_end(struct deputyd *d, struct session *s, const struct session_end_why *why);
 /* Ends the open sessions whose grant's jti (kind "grant") or sub ("user") is value; the

@@ -65,10 +65,11 @@ int handle_kill(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 		dp_err_set(err, "kill: %s: no such open session of yours", id);
 		return -ENOENT;
 	}
-	hostlog_write("kill", json_pack("{s:s, s:o, s:s, s:I, s:I, s:o}", "sid", s->id, "user",
-					session_text(s->grant->sub), "agent", s->agent, "by",
-					(json_int_t)c->uid, "pid", (json_int_t)c->pid, "text",
-					session_text(text)));
+	why.host_type = "kill";
+	why.host_fields =
+	    json_pack("{s:s, s:o, s:s, s:I, s:I, s:o}", "sid", s->id, "user",
+		      session_text(s->grant->sub), "agent", s->agent, "by", (json_int_t)c->uid,
+		      "pid", (json_int_t)c->pid, "text", session_text(text));
 	session_end(d, s, &why);
 	return 0;
 }

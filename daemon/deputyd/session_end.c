@@ -35,10 +35,14 @@ void session_end(struct deputyd *d, struct session *s, const struct session_end_
 {
 	if (s->state != SESSION_OPEN) {
 		/* already ending: a kill still kills now rather than at the next grace period */
+		if (why->host_type)
+			hostlog_write(why->host_type, why->host_fields);
 		cgroup_kill(s->cg_path);
 		return;
 	}
 	session_end_block(d, s);
+	if (why->host_type)
+		hostlog_write(why->host_type, why->host_fields);
 	if (!s->close_reason)
 		s->close_reason = why->reason;
 	s->close_by_set = why->by_set;
@@ -68,19 +72,21 @@ json_t *session_end_revoked(struct deputyd *d, const char *kind, const char *val
 
 void session_end_tick(struct deputyd *d)
 {
-	static const struct session_end_why expired = {.reason = "grant_expired"};
 	int64_t now = dp_now();
 
 	if (d->cfg->on_grant_expiry != DP_EXPIRY_END)
 		return;
-	for (struct session *s = d->sessions; s; s = s->next)
-		if (s->state == SESSION_OPEN && s->grant->exp <= now) {
-			hostlog_write("grant_expired",
-				      json_pack("{s:s, s:o, s:s, s:I}", "sid", s->id, "user",
+	for (struct session *s = d->sessions; s; s = s->next) {
+		struct session_end_why expired = {.reason = "grant_expired",
+						  .host_type = "grant_expired"};
+
+		if (s->state != SESSION_OPEN || s->grant->exp > now)
+			continue;
+		expired.host_fields = json_pack("{s:s, s:o, s:s, s:I}", "sid", s->id, "user",
 						session_text(s->grant->sub), "grant_jti",
-						s->grant->jti, "exp", (json_int_t)s->grant->exp));
-			session_end(d, s, &expired);
-		}
+						s->grant->jti, "exp", (json_int_t)s->grant->exp);
+		session_end(d, s, &expired);
+	}
 }
 
 json_t *session_end_fields(const struct session *s)

@@ -426,7 +426,8 @@ def host_log_counts_the_records_the_export_dropped():
     eq(r.returncode, 0, r.stderr)
     dt.wait_until(lambda: host_of(d, "export_dropped"), timeout=30)
     rec = host_of(d, "export_dropped")
-    check(rec and rec[0]["dropped"] >= 2 and rec[0]["sent"] == 0, rec)
+    # the first drop is reported at the next tick; later ones at most every 10 s
+    check(rec and rec[0]["dropped"] >= 1 and rec[0]["sent"] == 0, rec)
     d.stop()
     stop = host_records(d)[-1]
     check(stop["type"] == "deputyd_stop" and stop["counts"]["export_dropped"] >= 2, stop)
