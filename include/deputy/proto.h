@@ -88,13 +88,25 @@ enum dp_tag {
 	 * (the socket's peer, as the shim knows it). */
 	DP_T_SNI = 26,
 	DP_T_HOST_LOG = 27, /* LOG_READ: deputyd's own host log instead of a session's (u64 1) */
-	DP_T_MAX_ = 28,
+	/* MCP routes: a DECIDE answered DP_VERDICT_MCP_BODY is asked again with the JSON-RPC
+	 * call the body makes (its method, params.name or params.uri, and the hex SHA-256 of
+	 * the body); the token binds all three, which is what the server checks. */
+	DP_T_MCP_METHOD = 34,
+	DP_T_MCP_NAME = 35,
+	DP_T_BODY_SHA256 = 36,
+	/* DECISION for a tools/list under "filter_list": repeatable "+NAME" / "-NAME", NAME "*"
+	 * for the rest: the tools the grant allows. */
+	DP_T_MCP_RULE = 37,
+	DP_T_MAX_ = 38,
 };
 
 enum dp_verdict {
 	DP_VERDICT_DENY = 0,
 	DP_VERDICT_DELEGATE = 1,
 	DP_VERDICT_PASSTHROUGH = 2,
+	/* An MCP route: read the whole body and DECIDE again with its call (MCP_METHOD …).
+	 * Anything that does not know this verdict refuses the request, as for any other. */
+	DP_VERDICT_MCP_BODY = 3,
 };
 
 #define DP_F_NOREPLY 0x01
