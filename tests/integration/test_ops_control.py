@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
@@ -467,12 +468,12 @@ def follow_the_host_log_across_a_restart():
     d.stop()
     d.start()
     types = []
-    deadline = time.time() + 30
-    while time.time() < deadline and types.count("deputyd_start") < 2:
-        line = f.stdout.readline()
-        if not line:
-            break
-        types.append(json.loads(line)["type"])
+
+    def read():  # in a thread: a follower that hangs must fail the case, not stall it
+        for line in f.stdout:
+            types.append(json.loads(line)["type"])
+    threading.Thread(target=read, daemon=True).start()
+    dt.wait_until(lambda: types.count("deputyd_start") >= 2, timeout=30)
     f.kill()
     eq(types[:1] + types[-2:], ["deputyd_start", "deputyd_stop", "deputyd_start"],
        "followed across the restart: %r" % types)
