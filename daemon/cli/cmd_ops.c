@@ -35,6 +35,7 @@ int cmd_kill(int argc, char **argv)
 	int opt, rc;
 
 	optind = 1;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "r:s:h", opts, NULL)) != -1) {
 		if (opt == 'r')
 			reason = optarg;
@@ -144,6 +145,7 @@ int cmd_revoke(int argc, char **argv)
 	int opt, rc;
 
 	optind = 1;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "g:u:r:ljs:h", opts, NULL)) != -1) {
 		if (opt == 'g')
 			grant = optarg;
@@ -242,6 +244,7 @@ int cli_logs_host(int argc, char **argv)
 	int opt, rc = 0;
 
 	optind = 1;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "Hjfs:h", opts, NULL)) != -1) {
 		if (opt == 'j')
 			as_json = true;
