@@ -38,6 +38,10 @@ SHIM_SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
 else
 BUILD    ?= build
 endif
+# One spelling for one directory: the dependency files (.d) name their targets as BUILD spells
+# them, so a BUILD given absolute (tests run `make install BUILD=/abs/build`) and the relative
+# default would otherwise be two sets of targets, and header changes would not rebuild objects.
+override BUILD := $(patsubst $(CURDIR)/%,%,$(abspath $(BUILD)))
 
 V ?= 0
 ifeq ($(V),1)

@@ -32,9 +32,14 @@ int cli_grant_store(const char *path, const char *token);
 char *cli_read_token(const char *path);
 
 int cmd_report(int argc, char **argv); /* cmd_report.c */
+int cmd_kill(int argc, char **argv);   /* cmd_ops.c */
+int cmd_revoke(int argc, char **argv); /* cmd_ops.c */
+/* `deputy logs --host` (cmd_ops.c): argv as cmd_logs got it. */
+int cli_logs_host(int argc, char **argv);
 
 /* cmd_session.c's requests to deputyd, shared with logsrc.c: a request with at most a
- * session and an offset (its reply in c), and a whole session log from *offset on. */
+ * session and an offset (its reply in c), and a whole session log from *offset on
+ * (session NULL: deputyd's host log). */
 int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
 		struct dp_err *err);
 int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,

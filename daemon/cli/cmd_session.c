@@ -310,6 +310,8 @@ int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t off
 		dp_msg_put_str(&m, DP_T_SESSION, session);
 	if (type == DP_MSG_LOG_READ)
 		dp_msg_put_u64(&m, DP_T_OFFSET, offset);
+	if (type == DP_MSG_LOG_READ && !session)
+		dp_msg_put_u64(&m, DP_T_HOST_LOG, 1);
 	return dcli_call(c, &m, err);
 }
 
@@ -435,6 +437,7 @@ int cmd_sessions(int argc, char **argv)
 
 static const char logs_help[] =
     "usage: deputy logs SESSION [--json] [--follow] [--socket PATH]\n"
+    "       deputy logs --host [--json] [--follow] [--socket PATH]\n"
     "Shows a session's records: time, pid/comm, what, verdict, and the chain\n"
     "user→agent→scope→status. --json prints the raw records, one per line; --follow\n"
     "keeps printing until the session closes.\n";
@@ -619,6 +622,9 @@ int cmd_logs(int argc, char **argv)
 	uint64_t offset = 0;
 	int opt, rc = 0;
 
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--host") == 0)
+			return cli_logs_host(argc, argv);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "jfs:h", opts, NULL)) != -1) {
 		if (opt == 'j')
@@ -670,6 +676,7 @@ int cmd_logs(int argc, char **argv)
 
 static const char audit_help[] =
     "usage: deputy audit verify SESSION|FILE [--jwks FILE] [--socket PATH]\n"
+    "       deputy audit verify --host [--socket PATH]\n"
     "Checks a session log's hash chain and, once the session is closed, the signature of\n"
     "its session_close record by deputyd's key. A FILE is checked locally against --jwks\n"
     "(default: jwks.json in the log's state directory); a SESSION id is fetched from\n"
@@ -679,9 +686,11 @@ int cmd_audit(int argc, char **argv)
 {
 	static const struct option opts[] = {{"jwks", required_argument, NULL, 'k'},
 					     {"socket", required_argument, NULL, 's'},
+					     {"host", no_argument, NULL, 'H'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	const char *jwks_path = NULL, *sock_opt = NULL, *target;
+	bool host = false;
 	struct logsrc_verdict v;
 	struct logsrc ls;
 	struct dp_err err;
@@ -695,9 +704,11 @@ int cmd_audit(int argc, char **argv)
 	}
 	optind = 2;
 	/* The getopt loop every command has: alike in shape, each with its own options. */
-	while ((opt = getopt_long(argc, argv, "k:s:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "k:s:Hh", opts, NULL)) != -1) {
 		if (opt == 'k')
 			jwks_path = optarg;
+		else if (opt == 'H')
+			host = true;
 		else if (opt == 's')
 			sock_opt = optarg;
 		else if (opt == 'h')
@@ -705,20 +716,20 @@ int cmd_audit(int argc, char **argv)
 		else
 			return fputs(audit_help, stderr), 2;
 	}
-	if (optind != argc - 1) {
+	if (optind != argc - !host) {
 		fputs(audit_help, stderr);
 		return 2;
 	}
-	target = argv[optind];
+	target = host ? NULL : argv[optind];
 	if (logsrc_load(&ls, target, jwks_path, sock_opt, &err) != 0 ||
 	    logsrc_verify(&ls, &v, &err) != 0) {
 		cli_fail("audit", "%s", err.msg);
 	} else if (v.sealed) {
-		printf("%s: intact: %zu records, sealed by deputyd\n", target, v.records);
+		printf("%s: intact: %zu records, sealed by deputyd\n", ls.target, v.records);
 		rc = 0;
 	} else {
-		printf("%s: intact so far: %zu records (session open, not sealed yet)\n", target,
-		       v.records);
+		printf("%s: intact so far: %zu records (%s, not sealed yet)\n", ls.target,
+		       v.records, host ? "deputyd running" : "session open");
 		rc = 0;
 	}
 	logsrc_free(&ls);

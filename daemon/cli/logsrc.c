@@ -57,7 +57,8 @@ static int logsrc_from_deputyd(struct logsrc *ls, const char *sock_opt, struct d
 
 	rc = dcli_connect(&c, dcli_socket_path(sock_opt), &why);
 	if (!rc)
-		rc = fetch_log(&c, ls->target, &ls->text, &ls->len, &offset, &ls->closed, &why);
+		rc = fetch_log(&c, ls->host ? NULL : ls->target, &ls->text, &ls->len, &offset,
+			       &ls->closed, &why);
 	if (!rc)
 		rc = simple_call(&c, DP_MSG_JWKS, NULL, 0, &why);
 	if (rc) {
@@ -79,7 +80,10 @@ int logsrc_load(struct logsrc *ls, const char *target, const char *jwks_path, co
 		struct dp_err *err)
 {
 	memset(ls, 0, sizeof(*ls));
-	ls->target = target;
+	ls->target = target ? target : "host log";
+	ls->host = !target;
+	if (ls->host)
+		return logsrc_from_deputyd(ls, sock_opt, err);
 	/* A session id never holds '/'; a file name in the current directory is tried as one. */
 	if (strchr(target, '/') || access(target, F_OK) == 0)
 		return logsrc_from_file(ls, jwks_path, err);
@@ -109,8 +113,8 @@ int logsrc_verify(const struct logsrc *ls, struct logsrc_verdict *v, struct dp_e
 	}
 	if (!v->sealed && ls->closed) {
 		v->broken = true;
-		dp_err_set(err, "%s: chain intact but the log is not sealed by session_close",
-			   ls->target);
+		dp_err_set(err, "%s: chain intact but the log is not sealed by %s", ls->target,
+			   ls->host ? AUDIT_SEAL_HOST : AUDIT_SEAL_SESSION);
 		return -EBADMSG;
 	}
 	return 0;

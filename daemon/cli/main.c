@@ -19,6 +19,8 @@ static const struct {
     {"verify", cmd_verify, "verify a delegation token as a backend does, or a grant"},
     {"report", cmd_report, "write a session's log as one HTML page for an auditor"},
     {"login", cmd_login, "get a grant from an OpenID Provider (device flow)"},
+    {"kill", cmd_kill, "end a live session now"},
+    {"revoke", cmd_revoke, "refuse a grant or a user from now on, ending their sessions"},
 };
 
 static void usage(FILE *out)

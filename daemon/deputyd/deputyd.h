@@ -84,7 +84,11 @@ struct session {
 	int64_t emptied; /* when the cgroup was first seen empty while deputy run lives */
 	struct session_counts counts;
 	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
-	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */
+	bool close_by_set;	  /* close_by says who ended it (deputy kill) */
+	bool blocked;		  /* its kernel policy is block-all: never widen it again */
+	uid_t close_by;
+	char *close_text;     /* the operator's words for it, or NULL */
+	uint64_t log_dropped; /* records not written: the log was at session_log_max */
 	struct session_repeat repeat[SESSION_REPEAT_SLOTS];
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
@@ -151,6 +155,32 @@ int session_log_at(struct session *s, const char *type, json_t *fields,
 json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
 bool session_id_valid(const char *id);
+
+/* session_end.c: deputyd ends a session on its own account. reason is a static string of
+ * the design's list; by (when by_set) and text are who and why, for the seal. The kernel
+ * policy goes to block-all first; a session already ending is only killed again. */
+struct session_end_why {
+	const char *reason;
+	bool by_set;
+	uid_t by;
+	const char *text;
+	/* A host log record written once the policy blocks and before anything is killed, so
+	 * its time bounds every connection the session was allowed (NULL: none). */
+	const char *host_type;
+	json_t *host_fields; /* stolen */
+};
+void session_end(struct deputyd *d, struct session *s, const struct session_end_why *why);
+/* Ends the open sessions whose grant's jti (kind "grant") or sub ("user") is value; the
+ * ids ended, as a JSON array. */
+json_t *session_end_revoked(struct deputyd *d, const char *kind, const char *value,
+			    const struct session_end_why *why);
+/* "on_grant_expiry": "end": ends the sessions whose grant expired. Every tick. */
+void session_end_tick(struct deputyd *d);
+/* session_close's reason, by and text (a new object). */
+json_t *session_end_fields(const struct session *s);
+/* Why a resumed session's grant that failed verification ends it: "grant_expired" when its
+ * (unverified) exp is past, else "revoked" (the trust it was given was withdrawn). */
+const char *session_end_unverified(const char *token);
 
 /* session_logs.c: sessions' logs as the CLI reads them, open or closed. */
 json_t *session_list_json(struct deputyd *d);

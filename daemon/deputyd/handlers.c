@@ -298,7 +298,9 @@ int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req 
 	bool open;
 	ssize_t n;
 
-	if (session_log_owner(d, id, &owner, &open) != 0 ||
+	if (r->f->has[DP_T_HOST_LOG])
+		return handle_host_log_read(d, c, r, err);
+	if (!id || session_log_owner(d, id, &owner, &open) != 0 ||
 	    peer_home(d, c->pid, c->pidfd, home) != 0 || !may_see(c, home, id, owner)) {
 		/* The same answer for "absent" and "not yours": ids are not disclosed. */
 		dp_err_set(err, "no such session");

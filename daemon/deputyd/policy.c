@@ -261,9 +261,10 @@ static void policy_apply_all(struct deputyd *d)
 {
 	if (!d->kernel)
 		return;
+	/* A killed session's block-all is never widened again. */
 	for (struct session *s = d->sessions; s; s = s->next)
-		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, current.allow,
-				       current.n_allow) != 0)
+		if (!s->blocked && kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce,
+						      current.allow, current.n_allow) != 0)
 			pr_warn("session %s: cannot update kernel policy", s->id);
 }
 

@@ -24,6 +24,7 @@
 
 #include "conn.h"
 #include "dispatch.h"
+#include "hostwatch.h"
 #include "kernel.h"
 #include "notify.h"
 #include "proxyd.h"
@@ -102,7 +103,9 @@ static void server_tick(struct deputyd *d, int64_t *last_policy)
 		/* nothing to do: the next tick comes anyway */
 	}
 	conn_accept_pause(d, false);
+	session_end_tick(d);
 	session_tick(d);
+	hostwatch_tick(d);
 	proxyd_tick(d);
 	if (dp_now() - *last_policy >= d->cfg->resolve_interval) {
 		*last_policy = dp_now();

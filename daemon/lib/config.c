@@ -444,7 +444,7 @@ static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config 
 /* The optional settings that choose a mode or a bound. */
 static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	int r, unrouted = -1, kernel = -1, binding = -1;
+	int r, unrouted = -1, kernel = -1, binding = -1, expiry = -1;
 	const char *s = NULL;
 	json_t *v;
 
@@ -457,6 +457,8 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 				&kernel)) ||
 	    (r = cfg_get_choice(c, "token_binding", json_object_get(root, "token_binding"),
 				"request", "session", &binding)) ||
+	    (r = cfg_get_choice(c, "on_grant_expiry", json_object_get(root, "on_grant_expiry"),
+				"deny", "end", &expiry)) ||
 	    (r = cfg_get_bool(c, "allow_resolvers", json_object_get(root, "allow_resolvers"),
 			      &cfg->allow_resolvers)) ||
 	    (r = cfg_get_int(c, "resolve_interval", json_object_get(root, "resolve_interval"), 10,
@@ -470,6 +472,8 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 		cfg->kernel = kernel == 0;
 	if (binding >= 0)
 		cfg->token_binding = binding ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
+	if (expiry >= 0)
+		cfg->on_grant_expiry = expiry ? DP_EXPIRY_END : DP_EXPIRY_DENY;
 	if ((v = json_object_get(root, "cgroup"))) {
 		if ((r = cfg_get_string(c, "cgroup", v, &s)))
 			return r;
@@ -516,7 +520,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",  "allow_unix",
+	    "audit_export",  "allow_unix",	"on_grant_expiry",
 	};
 	json_t *v;
 	int r;

@@ -17,6 +17,7 @@
 
 enum dp_action { DP_ACTION_DELEGATE, DP_ACTION_PASSTHROUGH, DP_ACTION_DENY };
 enum dp_unrouted { DP_UNROUTED_DENY, DP_UNROUTED_MONITOR };
+enum dp_expiry { DP_EXPIRY_DENY, DP_EXPIRY_END };
 enum dp_binding { DP_BINDING_REQUEST, DP_BINDING_SESSION };
 
 struct dp_cidr;
@@ -109,6 +110,7 @@ struct dp_config {
 	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
 	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
 	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
+	enum dp_expiry on_grant_expiry; /* default deny: requests refused, the session goes on */
 };
 
 /* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
