@@ -339,7 +339,28 @@ static bool ssl_would_block(struct conn *c)
 	return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ;
 }
 
-static const struct conn_ops ssl_ops = {.send = ssl_send, .would_block = ssl_would_block};
+/* The shim's own reads (conn_list.c): the end of the stream, however it ended, is the end of
+ * the answer being read; a would-block is the caller's to wait for. */
+static ssize_t ssl_recv(struct conn *c, void *buf, size_t n)
+{
+	__typeof__(&SSL_read_ex) rex = REAL(SSL_read_ex);
+	__typeof__(&SSL_get_error) ge = REAL(SSL_get_error);
+	size_t got = 0;
+	int e;
+
+	if (!rex || !ge)
+		return 0;
+	shim_guard++;
+	c->ssl_ret = rex(c->ssl, buf, n, &got);
+	e = c->ssl_ret == 1 ? SSL_ERROR_NONE : ge(c->ssl, c->ssl_ret);
+	shim_guard--;
+	if (c->ssl_ret == 1)
+		return (ssize_t)got;
+	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? -1 : 0;
+}
+
+static const struct conn_ops ssl_ops = {
+    .send = ssl_send, .would_block = ssl_would_block, .recv = ssl_recv};
 
 static struct conn *ssl_hooked(SSL *s, bool classify)
 {
@@ -424,9 +445,17 @@ static int ssl_mediated_read(struct conn *c, SSL *s, void *buf, size_t num, bool
 	int saved = errno;
 
 	*real_fail = false;
-	for (int again = 0; again < 2; again++) {
+	for (int again = 0; again < 3; again++) {
+		ssize_t mine = conn_list_read(c, buf, num, peek);
 		int ok;
 
+		if (mine != 0) {
+			c->fake_err = 0;
+			*real_fail = mine < 0;
+			*readbytes = mine > 0 ? (size_t)mine : 0;
+			errno = saved;
+			return mine > 0 ? (int)mine : -1;
+		}
 		if (conn_serves_from_memory(c)) {
 			size_t k = conn_deny_read(c, buf, num, peek);
 
@@ -446,9 +475,15 @@ static int ssl_mediated_read(struct conn *c, SSL *s, void *buf, size_t num, bool
 		ok = rex(s, buf, num, readbytes);
 		shim_guard--;
 		if (ok == 1) {
-			if (!peek)
-				conn_after_read(c, buf, *readbytes);
-			return (int)*readbytes;
+			size_t kept = peek ? *readbytes : conn_after_read(c, buf, *readbytes);
+
+			if (kept == *readbytes)
+				return (int)*readbytes;
+			conn_list_take(c, (char *)buf + kept, *readbytes - kept);
+			if (kept == 0)
+				continue; /* all of it was the shim's: its answer, or a wait */
+			*readbytes = kept;
+			return (int)kept;
 		}
 		if (ge && c->deny_pending) {
 			int e;
@@ -540,7 +575,10 @@ SHIM_EXPORT int SSL_pending(const SSL *s)
 {
 	__typeof__(&SSL_pending) real = REAL(SSL_pending);
 	struct conn *c = ssl_hooked((SSL *)s, false);
+	size_t mine = c ? conn_list_pending(c) : 0;
 
+	if (mine)
+		return mine > INT_MAX ? INT_MAX : (int)mine;
 	if (c && conn_serves_from_memory(c)) {
 		size_t k = conn_deny_pending_bytes(c);
 
