@@ -7,6 +7,8 @@
 #include "deputy/event.h"
 #include "deputy/proto.h"
 #include "shim.h"
+#include "table.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,6 +54,8 @@ void conn_free(struct conn *c)
 {
 	if (!c)
 		return;
+	if (c->local_uses)
+		dpc_flush(); /* its last uses reach deputyd with the connection's end */
 	if (c->head)
 		munmap(c->head, HH_HEAD_MAX);
 	if (c->out)
@@ -262,7 +266,23 @@ static enum hh_prefix conn_classify(struct conn *c, const char *p, size_t n, boo
 	return k;
 }
 
-/* A complete head is in c->head: decide and put what goes to the network in c->out. */
+/* The session table first (no round trip), else deputyd. An MCP route's token carries the
+ * hash of the body, so deputyd's table never makes such a route local: it asks here. */
+static void conn_decide(struct conn *c, const char *host, int port, const char *method,
+			const char *target, struct dpc_decision *d)
+{
+	const char *scheme = c->https ? "https" : "http";
+
+	if (tbl_decide(scheme, host, port, method, target, &c->peer, c->cookie, c->local_uses == 0,
+		       d)) {
+		c->local_uses++;
+		return;
+	}
+	dpc_decide(scheme, host, port, method, target, c->cookie, c->sni, &c->peer, NULL, d);
+	if (d->table_hint)
+		tbl_hint();
+}
+
 void conn_enqueue(struct conn *c, const char *jti)
 {
 	pthread_mutex_lock(&c->lock);
@@ -279,17 +299,20 @@ void conn_enqueue(struct conn *c, const char *jti)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* A complete head is in c->head: decide and put what goes to the network in c->out.
+ * Over 100 lines on purpose: every check between parse and verdict (target, Host, SNI,
+ * port, deputyd's answer) in the order it is made, each refusal one call here. */
 static void conn_process_head(struct conn *c)
 {
 	struct hh_req *r = &c->req;
 	struct dpc_decision *d = &c->dec;
 	char host[HH_HOST_MAX], method[40], target[CONN_TARGET_MAX];
-	const char *why;
+	struct dp_err err;
 	int hport = -1, port;
 
 	c->scan = (struct hh_scan){0};
-	if (hh_req_parse(c->head, c->hlen, r, &why) < 0) {
-		conn_deny_local(c, why, c->sni, NULL, NULL);
+	if (hh_req_parse(c->head, c->hlen, r, &err) < 0) {
+		conn_deny_local(c, err.msg, c->sni, NULL, NULL);
 		return;
 	}
 	conn_span(method, sizeof(method), c->head, r->method);
@@ -334,8 +357,7 @@ static void conn_process_head(struct conn *c)
 	pthread_mutex_unlock(&c->lock);
 
 	shim_guard++;
-	dpc_decide(c->https ? "https" : "http", host, port, method, target, c->cookie, c->sni,
-		   &c->peer, NULL, d);
+	conn_decide(c, host, port, method, target, d);
 	shim_guard--;
 	shim_debug("%s %s://%s:%d%s: %s%s%s", method, c->https ? "https" : "http", host, port,
 		   target,
@@ -420,6 +442,9 @@ static bool conn_buffers(struct conn *c)
 	return c->head && c->out;
 }
 
+/* Over 100 lines on purpose: one switch over a request's states (first bytes, head, body,
+ * refused, reset), each taking what it can of the application's bytes and handing the rest
+ * to the next state in the same loop. */
 ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool partial_ok)
 {
 	size_t used = 0;

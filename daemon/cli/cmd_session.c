@@ -102,20 +102,14 @@ static int run_go(int go, const char *session, const char *bundle)
 static int run_child_main(int go, char **cmd, const char *shim, const char *sock)
 {
 	char msg[DP_ID_LEN + PATH_MAX + 2];
-	size_t n = 0;
+	ssize_t got;
+	size_t n;
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGQUIT, SIG_DFL);
-	while (n < sizeof(msg) - 1) {
-		ssize_t r = read(go, msg + n, sizeof(msg) - 1 - n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
+	got = dp_read_upto(go, msg, sizeof(msg) - 1);
 	close(go);
+	n = got > 0 ? (size_t)got : 0;
 	msg[n] = '\0';
 	if (n < DP_ID_LEN || msg[DP_ID_LEN - 1] != '\n')
 		return 127;
@@ -184,6 +178,9 @@ static int run_wait(void)
 	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
+/* Over 100 lines on purpose: deputy run's steps in the order that matters (not dumpable
+ * before the grant is read, the child forked before the session opens so that deputyd can
+ * move it in, then the go message), read top to bottom rather than across helpers. */
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
@@ -450,6 +447,9 @@ static const char *js(json_t *rec, const char *k)
 	return v ? v : "";
 }
 
+/* One case per record type, side by side so the text view's columns are seen together:
+ * long (over 100 lines) because each type is a few lines and splitting them apart would
+ * hide how they line up. */
 static void print_record(struct log_view *lv, json_t *rec)
 {
 	const char *type = js(rec, "type"), *ts = js(rec, "ts");
@@ -492,6 +492,15 @@ static void print_record(struct log_view *lv, json_t *rec)
 			 json_is_false(enf) ? " not enforced" : "");
 		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
 			 lv->agent ? lv->agent : "?", *js(rec, "scope") ? js(rec, "scope") : "-");
+	} else if (strcmp(type, "token_use") == 0) {
+		/* Requests the shim sent with the session's token from its table, a batch. */
+		json_t *uses = json_object_get(rec, "uses"), *u0 = json_array_get(uses, 0);
+
+		snprintf(what, sizeof(what), "%s %s%s", js(u0, "htm"), js(u0, "htu"),
+			 json_array_size(uses) > 1 ? " …" : "");
+		snprintf(verdict, sizeof(verdict), "delegate ×%zu", json_array_size(uses));
+		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
+			 lv->agent ? lv->agent : "?", js(u0, "scope"));
 	} else if (strcmp(type, "passthrough") == 0) {
 		snprintf(what, sizeof(what), "%s %s", js(rec, "method"), js(rec, "url"));
 		snprintf(verdict, sizeof(verdict), "passthrough");
@@ -681,6 +690,7 @@ int cmd_audit(int argc, char **argv)
 		return 2;
 	}
 	optind = 2;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "k:s:h", opts, NULL)) != -1) {
 		if (opt == 'k')
 			jwks_path = optarg;

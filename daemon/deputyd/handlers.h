@@ -21,6 +21,7 @@ struct handler_req {
 typedef int (*handler_fn)(struct deputyd *d, struct conn *c, const struct handler_req *r,
 			  struct dp_err *err);
 
+/* One handler per message, all of type handler_fn: dispatch.c's table names them. */
 int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_req *r,
 			struct dp_err *err);
 int handle_session_close(struct deputyd *d, struct conn *c, const struct handler_req *r,
@@ -35,6 +36,10 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 		    struct dp_err *err);
 int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		    struct dp_err *err);
+/* table.c */
+int handle_table_get(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		     struct dp_err *err);
+int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 int handle_jwks(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 
 #endif

@@ -41,7 +41,11 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 {
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *colon, *h = text, *he;
+	struct sockaddr_in6 *s6;
+	struct sockaddr_in *s4;
 	char *end;
+	void *addr;
+	int family;
 	long port;
 
 	if (!text || strlen(text) > INET6_ADDRSTRLEN + 8)
@@ -72,27 +76,20 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 		return -EINVAL;
 
 	memset(ss, 0, sizeof(*ss));
-	if (text[0] == '[') {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-			return -EINVAL;
-		if (!url_addr_is_loopback(AF_INET6, &s6->sin6_addr))
-			return -EADDRNOTAVAIL;
-		s6->sin6_family = AF_INET6;
+	s6 = (struct sockaddr_in6 *)ss;
+	s4 = (struct sockaddr_in *)ss;
+	family = text[0] == '[' ? AF_INET6 : AF_INET;
+	addr = family == AF_INET6 ? (void *)&s6->sin6_addr : (void *)&s4->sin_addr;
+	if (inet_pton(family, host, addr) != 1)
+		return -EINVAL;
+	if (!url_addr_is_loopback(family, addr))
+		return -EADDRNOTAVAIL;
+	ss->ss_family = (sa_family_t)family;
+	if (family == AF_INET6)
 		s6->sin6_port = htons((uint16_t)port);
-		*sslen = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-			return -EINVAL;
-		if (!url_addr_is_loopback(AF_INET, &s4->sin_addr))
-			return -EADDRNOTAVAIL;
-		s4->sin_family = AF_INET;
+	else
 		s4->sin_port = htons((uint16_t)port);
-		*sslen = sizeof(*s4);
-	}
+	*sslen = family == AF_INET6 ? sizeof(*s6) : sizeof(*s4);
 	return 0;
 }
 
@@ -267,14 +264,8 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	const char *s = NULL;
 	int r;
 
-	if (!json_is_object(obj))
-		return cfg_fail(c, NULL, "must be an object");
-	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
-		return r;
-
-	if (!(v = json_object_get(obj, "host")))
-		return cfg_fail(c, "host", "required");
-	if ((r = cfg_get_string(c, "host", v, &s)))
+	if ((r = cfg_check_object(c, obj, keys, DP_ARRAY_SIZE(keys))) ||
+	    (r = cfg_required_string(c, obj, "host", &s)))
 		return r;
 	if (url_host_normalize(s, host, sizeof(host)))
 		return cfg_fail(c, "host", "must be a host name, an IPv4 or an IPv6 address");
@@ -453,39 +444,32 @@ static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config 
 /* The optional settings that choose a mode or a bound. */
 static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
+	int r, unrouted = -1, kernel = -1, binding = -1;
 	const char *s = NULL;
-	int r, choice;
 	json_t *v;
 
-	if ((v = json_object_get(root, "unrouted"))) {
-		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
-			return r;
-		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
-	}
-	if ((v = json_object_get(root, "enforce")) &&
-	    (r = cfg_get_bool(c, "enforce", v, &cfg->enforce)))
+	/* session_log_max: at most what a restarted deputyd reads back to resume a session
+	 * (audit_log_reopen); at least room for a few records of the largest size. */
+	if ((r = cfg_get_choice(c, "unrouted", json_object_get(root, "unrouted"), "deny", "monitor",
+				&unrouted)) ||
+	    (r = cfg_get_bool(c, "enforce", json_object_get(root, "enforce"), &cfg->enforce)) ||
+	    (r = cfg_get_choice(c, "kernel", json_object_get(root, "kernel"), "on", "off",
+				&kernel)) ||
+	    (r = cfg_get_choice(c, "token_binding", json_object_get(root, "token_binding"),
+				"request", "session", &binding)) ||
+	    (r = cfg_get_bool(c, "allow_resolvers", json_object_get(root, "allow_resolvers"),
+			      &cfg->allow_resolvers)) ||
+	    (r = cfg_get_int(c, "resolve_interval", json_object_get(root, "resolve_interval"), 10,
+			     86400, &cfg->resolve_interval)) ||
+	    (r = cfg_get_int(c, "session_log_max", json_object_get(root, "session_log_max"),
+			     1 << 20, 256 << 20, &cfg->session_log_max)))
 		return r;
-	if ((v = json_object_get(root, "kernel"))) {
-		if ((r = cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
-			return r;
-		cfg->kernel = choice == 0;
-	}
-	if ((v = json_object_get(root, "token_binding"))) {
-		if ((r = cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
-			return r;
-		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
-	}
-	if ((v = json_object_get(root, "allow_resolvers")) &&
-	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
-		return r;
-	if ((v = json_object_get(root, "resolve_interval")) &&
-	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
-		return r;
-	/* At most what a restarted deputyd reads back to resume a session (audit_log_reopen);
-	 * at least room for a few records of the largest size. */
-	if ((v = json_object_get(root, "session_log_max")) &&
-	    (r = cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20, &cfg->session_log_max)))
-		return r;
+	if (unrouted >= 0)
+		cfg->unrouted = unrouted ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
+	if (kernel >= 0)
+		cfg->kernel = kernel == 0;
+	if (binding >= 0)
+		cfg->token_binding = binding ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
 	if ((v = json_object_get(root, "cgroup"))) {
 		if ((r = cfg_get_string(c, "cgroup", v, &s)))
 			return r;
@@ -535,20 +519,12 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "audit_export",
 	};
 	json_t *v;
-	const char *s = NULL;
-	struct url_parts parts;
 	int r;
 
 	if (!json_is_object(root))
 		return cfg_fail(c, NULL, "the config must be a JSON object");
-	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
-		return r;
-
-	if (!(v = json_object_get(root, "issuer")))
-		return cfg_fail(c, "issuer", "required");
-	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
-	    (r = cfg_dup_string(c, "issuer", s, &cfg->issuer)))
+	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))) ||
+	    (r = cfg_get_issuer(c, root, &cfg->issuer)))
 		return r;
 
 	if ((v = json_object_get(root, "socket"))) {
@@ -695,6 +671,8 @@ int config_load(const char *path, struct dp_config **out, struct dp_err *err)
 	return 0;
 }
 
+/* Field by field, like trust_free and session_free: the structs differ, only the shape of
+ * freeing them is common. */
 void config_free(struct dp_config *cfg)
 {
 	if (!cfg)

@@ -72,6 +72,8 @@ int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, i
 {
 	json_int_t i;
 
+	if (!v)
+		return 0;
 	if (!json_is_integer(v))
 		return cfg_fail(c, key, "must be an integer from %d to %d", lo, hi);
 	i = json_integer_value(v);
@@ -83,6 +85,8 @@ int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, i
 
 int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
 {
+	if (!v)
+		return 0;
 	if (!json_is_boolean(v))
 		return cfg_fail(c, key, "must be true or false");
 	*out = json_is_true(v);
@@ -95,6 +99,8 @@ int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
 {
 	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
 
+	if (!v)
+		return 0;
 	if (s && strcmp(s, a) == 0)
 		*out = 0;
 	else if (s && strcmp(s, b) == 0)
@@ -161,6 +167,34 @@ int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, s
 		}
 	}
 	return 0;
+}
+
+int cfg_check_object(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
+{
+	if (!json_is_object(obj))
+		return cfg_fail(c, NULL, "must be an object");
+	return cfg_check_keys(c, obj, allowed, n);
+}
+
+int cfg_required_string(struct cfg_ctx *c, json_t *obj, const char *key, const char **out)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!v)
+		return cfg_fail(c, key, "required");
+	return cfg_get_string(c, key, v, out);
+}
+
+int cfg_get_issuer(struct cfg_ctx *c, json_t *obj, char **out)
+{
+	struct url_parts parts;
+	const char *s = NULL;
+	int r;
+
+	if ((r = cfg_required_string(c, obj, "issuer", &s)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &parts)))
+		return r;
+	return cfg_dup_string(c, "issuer", s, out);
 }
 
 /* Arrays of objects: counted, bounded, each element parsed with its index in the path. */

@@ -31,7 +31,8 @@ The API, by part:
   wait_closed, ...), the wire protocol (`Conn`, `frame`, `MSG`, `TAG`, `VERDICT`),
   `agent_requests()`, `decode_jwt()`, `b64url()`, `b64url_decode()`.
 - the HTTPS side: `make_certs(dir)` (a test CA and server certificate; `shared_certs()`
-  makes them once per program), `Backend` (the test backend, tests/backend.c),
+  makes them once per program), `Backend` (the test backend, tests/backend.c), `Stack`
+  (deputyd, a backend its routes name and a grant: subclassed by the agent tests),
   `route_conn_fields()` (a DECIDE's connection, as the shim sends it), `TestIssuer` (tokens
   shaped like deputy's, without deputyd),
   `parse_client_output()`, `pattern()`, `sha256()`, `header()`, `body_bytes()`,
@@ -704,14 +705,16 @@ def route_conns_close():
 # ---- the wire protocol, spoken from Python (include/deputy/proto.h) --------------------------
 
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
-       "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "DENY_REPORT": 24,
+       "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24,
+       "TABLE": 25, "USES": 26,
        "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
        "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23, "CONN": 24, "CA": 25,
-       "SNI": 26, "MCP_METHOD": 34, "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37}
-U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN"}
+       "SNI": 26, "ENTRY": 30, "USE": 31, "GEN": 32, "EXP": 33, "MCP_METHOD": 34,
+       "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37}
+U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN", "GEN", "EXP"}
 TAG_NAME = {v: k for k, v in TAG.items()}
 MSG_NAME = {v: k for k, v in MSG.items()}
 VERDICT = {0: "deny", 1: "delegate", 2: "passthrough", 3: "mcp_body"}
@@ -1023,6 +1026,70 @@ class Backend:
             return len(recs) >= count
         wait_until(enough, timeout, interval=0.02)
         return recs
+
+
+class Stack:
+    """deputyd, the test backend its routes name and a grant for them: the scene of the tests
+    that play an agent through the shim, the kernel layer or the proxy. A test subclasses it:
+    routes(port) returns the routes to the backend's port (extra_routes are added after
+    them); prepare() sets the rest of the scene before deputyd starts (more servers: have
+    them stopped with on_close); config is applied last. Use as a context manager: close()
+    stops what was started, newest first, also when the constructor fails half way."""
+
+    prefix = "deputy-case-"
+
+    def __init__(self, scope, audience, certs=None, kernel=None, user="alice", extra_routes=(),
+                 config=None, **backend):
+        self.dir = TempDir(prefix=self.prefix)
+        self._closers = [self.dir.__exit__]
+        try:
+            self.d = Deputyd(routes=[], kernel=kernel)
+            self.on_close(self.d.cleanup)
+            self.be = Backend(self.dir.path, certs=certs, jwks=self.jwks, audience=audience,
+                              **backend).start()
+            self.on_close(self.be.stop)
+            self.d.config["routes"] = self.routes(self.be.port) + list(extra_routes)
+            self.prepare()
+            self.d.config.update(config or {})
+            self.d.write_config()
+            self.d.start()
+            self.grant = self.d.idp.grant(user=user, scope=scope, resource=[audience])
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def jwks(self):
+        """deputyd's public keys, which the backends verify tokens with."""
+        return os.path.join(self.d.state, "jwks.json")
+
+    def routes(self, port):
+        return []
+
+    def prepare(self):
+        pass
+
+    def on_close(self, fn):
+        self._closers.append(fn)
+
+    def url(self, path, host="api.test"):
+        return self.be.url(host, path)
+
+    def session(self):
+        """The id of the newest session."""
+        ss = self.d.sessions()
+        check(ss, "no session")
+        return ss[-1].get("session") or ss[-1].get("id")
+
+    def close(self):
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def header(rec, name):
