@@ -661,47 +661,6 @@ SHIM_EXPORT long SSL_ctrl(SSL *s, int cmd, long larg, void *parg)
 
 /* ---- ALPN ------------------------------------------------------------------------------ */
 
-/* Rewrites a wire-format protocol list without "h2". Returns the new length, or -1 to
- * leave the list alone (malformed: OpenSSL will say so). */
-static int ssl_alpn_filter(const unsigned char *in, unsigned int len, unsigned char *out,
-			   unsigned int cap)
-{
-	unsigned int i = 0, o = 0;
-
-	if (len > cap)
-		return -1;
-	while (i < len) {
-		unsigned int l = in[i];
-
-		if (l == 0 || i + 1 + l > len)
-			return -1;
-		if (!(l == 2 && memcmp(in + i + 1, "h2", 2) == 0)) {
-			memcpy(out + o, in + i, 1 + l);
-			o += 1 + l;
-		}
-		i += 1 + l;
-	}
-	if (o == 0 && len > 0) {
-		memcpy(out, "\x08http/1.1", 9);
-		o = 9;
-	}
-	return (int)o;
-}
-
-/* The list to hand on: protos itself, or its copy in buf without h2. */
-static const unsigned char *ssl_alpn_offer(const unsigned char *protos, unsigned int *len,
-					   unsigned char *buf, unsigned int cap)
-{
-	int n;
-
-	if (shim_guard || !protos || (n = ssl_alpn_filter(protos, *len, buf, cap)) < 0)
-		return protos;
-	if ((unsigned int)n != *len)
-		shim_debug("ALPN: h2 removed, HTTP/1.1 only");
-	*len = (unsigned int)n;
-	return buf;
-}
-
 /* The two setters take different objects (SSL_CTX, SSL): one hook each. */
 SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *protos, unsigned int len)
 {
@@ -713,7 +672,7 @@ SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *proto
 		ssl_missing("SSL_CTX_set_alpn_protos");
 		return 1; /* this API returns 0 on success */
 	}
-	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	protos = alpn_offer(protos, &len, buf, sizeof(buf));
 	return real(ctx, protos, len);
 }
 
@@ -727,6 +686,6 @@ SHIM_EXPORT int SSL_set_alpn_protos(SSL *s, const unsigned char *protos, unsigne
 		ssl_missing("SSL_set_alpn_protos");
 		return 1;
 	}
-	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	protos = alpn_offer(protos, &len, buf, sizeof(buf));
 	return real(s, protos, len);
 }
