@@ -4,6 +4,7 @@
 #   make test       build and run every test (tests/run.sh prints "N passed, N failed")
 #   make demo       install missing packages, build, show deputy at work
 #   make bench      run the benchmarks under tests/bench
+#   make bench-readme  write the last run's tables (build/bench.json) into README.md
 #   make fuzz       fuzzing campaign: every target FUZZ_SECONDS (600) on all cores
 #   make fuzz-merge put what the campaign found that adds coverage into the seed corpora
 #   make install DESTDIR=… PREFIX=…  (also MANDIR, SYSCONFDIR, SYSTEMDUNITDIR, BASHCOMPDIR)
@@ -93,7 +94,7 @@ VERIFY_EXPORTS := daemon/lib/verify-exports.txt
 BINS       := $(BUILD)/deputyd $(BUILD)/deputy $(BUILD)/libdeputy.so $(VERIFY_LIB) \
 	     $(BUILD)/deputy-proxy
 
-.PHONY: all test check demo bench deps install clean fuzz fuzz-build fuzz-merge tests-build
+.PHONY: all test check demo bench bench-readme deps install clean fuzz fuzz-build fuzz-merge tests-build
 all: $(BINS)
 
 # ---- BPF: vmlinux.h -> .bpf.o -> skeleton ---------------------------------
@@ -214,6 +215,9 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all tests-build $(BENCH_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) tests/bench/run.sh
+
+bench-readme:
+	$(Q)$(PYTHON) tests/bench/readme.py $(abspath $(BUILD))/bench.json README.md
 
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory fuzz-build

@@ -15,8 +15,10 @@
  *    process that asks for a packet socket is killed (SIGKILL, sent before the socket
  *    exists, reaches every thread before the call returns).
  *  - raw_tp/inet_sock_set_state: connection lifecycle, a close event with the duration.
- *  - connect_unix (loaded only where the kernel has BPF_CGROUP_UNIX_CONNECT): logs the
- *    path of Unix-socket connects, never blocks them.
+ *  - connect_unix, sendmsg_unix (loaded only where the kernel has BPF_CGROUP_UNIX_CONNECT
+ *    and _SENDMSG, Linux 6.7): Unix-socket connects and addressed sends, allowed only to
+ *    the addresses in unix_allow, so an agent cannot reach local daemons (a container
+ *    runtime, D-Bus, a local proxy) that listen on one.
  *  - cgroup/setsockopt, getsockopt: the shim's claim of a socket (DP_SO_CLAIM) and its
  *    question what the destination is (DP_SO_DEST), answered from socket-local storage.
  *  - sockops, cgroup/getpeername4/6: for connects sent to the proxy (below); bind4/6 keep
@@ -109,9 +111,11 @@ struct {
 	__type(value, struct dp_proxied);
 } proxied SEC(".maps");
 
+#define EV_RING_SIZE (16 << 20) /* ~75,000 events; see session_over_budget */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, EV_RING_SIZE);
 } events SEC(".maps");
 
 struct {
@@ -148,6 +152,27 @@ struct {
 	__type(key, struct udp_key);
 	__type(value, struct udp_val);
 } udp_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct dp_unix_key);
+	__type(value, __u32);
+} unix_allow SEC(".maps");
+
+struct unix_seen_key {
+	__u64 cgid;
+	__u32 tgid;
+	__u32 pad_;
+	struct dp_unix_key addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct unix_seen_key);
+	__type(value, struct udp_val);
+} unix_seen SEC(".maps");
 
 /* A destination as the hooks see it, normalised (v4-mapped -> AF_INET). */
 struct dest {
@@ -202,10 +227,14 @@ static __always_inline void count_lost(void)
  * full, a session gets at most EV_RATE events a second (with a burst of EV_BURST); beyond
  * that its events are dropped, and counted as its own loss. The budget is a GCRA on
  * ev_tat, updated without atomics: a race between CPUs only skews it by an event.
+ * The budget is for floods, not bursts: the ring is sized so that a lone session's burst
+ * of 10,000 connects (20,000 events with their closes, ~4.5 MiB) leaves it under half full
+ * even if deputyd reads nothing meanwhile (a slow build, a busy host), so the budget never
+ * bites a session that is not, over seconds, producing more than deputyd reads. With 4 MiB
+ * such a burst lost a fifth of its events whenever deputyd fell a few thousand behind.
  */
 #define EV_RATE 10000
 #define EV_BURST_NS 1000000000ULL
-#define EV_RING_SIZE (4 << 20)
 
 static __always_inline int session_over_budget(struct dp_session_val *s, __u64 now)
 {
@@ -425,24 +454,32 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const struct de
 	return ok || !enforce;
 }
 
+/* Whether a datagram's event is due: the first for its key (seen map, key), or its verdict
+ * changed, or UDP_RELOG_NS passed since the last. */
+static __always_inline int relog_due(void *seen, const void *key, __u32 verdict)
+{
+	struct udp_val v = {}, *old;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	old = bpf_map_lookup_elem(seen, key);
+	if (old && old->verdict == verdict && now - old->last_ns < UDP_RELOG_NS)
+		return 0;
+	v.last_ns = now;
+	v.verdict = verdict;
+	bpf_map_update_elem(seen, key, &v, BPF_ANY);
+	return 1;
+}
+
 static __always_inline int udp_should_log(__u64 cgid, const struct dest *d, __u32 verdict)
 {
 	struct udp_key k = {};
-	struct udp_val v = {}, *old;
-	__u64 now = bpf_ktime_get_boot_ns();
 
 	k.cgid = cgid;
 	k.tgid = bpf_get_current_pid_tgid() >> 32;
 	k.family = d->family;
 	k.port = d->port;
 	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
-	old = bpf_map_lookup_elem(&udp_seen, &k);
-	if (old && old->verdict == verdict && now - old->last_ns < UDP_RELOG_NS)
-		return 0;
-	v.last_ns = now;
-	v.verdict = verdict;
-	bpf_map_update_elem(&udp_seen, &k, &v, BPF_ANY);
-	return 1;
+	return relog_due(&udp_seen, &k, verdict);
 }
 
 static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct dest *d,
@@ -587,40 +624,88 @@ int deputy_socket_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* Attached as BPF_CGROUP_UNIX_CONNECT by the loader (libbpf 1.1 does not know the section
- * name), and only where the kernel has it. The path is read from the kernel's copy of the
- * address: the sockaddr buffer there is a sockaddr_storage, so sun_path is always in it. */
-SEC("cgroup/connect4")
-int deputy_connect_unix(struct bpf_sock_addr *ctx)
+/* The Unix address of a connect or sendmsg as a dp_unix_key (event.h): a path up to its
+ * first NUL, an abstract name (leading NUL kept) up to the address length, zero after. Read
+ * from the kernel's copy of the address: that buffer is a sockaddr_storage, so all of
+ * sun_path is in it whatever the address length. A key left empty matches no rule. */
+static __always_inline void unix_addr(struct bpf_sock_addr *ctx, struct dp_unix_key *k)
 {
-	struct bpf_sock_addr_kern *kctx;
+	struct bpf_sock_addr_kern *kctx = bpf_cast_to_kern_ctx(ctx);
+	struct sockaddr *sa = kctx->uaddr;
+	__u32 len = kctx->uaddrlen, end;
+
+	len = len > 2 ? len - 2 : 0;
+	if (len > DP_EV_PATH_LEN)
+		len = DP_EV_PATH_LEN;
+	if (!sa || bpf_probe_read_kernel(k->path, sizeof(k->path), sa->sa_data) != 0) {
+		__builtin_memset(k, 0, sizeof(*k));
+		return;
+	}
+	k->abstract = len > 0 && k->path[0] == 0;
+	end = len;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < DP_EV_PATH_LEN; i++) {
+		if (i >= end || (!k->abstract && k->path[i] == 0)) {
+			if (i < end)
+				end = i;
+			k->path[i] = 0;
+		}
+	}
+	k->len = end;
+}
+
+/* Unix-socket connects and addressed sends: allowed when the address is in unix_allow
+ * (deputyd's socket, nscd's, "allow_unix"), else refused like an IP destination. Sends are
+ * logged as UDP is (first per process and address, then on a change or after a minute). */
+static __always_inline int on_unix(struct bpf_sock_addr *ctx, __u16 type)
+{
+	struct unix_seen_key sk = {};
 	struct dp_session_val *s;
-	struct sockaddr *sa;
 	struct dp_event *e;
-	__u32 len;
+	__u8 verdict, enforced;
 	__u64 cgid;
+	int ok;
 
 	s = session_of(&cgid);
 	if (!s || !bpf_cast_to_kern_ctx)
 		return 1;
-	e = event_new(DP_EV_UNIX_CONNECT, cgid);
-	if (!e)
-		return 1;
-	event_task(e);
-	e->family = AF_UNIX;
-	e->cookie = bpf_get_socket_cookie(ctx);
-	kctx = bpf_cast_to_kern_ctx(ctx);
-	len = kctx->uaddrlen;
-	sa = kctx->uaddr;
-	len = len > 2 ? len - 2 : 0;
-	if (len > DP_EV_PATH_LEN)
-		len = DP_EV_PATH_LEN;
-	e->path_len = len;
-	if (sa && bpf_probe_read_kernel(e->path, sizeof(e->path), sa->sa_data) == 0 && len &&
-	    e->path[0] == 0)
-		e->flags = DP_EVF_UNIX_ABSTRACT;
-	bpf_ringbuf_submit(e, 0);
-	return 1;
+	unix_addr(ctx, &sk.addr);
+	ok = bpf_map_lookup_elem(&unix_allow, &sk.addr) != NULL;
+	verdict = ok ? DP_EV_ALLOW : DP_EV_BLOCK;
+	enforced = !ok && (s->flags & DP_SESSION_ENFORCE);
+	if (type == DP_EV_UNIX_SENDMSG) {
+		sk.cgid = cgid;
+		sk.tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!relog_due(&unix_seen, &sk, verdict | (__u32)enforced << 8))
+			return !enforced;
+	}
+	e = event_new(type, cgid);
+	if (e) {
+		event_task(e);
+		e->family = AF_UNIX;
+		e->verdict = verdict;
+		e->enforced = enforced;
+		e->cookie = bpf_get_socket_cookie(ctx);
+		e->path_len = sk.addr.len;
+		e->flags = sk.addr.abstract ? DP_EVF_UNIX_ABSTRACT : 0;
+		__builtin_memcpy(e->path, sk.addr.path, sizeof(e->path));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return !enforced;
+}
+
+/* Attached as BPF_CGROUP_UNIX_CONNECT and BPF_CGROUP_UNIX_SENDMSG by the loader (libbpf 1.1
+ * does not know these section names), and only where the kernel has them. */
+SEC("cgroup/connect4")
+int deputy_connect_unix(struct bpf_sock_addr *ctx)
+{
+	return on_unix(ctx, DP_EV_UNIX_CONNECT);
+}
+
+SEC("cgroup/sendmsg4")
+int deputy_sendmsg_unix(struct bpf_sock_addr *ctx)
+{
+	return on_unix(ctx, DP_EV_UNIX_SENDMSG);
 }
 
 /* The shim's claim. Only inside a session: elsewhere the kernel's own handler answers

@@ -31,7 +31,7 @@ npm_deps() {
 pkgs=(build-essential clang llvm bpftool pkg-config libbpf-dev libelf-dev zlib1g-dev
       libssl-dev openssl libjansson-dev libcurl4-openssl-dev liburing-dev
       curl python3 python3-jwt python3-cryptography busybox-static iproute2 procps
-      golang-go gnutls-bin wget chromium rsyslog mandoc bash-completion)
+      golang-go gnutls-bin wget chromium rsyslog mandoc bash-completion strace)
 # Runtimes the proxy is tested with: Debian's Node and npm unless the machine already has a
 # node (another packaging of Node also brings npm; mixing them would break both).
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

@@ -72,11 +72,15 @@ static int run_exec(char **cmd, const char *shim, const char *sock, const char *
 	const char *old = getenv("LD_PRELOAD");
 	char *preload = NULL, abs_sock[PATH_MAX];
 
-	if (sock[0] != '/' && getcwd(abs_sock, sizeof(abs_sock)))
-		snprintf(abs_sock + strlen(abs_sock), sizeof(abs_sock) - strlen(abs_sock), "/%s",
-			 sock);
-	else
-		snprintf(abs_sock, sizeof(abs_sock), "%s", sock);
+	/* The canonical path: inside the session the kernel compares the path the shim passes
+	 * with deputyd's socket (allow_unix), not the file it names. */
+	if (realpath(sock, abs_sock) == NULL) {
+		if (sock[0] != '/' && getcwd(abs_sock, sizeof(abs_sock)))
+			snprintf(abs_sock + strlen(abs_sock), sizeof(abs_sock) - strlen(abs_sock),
+				 "/%s", sock);
+		else
+			snprintf(abs_sock, sizeof(abs_sock), "%s", sock);
+	}
 	if (asprintf(&preload, "%s%s%s", shim, old && *old ? ":" : "", old ? old : "") < 0)
 		return 127;
 	setenv("LD_PRELOAD", preload, 1);

@@ -108,9 +108,12 @@ static int report_is(const json_t *rec, const char *type)
 	return strcmp(report_str(rec, "type"), type) == 0;
 }
 
+/* Allowed Unix-socket connects (nscd, allow_unix) are folded into one line; a refused one
+ * is an event for the auditor and stays in the timeline. */
 static int report_is_unix(const json_t *rec)
 {
-	return report_is(rec, "connect") && strcmp(report_str(rec, "family"), "unix") == 0;
+	return report_is(rec, "connect") && strcmp(report_str(rec, "family"), "unix") == 0 &&
+	       strcmp(report_str(rec, "verdict"), "allow") == 0;
 }
 
 static void report_count(struct report *r, json_t *rec)
@@ -359,9 +362,12 @@ static void report_connect_row(struct report *r, const json_t *rec)
 	struct report_row row = {
 	    .event = event, .decision = decision, .result = result, .scope = ""};
 
-	snprintf(event, sizeof(event), "%s %s%s%s:%lld", report_str(rec, "protocol"),
-		 inet6 ? "[" : "", report_str(rec, "daddr"), inet6 ? "]" : "",
-		 report_int(rec, "dport"));
+	if (strcmp(report_str(rec, "family"), "unix") == 0)
+		snprintf(event, sizeof(event), "unix %s", report_str(rec, "path"));
+	else
+		snprintf(event, sizeof(event), "%s %s%s%s:%lld", report_str(rec, "protocol"),
+			 inet6 ? "[" : "", report_str(rec, "daddr"), inet6 ? "]" : "",
+			 report_int(rec, "dport"));
 	snprintf(decision, sizeof(decision), "%s",
 		 allowed    ? "allowed"
 		 : enforced ? "blocked"
@@ -427,7 +433,7 @@ static void report_timeline(struct report *r)
 	fputs("</tbody></table>\n", r->out);
 	if (r->t.unix_connects) {
 		fprintf(r->out,
-			"<p>%lld Unix-socket connects (always allowed, never mediated) are not "
+			"<p>%lld allowed Unix-socket connects (allow_unix, never mediated) are not "
 			"listed:",
 			r->t.unix_connects);
 		json_object_foreach(r->unix_paths, path, n)

@@ -12,9 +12,13 @@
  * blocks, info for the rest.
  *
  * The export must never slow or stop the audit log itself: the socket is non-blocking and
- * unconnected (each send names PATH, so a restarted receiver is found again), and a message
- * the receiver cannot take now is dropped and counted, never retried or queued. The session
- * log stays the record of truth; the counts say what the SIEM misses.
+ * unconnected (each send names PATH, so a restarted receiver is found again). deputyd writes
+ * a loop turn's records together, so they come in bursts, and a Unix datagram receiver
+ * takes only net.unix.max_dgram_qlen (often 10) messages ahead: a message the receiver's
+ * queue is too full for (EAGAIN) waits in a bounded queue (AUDIT_EXPORT_QUEUE bytes), in
+ * order, retried without blocking at each later turn (audit_export_drain); one that does
+ * not fit there, or that no receiver takes (no socket, refused), is dropped and counted.
+ * The session log stays the record of truth; the counts say what the SIEM misses.
  */
 #include "audit_export.h"
 
@@ -31,6 +35,14 @@
 #define AUDIT_EXPORT_FACILITY 10 /* LOG_AUTHPRIV >> 3 */
 #define AUDIT_EXPORT_NOTICE 5
 #define AUDIT_EXPORT_INFO 6
+#define AUDIT_EXPORT_QUEUE (256u << 10)
+
+/* A message waiting for room in the receiver's queue: head and line, one allocation. */
+struct audit_export_msg {
+	struct audit_export_msg *next;
+	size_t head_len, len;
+	char data[];
+};
 
 static struct {
 	int fd; /* -1: not exporting */
@@ -39,7 +51,10 @@ static struct {
 	char host[256]; /* RFC 5424 HOSTNAME: printable ASCII, no spaces, or "-" */
 	uint64_t sent, dropped;
 	int failing; /* the errno of the drop that began the current run of drops */
-} ax = {.fd = -1};
+	struct audit_export_msg *q, **q_tail; /* waiting, oldest first */
+	size_t q_bytes;
+	pid_t pid; /* RFC 5424 PROCID, read once: not a getpid per record */
+} ax = {.fd = -1, .q_tail = &ax.q};
 
 static void audit_export_hostname(void)
 {
@@ -76,6 +91,7 @@ int audit_export_open(const char *path, struct dp_err *err)
 	memcpy(ax.addr.sun_path, path, n + 1);
 	ax.addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	audit_export_hostname();
+	ax.pid = getpid();
 	ax.failing = 0;
 	return 0;
 }
@@ -102,35 +118,83 @@ static void audit_export_dropped(int e)
 		ax.addr.sun_path, strerror(e));
 }
 
-void audit_export_record(const char *type, const char *ts, const char *line, size_t len)
+/* One send: 0, or the errno (EAGAIN: the receiver's queue is full for now). */
+static int audit_export_send(const char *head, size_t head_len, const char *line, size_t len)
 {
-	char head[512];
-	struct iovec iov[2];
-	struct msghdr mh = {.msg_name = &ax.addr, .msg_iov = iov, .msg_iovlen = 2};
-	int n;
+	struct iovec iov[2] = {{.iov_base = (void *)head, .iov_len = head_len},
+			       {.iov_base = (void *)line, .iov_len = len}};
+	struct msghdr mh = {
+	    .msg_name = &ax.addr, .msg_namelen = ax.addr_len, .msg_iov = iov, .msg_iovlen = 2};
 
-	if (ax.fd < 0)
-		return;
-	n = snprintf(head, sizeof(head), "<%d>1 %s %s deputyd %d %.32s - ",
-		     AUDIT_EXPORT_FACILITY * 8 + audit_export_severity(type, line, len), ts,
-		     ax.host, (int)getpid(), type);
-	if (n < 0 || (size_t)n >= sizeof(head)) {
-		audit_export_dropped(EMSGSIZE);
-		return;
-	}
-	iov[0] = (struct iovec){.iov_base = head, .iov_len = (size_t)n};
-	iov[1] = (struct iovec){.iov_base = (void *)line, .iov_len = len};
-	mh.msg_namelen = ax.addr_len;
-	if (sendmsg(ax.fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-		audit_export_dropped(errno);
-		return;
-	}
+	if (sendmsg(ax.fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		return errno == EWOULDBLOCK ? EAGAIN : errno;
 	ax.sent++;
 	if (ax.failing) {
 		pr_info("audit_export: %s takes records again (%llu dropped so far)",
 			ax.addr.sun_path, (unsigned long long)ax.dropped);
 		ax.failing = 0;
 	}
+	return 0;
+}
+
+static void audit_export_enqueue(const char *head, size_t head_len, const char *line, size_t len)
+{
+	struct audit_export_msg *m;
+
+	if (ax.q_bytes + head_len + len > AUDIT_EXPORT_QUEUE ||
+	    !(m = malloc(sizeof(*m) + head_len + len))) {
+		audit_export_dropped(EAGAIN);
+		return;
+	}
+	m->next = NULL;
+	m->head_len = head_len;
+	m->len = len;
+	memcpy(m->data, head, head_len);
+	memcpy(m->data + head_len, line, len);
+	*ax.q_tail = m;
+	ax.q_tail = &m->next;
+	ax.q_bytes += head_len + len;
+}
+
+void audit_export_drain(void)
+{
+	while (ax.q) {
+		struct audit_export_msg *m = ax.q;
+		int e = audit_export_send(m->data, m->head_len, m->data + m->head_len, m->len);
+
+		if (e == EAGAIN)
+			return;
+		if (e)
+			audit_export_dropped(e);
+		ax.q = m->next;
+		if (!ax.q)
+			ax.q_tail = &ax.q;
+		ax.q_bytes -= m->head_len + m->len;
+		free(m);
+	}
+}
+
+void audit_export_record(const char *type, const char *ts, const char *line, size_t len)
+{
+	char head[512];
+	int n, e;
+
+	if (ax.fd < 0)
+		return;
+	n = snprintf(head, sizeof(head), "<%d>1 %s %s deputyd %d %.32s - ",
+		     AUDIT_EXPORT_FACILITY * 8 + audit_export_severity(type, line, len), ts,
+		     ax.host, (int)ax.pid, type);
+	if (n < 0 || (size_t)n >= sizeof(head)) {
+		audit_export_dropped(EMSGSIZE);
+		return;
+	}
+	/* behind queued messages: the receiver gets them in the logs' order */
+	audit_export_drain();
+	e = ax.q ? EAGAIN : audit_export_send(head, (size_t)n, line, len);
+	if (e == EAGAIN)
+		audit_export_enqueue(head, (size_t)n, line, len);
+	else if (e)
+		audit_export_dropped(e);
 }
 
 void audit_export_counts(uint64_t *sent, uint64_t *dropped)
@@ -141,6 +205,21 @@ void audit_export_counts(uint64_t *sent, uint64_t *dropped)
 
 void audit_export_close(void)
 {
+	/* at exit or a reload: the last records (sessions sealed) get up to 100 ms to go */
+	for (int i = 0; i < 20 && ax.q && ax.fd >= 0; i++) {
+		audit_export_drain();
+		if (ax.q)
+			usleep(5000);
+	}
+	while (ax.q) {
+		struct audit_export_msg *m = ax.q;
+
+		ax.q = m->next;
+		free(m);
+		ax.dropped++;
+	}
+	ax.q_tail = &ax.q;
+	ax.q_bytes = 0;
 	if (ax.fd >= 0)
 		close(ax.fd);
 	ax.fd = -1;

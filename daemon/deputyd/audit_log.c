@@ -2,6 +2,15 @@
 /*
  * audit_log: deputyd's writer of session audit logs: creating and reopening a log, one
  * record per line through jsonw, and the signed session_close that seals it.
+ *
+ * A record is chained (seq, prev) when it is appended but reaches the file with the other
+ * records of the same event-loop turn: audit_log_flush_all writes each log's pending lines
+ * with one write(), and the loop sends the turn's replies only after that (conn.c), so what
+ * a reply depends on is in the file (the page cache, which outlives deputyd) before the
+ * reply leaves, as it was when every record had its own write. A flush that fails rolls
+ * the log back to its last written record (seq, prev and size, and a torn tail is cut), and
+ * audit_log_failed tells the loop which logs' replies must not go. Logs are appended to and
+ * flushed by deputyd's loop thread only.
  */
 #include "audit_log.h"
 
@@ -18,15 +27,46 @@
 #include "audit_export.h"
 #include "jsonw.h"
 
+/* A pending record as the syslog export wants it: only a record the file holds is exported. */
+struct audit_pending {
+	size_t off, len; /* the line in pend, without its newline */
+	char type[33];
+	char ts[DP_TS_LEN];
+};
+
+/* What the file holds: where a failed flush rolls back to. */
+struct audit_mark {
+	uint64_t seq, size;
+	char prev[AUDIT_HASH_HEX];
+	char last_ts[DP_TS_LEN];
+};
+
 struct audit_log {
 	int fd;
 	char *path;
 	char *session;
 	uint64_t seq;
-	uint64_t size, max; /* bytes in the file; the limit (0: none) */
+	uint64_t size, max; /* bytes in the file and pending; the limit (0: none) */
 	char prev[AUDIT_HASH_HEX];
 	char last_ts[DP_TS_LEN];
+	struct audit_mark written;
+	/* Appended, not yet written: kept between turns, so a busy log allocates nothing. */
+	char *pend;
+	size_t plen, pcap;
+	struct audit_pending *recs;
+	size_t nrec, reccap;
+	struct audit_log *dirty_next; /* on audit_dirty while pend holds something */
+	bool dirty;
+	uint64_t failed_turn; /* audit_turn of the flush that failed */
 };
+
+/* Logs with pending records, and the flush_all round (starts at 1: 0 is "never failed"). */
+static struct audit_log *audit_dirty;
+static uint64_t audit_turn = 1;
+
+/* A turn's pending bytes above this are written at once: a flood of kernel events between
+ * two replies must not grow a buffer without bound. */
+#define AUDIT_PEND_MAX (256u << 10)
 
 /* Kept free below the limit for session_close: counts and a signature, well under this. */
 #define AUDIT_SEAL_ROOM 8192
@@ -50,7 +90,16 @@ static struct audit_log *audit_alloc(const char *dir, const char *session)
 	}
 	memset(log->prev, '0', 64);
 	log->prev[64] = '\0';
+	memcpy(log->written.prev, log->prev, sizeof(log->prev));
 	return log;
+}
+
+static void audit_mark_written(struct audit_log *log)
+{
+	log->written.seq = log->seq;
+	log->written.size = log->size;
+	memcpy(log->written.prev, log->prev, sizeof(log->prev));
+	memcpy(log->written.last_ts, log->last_ts, sizeof(log->last_ts));
 }
 
 int audit_log_create(const char *dir, const char *session, struct audit_log **out,
@@ -128,6 +177,7 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
 	}
 	free(text);
 	log->size = len;
+	audit_mark_written(log);
 	*out = log;
 	return 0;
 fail:
@@ -216,11 +266,121 @@ void audit_log_set_max(struct audit_log *log, uint64_t max)
 	log->max = max;
 }
 
+static int audit_grow(void **p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+	size_t c = *cap ? *cap : first;
+	void *n;
+
+	if (need <= *cap)
+		return 0;
+	while (c < need)
+		c *= 2;
+	n = realloc(*p, c * elem);
+	if (!n)
+		return -ENOMEM;
+	*p = n;
+	*cap = c;
+	return 0;
+}
+
+static void audit_unlink_dirty(struct audit_log *log)
+{
+	for (struct audit_log **pp = &audit_dirty; *pp; pp = &(*pp)->dirty_next)
+		if (*pp == log) {
+			*pp = log->dirty_next;
+			break;
+		}
+	log->dirty = false;
+	log->dirty_next = NULL;
+}
+
+/* Writes what is pending with one write() (more only if the kernel takes less), then
+ * exports each record. On failure the pending records are dropped and the log is as it was
+ * after its last written record. */
+static int audit_log_flush_one(struct audit_log *log, struct dp_err *err)
+{
+	int rc = 0;
+
+	if (log->dirty)
+		audit_unlink_dirty(log);
+	for (size_t off = 0; off < log->plen;) {
+		ssize_t wr = write(log->fd, log->pend + off, log->plen - off);
+
+		if (wr < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = -errno;
+			dp_err_set(err, "%s: %s", log->path, strerror(errno));
+			break;
+		}
+		off += (size_t)wr;
+	}
+	if (rc) {
+		/* A torn tail would break the chain for every record after it. */
+		if (ftruncate(log->fd, (off_t)log->written.size) < 0) {
+			/* audit_log_reopen cuts a torn line too */
+		}
+		log->seq = log->written.seq;
+		log->size = log->written.size;
+		memcpy(log->prev, log->written.prev, sizeof(log->prev));
+		memcpy(log->last_ts, log->written.last_ts, sizeof(log->last_ts));
+		log->failed_turn = audit_turn;
+	} else {
+		/* only a record the session log holds is exported: the log stays the reference */
+		for (size_t i = 0; i < log->nrec; i++)
+			audit_export_record(log->recs[i].type, log->recs[i].ts,
+					    log->pend + log->recs[i].off, log->recs[i].len);
+		audit_mark_written(log);
+	}
+	log->plen = 0;
+	log->nrec = 0;
+	/* A flood's buffer is not kept for the session's quiet rest. */
+	if (log->pcap > 2 * AUDIT_PEND_MAX) {
+		free(log->pend);
+		log->pend = NULL;
+		log->pcap = 0;
+	}
+	return rc;
+}
+
+int audit_log_flush(struct audit_log *log, struct dp_err *err)
+{
+	return log->plen ? audit_log_flush_one(log, err) : 0;
+}
+
+size_t audit_log_flush_all(void)
+{
+	size_t failed = 0;
+
+	audit_export_drain();
+	while (audit_dirty) {
+		struct audit_log *log = audit_dirty;
+		struct dp_err err;
+
+		if (audit_log_flush_one(log, &err) != 0) {
+			pr_warn("audit log %s: records lost: %s", log->session, err.msg);
+			failed++;
+		}
+	}
+	return failed;
+}
+
+void audit_log_turn_begin(void)
+{
+	audit_turn++;
+}
+
+bool audit_log_failed(const struct audit_log *log)
+{
+	return log && log->failed_turn == audit_turn;
+}
+
 static int audit_log_write(struct audit_log *log, const char *type, const json_t *fields,
 			   const struct timespec *when, bool seal, struct dp_err *err)
 {
 	/* Room for the longest line the log takes and its newline. */
 	static _Thread_local char line[AUDIT_MAX_LINE + 1];
+	struct audit_pending *rec;
 	char ts[DP_TS_LEN];
 	ssize_t n;
 	size_t len;
@@ -244,24 +404,27 @@ static int audit_log_write(struct audit_log *log, const char *type, const json_t
 			   (unsigned long long)log->max);
 		return -EFBIG;
 	}
+	if (log->plen + len + 1 > AUDIT_PEND_MAX && audit_log_flush(log, err) != 0)
+		return -EIO;
+	if (audit_grow((void **)&log->pend, &log->pcap, log->plen + len + 1, 1, 4096) ||
+	    audit_grow((void **)&log->recs, &log->reccap, log->nrec + 1, sizeof(*log->recs), 16)) {
+		dp_err_set(err, "out of memory");
+		return -ENOMEM;
+	}
 	audit_hash_line(line, len, log->prev);
 	line[len] = '\n';
-	/* One write: O_APPEND makes it atomic with respect to other appenders. */
-	for (size_t off = 0; off < len + 1;) {
-		ssize_t wr = write(log->fd, line + off, len + 1 - off);
-
-		if (wr < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = errno;
-
-			dp_err_set(err, "%s: %s", log->path, strerror(e));
-			return -e;
-		}
-		off += (size_t)wr;
+	rec = &log->recs[log->nrec++];
+	rec->off = log->plen;
+	rec->len = len;
+	snprintf(rec->type, sizeof(rec->type), "%s", type);
+	memcpy(rec->ts, ts, sizeof(ts));
+	memcpy(log->pend + log->plen, line, len + 1);
+	log->plen += len + 1;
+	if (!log->dirty) {
+		log->dirty = true;
+		log->dirty_next = audit_dirty;
+		audit_dirty = log;
 	}
-	/* only a record the session log holds is exported: the log stays the reference */
-	audit_export_record(type, ts, line, len);
 	log->seq++;
 	log->size += len + 1;
 	memcpy(log->last_ts, ts, sizeof(ts));
@@ -321,6 +484,8 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 	}
 	rc = audit_log_write(log, "session_close", fields, NULL, true, err);
 	json_decref(fields);
+	if (rc == 0)
+		rc = audit_log_flush(log, err);
 	if (rc == 0 && fdatasync(log->fd) < 0) {
 		rc = -errno;
 		dp_err_set(err, "%s: fdatasync: %s", log->path, strerror(errno));
@@ -331,10 +496,18 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 /* An opaque handle's destructor and accessor, shaped like every module's (sessca.c, key.c). */
 void audit_log_free(struct audit_log *log)
 {
+	struct dp_err err;
+
 	if (!log)
 		return;
+	if (log->fd >= 0 && audit_log_flush(log, &err) != 0)
+		pr_warn("audit log %s: records lost: %s", log->session, err.msg);
+	if (log->dirty)
+		audit_unlink_dirty(log);
 	if (log->fd >= 0)
 		close(log->fd);
+	free(log->pend);
+	free(log->recs);
 	free(log->path);
 	free(log->session);
 	free(log);

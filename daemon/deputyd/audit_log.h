@@ -2,15 +2,17 @@
 /*
  * audit_log: deputyd writing a session's audit log (the format is in audit.h).
  *
- * Records are written with one write() on an O_APPEND descriptor before deputyd
- * acknowledges anything that depends on them: a crash of deputyd loses no acknowledged
- * record (the page cache outlives the process; fdatasync at session close covers power loss
- * of closed sessions).
+ * Records are written on an O_APPEND descriptor before deputyd acknowledges anything that
+ * depends on them: a crash of deputyd loses no acknowledged record (the page cache outlives
+ * the process; fdatasync at session close covers power loss of closed sessions). Appending
+ * chains a record and keeps it pending; the event loop writes every log's pending records
+ * with one write() per log (audit_log_flush_all) before it sends the turn's replies.
  */
 #ifndef DEPUTY_AUDIT_LOG_H
 #define DEPUTY_AUDIT_LOG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -40,6 +42,17 @@ int audit_log_append(struct audit_log *log, const char *type, const json_t *fiel
 		     struct dp_err *err) DP_WUR;
 int audit_log_append_at(struct audit_log *log, const char *type, const json_t *fields,
 			const struct timespec *when, struct dp_err *err) DP_WUR;
+/* Writes this log's pending records now (nothing pending: 0). On failure they are lost and
+ * the log continues from its last written record. */
+int audit_log_flush(struct audit_log *log, struct dp_err *err) DP_WUR;
+/* Writes every log's pending records, one write() per log; how many logs failed (each
+ * logged). Call once per event-loop turn, before the turn's replies are sent. */
+size_t audit_log_flush_all(void);
+/* A new event-loop turn: what audit_log_failed reports starts over. */
+void audit_log_turn_begin(void);
+/* This log lost records in a flush since the turn began: replies of that turn that depend
+ * on them must not be sent. */
+bool audit_log_failed(const struct audit_log *log);
 /* Bytes the log may hold (0: no limit). */
 void audit_log_set_max(struct audit_log *log, uint64_t max);
 /* Append session_close with counts (borrowed), reason (unless NULL) and the signature, then

@@ -4,6 +4,10 @@
  * buffers, so one slow, silent or garbage-sending peer never stalls others; a malformed
  * frame closes that connection with a logged reason, and a frame left half-sent for
  * CONN_PARTIAL_TIMEOUT seconds does too. What a frame means is dispatch.c's business.
+ *
+ * Replies are held until the end of the loop's turn (conn_send_held): the session logs are
+ * written first, one write per log for the whole turn, so no reply leaves before the
+ * records it depends on are in the file (audit_log.h).
  */
 #include "conn.h"
 
@@ -18,12 +22,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76 /* Linux 6.5; Debian 12's headers predate it */
+#define SCM_PIDFD 0x04
+#endif
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
 #endif
 
 #define CONN_PARTIAL_TIMEOUT 10
 #define CONN_MAX_WBUF (4u << 20)
+/* Frames are taken from a peer while its held replies are under one maximal frame: what
+ * deputyd buffers for a peer stays about one unread reply's worth. */
+#define CONN_HOLD_MAX (DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD)
 /* Connections one session may hold, and one non-root uid outside every session: the shim
  * keeps one per process of a session. Each costs deputyd two fds and a frame buffer, so
  * without a bound one agent could take them all; counted per session, one session's flood
@@ -70,13 +81,20 @@ static void conn_flush(struct deputyd *d, struct conn *c)
 	}
 }
 
-/* Queues what the socket did not take of a reply and sends what it can. */
-static void conn_queue(struct deputyd *d, struct conn *c, const uint8_t *p, size_t n)
+/* The peer has not read what was sent, enough is held for it, or its frame waits for an
+ * issuer's keys: no more of its frames. */
+static bool conn_blocked(const struct conn *c)
+{
+	return c->waiting || c->want_out || c->wlen >= CONN_HOLD_MAX;
+}
+
+/* Appends to what waits for the peer; false (and the connection dead) when it cannot. */
+static bool conn_append(struct conn *c, const uint8_t *p, size_t n)
 {
 	if (c->wlen + n > CONN_MAX_WBUF) {
 		pr_warn("client pid %d does not read its replies; closing", (int)c->pid);
 		c->dead = true;
-		return;
+		return false;
 	}
 	if (c->wlen + n > c->wcap) {
 		size_t cap = c->wcap ? c->wcap : 4096;
@@ -87,14 +105,21 @@ static void conn_queue(struct deputyd *d, struct conn *c, const uint8_t *p, size
 		nb = realloc(c->wbuf, cap);
 		if (!nb) {
 			c->dead = true;
-			return;
+			return false;
 		}
 		c->wbuf = nb;
 		c->wcap = cap;
 	}
 	memcpy(c->wbuf + c->wlen, p, n);
 	c->wlen += n;
-	conn_flush(d, c);
+	return true;
+}
+
+/* Queues what the socket did not take of a reply and sends what it can. */
+static void conn_queue(struct deputyd *d, struct conn *c, const uint8_t *p, size_t n)
+{
+	if (conn_append(c, p, n))
+		conn_flush(d, c);
 }
 
 /* Nothing queued: try to send straight from the caller's buffer, no copy; with fd >= 0
@@ -136,9 +161,25 @@ static void conn_send_direct(struct deputyd *d, struct conn *c, struct dp_msg *m
 	conn_queue(d, c, m->buf + off, m->len - off);
 }
 
+/* A held reply may depend on a record of the session the peer is bound to (decisions,
+ * reports) or controls (session_open): when that log lost records this turn, the peer
+ * gets nothing and its connection closes, so the shim fails closed. */
+static bool conn_lost_records(const struct conn *c)
+{
+	return (c->bound && audit_log_failed(c->bound->log)) ||
+	       (c->controls && audit_log_failed(c->controls->log));
+}
+
 void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
 {
-	conn_send_fd(d, c, m, -1);
+	(void)d;
+	if (dp_msg_finish(m) != 0) {
+		pr_warn("reply to pid %d too large; closing", (int)c->pid);
+		c->dead = true;
+		return;
+	}
+	if (conn_append(c, m->buf, m->len))
+		c->held = true;
 }
 
 void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
@@ -148,7 +189,52 @@ void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
 		c->dead = true;
 		return;
 	}
+	/* The descriptor rides on its reply's first byte, so this reply is not held: what it
+	 * depends on is written now, and what this peer was held so far goes before it. */
+	audit_log_flush_all();
+	if (conn_lost_records(c)) {
+		pr_warn("client pid %d: its replies depend on records that were not written; "
+			"closing",
+			(int)c->pid);
+		c->dead = true;
+		return;
+	}
+	if (c->held && !c->want_out)
+		conn_flush(d, c);
 	conn_send_direct(d, c, m, fd);
+}
+
+static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_frame);
+
+bool conn_send_held(struct deputyd *d, conn_frame_fn on_frame)
+{
+	bool more = false;
+
+	for (struct conn *c = conns; c; c = c->next) {
+		if (!c->held)
+			continue;
+		c->held = false;
+		if (c->dead)
+			continue;
+		if (conn_lost_records(c)) {
+			pr_warn(
+			    "client pid %d: its replies depend on records that were not written; "
+			    "closing",
+			    (int)c->pid);
+			c->dead = true;
+			continue;
+		}
+		if (c->want_out)
+			continue;
+		conn_flush(d, c);
+		/* Frames left in the buffer when the held replies reached CONN_HOLD_MAX: no new
+		 * byte will wake epoll for them, so they are taken now. */
+		if (!c->dead && !c->want_out && c->rlen >= DP_PROTO_HDR_LEN) {
+			conn_process(d, c, on_frame);
+			more |= c->held;
+		}
+	}
+	return more;
 }
 
 void conn_reply_error(struct deputyd *d, struct conn *c, uint32_t seq, const char *reason)
@@ -270,6 +356,9 @@ void conn_accept(struct deputyd *d)
 		 * get pidfd_open, which is racy only if that process already exited. */
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &len) < 0)
 			c->pidfd = proc_pidfd(cred.pid);
+		/* SO_PASSPIDFD (Linux 6.5): every recvmsg also pins its sender (conn_recv);
+		 * without it the pid is all there is. */
+		(void)setsockopt(fd, SOL_SOCKET, SO_PASSPIDFD, &one, sizeof(one));
 		if (!conn_admit(d, c)) {
 			if (c->pidfd >= 0)
 				close(c->pidfd);
@@ -317,14 +406,15 @@ void conn_session_gone(struct deputyd *d, struct session *s)
 	}
 }
 
-/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read
- * stops it (main's back-pressure rule: deputyd buffers no more than one unread reply's
- * worth); the rest waits until conn_flush has sent everything. */
+/* Dispatches the complete frames buffered for c, in order. A reply the peer has not read,
+ * or a maximal frame's worth of replies held for the end of the turn, stops it (the
+ * back-pressure rule: deputyd buffers about one unread reply's worth per peer); the rest
+ * waits until conn_flush or conn_send_held has sent what is held. */
 static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 {
 	size_t off = 0;
 
-	while (!c->dead && c->wlen == 0 && c->rlen - off >= DP_PROTO_HDR_LEN) {
+	while (!c->dead && !conn_blocked(c) && c->rlen - off >= DP_PROTO_HDR_LEN) {
 		struct dp_hdr h;
 		int err;
 
@@ -340,6 +430,8 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 		if (c->rlen - off - DP_PROTO_HDR_LEN < h.len)
 			break;
 		on_frame(d, c, &h, c->rbuf + off + DP_PROTO_HDR_LEN);
+		if (c->waiting)
+			break; /* the frame stays, to be dispatched again */
 		off += DP_PROTO_HDR_LEN + h.len;
 	}
 	if (off) {
@@ -347,6 +439,16 @@ static void conn_process(struct deputyd *d, struct conn *c, conn_frame_fn on_fra
 		c->rlen -= off;
 		c->partial_since = dp_now();
 	}
+}
+
+/* The sender of one recvmsg, against the process that connected, once that one has exited:
+ * 1 the same, 0 another process (given its pid), -1 unknown (no pidfd came with the bytes,
+ * or the kernel's pidfds cannot be compared). */
+static int conn_sender_same(const struct conn *c, int sender_pidfd)
+{
+	int r = sender_pidfd >= 0 && c->pidfd >= 0 ? proc_same(sender_pidfd, c->pidfd) : -1;
+
+	return r < 0 ? -1 : r;
 }
 
 /* One recvmsg, and whether the bytes came from the process that connected. With SO_PASSCRED
@@ -357,34 +459,47 @@ static ssize_t conn_recv(struct conn *c, size_t room)
 {
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(struct ucred))];
+		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
 	} ctl;
 	struct iovec iov = {c->rbuf + c->rlen, room};
 	struct msghdr mh = {
 	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
 	struct cmsghdr *cm;
 	struct ucred who = {0};
+	int sender = -1, same = -1;
 	ssize_t r = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
 
 	if (r <= 0)
 		return r;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(who)))
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET)
+			continue;
+		if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len == CMSG_LEN(sizeof(who)))
 			memcpy(&who, CMSG_DATA(cm), sizeof(who));
-	if (who.pid != c->pid || who.uid != c->uid) {
-		pr_warn("pid %d (uid %u) sent on pid %d's connection; closing", (int)who.pid,
-			(unsigned)who.uid, (int)c->pid);
+		else if (cm->cmsg_type == SCM_PIDFD && cm->cmsg_len == CMSG_LEN(sizeof(int)) &&
+			 sender < 0)
+			memcpy(&sender, CMSG_DATA(cm), sizeof(sender));
+	}
+	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
+	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
+	 * could come from a later process given the same pid. The sender's own pidfd tells
+	 * (SO_PASSPIDFD): another process is refused like any other copier. Where the kernel
+	 * cannot tell, only reports, which answer nothing and mint nothing, are taken from
+	 * then on (dispatch.c). */
+	if (who.pid == c->pid && who.uid == c->uid && !proc_alive(c->pidfd)) {
+		c->orphaned = true;
+		same = conn_sender_same(c, sender);
+	}
+	if (sender >= 0)
+		close(sender);
+	if (who.pid != c->pid || who.uid != c->uid || same == 0) {
+		pr_warn("pid %d (uid %u) sent on pid %d's connection%s; closing", (int)who.pid,
+			(unsigned)who.uid, (int)c->pid,
+			same == 0 ? " (a new process with its pid)" : "");
 		c->dead = true;
 		errno = EPERM;
 		return -1;
 	}
-	/* Same pid while the pinned process lives: the same process (see peer.c). Once it has
-	 * exited, bytes with its pid are mostly its last reports, sent just before exit, but
-	 * could come from a later process given the same pid: only reports, which answer
-	 * nothing and mint nothing, are taken from then on (dispatch.c). */
-	if (!proc_alive(c->pidfd))
-		c->orphaned = true;
 	return r;
 }
 
@@ -392,7 +507,12 @@ static ssize_t conn_recv(struct conn *c, size_t room)
  * in it: one recv per request in the common case, not one per header and payload. */
 void conn_readable(struct deputyd *d, struct conn *c, conn_frame_fn on_frame)
 {
-	for (int rounds = 0; rounds < 64 && !c->dead && c->wlen == 0; rounds++) {
+	/* Only a hang-up or an error is reported while a frame waits: the peer is gone. */
+	if (c->waiting) {
+		c->dead = true;
+		return;
+	}
+	for (int rounds = 0; rounds < 64 && !c->dead && !conn_blocked(c); rounds++) {
 		size_t room = sizeof(c->rbuf) - c->rlen;
 		ssize_t r;
 
@@ -430,7 +550,7 @@ void conn_reap(struct deputyd *d)
 	for (; c; c = next) {
 		next = c->next;
 		/* Frames held back while the peer does not read its replies are not incomplete. */
-		if (!c->dead && c->rlen > 0 && c->wlen == 0 &&
+		if (!c->dead && !c->waiting && c->rlen > 0 && !c->want_out &&
 		    now - c->partial_since > CONN_PARTIAL_TIMEOUT) {
 			pr_warn("client pid %d: message incomplete for %ds; closing", (int)c->pid,
 				CONN_PARTIAL_TIMEOUT);
@@ -438,6 +558,30 @@ void conn_reap(struct deputyd *d)
 		}
 		if (c->dead)
 			conn_close(d, c);
+	}
+}
+
+void conn_wait(struct deputyd *d, struct conn *c)
+{
+	/* No EPOLLIN meanwhile: a waiting peer that sends more must not spin the loop. A
+	 * hang-up is still reported, and reaped once the frame was answered. */
+	struct epoll_event ev = {.events = 0, .data.ptr = c};
+
+	c->waiting = true;
+	epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+void conn_resume_waiting(struct deputyd *d, conn_frame_fn on_frame)
+{
+	for (struct conn *c = conns; c; c = c->next) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+		if (!c->waiting)
+			continue;
+		c->waiting = false;
+		if (!c->want_out)
+			epoll_ctl(d->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+		conn_process(d, c, on_frame);
 	}
 }
 

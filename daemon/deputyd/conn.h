@@ -29,13 +29,15 @@ struct conn {
 	uint8_t *wbuf;
 	size_t wlen, wcap;
 	bool want_out; /* EPOLLOUT is armed: a reply is waiting for room */
+	bool held;     /* replies of this turn wait in wbuf for conn_send_held */
 	bool orphaned; /* the peer exited: only its NOREPLY reports are still taken */
+	bool waiting;  /* its first frame waits for an issuer's keys (conn_wait) */
 	bool dead;
 };
 
 /* epoll data of the loop's own fds; anything else is a struct conn pointer. The listening
  * socket's is here because conn pauses and resumes it. */
-enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY };
+enum { EP_LISTEN = 1, EP_SIGNAL, EP_TIMER, EP_KERNEL, EP_PROXY, EP_WAKE };
 
 /* What to do with one complete frame: the dispatcher (dispatch.h). */
 typedef void (*conn_frame_fn)(struct deputyd *d, struct conn *c, const struct dp_hdr *h,
@@ -53,11 +55,23 @@ void conn_close_all(struct deputyd *d);
 /* A session was freed (registered with session_on_gone): forget it everywhere. */
 void conn_session_gone(struct deputyd *d, struct session *s);
 
-/* Replies. A reply that cannot be sent or queued marks the connection dead. */
+/* The frame being dispatched must wait (for an issuer's keys): it stays unanswered in the
+ * buffer, and nothing more is read from c, until conn_resume_waiting dispatches it again. */
+void conn_wait(struct deputyd *d, struct conn *c);
+void conn_resume_waiting(struct deputyd *d, conn_frame_fn on_frame);
+
+/* Replies. A reply is held until conn_send_held; one that cannot be queued marks the
+ * connection dead. */
 void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m);
-/* The same, passing fd along (SCM_RIGHTS) when the reply leaves at once; when it must be
- * queued, without it (the receiver then goes on without what the fd was for). */
+/* The same, passing fd along (SCM_RIGHTS), not held: the turn's records are written first,
+ * then what was held for this peer, then this reply with fd when it leaves at once; when it
+ * must be queued, without it (the receiver then goes on without what the fd was for). */
 void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd);
+/* End of the loop's turn, after audit_log_flush_all: sends the held replies, except to
+ * peers whose session log lost records this turn (closed instead), then takes the frames
+ * a peer's held replies had stopped. True when that made new replies: flush the logs and
+ * call again. */
+bool conn_send_held(struct deputyd *d, conn_frame_fn on_frame);
 void conn_reply_error(struct deputyd *d, struct conn *c, uint32_t seq, const char *reason);
 void conn_reply_ok(struct deputyd *d, struct conn *c, uint32_t seq);
 

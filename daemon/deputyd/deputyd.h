@@ -107,6 +107,7 @@ struct deputyd {
 	char cg_parent[PATH_MAX]; /* <root>/<cfg->cgroup> */
 	char log_dir[PATH_MAX];	  /* <state_dir>/sessions */
 	int epfd, listen_fd, signal_fd, timer_fd;
+	int wake_fd; /* eventfd: a worker thread (keyfetch.c, policy.c) has a result */
 	bool stopping;
 	uint64_t lost_reported;
 	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
@@ -223,9 +224,16 @@ json_t *decide_mcp_json(const struct decide_req *r);
 void decide_mcp_put_rules(struct dp_msg *m, const struct decide_res *res, const struct session *s);
 
 /* policy.c: kernel allow lists for every session (routes' resolved addresses, allow_cidrs,
- * resolvers). */
+ * resolvers). policy_refresh resolves in a thread once deputyd serves (d->wake_fd set);
+ * policy_collect, on a wake-up, applies what it found to every session. */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
+void policy_collect(struct deputyd *d);
+/* At exit: waits a while for a resolution under way; false if it is still running (then
+ * its thread may still write to d->wake_fd). */
+bool policy_stop(struct deputyd *d);
+/* The Unix sockets sessions may reach: deputyd's own and allow_unix. 0 or -errno. */
+int policy_unix_apply(struct deputyd *d);
 /* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
  * policy call. */
 struct dp_kallow;

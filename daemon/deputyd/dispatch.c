@@ -100,6 +100,10 @@ void dispatch_frame(struct deputyd *d, struct conn *c, const struct dp_hdr *h,
 		pr_warn("%s refused to pid %d: %s", dispatch_table[i].name, (int)c->pid, err.msg);
 	if (rc == 0)
 		rc = dispatch_table[i].fn(d, c, &r, &err);
+	if (rc == -EINPROGRESS) {
+		conn_wait(d, c); /* asked again when what it waits for is there */
+		return;
+	}
 	if (quiet)
 		return;
 	if (rc)

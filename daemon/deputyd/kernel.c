@@ -7,7 +7,8 @@
  * Lifecycle and restart. Everything that must outlive deputyd is pinned in bpffs under
  * /sys/fs/bpf/deputy/<parent cgroup, '/' -> '_'>/:
  *   sessions, allow, events, lost, conns, udp_seen,  the maps (libbpf pin_path: reused on
- *   proxy_cfg, proxied, sk_states                     load when compatible)
+ *   proxy_cfg, proxied, sk_states, unix_allow,        load when compatible)
+ *   unix_seen
  *   link_<program>                                    one bpf_link per program
  * Links are attached with bpf_link_create (multi-attach: other programs on the same cgroup
  * keep running, and ours cannot be replaced by a legacy attach). On kernel_open() an
@@ -51,6 +52,7 @@ static const char *const kernel_prog_names[KP_N_] = {
     [KP_SENDMSG6] = "sendmsg6",
     [KP_SOCK_CREATE] = "sock_create",
     [KP_CONNECT_UNIX] = "connect_unix",
+    [KP_SENDMSG_UNIX] = "sendmsg_unix",
     [KP_SOCK_STATE] = "sock_state",
     [KP_SOCKET_ENTER] = "socket_enter",
     [KP_SETSOCKOPT] = "setsockopt",
@@ -87,6 +89,8 @@ static struct bpf_program *kernel_prog(struct deputy_bpf *skel, enum kernel_prog
 		return skel->progs.deputy_sock_create;
 	case KP_CONNECT_UNIX:
 		return skel->progs.deputy_connect_unix;
+	case KP_SENDMSG_UNIX:
+		return skel->progs.deputy_sendmsg_unix;
 	case KP_SOCK_STATE:
 		return skel->progs.deputy_sock_state;
 	case KP_SOCKET_ENTER:
@@ -245,9 +249,10 @@ static bool kernel_pins_current(const struct dp_kernel *k)
 
 /* ---- load and attach ----------------------------------------------------------------- */
 
-/* libbpf 1.1 predates BPF_CGROUP_UNIX_CONNECT (Linux 6.7): find its value in the kernel's
- * BTF, which also tells whether the kernel has it. -ENOENT if not. */
-static int kernel_unix_connect_type(void)
+/* libbpf 1.1 predates BPF_CGROUP_UNIX_CONNECT and _SENDMSG (Linux 6.7): find the value of
+ * attach type `name` in the kernel's BTF, which also tells whether the kernel has it.
+ * -ENOENT if not. */
+static int kernel_attach_type(const char *name)
 {
 	struct btf *btf = btf__load_vmlinux_btf();
 	const struct btf_type *t;
@@ -261,9 +266,9 @@ static int kernel_unix_connect_type(void)
 	if (t) {
 		e = btf_enum(t);
 		for (unsigned int i = 0; i < btf_vlen(t); i++) {
-			const char *name = btf__name_by_offset(btf, e[i].name_off);
+			const char *n = btf__name_by_offset(btf, e[i].name_off);
 
-			if (name && strcmp(name, "BPF_CGROUP_UNIX_CONNECT") == 0) {
+			if (n && strcmp(n, name) == 0) {
 				ret = e[i].val;
 				break;
 			}
@@ -276,11 +281,12 @@ static int kernel_unix_connect_type(void)
 static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct dp_err *err)
 {
 	struct bpf_map *maps[] = {
-	    k->skel->maps.sessions,  k->skel->maps.allow,   k->skel->maps.events,
-	    k->skel->maps.lost,	     k->skel->maps.conns,   k->skel->maps.udp_seen,
-	    k->skel->maps.proxy_cfg, k->skel->maps.proxied, k->skel->maps.sk_states};
+	    k->skel->maps.sessions,   k->skel->maps.allow,    k->skel->maps.events,
+	    k->skel->maps.lost,	      k->skel->maps.conns,    k->skel->maps.udp_seen,
+	    k->skel->maps.proxy_cfg,  k->skel->maps.proxied,  k->skel->maps.sk_states,
+	    k->skel->maps.unix_allow, k->skel->maps.unix_seen};
 	char path[PATH_MAX];
-	int r, unix_type;
+	int r, unix_connect, unix_sendmsg;
 
 	k->skel->rodata->session_level = session_level;
 	k->skel->rodata->have_current_task =
@@ -291,13 +297,18 @@ static int kernel_load(struct dp_kernel *k, unsigned int session_level, struct d
 	if (!k->skel->rodata->have_current_task)
 		pr_info("kernel: bpf_get_current_task unavailable: io_uring workers are named "
 			"by their thread name");
-	unix_type = kernel_unix_connect_type();
-	if (unix_type < 0) {
-		pr_info("kernel: no BPF_CGROUP_UNIX_CONNECT: Unix socket connects not logged");
+	unix_connect = kernel_attach_type("BPF_CGROUP_UNIX_CONNECT");
+	unix_sendmsg = kernel_attach_type("BPF_CGROUP_UNIX_SENDMSG");
+	if (unix_connect < 0 || unix_sendmsg < 0) {
+		pr_warn("kernel: no BPF_CGROUP_UNIX_CONNECT/SENDMSG (Linux < 6.7): Unix socket "
+			"connects are neither logged nor limited to allow_unix");
 		bpf_program__set_autoload(k->skel->progs.deputy_connect_unix, false);
+		bpf_program__set_autoload(k->skel->progs.deputy_sendmsg_unix, false);
 	} else {
 		bpf_program__set_expected_attach_type(k->skel->progs.deputy_connect_unix,
-						      (enum bpf_attach_type)unix_type);
+						      (enum bpf_attach_type)unix_connect);
+		bpf_program__set_expected_attach_type(k->skel->progs.deputy_sendmsg_unix,
+						      (enum bpf_attach_type)unix_sendmsg);
 	}
 	for (size_t i = 0; i < DP_ARRAY_SIZE(maps); i++) {
 		r = kernel_pin_path(k, bpf_map__name(maps[i]), path, sizeof(path));
@@ -368,7 +379,7 @@ static int kernel_attach_one(struct dp_kernel *k, enum kernel_prog p, struct dp_
 	int fd, old = -1, r;
 
 	if (prog_fd < 0)
-		return 0; /* not loaded (connect_unix where unsupported) */
+		return 0; /* not loaded (the unix hooks where unsupported) */
 	r = kernel_link_path(k, p, path, sizeof(path));
 	if (r < 0)
 		return r;

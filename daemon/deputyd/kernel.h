@@ -11,7 +11,7 @@
  *
  * Restart: the programs' links and the maps are pinned under
  * /sys/fs/bpf/deputy/<parent cgroup>/, so while deputyd is down (crash, upgrade) sessions
- * stay enforced with their last policy and events queue in the ring buffer (up to 4 MiB,
+ * stay enforced with their last policy and events queue in the ring buffer (up to 16 MiB,
  * then they are counted as lost). kernel_open() adopts what it finds there: the new programs
  * replace the old ones in place, the policy maps are kept. kernel_close() takes it all away;
  * kernel_release() leaves it in place for the next deputyd.
@@ -95,6 +95,10 @@ int kernel_session_set(struct dp_kernel *k, uint64_t cgid, bool enforce,
 		       const struct dp_kallow *allow, size_t n) DP_WUR;
 /* Forget a session: its processes are no longer checked. 0 or -ENOENT. */
 int kernel_session_remove(struct dp_kernel *k, uint64_t cgid);
+/* The Unix socket addresses every session may connect or send to: absolute paths, "@name"
+ * for abstract ones, as written (the kernel hook sees the address the process passed, not
+ * the file it names). Replaces the previous set. 0, -EINVAL or -errno. */
+int kernel_unix_allow_set(struct dp_kernel *k, const char *const *addrs, size_t n) DP_WUR;
 /* The session's counters. 0 or -ENOENT. */
 int kernel_session_stats(const struct dp_kernel *k, uint64_t cgid, struct dp_kernel_stats *out);
 /* Registered sessions (e.g. adopted after a restart): fills up to max ids, returns how many
@@ -120,7 +124,7 @@ int kernel_available(struct dp_err *err);
 
 /* Names for the audit log (design: Audit log, `connect`): "inet", "inet6", "unix",
  * "packet" or "other"; "tcp", "udp" or "other"; "allow" / "block"; and the event type
- * ("connect", "sendmsg", "socket_refused", "close", "unix_connect", "unknown"). */
+ * ("connect", "sendmsg", "socket_refused", "close", "unix_connect", "unix_sendmsg", "unknown"). */
 const char *kernel_family_name(unsigned int family);
 const char *kernel_protocol_name(unsigned int protocol);
 const char *kernel_verdict_name(unsigned int verdict);

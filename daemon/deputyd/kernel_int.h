@@ -19,6 +19,7 @@ enum kernel_prog {
 	KP_SENDMSG6,
 	KP_SOCK_CREATE,
 	KP_CONNECT_UNIX,
+	KP_SENDMSG_UNIX,
 	KP_SOCK_STATE,
 	KP_SOCKET_ENTER,
 	KP_SETSOCKOPT,
@@ -38,7 +39,7 @@ struct dp_kernel {
 	void *ctx;
 	int cg_fd;
 	uint64_t parent_cgid;
-	int link_fd[KP_N_]; /* -1: not attached (connect_unix on older kernels) */
+	int link_fd[KP_N_]; /* -1: not attached (the unix hooks on older kernels) */
 	char pin_dir[PATH_MAX];
 };
 

@@ -68,6 +68,8 @@ const char *kernel_event_type_name(unsigned int type)
 		return "close";
 	case DP_EV_UNIX_CONNECT:
 		return "unix_connect";
+	case DP_EV_UNIX_SENDMSG:
+		return "unix_sendmsg";
 	}
 	return "unknown";
 }

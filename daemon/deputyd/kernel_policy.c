@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * kernel_policy: the policy maps the BPF programs read (see kernel.h): each session's
- * entry and allow rules, where the proxy listens, and the original destinations of the
- * connections sent to it.
+ * entry and allow rules, the Unix sockets sessions may reach, where the proxy listens, and
+ * the original destinations of the connections sent to it.
  *
  * Policy updates never open a gap: new allow rules are inserted before the session entry is
  * written and before rules that are no longer wanted are deleted.
@@ -179,6 +179,53 @@ int kernel_session_list(const struct dp_kernel *k, uint64_t *cgids, size_t max)
 			break;
 	}
 	return (int)n;
+}
+
+/* ---- Unix sockets -------------------------------------------------------------------- */
+
+/* "@name" is an abstract address: a NUL, then the name (event.h's key form). */
+static int kernel_unix_key(const char *addr, struct dp_unix_key *key)
+{
+	size_t n = strlen(addr);
+
+	memset(key, 0, sizeof(*key));
+	if (n == 0 || n > DP_EV_PATH_LEN)
+		return -EINVAL;
+	key->abstract = addr[0] == '@';
+	memcpy(key->path + key->abstract, addr + key->abstract, n - key->abstract);
+	key->len = (uint32_t)n;
+	return 0;
+}
+
+int kernel_unix_allow_set(struct dp_kernel *k, const char *const *addrs, size_t n)
+{
+	int fd = bpf_map__fd(k->skel->maps.unix_allow);
+	struct dp_unix_key *keys = calloc(n ? n : 1, sizeof(*keys)), cur, next;
+	bool first = true;
+	uint32_t one = 1;
+	int r = 0;
+
+	if (!keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !r; i++) {
+		r = kernel_unix_key(addrs[i], &keys[i]);
+		if (!r && bpf_map_update_elem(fd, &keys[i], &one, BPF_ANY) != 0)
+			r = -errno;
+	}
+	/* New entries first, then the old ones go: nothing both allow is refused meanwhile. A
+	 * hash map's walk may restart after a delete; it then only revisits kept keys. */
+	while (!r && bpf_map_get_next_key(fd, first ? NULL : &cur, &next) == 0) {
+		bool kept = false;
+
+		first = false;
+		cur = next;
+		for (size_t i = 0; i < n && !kept; i++)
+			kept = memcmp(&keys[i], &cur, sizeof(cur)) == 0;
+		if (!kept && bpf_map_delete_elem(fd, &cur) == 0)
+			first = true;
+	}
+	free(keys);
+	return r;
 }
 
 /* ---- the proxy ----------------------------------------------------------------------- */

@@ -6,8 +6,8 @@
  * blocks and refused sockets, `disconnect` (with the mediated requests it carried: a
  * mediated connection that carried bytes but no mediated request is counted unmediated
  * then). Events keep the kernel's order and its time (also when read late, after a
- * restart); those of sessions that already ended are dropped. Blocked connects and refused
- * sockets that repeat are coalesced (repeat.c).
+ * restart); those of sessions that already ended are dropped. Blocked connects (Unix ones
+ * too) and refused sockets that repeat are coalesced (repeat.c).
  */
 #include "deputyd.h"
 
@@ -100,7 +100,7 @@ static bool kevent_repeats(struct session *s, const struct dp_event *ev, const c
 			   const char *addr, bool mediated, const struct timespec *when)
 {
 	struct session_counts delta = {0};
-	char key[160];
+	char key[256]; /* a Unix path is up to 108 bytes */
 
 	if (ev->type == DP_EV_SOCK_REFUSED) {
 		delta.denies = 1;
@@ -113,6 +113,48 @@ static bool kevent_repeats(struct session *s, const struct dp_event *ev, const c
 	snprintf(key, sizeof(key), "kernel %u %u %s %u %u %s %u %u %u %d", ev->type, ev->tgid, comm,
 		 ev->family, ev->protocol, addr, ev->port, ev->enforced, ev->flags, mediated);
 	return repeat_event(s, key, &delta, when);
+}
+
+/* A Unix-socket connect or addressed send: its path ("@name" for an abstract socket), and
+ * a deny record when it was refused. Counted as connects only when blocked: every process
+ * that resolves a name or a user tries nscd's socket, which would drown the counts. */
+static void kevent_unix(struct deputyd *d, struct session *s, const struct dp_event *ev,
+			const char *comm, const struct timespec *when)
+{
+	bool abstract = ev->flags & DP_EVF_UNIX_ABSTRACT, block = ev->verdict == DP_EV_BLOCK;
+	size_t n = ev->path_len < DP_EV_PATH_LEN ? ev->path_len : DP_EV_PATH_LEN, o = 0;
+	char path[DP_EV_PATH_LEN + 2];
+
+	if (abstract)
+		path[o++] = '@';
+	for (size_t i = abstract ? 1 : 0; i < n && ev->path[i]; i++)
+		path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
+	path[o] = '\0';
+	/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
+	if (!block && strcmp(path, d->cfg->socket) == 0)
+		return;
+	if (block) {
+		s->counts.connects++;
+		s->counts.blocked++;
+		s->counts.unmediated++;
+		s->counts.denies += ev->enforced != 0;
+		if (kevent_repeats(s, ev, comm, path, false, when))
+			return;
+	}
+	session_log_at(s, "connect",
+		       json_pack("{s:I, s:o, s:s, s:s, s:s, s:s, s:b, s:b}", "pid",
+				 (json_int_t)ev->tgid, "comm", session_text(comm), "family", "unix",
+				 "op", ev->type == DP_EV_UNIX_SENDMSG ? "sendmsg" : "connect",
+				 "path", path, "verdict", block ? "block" : "allow", "enforced",
+				 block ? ev->enforced != 0 : d->cfg->enforce, "mediated", false),
+		       when);
+	if (block && ev->enforced)
+		session_log_at(s, "deny",
+			       json_pack("{s:s, s:s, s:I, s:o, s:s, s:b}", "layer", "kernel",
+					 "reason", "Unix socket not in allow_unix", "pid",
+					 (json_int_t)ev->tgid, "comm", session_text(comm), "path",
+					 path, "enforced", true),
+			       when);
 }
 
 void kevent_record(void *ctx, const struct dp_event *ev)
@@ -160,28 +202,10 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 				addr, "dport", (json_int_t)ev->port, "enforced", true),
 			    &when);
 		break;
-	case DP_EV_UNIX_CONNECT: {
-		char path[DP_EV_PATH_LEN + 2];
-		size_t n = ev->path_len < DP_EV_PATH_LEN ? ev->path_len : DP_EV_PATH_LEN;
-		size_t o = 0;
-
-		if (ev->flags & DP_EVF_UNIX_ABSTRACT)
-			path[o++] = '@';
-		for (size_t i = (ev->flags & DP_EVF_UNIX_ABSTRACT) ? 1 : 0; i < n && ev->path[i];
-		     i++)
-			path[o++] = (ev->path[i] >= 0x20 && ev->path[i] < 0x7f) ? ev->path[i] : '?';
-		path[o] = '\0';
-		/* The shim's own channel to deputyd is deputy's plumbing, not the agent's. */
-		if (strcmp(path, d->cfg->socket) == 0)
-			break;
-		session_log_at(s, "connect",
-			       json_pack("{s:I, s:o, s:s, s:s, s:s, s:b, s:b}", "pid",
-					 (json_int_t)ev->tgid, "comm", session_text(comm), "family",
-					 "unix", "path", path, "verdict", "allow", "enforced",
-					 d->cfg->enforce, "mediated", false),
-			       &when);
+	case DP_EV_UNIX_CONNECT:
+	case DP_EV_UNIX_SENDMSG:
+		kevent_unix(d, s, ev, comm, &when);
 		break;
-	}
 	case DP_EV_SOCK_REFUSED:
 		s->counts.denies++;
 		if (repeated)

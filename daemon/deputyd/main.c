@@ -4,12 +4,14 @@
 #include "deputyd.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "audit_export.h"
@@ -128,16 +130,86 @@ static int setup_cgroups(struct deputyd *d)
 static int setup_kernel(struct deputyd *d)
 {
 	struct dp_err err;
+	int rc;
 
 	if (!d->cfg->kernel) {
 		pr_warn("WARNING: \"kernel\": \"off\" — the eBPF layer is not loaded: connections "
 			"of agents are NOT logged and NOT enforced; only the shim mediates HTTP");
+		policy_refresh(d); /* destination binding still needs the route hosts */
 		return 0;
 	}
 	if (kernel_available(&err) != 0 ||
 	    kernel_open(d->cg_parent, kevent_record, d, &d->kernel, &err) != 0)
 		return fail("kernel", "%s (set \"kernel\": \"off\" to run without the eBPF layer)",
 			    err.msg);
+	rc = policy_unix_apply(d);
+	if (rc)
+		return fail("allow_unix", "%s", strerror(-rc));
+	policy_refresh(d); /* resolved here, once: later in a thread, off the loop */
+	return 0;
+}
+
+/* Detaching forks before anything else runs: threads do not survive fork(), and the HTTP
+ * server is one (it was lost when deputyd forked after starting it). The parent stays until
+ * the daemon says it is ready, so its exit status tells whether deputyd started and the
+ * reason for a failed start still reaches stderr. Returns in the daemon with the pipe's
+ * write end; the parent never returns. */
+static int detach_begin(void)
+{
+	int p[2], status;
+	pid_t pid;
+	char ok;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+
+		close(p[0]);
+		close(p[1]);
+		return -e;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		if (setsid() < 0 || chdir("/") < 0)
+			pr_warn("start: cannot detach fully: %s", strerror(errno));
+		return p[1];
+	}
+	close(p[1]);
+	if (read(p[0], &ok, 1) == 1)
+		_exit(0);
+	/* The daemon died before it was ready: it said why on stderr. */
+	if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status))
+		_exit(WEXITSTATUS(status));
+	_exit(1);
+}
+
+/* In the daemon, once it serves: log to syslog, let go of the terminal, release the
+ * parent. */
+static void detach_ready(int fd)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	dp_log_use_syslog();
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(fd, "r", 1) != 1)
+		pr_warn("start: cannot tell the parent that deputyd is ready");
+	close(fd);
+}
+
+static int setup_socket(struct deputyd *d)
+{
+	if (server_listen(d) != 0)
+		return -1;
+	if (policy_unix_apply(d) != 0) /* again, now the socket's canonical path is known */
+		pr_warn("allow_unix: cannot add the canonical path of %s", d->cfg->socket);
 	return 0;
 }
 
@@ -177,10 +249,11 @@ int main(int argc, char **argv)
 						 {NULL, 0, NULL, 0}};
 	const char *config_path = DP_DEFAULT_CONFIG;
 	bool foreground = false, verbose = false, check_only = false;
-	struct deputyd d = {.listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1};
+	struct deputyd d = {
+	    .listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1, .wake_fd = -1};
 	struct dp_httpd *httpd = NULL;
 	struct dp_err err;
-	int opt, rc = 1;
+	int opt, rc = 1, ready_fd = -1;
 
 	/* The getopt loop every program has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "c:fvth", longopts, NULL)) != -1) {
@@ -228,6 +301,13 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	if (notify_init(&err) != 0)
 		pr_warn("%s: the service manager will not hear from deputyd", err.msg);
+	if (!foreground) {
+		ready_fd = detach_begin();
+		if (ready_fd < 0) {
+			fail("start", "cannot detach: %s", strerror(-ready_fd));
+			goto out;
+		}
+	}
 	if (setup_dirs(&d) || setup_key(&d) || setup_export(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);
@@ -239,16 +319,11 @@ int main(int argc, char **argv)
 		goto out;
 	if (d.cfg->http_listen && start_httpd(&d, &httpd) != 0)
 		goto out;
-	if (!foreground) {
-		if (daemon(0, 0) < 0) {
-			fail("start", "cannot detach: %s", strerror(errno));
-			goto out;
-		}
-		dp_log_use_syslog();
-	}
 	session_recover(&d);
-	if (server_listen(&d) != 0)
+	if (setup_socket(&d) != 0)
 		goto out;
+	if (ready_fd >= 0)
+		detach_ready(ready_fd);
 	pr_info("ready: socket %s, %zu routes, kernel layer %s, key %s", d.cfg->socket,
 		d.cfg->n_routes, d.kernel ? "on" : "OFF", dp_key_kid(d.key));
 	notify_send("READY=1\nSTATUS=serving");

@@ -14,6 +14,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,44 @@
 #define MINT_TYP "at+jwt"
 #define MINT_STACK_BUF 2048
 #define MINT_HTU_PATH_MAX 8192 /* the longest request target deputyd decides on */
+#define MINT_RAND_BUF 4096
+
+static _Thread_local struct {
+	uint8_t buf[MINT_RAND_BUF];
+	size_t left; /* unused bytes at the end of buf */
+} mint_rand;
+static pthread_once_t mint_rand_once = PTHREAD_ONCE_INIT;
+
+static void mint_rand_drop(void)
+{
+	OPENSSL_cleanse(mint_rand.buf, sizeof(mint_rand.buf));
+	mint_rand.left = 0;
+}
+
+static void mint_rand_atfork(void)
+{
+	pthread_atfork(NULL, NULL, mint_rand_drop);
+}
+
+/* A fresh jti; each byte of the buffer is used once and wiped. */
+static int mint_jti(char jti[DP_ID_LEN])
+{
+	uint8_t *raw;
+	int r;
+
+	pthread_once(&mint_rand_once, mint_rand_atfork);
+	if (mint_rand.left < 16) {
+		r = dp_random(mint_rand.buf, sizeof(mint_rand.buf));
+		if (r)
+			return r;
+		mint_rand.left = sizeof(mint_rand.buf);
+	}
+	raw = mint_rand.buf + sizeof(mint_rand.buf) - mint_rand.left;
+	mint_rand.left -= 16;
+	r = dp_b64url_encode(raw, 16, jti, DP_ID_LEN) < 0 ? -ENOSPC : 0;
+	OPENSSL_cleanse(raw, 16);
+	return r;
+}
 
 static bool is_printable_ascii(const char *s)
 {
@@ -117,7 +157,7 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 		dp_err_set(err, "htm or htu is not a valid method or URL");
 		return -EINVAL;
 	}
-	r = dp_random_id(jti);
+	r = mint_jti(jti);
 	if (r) {
 		dp_err_set(err, "no randomness: %s", strerror(-r));
 		return r;

@@ -18,9 +18,15 @@
  * -EINVAL for keys that are not private ES256. Call before the key is shared. */
 int dp_key_presign_enable(struct dp_key *key, size_t cap);
 bool dp_key_presign_wanted(const struct dp_key *key);
-/* Computes up to max pairs (each ~ one signature's work) and returns how many it added:
- * call it when idle. */
+/* Computes up to max pairs (each ~ one signature's work) on the calling thread and returns
+ * how many it added. */
 size_t dp_key_presign_fill(const struct dp_key *key, size_t max);
+/* A worker thread keeps the pool filled: it wakes when a signature takes the pool below
+ * low_water pairs and fills it to its cap. Fork-safe (a child has no worker and drops the
+ * pairs). 0, -EINVAL without a pool, or -errno. */
+int dp_key_presign_start(const struct dp_key *key, size_t low_water);
+/* Stops and joins the worker (also done when the key is freed). */
+void dp_key_presign_stop(const struct dp_key *key);
 void dp_key_presign_stats(const struct dp_key *key, size_t *available, uint64_t *hits,
 			  uint64_t *misses);
 

@@ -11,8 +11,12 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#define PROC_PIDFS_MAGIC 0x50494446 /* linux/magic.h PID_FS_MAGIC, Linux 6.9 */
 
 int proc_pidfd(pid_t pid)
 {
@@ -24,6 +28,19 @@ int proc_pidfd(pid_t pid)
 bool proc_alive(int pidfd)
 {
 	return pidfd < 0 || syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+/* On pidfs a process has one inode for its lifetime, whoever opens a pidfd of it. */
+int proc_same(int pidfd_a, int pidfd_b)
+{
+	struct statfs fs;
+	struct stat a, b;
+
+	if (fstatfs(pidfd_a, &fs) < 0 || fs.f_type != PROC_PIDFS_MAGIC)
+		return -EOPNOTSUPP;
+	if (fstat(pidfd_a, &a) < 0 || fstat(pidfd_b, &b) < 0)
+		return -errno;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start)

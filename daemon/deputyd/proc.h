@@ -18,6 +18,9 @@
 int proc_pidfd(pid_t pid);
 /* Whether the process of pidfd is still running (a pidfd of -1 counts as alive). */
 bool proc_alive(int pidfd);
+/* Whether two pidfds pin the same process, also after it exited: 1 or 0; -EOPNOTSUPP where
+ * pidfds do not name their process (before pidfs, Linux 6.9, they share one inode). */
+int proc_same(int pidfd_a, int pidfd_b);
 /* The parent pid and the start time (clock ticks after boot) from /proc/PID/stat. */
 int proc_stat(pid_t pid, pid_t *ppid, uint64_t *start) DP_WUR;
 /* The real and effective uids from /proc/PID/status. */

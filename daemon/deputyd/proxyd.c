@@ -458,6 +458,9 @@ void proxyd_reply(struct deputyd *d, struct dp_msg *m)
 
 	if (dp_msg_finish(m) != 0)
 		return;
+	/* What the reply depends on is in the file first (audit_log.h); a decision whose
+	 * records were lost was already turned into a refusal (proxyreq.c). */
+	audit_log_flush_all();
 	w = send(px.chan, m->buf, m->len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	/* The proxy waits for each reply: a full socket means it is not reading them. */
 	if (w != (ssize_t)m->len)

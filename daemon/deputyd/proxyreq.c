@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <deputy/proto.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,34 +186,20 @@ static void on_conn(struct deputyd *d, struct pmsg *pm)
 	proxyd_reply(d, &m);
 }
 
-static bool addr_matches(const struct addrinfo *ai, const struct dp_proxied *o)
-{
-	if (ai->ai_family == AF_INET && o->family == AF_INET)
-		return memcmp(&((struct sockaddr_in *)ai->ai_addr)->sin_addr, o->addr, 4) == 0;
-	if (ai->ai_family == AF_INET6 && o->family == AF_INET6)
-		return memcmp(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, o->addr, 16) == 0;
-	return false;
-}
-
 /* Is host a route host on the original destination's port, and the original destination one
  * of its addresses? (The kernel redirected the connect because some route's host resolved
- * there; the name the agent uses must be one of those.) */
+ * there; the name the agent uses must be one of those.) The addresses are policy.c's last
+ * resolution, as for destination binding: no lookup here, on deputyd's loop. */
 static bool host_serves(struct deputyd *d, const char *host, const struct dp_proxied *o)
 {
-	bool route = false, found = false;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
-
-	for (size_t i = 0; i < d->cfg->n_routes && !route; i++) {
+	for (size_t i = 0; i < d->cfg->n_routes; i++) {
 		const struct dp_route *rt = &d->cfg->routes[i];
 
-		route = rt->port == o->port && !rt->tls_opaque && strcasecmp(rt->host, host) == 0;
+		if (rt->port == o->port && !rt->tls_opaque && strcasecmp(rt->host, host) == 0 &&
+		    policy_route_has_addr(d, rt, o->family, o->addr))
+			return true;
 	}
-	if (!route || getaddrinfo(host, NULL, &hints, &res) != 0)
-		return false;
-	for (ai = res; ai && !found; ai = ai->ai_next)
-		found = addr_matches(ai, o);
-	freeaddrinfo(res);
-	return found;
+	return false;
 }
 
 /* PROXY_LEAF: a certificate for the SNI, only if it names a route host of the original
@@ -272,6 +257,7 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	struct decide_req r = {0};
 	struct decide_res res;
 	struct dp_msg m;
+	struct dp_err err;
 	bool tls = pc && pc->tls_asked;
 
 	if (!s) {
@@ -309,6 +295,11 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	} else {
 		kevent_request(d, s, pc->orig.cookie);
 		decide(d, s, &r, &res);
+		if (audit_log_flush(s->log, &err) != 0) {
+			free(res.token);
+			res = (struct decide_res){.verdict = DP_VERDICT_DENY};
+			snprintf(res.reason, sizeof(res.reason), "the audit log cannot be written");
+		}
 	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, pm->h.seq, 0);
 	decide_put_reply(&m, &res, s);

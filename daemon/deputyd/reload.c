@@ -21,7 +21,7 @@ void reload_config(struct deputyd *d)
 		pr_warn("reload: %s; keeping the running configuration", err.msg);
 		return;
 	}
-	trust = trust_new(cfg, &err);
+	trust = trust_new_deferred(cfg, d->trust, &err);
 	if (!trust) {
 		pr_warn("reload: %s; keeping the running configuration", err.msg);
 		config_free(cfg);
@@ -59,6 +59,8 @@ void reload_config(struct deputyd *d)
 	proxyd_reload(d);
 	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
 		pr_warn("reload: %s; audit records are not exported", err.msg);
+	if (policy_unix_apply(d) != 0)
+		pr_warn("reload: cannot update the kernel's allow_unix list");
 	pr_info("reloaded %s: %zu routes, %zu trusted issuers", d->cfg->path, d->cfg->n_routes,
 		d->cfg->n_issuers);
 }

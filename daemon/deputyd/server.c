@@ -3,9 +3,9 @@
  * server: deputyd's event loop: the listening socket, signals, the tick, the kernel's ring
  * buffer and the connections (conn.c), whose frames go to dispatch.c.
  *
- * Idle time goes to the signing key's presign pool (jws.h): once no event has arrived for
- * PRESIGN_IDLE_US, the loop computes nonce pairs one at a time, looking for events between
- * each, so a request arriving meanwhile waits for at most one pair's work.
+ * The signing key's presign pool (presign.h) is refilled by its own worker thread, so the
+ * loop signs each token with a precomputed nonce (the online part only) and never spends a
+ * turn on nonce work; the worker wakes when the pool drops below PRESIGN_LOW.
  */
 #include "deputyd.h"
 
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,12 +27,15 @@
 #include "kernel.h"
 #include "notify.h"
 #include "proxyd.h"
+#include "keyfetch.h"
 #include "reload.h"
 
 #define TICK_MS 200
 /* A burst of this many tokens is signed from precomputed nonces (~150 bytes a pair). */
 #define PRESIGN_CAP 4096
-#define PRESIGN_IDLE_US 200
+/* Below this the worker refills: a quarter of the pool is a burst's headroom while the
+ * worker catches up, and the worker sleeps through light use instead of waking per token. */
+#define PRESIGN_LOW (PRESIGN_CAP * 3 / 4)
 
 /* ---- setup and loop ------------------------------------------------------------------ */
 
@@ -90,25 +94,6 @@ static int epoll_add_tag(struct deputyd *d, int fd, uintptr_t tag)
 	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-/* epoll_wait with a microsecond timeout (-1: none); epoll_pwait2 is Linux 5.11+, older
- * kernels get the millisecond rounded up. */
-static int server_wait(struct deputyd *d, struct epoll_event *evs, int max, long timeout_us)
-{
-	static bool no_pwait2;
-	struct timespec ts = {timeout_us / 1000000, (timeout_us % 1000000) * 1000};
-	int n;
-
-	if (timeout_us < 0)
-		return epoll_wait(d->epfd, evs, max, -1);
-	if (!no_pwait2) {
-		n = epoll_pwait2(d->epfd, evs, max, &ts, NULL);
-		if (n >= 0 || errno != ENOSYS)
-			return n;
-		no_pwait2 = true;
-	}
-	return epoll_wait(d->epfd, evs, max, (int)((timeout_us + 999) / 1000));
-}
-
 static void server_tick(struct deputyd *d, int64_t *last_policy)
 {
 	uint64_t ticks;
@@ -155,6 +140,17 @@ static void server_event(struct deputyd *d, const struct epoll_event *ev, int64_
 	case EP_PROXY:
 		proxyd_event(d);
 		return;
+	case EP_WAKE: {
+		uint64_t n;
+
+		if (read(d->wake_fd, &n, sizeof(n)) < 0) {
+			/* nothing to do: the results are collected either way */
+		}
+		policy_collect(d);
+		if (keyfetch_collect(d))
+			conn_resume_waiting(d, dispatch_frame);
+		return;
+	}
 	}
 	c = ev->data.ptr;
 	if (c->dead)
@@ -170,8 +166,8 @@ int server_run(struct deputyd *d)
 	struct itimerspec its = {.it_interval = {0, TICK_MS * 1000000L},
 				 .it_value = {0, TICK_MS * 1000000L}};
 	int64_t last_policy = dp_now();
-	bool refilling = false;
 	sigset_t mask;
+	int rc;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -182,12 +178,17 @@ int server_run(struct deputyd *d)
 	d->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	d->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (d->signal_fd < 0 || d->timer_fd < 0 || d->epfd < 0)
+	d->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (d->signal_fd < 0 || d->timer_fd < 0 || d->epfd < 0 || d->wake_fd < 0)
 		return -errno;
 	timerfd_settime(d->timer_fd, 0, &its, NULL);
 	if (epoll_add_tag(d, d->listen_fd, EP_LISTEN) ||
-	    epoll_add_tag(d, d->signal_fd, EP_SIGNAL) || epoll_add_tag(d, d->timer_fd, EP_TIMER))
+	    epoll_add_tag(d, d->signal_fd, EP_SIGNAL) || epoll_add_tag(d, d->timer_fd, EP_TIMER) ||
+	    epoll_add_tag(d, d->wake_fd, EP_WAKE))
 		return -errno;
+	/* From here on no request waits for the network: issuers' keys and route hosts are
+	 * fetched and resolved in threads (keyfetch.c, policy.c). */
+	trust_defer_fetches(d->trust);
 	if (d->kernel && epoll_add_tag(d, kernel_fd(d->kernel), EP_KERNEL))
 		return -errno;
 
@@ -195,11 +196,12 @@ int server_run(struct deputyd *d)
 	proxyd_start(d, EP_PROXY);
 	if (dp_key_presign_enable(d->key, PRESIGN_CAP) != 0)
 		pr_info("signing key is not ES256: no presigning, every token signed in full");
+	else if ((rc = dp_key_presign_start(d->key, PRESIGN_LOW)) != 0)
+		pr_warn("presign worker: %s; every token signed in full", strerror(-rc));
 
 	while (!d->stopping) {
 		struct epoll_event evs[64];
-		bool want = dp_key_presign_wanted(d->key);
-		int n = server_wait(d, evs, 64, !want ? -1 : refilling ? 0 : PRESIGN_IDLE_US);
+		int n = epoll_wait(d->epfd, evs, 64, -1);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -207,22 +209,24 @@ int server_run(struct deputyd *d)
 			pr_warn("epoll_wait: %s", strerror(errno));
 			return -errno;
 		}
-		if (n == 0) {
-			refilling = want && dp_key_presign_fill(d->key, 1) == 1;
-			continue;
-		}
-		refilling = false;
+		audit_log_turn_begin();
 		for (int i = 0; i < n; i++)
 			server_event(d, &evs[i], &last_policy);
-		/* Kernel events are drained before anything a client asked is finished. */
+		/* Kernel events are drained before anything a client asked is finished; then the
+		 * turn's records go to the logs, one write per log, and only then its replies. */
 		if (d->kernel)
 			kernel_consume(d->kernel);
+		keyfetch_start(d);
+		do
+			audit_log_flush_all();
+		while (conn_send_held(d, dispatch_frame));
 		conn_reap(d);
 	}
 	notify_send("STOPPING=1");
 	pr_info("shutting down: closing %zu open sessions", d->n_sessions);
 	session_close_all(d);
 	proxyd_stop(d);
+	dp_key_presign_stop(d->key);
 	{
 		uint64_t hits, misses;
 		size_t avail;
@@ -232,6 +236,10 @@ int server_run(struct deputyd *d)
 			(unsigned long long)hits, (unsigned long long)misses, avail);
 	}
 	conn_close_all(d);
+	/* A thread that outlived its wait may still write to the eventfd: then it stays open
+	 * (deputyd is exiting), rather than its number go to another file. */
+	if (keyfetch_stop(d) & policy_stop(d))
+		close(d->wake_fd);
 	close(d->listen_fd);
 	unlink(d->cfg->socket);
 	return 0;

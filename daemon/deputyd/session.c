@@ -334,6 +334,11 @@ static int session_admit(struct deputyd *d, struct session *s, const struct sess
 	if (proc_stat(s->leader, &ppid, &start) == 0)
 		s->leader_start = start;
 	rc = grant_verify(d->trust, grant, d->cfg->issuer, s->agent, s->opened, &s->grant, &gerr);
+	if (rc == -EINPROGRESS) {
+		/* The issuer's keys are being fetched: the request waits and is asked again. */
+		dp_err_set(err, "%s", gerr.msg);
+		return rc;
+	}
 	if (rc) {
 		pr_info("grant refused for uid %u (%s): %s", (unsigned)s->uid, s->agent, gerr.msg);
 		dp_err_set(err, "grant refused: %s", gerr.msg);
@@ -718,5 +723,7 @@ int session_recover(struct deputyd *d)
 			session_recover_one(d, id);
 	}
 	closedir(dir);
+	/* before deputyd says it is ready: its resume records are in the logs */
+	audit_log_flush_all();
 	return 0;
 }

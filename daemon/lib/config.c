@@ -516,7 +516,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",
+	    "audit_export",  "allow_unix",
 	};
 	json_t *v;
 	int r;
@@ -580,6 +580,9 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
 				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
 				 cfg_parse_cidr_cb)))
+		return r;
+	if ((r = cfg_parse_allow_unix(c, json_object_get(root, "allow_unix"), &cfg->allow_unix,
+				      &cfg->n_allow_unix)))
 		return r;
 
 	if ((v = json_object_get(root, "audit_export")) && (r = cfg_parse_audit_export(c, v, cfg)))
@@ -704,6 +707,9 @@ void config_free(struct dp_config *cfg)
 	for (size_t i = 0; i < cfg->n_allow_cidrs; i++)
 		free(cfg->allow_cidrs[i].text);
 	free(cfg->allow_cidrs);
+	for (size_t i = 0; i < cfg->n_allow_unix; i++)
+		free(cfg->allow_unix[i]);
+	free(cfg->allow_unix);
 	free(cfg->path);
 	free(cfg->issuer);
 	free(cfg->socket);

@@ -95,6 +95,8 @@ struct dp_config {
 	size_t n_routes;
 	struct dp_cidr *allow_cidrs;
 	size_t n_allow_cidrs;
+	char **allow_unix; /* Unix socket paths ("@name": abstract) a session may reach */
+	size_t n_allow_unix;
 	enum dp_unrouted unrouted;     /* default deny */
 	bool enforce;		       /* default true */
 	bool kernel;		       /* "kernel": "on" (default) / "off" */

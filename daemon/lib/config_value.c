@@ -231,3 +231,40 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 	}
 	return 0;
 }
+
+static int cfg_parse_unix_cb(struct cfg_ctx *c, json_t *v, void *item)
+{
+	const char *s = NULL;
+	size_t n;
+	int r;
+
+	if ((r = cfg_get_string(c, NULL, v, &s)))
+		return r;
+	n = json_string_length(v);
+	if ((s[0] != '/' && s[0] != '@') || n < 2 || strlen(s) != n)
+		return cfg_fail(c, NULL,
+				"must be an absolute socket path or \"@name\" (abstract socket)");
+	/* sun_path holds 108 bytes: a path and its NUL, or an abstract name after a NUL. */
+	if (n > 107 + (s[0] == '@'))
+		return cfg_fail(c, NULL, "longer than a Unix socket address (107 bytes)");
+	return cfg_dup_string(c, NULL, s, item);
+}
+
+int cfg_parse_allow_unix(struct cfg_ctx *c, json_t *v, char ***out, size_t *n_out)
+{
+	/* glibc asks nscd (when it runs) for names and users; where it is not running, the
+	 * connect fails either way. /var/run is a link to /run, but the hook sees the path as
+	 * written, and glibc writes the old one. */
+	static const char *const defaults[] = {"/var/run/nscd/socket", "/run/nscd/socket"};
+
+	if (v)
+		return cfg_parse_array(c, "allow_unix", v, 256, sizeof(char *), (void **)out, n_out,
+				       cfg_parse_unix_cb);
+	*out = calloc(DP_ARRAY_SIZE(defaults), sizeof(char *));
+	if (!*out)
+		return -ENOMEM;
+	for (*n_out = 0; *n_out < DP_ARRAY_SIZE(defaults); (*n_out)++)
+		if (!((*out)[*n_out] = strdup(defaults[*n_out])))
+			return -ENOMEM;
+	return 0;
+}

@@ -40,6 +40,9 @@ int cfg_get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, 
 int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, struct url_parts *parts);
 /* Refuses any key of obj not in allowed. */
 int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
+/* "allow_unix": absolute socket paths or "@name" for abstract ones, at most 107 bytes of
+ * name each (sun_path); v NULL gives the default, nscd's socket. */
+int cfg_parse_allow_unix(struct cfg_ctx *c, json_t *v, char ***out, size_t *n_out);
 /* An object with only the allowed keys: what every object of the config is checked for first. */
 int cfg_check_object(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
 /* obj's string key, which must be there. */

@@ -40,25 +40,37 @@ struct trust_issuer {
 	char *claims[DP_CLAIM_N]; /* the issuer's claim names; NULL: deputy's */
 	struct dp_keyset *keys;
 	int64_t loaded_at; /* last (re)load attempt, dp_now() */
+	bool want_fetch;   /* deferred: a fetch is asked for (trust_fetch_take) */
+	bool fetching;	   /* deferred: taken, its result not yet back */
 };
 
 struct dp_trust {
-	pthread_mutex_t lock; /* guards keys and loaded_at of every issuer */
+	pthread_mutex_t lock; /* guards keys, loaded_at and the fetch flags of every issuer */
 	struct trust_issuer *issuers;
 	size_t n;
+	bool defer;	 /* jwks_uri keys are fetched by the caller, never inside grant_verify */
 	char *cache_dir; /* <state_dir>/issuer-keys, NULL without a state_dir */
 };
 
+/* The network keys of an issuer: the same whether fetched here or by trust_fetch_load. */
+static struct dp_keyset *issuer_net_load(const char *issuer, const char *source, bool discovery,
+					 const char *ca_file, const char *cache_dir,
+					 struct dp_err *err)
+{
+	const struct jwks_issuer src = {.issuer = issuer,
+					.jwks_uri = discovery ? NULL : source,
+					.ca_file = ca_file,
+					.cache_dir = cache_dir};
+
+	return jwks_issuer_load(&src, err);
+}
+
 static struct dp_keyset *issuer_load(const struct trust_issuer *ti, struct dp_err *err)
 {
-	const struct jwks_issuer src = {.issuer = ti->issuer,
-					.jwks_uri = ti->discovery ? NULL : ti->source,
-					.ca_file = ti->ca_file,
-					.cache_dir = ti->cache_dir};
-
 	if (ti->from_file)
 		return jwks_load(ti->source, err);
-	return jwks_issuer_load(&src, err);
+	return issuer_net_load(ti->issuer, ti->source, ti->discovery, ti->ca_file, ti->cache_dir,
+			       err);
 }
 
 static void issuer_reload(struct trust_issuer *ti, int64_t now)
@@ -96,7 +108,32 @@ static int issuer_init(struct trust_issuer *ti, const struct dp_trusted_issuer *
 	return 0;
 }
 
-struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
+/* A deferred trust takes the keys of a jwks_uri from old (same issuer and source), fetch
+ * state included; otherwise it keeps asking for a fetch. */
+static void issuer_adopt(struct trust_issuer *ti, struct dp_trust *old)
+{
+	for (size_t i = 0; old && i < old->n; i++) {
+		struct trust_issuer *o = &old->issuers[i];
+
+		if (strcmp(o->issuer, ti->issuer) || strcmp(o->source, ti->source))
+			continue;
+		pthread_mutex_lock(&old->lock);
+		if (!o->keys && !o->fetching) {
+			/* never loaded: the reload is a good moment to try again */
+			pthread_mutex_unlock(&old->lock);
+			return;
+		}
+		ti->keys = o->keys;
+		o->keys = NULL;
+		ti->loaded_at = o->loaded_at;
+		ti->want_fetch = o->want_fetch;
+		ti->fetching = o->fetching;
+		pthread_mutex_unlock(&old->lock);
+		return;
+	}
+}
+
+static struct dp_trust *trust_build(const struct dp_config *cfg, bool defer, struct dp_err *err)
 {
 	struct dp_trust *t = calloc(1, sizeof(*t));
 	int64_t now = dp_now();
@@ -160,11 +197,113 @@ struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
 				trust_free(t);
 				return NULL;
 			}
+		} else if (defer) {
+			ti->loaded_at = now;
+			ti->want_fetch = true;
 		} else {
 			issuer_reload(ti, now);
 		}
 	}
+	t->defer = defer;
 	return t;
+}
+
+struct dp_trust *trust_new(const struct dp_config *cfg, struct dp_err *err)
+{
+	return trust_build(cfg, false, err);
+}
+
+struct dp_trust *trust_new_deferred(const struct dp_config *cfg, struct dp_trust *old,
+				    struct dp_err *err)
+{
+	struct dp_trust *t = trust_build(cfg, true, err);
+
+	/* Only once the new trust is whole: a failed reload must leave old's keys alone. */
+	for (size_t i = 0; t && i < t->n; i++)
+		if (!t->issuers[i].keys)
+			issuer_adopt(&t->issuers[i], old);
+	return t;
+}
+
+void trust_defer_fetches(struct dp_trust *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->defer = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static char *strdup_opt(const char *s, bool *oom)
+{
+	char *d = s ? strdup(s) : NULL;
+
+	if (s && !d)
+		*oom = true;
+	return d;
+}
+
+int trust_fetch_take(struct dp_trust *t, struct trust_fetch *f)
+{
+	int r = 0;
+
+	memset(f, 0, sizeof(*f));
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n && !r; i++) {
+		struct trust_issuer *ti = &t->issuers[i];
+		bool oom = false;
+
+		if (!ti->want_fetch)
+			continue;
+		f->issuer = strdup_opt(ti->issuer, &oom);
+		f->source = strdup_opt(ti->source, &oom);
+		f->ca_file = strdup_opt(ti->ca_file, &oom);
+		f->cache_dir = strdup_opt(ti->cache_dir, &oom);
+		f->discovery = ti->discovery;
+		if (oom) {
+			trust_fetch_clear(f);
+			r = -ENOMEM;
+			break;
+		}
+		ti->want_fetch = false;
+		ti->fetching = true;
+		r = 1;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+struct dp_keyset *trust_fetch_load(const struct trust_fetch *f, struct dp_err *err)
+{
+	return issuer_net_load(f->issuer, f->source, f->discovery, f->ca_file, f->cache_dir, err);
+}
+
+void trust_fetch_clear(struct trust_fetch *f)
+{
+	free(f->issuer);
+	free(f->source);
+	free(f->ca_file);
+	free(f->cache_dir);
+	memset(f, 0, sizeof(*f));
+}
+
+void trust_fetch_done(struct dp_trust *t, const char *issuer, const char *source,
+		      struct dp_keyset *ks)
+{
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n; i++) {
+		struct trust_issuer *ti = &t->issuers[i];
+
+		if (strcmp(ti->issuer, issuer) || strcmp(ti->source, source))
+			continue;
+		ti->fetching = false;
+		if (ks) {
+			dp_keyset_free(ti->keys);
+			ti->keys = ks;
+			ks = NULL;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	dp_keyset_free(ks); /* the issuer went with a reload */
 }
 
 void trust_free(struct dp_trust *trust)
@@ -425,6 +564,30 @@ static int grant_read_claims(const json_t *c, const struct trust_issuer *ti, con
 	return 0;
 }
 
+/* The issuer's key for kid (NULL: none), with trust->lock held: reloaded at most every
+ * TRUST_REFETCH_S. A deferred trust never waits for the network: the caller's event loop
+ * fetches and asks again (-EINPROGRESS), and only this grant waits for it. */
+static int issuer_key(struct dp_trust *trust, struct trust_issuer *ti, const char *kid, int64_t now,
+		      const struct dp_key **out)
+{
+	const struct dp_key *key = dp_keyset_find(ti->keys, kid);
+
+	*out = NULL;
+	if (!key && trust->defer && jwks_is_url(ti->source)) {
+		if (!ti->fetching && now - ti->loaded_at >= TRUST_REFETCH_S) {
+			ti->want_fetch = true;
+			ti->loaded_at = now;
+		}
+		if (ti->want_fetch || ti->fetching)
+			return -EINPROGRESS;
+	} else if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
+		issuer_reload(ti, now);
+		key = dp_keyset_find(ti->keys, kid);
+	}
+	*out = key;
+	return 0;
+}
+
 int grant_verify(struct dp_trust *trust, const char *token, const char *audience, const char *agent,
 		 int64_t now, struct dp_grant **out, struct dp_err *err)
 {
@@ -483,10 +646,11 @@ int grant_verify(struct dp_trust *trust, const char *token, const char *audience
 		goto out;
 	}
 	pthread_mutex_lock(&trust->lock);
-	key = dp_keyset_find(ti->keys, jws.kid);
-	if (!key && now - ti->loaded_at >= TRUST_REFETCH_S) {
-		issuer_reload(ti, now);
-		key = dp_keyset_find(ti->keys, jws.kid);
+	if (issuer_key(trust, ti, jws.kid, now, &key) == -EINPROGRESS) {
+		pthread_mutex_unlock(&trust->lock);
+		dp_err_set(err, "keys of issuer \"%s\" are being fetched", DP_SAFE(b1, iss));
+		r = -EINPROGRESS;
+		goto out;
 	}
 	if (!key) {
 		pthread_mutex_unlock(&trust->lock);

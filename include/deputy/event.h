@@ -28,7 +28,9 @@ enum dp_event_type {
 	DP_EV_SOCK_REFUSED = 3, /* socket() refused in a session: raw, ping, other protocols;
 				 * AF_PACKET: the process is killed instead (DP_EVF_KILLED) */
 	DP_EV_CLOSE = 4,	/* a TCP connection of a session reached CLOSE (duration known) */
-	DP_EV_UNIX_CONNECT = 5, /* connect() on an AF_UNIX socket (log only, never blocked) */
+	DP_EV_UNIX_CONNECT = 5, /* connect() on an AF_UNIX socket */
+	DP_EV_UNIX_SENDMSG = 6, /* sendto/sendmsg with an address on an AF_UNIX socket
+				 * (deduplicated like DP_EV_SENDMSG) */
 };
 
 enum dp_event_verdict {
@@ -182,7 +184,19 @@ struct dp_allow_key {
 	dp_u8 addr[16];	  /* network order; IPv4 uses the first 4 bytes */
 };
 
+/* Key of the `unix_allow` map: the Unix socket addresses every session may reach
+ * ("allow_unix" and deputyd's own socket). A path is its bytes up to the first NUL, an
+ * abstract name its bytes after the leading NUL up to the address length; the rest of
+ * `path` is zero, so one address has exactly one key. */
+struct dp_unix_key {
+	dp_u32 len; /* bytes of path used */
+	dp_u8 abstract;
+	dp_u8 pad_[3];
+	char path[DP_EV_PATH_LEN];
+};
+
 #ifndef __bpf__
+_Static_assert(sizeof(struct dp_unix_key) == 116, "dp_unix_key layout is shared with BPF");
 _Static_assert(sizeof(struct dp_event) == 216, "dp_event layout is shared with BPF");
 _Static_assert(sizeof(struct dp_allow_key) == 32, "LPM key must have no padding");
 _Static_assert(sizeof(struct dp_proxied) == 48, "dp_proxied layout is shared with BPF");

@@ -29,153 +29,15 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
-
-import deputytest as dt  # noqa: E402
-from deputytest import Backend, TempDir, make_certs  # noqa: E402
-
-BUILD = dt.BUILD
-BENCH = os.path.join(BUILD, 'tests', 'bench')
-REQ_LOOP = os.path.join(BENCH, 'req_loop')
-MINT_RTT = os.path.join(BENCH, 'mint_rtt')
-CONNECT_RATE = os.path.join(BENCH, 'connect_rate')
-
-REQUESTS = int(os.environ.get('BENCH_REQUESTS', '5000'))
-ROUNDS = int(os.environ.get('BENCH_ROUNDS', '3'))
-SESSIONS = int(os.environ.get('BENCH_SESSIONS', '100'))
-CONNECT_MS = int(os.environ.get('BENCH_CONNECT_MS', '2000'))
-MINT_N = int(os.environ.get('BENCH_MINT_N', '2000'))
-PROXY_CONNS = int(os.environ.get('BENCH_PROXY_CONNS', '100'))
-# BENCH_ONLY=proxy (comma-separated section names) runs only those sections.
-ONLY = set(filter(None, os.environ.get('BENCH_ONLY', '').split(',')))
-
-
-def wanted(section):
-    return not ONLY or section in ONLY
-
-rows = []      # the table, in order
-env_info = {}  # machine and build facts
-
-
-def log(msg):
-    print('bench: ' + msg, file=sys.stderr, flush=True)
-
-
-def row(section, what, how, without=None, with_=None, result=None, target=None, met=None,
-        unit='', **extra):
-    r = {'section': section, 'what': what, 'how': how, 'without': without, 'with': with_,
-         'result': result, 'target': target, 'met': met, 'unit': unit}
-    r.update(extra)
-    rows.append(r)
-    return r
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-def shim_hooks_ssl():
-    """The shim's request rows run only once libdeputy.so exports SSL_write."""
-    try:
-        out = subprocess.run(['nm', '-D', '--defined-only', dt.SHIM], capture_output=True,
-                             text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return any(l.split()[-1] == 'SSL_write' for l in out.splitlines() if l.strip())
-
-
-def run_json(cmd, env=None, timeout=300):
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    for line in reversed(r.stdout.splitlines()):
-        if line.startswith('{'):
-            return json.loads(line), r
-    raise RuntimeError('%s printed no result (exit %d): %s' % (
-        os.path.basename(cmd[0]), r.returncode, (r.stderr or r.stdout)[-600:]))
-
-
-def in_session(d, grant, cmd, shim=True):
-    """cmd run as a session of deputyd d (`deputy run`); without the shim unless shim.
-    Returns (session id, result JSON)."""
-    inner = 'echo "session=$DEPUTY_SESSION"; exec %s"$@"' % ('' if shim else 'env -u LD_PRELOAD ')
-    full = [dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--',
-            'sh', '-c', inner, 'sh'] + cmd
-    res, r = run_json(full, env=d.env())
-    m = re.search(r'^session=(\S+)', r.stdout, re.M)
-    return (m.group(1) if m else None), res
-
-
-def last_request(be):
-    """The backend's last logged request (read from the end: the log holds thousands)."""
-    with open(be.log, 'rb') as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 262144))
-        lines = [l for l in f.read().split(b'\n') if l.startswith(b'{')]
-    for line in reversed(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get('type') == 'request':
-            return rec
-    return None
-
-
-def deputy_token_arrived(be):
-    """Whether the last request reached the backend with a deputy token in place of the
-    service account's credential: the shim rows measure nothing unless it did."""
-    rec = last_request(be)
-    auth = [v for n, v in (rec or {}).get('headers', []) if n.lower() == 'authorization']
-    if len(auth) != 1 or not auth[0].startswith('Bearer ') or auth[0].count('.') != 2:
-        return False
-    try:
-        return dt.decode_jwt(auth[0][7:]).get('iss') == dt.ISSUER
-    except Exception:  # noqa: BLE001 - not a JWT at all
-        return False
-
-
-def read_times(path):
-    with open(path) as f:
-        return [float(x) for x in f if x.strip()]
-
-
-def quantile(v, q):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else 0.0
-
-
-def openssl_sign_rate(seconds=2):
-    """ECDSA P-256 signatures per CPU second (openssl speed counts user time)."""
-    r = subprocess.run(['openssl', 'speed', '-seconds', str(seconds), 'ecdsap256'],
-                       capture_output=True, text=True, timeout=120)
-    for line in r.stdout.splitlines():
-        if 'nistp256' in line:
-            return float(line.split()[-2])
-    return None
-
-
-def proc_rss_kib(pid):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    return None
-
-
-def session_close_counts(d, sid):
-    recs = d.wait_closed(sid, timeout=60, kernel=True)
-    return recs, recs[-1].get('counts', {})
-
-
-def new_deputyd(backend_port, **config):
-    routes = [{'host': 'api.test', 'port': backend_port, 'method': 'POST', 'path': '/send*',
-               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send',
-               'addrs': ['127.0.0.1']}]
-    d = dt.Deputyd(routes=routes, allow_cidrs=['127.0.0.0/8'], **config).start()
-    return d
-
-
-def grant_for(d):
-    return d.grant_file(d.idp.grant(user='alice', agent='mailbot', scope='email:send',
-                                    resource=['https://api.test'], ttl=3600))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    BUILD, REQ_LOOP, MINT_RTT, CONNECT_RATE, REQUESTS, ROUNDS, SESSIONS, CONNECT_MS,
+    MINT_N, PROXY_CONNS, wanted, rows, env_info, measured, log, row, shim_hooks_ssl,
+    run_json, in_session, deputy_token_arrived, read_times, quantile,
+    openssl_sign_rate, thread_cpu_ticks, proc_rss_kib, session_close_counts, new_deputyd,
+    grant_for, section, connect_paused, dt)
+from deputytest import Backend, TempDir, make_certs  # noqa: E402 (common found it)
+from table import env_line, table_lines  # noqa: E402
 
 
 # ---- 1. request overhead --------------------------------------------------------------------
@@ -207,6 +69,7 @@ def bench_requests(tmp, certs, be, have_shim):
         times = [t for r in rs for t in r['times']]
         return {'wall_us': statistics.median(r['wall_us'] for r in rs),
                 'per_req_us': statistics.median(r['wall_us'] for r in rs) / rs[0]['n'],
+                'cpu_per_req_us': statistics.median(r.get('cpu_us', 0) for r in rs) / rs[0]['n'],
                 'p50_us': quantile(times, 0.5), 'p99_us': quantile(times, 0.99),
                 'errors': sum(r['errors'] for r in rs), 'rss_kib': rs[-1]['rss_kib'],
                 'token_injected': all(r['token_injected'] for r in rs),
@@ -217,42 +80,48 @@ def bench_requests(tmp, certs, be, have_shim):
            'rounds; added p50/p99 from all per-request times' % (REQUESTS, ROUNDS))
 
     def add_row(what, name, limit, extra_how=''):
+        """limit: the most p50 may grow per request, in µs (the issue's targets)."""
         b, w = summary('base:' + name), summary(name)
-        target = '≤ %.2f×' % limit if limit else None
+        target = 'p50 ≤ +%d µs' % limit if limit else None
         if name.startswith('shim'):
             extra_how += ('; the backend received deputy tokens in place of the service '
                           'account\'s: %s' % ('yes' if w['token_injected'] else 'NO'))
         ratio = w['wall_us'] / b['wall_us']
         add50, add99 = w['p50_us'] - b['p50_us'], w['p99_us'] - b['p99_us']
+        measured[name] = {'base': b, 'deputy': w, 'added_p50_us': add50}
         row('request', what, how + extra_how,
             without='%.1f µs/req' % b['per_req_us'], with_='%.1f µs/req' % w['per_req_us'],
             result='%.3f× wall; p50 %+.1f µs, p99 %+.1f µs' % (ratio, add50, add99),
-            target=target, met=(ratio <= limit and w['token_injected'] and not w['errors'])
+            target=target, met=(add50 <= limit and w['token_injected'] and not w['errors'])
             if limit else None,
             ratio=ratio, added_p50_us=add50, added_p99_us=add99, base=b, deputy=w)
         return w
 
-    # Phase A: per-request tokens (the default), kernel layer on when it can be.
+    # Phase A: per-request tokens (the default), kernel layer on when it can be. The kernel
+    # row's deputyd routes another port: a connection to a route's destination without the
+    # shim goes to deputy's proxy (the [proxy] rows), and this row is the hooks alone.
     d = new_deputyd(be.port)
+    dk = new_deputyd(9)
     env_info['kernel_layer'] = d.config['kernel']
-    grant = grant_for(d)
+    grant, grant_k = grant_for(d), grant_for(dk)
     try:
         for _ in range(ROUNDS):
             one('base:kernel')
-            one('kernel', d, grant, shim=False)
+            one('kernel', dk, grant_k, shim=False)
             if have_shim:
                 one('base:shim-request')
                 one('shim-request', d, grant, shim=True)
     finally:
         d.cleanup()
+        dk.cleanup()
     add_row('in a session, kernel layer only (no shim)', 'kernel', None,
             '; LD_PRELOAD removed, so this is the cgroup hooks and nothing else')
     if have_shim:
-        w = add_row('shim, per-request tokens', 'shim-request', 1.20)
+        w = add_row('shim, per-request tokens', 'shim-request', 25)
         shim_rss = w['rss_kib'] - summary('kernel')['rss_kib']
     else:
         row('request', 'shim, per-request tokens', how, result='n/a (shim not built)',
-            target='≤ 1.20×')
+            target='p50 ≤ +25 µs')
         shim_rss = None
 
     # Phase B: session-bound tokens.
@@ -265,10 +134,10 @@ def bench_requests(tmp, certs, be, have_shim):
                 one('shim-session', d, grant, shim=True)
         finally:
             d.cleanup()
-        add_row('shim, "token_binding": "session"', 'shim-session', 1.05)
+        add_row('shim, "token_binding": "session"', 'shim-session', 5)
     else:
         row('request', 'shim, "token_binding": "session"', how, result='n/a (shim not built)',
-            target='≤ 1.05×')
+            target='p50 ≤ +5 µs')
     return shim_rss
 
 
@@ -335,6 +204,7 @@ def bench_mint(be, sign_rate):
         stats = re.findall(r'presign pool: (\d+) hits, (\d+) misses', d.log_text())
         d.cleanup()
     lat, full, echo = res['latency'], res['latency_full_sign'], res['echo']
+    measured['mint'] = {'p50_us': lat['p50_us'], 'echo_p50_us': echo['p50_us']}
     how = ('mint_rtt in a session speaks proto.h: %d sequential DECIDEs for a delegate route '
            '(decision + ES256 mint + audit record) over the Unix socket, after 0.5 s idle' %
            lat['n'])
@@ -350,9 +220,9 @@ def bench_mint(be, sign_rate):
         met=lat['p50_us'] <= 30 and lat['p99_us'] <= 150, unit='µs', latency=lat,
         met_p50=lat['p50_us'] <= 30, met_p99=lat['p99_us'] <= 150,
         errors=lat['errors'], presign=stats[-1] if stats else None, echo=echo)
-    row('mint', 'mint round trip, nonce pool empty',
-        '%d more sequential DECIDEs right after the 16-client step: no idle time, so every '
-        'token is signed in full' % full['n'],
+    row('mint', 'mint round trip, right after 16 clients',
+        '%d more sequential DECIDEs right after the 16-client step (before the presign '
+        'worker, deputyd signed these in full when its pool ran dry)' % full['n'],
         with_='%.0f/%.0f µs' % (full['p50_us'], full['p99_us']),
         result='p50 %.1f µs, p99 %.1f µs' % (full['p50_us'], full['p99_us']), unit='µs',
         latency=full, errors=full['errors'])
@@ -374,7 +244,145 @@ def bench_mint(be, sign_rate):
             per_core=per_core, of_openssl=frac, errors=t['errors'])
 
 
+def sessions_step(d, grant, be, k, ms):
+    """k sessions, each one mint_rtt thread back-to-back for ms, started together; deputyd's
+    CPU per thread over the same window. Returns the step's numbers."""
+    start = time.time() + 3 + 0.25 * k  # every session open before the window starts
+    cmd = [MINT_RTT, '-P', str(be.port), '-x', '-w', '0', '-T', '1', '-d', str(ms),
+           '-A', str(int(start * 1000))]
+    inner = 'echo "session=$DEPUTY_SESSION"; exec env -u LD_PRELOAD "$@"'
+    procs = [subprocess.Popen([dt.DEPUTY, 'run', '--grant', grant, '--agent', 'mailbot', '--',
+                               'sh', '-c', inner, 'sh'] + cmd, env=d.env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(k)]
+    time.sleep(max(0.0, start - time.time()))
+    cpu0, t0 = thread_cpu_ticks(d.proc.pid), time.time()
+    time.sleep(ms / 1000.0)
+    cpu1, t1 = thread_cpu_ticks(d.proc.pid), time.time()
+    tokens = errors = late = 0
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        res = [json.loads(l) for l in out.splitlines() if l.startswith('{')]
+        if not res or not res[-1]['throughput']:
+            errors += 1
+            log('sessions step %d: a mint_rtt gave no result: %s' % (k, err[-300:]))
+            continue
+        t = res[-1]['throughput'][0]
+        tokens += t['tokens']
+        errors += t['errors']
+        late += t['secs'] > ms / 1000.0 + 0.2  # started after the window opened
+    clk = os.sysconf('SC_CLK_TCK')
+    diff = {n: (cpu1.get(n, 0) - cpu0.get(n, 0)) / clk for n in cpu1}
+    worker = diff.get('presign', 0.0)
+    total = sum(diff.values())
+    return {'sessions': k, 'tokens': tokens, 'errors': errors, 'late': late,
+            'secs': t1 - t0, 'tokens_per_s': tokens / (t1 - t0), 'cpu_s': total,
+            'loop_cpu_s': total - worker, 'worker_cpu_s': worker}
+
+
+def bench_sessions(be, sign_rate):
+    """Tokens/s with 1, 2, 4, 16 concurrent sessions, and where deputyd's CPU went."""
+    d = new_deputyd(be.port)
+    grant = grant_for(d)
+    steps = []
+    try:
+        time.sleep(0.5)
+        for k in (1, 2, 4, 16):
+            steps.append(sessions_step(d, grant, be, k, 1500))
+    finally:
+        d.cleanup()
+    for st in steps:
+        per_core = st['tokens'] / st['cpu_s'] if st['cpu_s'] > 0 else None
+        frac = per_core / sign_rate if per_core and sign_rate else None
+        loop_us = 1e6 * st['loop_cpu_s'] / st['tokens'] if st['tokens'] else None
+        worker_us = 1e6 * st['worker_cpu_s'] / st['tokens'] if st['tokens'] else None
+        row('mint', 'daemon throughput, %d session%s' % (st['sessions'], 's' if st['sessions'] > 1
+                                                          else ''),
+            '%d sessions (one `deputy run mint_rtt -x` each, one connection) back-to-back for '
+            '%.1f s, started together; per core = tokens / deputyd\'s CPU seconds over the '
+            'same window, all its threads (the loop and the presign worker, from '
+            '/proc/PID/task/*/stat); %d started late' % (st['sessions'], st['secs'],
+                                                         st['late']),
+            result='%.0f tok/s; %.2f cores; %s/core = %s; loop %s + worker %s µs/tok' % (
+                st['tokens_per_s'], st['cpu_s'] / st['secs'],
+                '%.0f' % per_core if per_core else 'n/a',
+                '%.0f%%' % (100 * frac) if frac else 'n/a',
+                '%.1f' % loop_us if loop_us else '?', '%.1f' % worker_us if worker_us else '?'),
+            target='≥ 80% openssl/core', met=(frac >= 0.8) if frac else None,
+            tokens_per_s=st['tokens_per_s'], daemon_cores=st['cpu_s'] / st['secs'],
+            per_core=per_core, of_openssl=frac, errors=st['errors'],
+            loop_us_per_token=loop_us, worker_us_per_token=worker_us, step=st)
+        if st['sessions'] == 1:
+            measured['daemon_per_token'] = {'loop_us': loop_us, 'worker_us': worker_us}
+
+
+def breakdown_text(trip, socket_p50, shim_cpu, rest, loop_us):
+    return 'trip %.1f (socket %.1f) + shim CPU %s + rest %.1f; deputyd loop %s µs CPU/tok' % (
+        trip, socket_p50, '%.1f' % shim_cpu if shim_cpu is not None else '?', rest,
+        '%.1f' % loop_us if loop_us else '?')
+
+
+def bench_breakdown():
+    """Where a request's added microseconds go, from rows measured in this run."""
+    rt = measured.get('mint')
+    per = measured.get('daemon_per_token') or {}
+    base_cpu = measured.get('kernel', {}).get('deputy', {}).get('cpu_per_req_us')
+    for name, what in (('shim-request', 'per-request tokens'),
+                       ('shim-session', '"token_binding": "session"')):
+        m = measured.get(name)
+        if not m or not rt:
+            continue
+        added = m['added_p50_us']
+        shim_cpu = (m['deputy']['cpu_per_req_us'] - base_cpu) if base_cpu is not None else None
+        trip = rt['p50_us']
+        rest = added - trip - (shim_cpu or 0)
+        row('breakdown', 'added p50, %s' % what,
+            'added p50 of the request row = the DECIDE round trip (mint row p50; of it, the '
+            'socket alone: the echo p50) + the client\'s added CPU per request (req_loop\'s '
+            'own CPU clock with the shim minus in a session without it: the shim\'s work) + '
+            'the rest (waiting: wake-ups, the RESPONSE report, scheduling); deputyd\'s loop '
+            'CPU per token (mean, 1-session step, its own thread clock) for comparison',
+            with_='%+.1f µs' % added,
+            result=breakdown_text(trip, rt['echo_p50_us'], shim_cpu, rest, per.get('loop_us')),
+            added_p50_us=added, round_trip_p50_us=trip, socket_p50_us=rt['echo_p50_us'],
+            daemon_loop_us=per.get('loop_us'), daemon_worker_us=per.get('worker_us'),
+            shim_cpu_us=shim_cpu, rest_us=rest)
+
+
 # ---- 3. connect() ------------------------------------------------------------------------------
+
+def bench_connect_causes(be, port, base_rate):
+    """What the in-session connect costs, taken apart: the cgroup hooks with deputyd stopped
+    (no contention from deputyd writing records), and a session of a deputyd without the
+    kernel layer (no hooks at all)."""
+    d = new_deputyd(be.port)
+    grant = grant_for(d)
+    try:
+        paused = [connect_paused(d, grant, port) for _ in range(2)]
+    finally:
+        d.cleanup()
+    d = new_deputyd(be.port, kernel='off')
+    grant = grant_for(d)
+    try:
+        off = [in_session(d, grant, [CONNECT_RATE, '-d', str(CONNECT_MS), str(port)],
+                          shim=False)[1] for _ in range(2)]
+    finally:
+        d.cleanup()
+    for what, how, rs in (
+            ('connects/s in a session, deputyd stopped',
+             'as above, with deputyd stopped (SIGSTOP) during the run: the cgroup hooks and '
+             'their ring-buffer events, without deputyd reading them or writing records', paused),
+            ('connects/s in a session, "kernel": "off"',
+             'as above, in a session of a deputyd without the kernel layer: no hooks', off)):
+        rs = [r for r in rs if r]
+        if not rs:
+            row('connect', what, how, result='n/a')
+            continue
+        rate = statistics.median(r['per_s'] for r in rs)
+        row('connect', what, how, without='%.0f/s' % base_rate, with_='%.0f/s' % rate,
+            result='%.3f× time per connect' % (base_rate / rate), ratio=base_rate / rate,
+            runs=rs)
+
 
 def bench_connect(be):
     listener = subprocess.Popen([CONNECT_RATE, '-l'], stdout=subprocess.PIPE,
@@ -433,6 +441,15 @@ def bench_connect(be):
         if paced['per_s'] >= 19000 or paced['lost_total'] else None,
         lost=paced['lost_total'], logged=paced['logged'], connects=paced['connects'],
         per_s=paced['per_s'])
+    if kernel:
+        listener = subprocess.Popen([CONNECT_RATE, '-l'], stdout=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL)
+        try:
+            port = int(listener.stdout.readline().split()[1])
+            bench_connect_causes(be, port, b)
+        finally:
+            listener.terminate()
+            listener.wait()
 
 
 # ---- 4. memory ----------------------------------------------------------------------------------
@@ -599,26 +616,7 @@ def bench_proxy(tmp, certs, be):
 # ---- output --------------------------------------------------------------------------------------
 
 def print_table():
-    cols = [('what', 40), ('without', 14), ('with', 14), ('result', 46), ('target', 22)]
-    line = '  '.join('%-*s' % (w, n) for n, w in cols) + '  met'
-    print(line)
-    print('-' * len(line))
-    section = None
-    for r in rows:
-        if r['section'] != section:
-            section = r['section']
-            print('[%s]' % section)
-        cells = []
-        for n, w in cols:
-            v = r.get(n if n != 'with' else 'with') or ''
-            cells.append('%-*s' % (w, v))
-        met = {True: 'yes', False: 'NO', None: ''}[r['met']]
-        if r['met'] is None and r.get('target'):
-            met = '-'  # not measurable in this run (not built, or rate not reached)
-        if 'met_p50' in r and r['met_p50'] != r['met_p99']:
-            met = 'p50 %s, p99 %s' % ('yes' if r['met_p50'] else 'NO',
-                                      'yes' if r['met_p99'] else 'NO')
-        print('  '.join(cells) + '  ' + met)
+    print('\n'.join(table_lines(rows)))
     print()
     print('How each row was measured:')
     for r in rows:
@@ -644,43 +642,46 @@ def main():
     with TempDir(prefix='deputy-bench-') as tmp:
         os.chmod(tmp, 0o755)
         certs = make_certs(tmp)
+        if os.environ.get('DEPUTY_BENCH_NS') == '1':
+            # route hosts resolve (deputyd and the proxy resolve them), in this namespace only
+            hosts = os.path.join(tmp, 'hosts')
+            with open(hosts, 'w') as f:
+                f.write('127.0.0.1 localhost\n127.0.0.1 api.test\n')
+            os.chmod(hosts, 0o644)
+            subprocess.run(['mount', '--bind', hosts, '/etc/hosts'], check=True)
         with Backend(tmp, certs=certs) as be:
             shim_rss = None
             if wanted('request'):
                 log('request overhead (%d requests x %d rounds)' % (REQUESTS, ROUNDS))
-                shim_rss = bench_requests(tmp, certs, be, have_shim)
+                shim_rss = section('request', bench_requests, tmp, certs, be, have_shim)
             if wanted('mcp'):
                 log('MCP tools/call')
-                bench_mcp(tmp, certs, be, have_shim)
+                section('mcp', bench_mcp, tmp, certs, be, have_shim)
             if wanted('mint'):
                 log('mint round trip')
-                bench_mint(be, sign_rate)
+                section('mint', bench_mint, be, sign_rate)
+                log('throughput with 1, 2, 4, 16 sessions')
+                section('mint', bench_sessions, be, sign_rate)
+            bench_breakdown()
             if wanted('connect'):
                 log('connect()')
-                bench_connect(be)
+                section('connect', bench_connect, be)
             if wanted('memory'):
                 log('memory (%d sessions)' % SESSIONS)
-                bench_memory(be, shim_rss)
+                section('memory', bench_memory, be, shim_rss)
             if not wanted('proxy'):
                 pass
             elif os.environ.get('DEPUTY_BENCH_NS') == '1':
                 log('proxy')
-                hosts = os.path.join(tmp, 'hosts')
-                with open(hosts, 'w') as f:
-                    f.write('127.0.0.1 localhost\n127.0.0.1 api.test\n')
-                os.chmod(hosts, 0o644)
-                subprocess.run(['mount', '--bind', hosts, '/etc/hosts'], check=True)
-                bench_proxy(tmp, certs, be)
+                section('proxy', bench_proxy, tmp, certs, be)
             else:
                 row('proxy', 'proxy', 'needs a mount namespace for a private /etc/hosts '
                     '(tests/bench/run.sh makes one)', result='n/a')
     env_info['load_after'] = os.getloadavg()[0]
     env_info['seconds'] = round(time.time() - started, 1)
+    env_info['date'] = time.strftime('%Y-%m-%d')
     print()
-    print('deputy cost, %s, %d CPUs, kernel %s, kernel layer %s, shim %s, %.0f s' % (
-        time.strftime('%Y-%m-%d'), env_info['cpus'], env_info['kernel'],
-        env_info.get('kernel_layer', '?'), 'built' if have_shim else 'not built',
-        env_info['seconds']))
+    print(env_line(env_info))
     print_table()
     out = os.path.join(BUILD, 'bench.json')
     with open(out, 'w') as f:

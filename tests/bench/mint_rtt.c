@@ -6,7 +6,11 @@
  * is not a DECISION carrying a token counts as an error.
  *
  *   mint_rtt [-H HOST] [-P PORT] [-m METHOD] [-u TARGET] [-n N] [-w WARMUP] [-g GAP_US]
- *            [-T 1,2,4,16] [-d MS] [-p DEPUTYD_PID]
+ *            [-T 1,2,4,16] [-d MS] [-p DEPUTYD_PID] [-x] [-A START_MS]
+ *
+ * -x runs phase 2 only; -A starts it at START_MS (CLOCK_REALTIME, milliseconds), so several
+ * mint_rtt, each in a session of its own, load deputyd in the same window (bench.py's
+ * "concurrent sessions" rows; it reads deputyd's CPU over that window itself).
  *
  * Phase 0: the same N round trips to an echo process over a socketpair, answering each
  * DECIDE with a reply as long as deputyd's: what the socket alone costs ("without").
@@ -247,11 +251,19 @@ int main(int argc, char **argv)
 	long n = 2000, warmup = 100, gap_us = 0, step_ms = 1500, pid = 0;
 	long steps[MR_MAX_STEPS] = {1, 2, 4, 16}, nsteps = 4, errors = 0;
 	long clk = sysconf(_SC_CLK_TCK);
+	long long start_ms = 0;
+	bool only_throughput = false;
 	uint64_t *lat;
 	int fd, o;
 
-	while ((o = getopt(argc, argv, "H:P:m:u:n:w:g:T:d:p:")) != -1) {
+	while ((o = getopt(argc, argv, "H:P:m:u:n:w:g:T:d:p:xA:")) != -1) {
 		switch (o) {
+		case 'x':
+			only_throughput = true;
+			break;
+		case 'A':
+			start_ms = atoll(optarg);
+			break;
 		case 'H':
 			host = optarg;
 			break;
@@ -321,11 +333,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("{");
-	if (mr_echo_latency(n, lat) < 0)
+	if (!only_throughput && mr_echo_latency(n, lat) < 0)
 		return 1;
-	if (mr_latency("latency", n, gap_us, lat) < 0)
+	if (!only_throughput && mr_latency("latency", n, gap_us, lat) < 0)
 		return 1;
-	printf(",\"throughput\":[");
+	printf("%s\"throughput\":[", only_throughput ? "" : ",");
 	for (long s = 0; s < nsteps; s++) {
 		long long cpu0 = pid ? bench_cpu_ticks((int)pid) : -1, cpu1;
 		uint64_t t0, t1, ok = 0, err = 0;
@@ -337,6 +349,16 @@ int main(int argc, char **argv)
 			if (workers[i].fd < 0)
 				break;
 			started++;
+		}
+		if (start_ms > 0) {
+			struct timespec now;
+
+			clock_gettime(CLOCK_REALTIME, &now);
+			long long wait_ms =
+			    start_ms - ((long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+
+			if (wait_ms > 0)
+				usleep((useconds_t)wait_ms * 1000);
 		}
 		t0 = bench_now_ns();
 		for (long i = 0; i < started; i++)
@@ -358,9 +380,12 @@ int main(int argc, char **argv)
 		       (double)(t1 - t0) / 1e9, (double)ok / ((double)(t1 - t0) / 1e9),
 		       cpu0 >= 0 && cpu1 >= 0 ? (double)(cpu1 - cpu0) / (double)clk : -1.0);
 	}
-	printf("],");
-	if (mr_latency("latency_full_sign", n / 4 > 0 ? n / 4 : 1, gap_us, lat) < 0)
-		return 1;
+	printf("]");
+	if (!only_throughput) {
+		printf(",");
+		if (mr_latency("latency_full_sign", n / 4 > 0 ? n / 4 : 1, gap_us, lat) < 0)
+			return 1;
+	}
 	printf("}\n");
 	free(lat);
 	return 0;

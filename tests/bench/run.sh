@@ -10,7 +10,7 @@ BUILD=${BUILD:-$(pwd)/build}
 PYTHON=${PYTHON:-/usr/bin/python3}
 cd "$(dirname "$0")/../.."
 export BUILD PYTHON DEPUTY_SRC=$(pwd)
-# The proxy's rows need route hosts that resolve (deputyd resolves them itself): a private
+# Route hosts must resolve (deputyd and its proxy resolve them): a private
 # mount namespace gets its own /etc/hosts; the machine's is never touched.
 if [ -z "${DEPUTY_BENCH_NS:-}" ] && command -v unshare >/dev/null; then
 	exec unshare --mount --propagation private -- env DEPUTY_BENCH_NS=1 \

@@ -138,6 +138,54 @@ def records_reach_rsyslog_unchanged():
     rs.stop()
 
 
+# Inside the session: 40 DECIDEs in one write, so deputyd writes their 40 token records in
+# one loop turn and exports them in one burst.
+BURST_AGENT = r"""
+import os, sys
+sys.path.insert(0, %r)
+import deputytest as dt
+c = dt.Conn(os.environ["DEPUTY_SOCKET"], timeout=60)
+f = [("SESSION", os.environ["DEPUTY_SESSION"]), ("SCHEME", "https"), ("HOST", "api.test"),
+     ("PORT", 443), ("METHOD", "POST"), ("TARGET", "/send")] + dt.route_conn_fields(443)
+c.send_raw(b"".join(dt.frame("DECIDE", f, seq=i + 1) for i in range(40)))
+print(sum(1 for _ in range(40) if c.recv_reply().get("JTI")), flush=True)
+""" % dt.LIB
+
+
+@case
+def a_burst_beyond_the_receivers_queue_is_not_dropped():
+    # A Unix datagram receiver takes max_dgram_qlen (often 10) messages ahead. This one reads
+    # nothing while the burst is exported, then everything: every token record arrives, in
+    # order, once it reads (the rest waited in deputyd's bounded queue).
+    import socket
+    import time
+    d = dt.Deputyd(kernel="off")
+    sock = os.path.join(d.dir, "burst.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(sock)
+    d.config["audit_export"] = {"syslog": sock}
+    d.write_config()
+    d.start()
+    script = os.path.join(d.dir, "burst.py")
+    with open(script, "w") as f:
+        f.write(BURST_AGENT)
+    r = d.run(d.idp.grant(), [dt.PYTHON, script])
+    eq(r.stdout.strip(), "40", "tokens: " + r.stderr[-300:])
+    got, deadline = [], time.time() + 20
+    rx.settimeout(0.5)
+    while time.time() < deadline:
+        try:
+            got.append(rx.recv(65536).decode())
+        except socket.timeout:
+            if sum(" token " in m for m in got) >= 40:
+                break
+    tokens = [json.loads(m.split(" - ", 1)[1]) for m in got if " token " in m]
+    eq(len(tokens), 40, "token records received")
+    seqs = [t["seq"] for t in tokens]
+    eq(seqs, sorted(seqs), "in the log's order")
+    rx.close()
+
+
 @case
 def records_no_socket_takes_are_counted():
     d = dt.Deputyd()

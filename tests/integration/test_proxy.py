@@ -16,8 +16,10 @@ route hosts itself, as for a real API). Needs root and BPF (SKIP otherwise, FAIL
 DEPUTY_REQUIRE_BPF=1); a missing runtime fails under DEPUTY_REQUIRE_BPF=1 too."""
 import json
 import os
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -487,6 +489,41 @@ def lower_case_and_unknown_methods_are_refused():
         eq(answer(r.stdout)[0], 403, line + ": " + r.stdout[-300:] + r.stderr[-300:])
     time.sleep(0.2)
     eq(len(w.tls.requests()), before, "a refused method reached the API")
+
+
+@case
+def a_server_name_is_checked_without_a_lookup_on_deputyds_loop():
+    """mail.test is in no hosts file and deputyd's nameserver never answers; its route says
+    where it is ("addrs"). The proxy's server-name check must use what deputyd knows, not
+    ask DNS on its event loop per handshake (which held every session up, then refused)."""
+    w = World.get()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never read
+    for _ in range(20):
+        addr = "127.53.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+        try:
+            silent.bind((addr, 53))
+            break
+        except OSError:
+            continue
+    try:
+        routes = w.routes() + [
+            {"host": "mail.test", "port": w.tls.port, "method": "GET", "path": "/read*",
+             "action": "delegate", "audience": "https://api.test", "scope": "email:read",
+             "addrs": ["127.0.0.1/32"]}]
+        d = dt.Deputyd(routes=routes, proxy_listen="127.0.0.1:%d" % dt.free_port(),
+                       upstream_ca_file=w.certs.ca)
+        resolv = os.path.join(d.dir, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:8 attempts:1\n" % addr)
+        os.chmod(resolv, 0o644)
+        d.wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"', "sh", resolv]
+        d.start()  # after its one lookup at start (8 s), which it waits for
+        r = raw_tls(d, "127.0.0.1", w.tls.port, "mail.test", "GET /read/1 HTTP/1.1")
+        eq(answer(r.stdout)[0], 200, "mail.test at its addrs: " + r.stdout[-300:] +
+           d.log_text()[-1500:])
+    finally:
+        silent.close()
 
 
 def _cleanup():

@@ -269,6 +269,114 @@ def the_session_ends_when_its_agent_tree_ends():
     eq(recs[-1]["counts"]["exit_status"], -1, "exit status of a session whose leader died")
 
 
+@case
+def a_killed_leader_ends_its_session_after_a_deputyd_restart():
+    """deputyd crashes and comes back; then `deputy run` is killed. The restarted deputyd
+    must notice as the first one would: the session ends and its agent is killed, rather
+    than the agent going on under the user's grant with nobody to end it."""
+    need_root()
+    d = dt.Deputyd().start()
+    p, sid = d.start_session(user=dt.unprivileged_user(), seconds=300)
+    cg = os.path.join(dt.cgroup2_root(), d.cgroup, sid)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.start()
+    check("session %s resumed" % sid in d.log_text(), "resumed: " + d.log_text()[-1500:])
+    check(p.poll() is None, "deputy run survived the restart")
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    recs = d.wait_closed(sid, timeout=30)
+    eq(recs[-1]["counts"]["exit_status"], -1, "exit status of a session whose leader died")
+    check(dt.wait_until(lambda: not os.path.exists(cg), 15),
+          "the agent outlived its killed leader after a deputyd restart")
+    r = d.cli("audit", "verify", sid)
+    eq(r.returncode, 0, r.stderr)
+
+
+# Pid reuse, inside a session: process A connects and binds its connection, forks C (which
+# inherits it) and exits; C then forks until a child B has A's pid (the test, as root, sets
+# ns_last_pid before each "go"), and B sends a report on A's connection.
+REUSE = r'''
+import os, sys
+sys.path.insert(0, %r)
+import deputytest as dt
+sid = os.environ["DEPUTY_SESSION"]
+alive_r, alive_w = os.pipe()  # the command ends when C does: C holds alive_w
+a = os.fork()
+if a == 0:
+    c = dt.Conn(os.environ["DEPUTY_SOCKET"])
+    c.decide(sid, bind=False)  # bound to the session while A lives
+    me = os.getpid()
+    if os.fork() == 0:
+        for line in sys.stdin:
+            if line.strip() != "go":
+                break
+            b = os.fork()
+            if b == 0:
+                if os.getpid() != me:
+                    os._exit(3)
+                c.call("DENY_REPORT", [("SESSION", sid), ("REASON", "sent-by-a-reused-pid"),
+                                       ("HOST", "h.test"), ("METHOD", "GET"),
+                                       ("TARGET", "/x")], flags=dt.NOREPLY)
+                os._exit(0)
+            print("try=%%d" %% os.waitstatus_to_exitcode(os.waitpid(b, 0)[1]), flush=True)
+        os._exit(0)
+    os._exit(0)
+os.close(alive_w)
+os.waitpid(a, 0)
+print("a_pid=%%d" %% a, flush=True)
+os.read(alive_r, 1)
+''' % dt.LIB
+
+
+@case
+def a_reused_pid_cannot_send_on_a_dead_processs_connection():
+    """Once the process that opened a connection has exited, a new process given its pid
+    (here arranged through ns_last_pid; an agent can cycle pids) must not be taken for it:
+    the kernel's pidfd of each message's sender tells them apart (SO_PASSPIDFD)."""
+    need_root()
+    if not os.path.exists("/proc/sys/kernel/ns_last_pid"):
+        dt.skip("no /proc/sys/kernel/ns_last_pid to arrange a pid reuse")
+    d = dt.Deputyd().start()
+    script = os.path.join(d.dir, "iso_reuse.py")
+    with open(script, "w") as f:
+        f.write(REUSE)
+    os.chmod(script, 0o644)
+    p = dt.track(subprocess.Popen(
+        [dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent", "mailbot", "--",
+         "env", "-u", "LD_PRELOAD", dt.PYTHON, script], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env(),
+        preexec_fn=dt.demote(dt.unprivileged_user())))
+    try:
+        line = p.stdout.readline()
+        check(line.startswith("a_pid="), "agent: %r %s" % (line, p.stderr.read()
+                                                            if p.poll() is not None else ""))
+        a_pid = int(line.split("=")[1])
+        got = None
+        for _ in range(200):  # another fork on the host may take the pid first
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(a_pid - 1))
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            got = p.stdout.readline().strip()
+            if got == "try=0":
+                break
+        eq(got, "try=0", "a process with the dead process's pid")
+        p.stdin.close()
+        eq(p.wait(60), 0, "deputy run")
+        recs = []
+        for name in os.listdir(os.path.join(d.state, "sessions")):
+            if name.endswith(".jsonl"):
+                recs += d.wait_closed(name[:-6])
+        check(recs, "no session log")
+        check(not any("sent-by-a-reused-pid" in json.dumps(r) for r in recs),
+              "a report sent by a new process with a dead one's pid was logged")
+        check("a new process with its pid" in d.log_text(),
+              "deputyd did not say why it closed the connection: " + d.log_text()[-1500:])
+    finally:
+        dt.stop_process(p)
+
+
 def steal_from(d, shim):
     """A victim agent (alice, may send email) and a thief in another session of the same uid
     (mallory, may not) that reads the victim's environment, copies its connection to deputyd

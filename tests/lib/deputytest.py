@@ -468,6 +468,7 @@ class Deputyd:
         self.write_config()
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "deputyd.log")
+        self.wrap = []  # a command deputyd runs under (it must exec deputyd's command line)
         Deputyd._created.append(self)
 
     def write_config(self):
@@ -481,7 +482,8 @@ class Deputyd:
         env.pop("LD_PRELOAD", None)
         self.errf = open(self.stderr_path, "ab")
         start_at = self.errf.tell()
-        self.proc = subprocess.Popen([DEPUTYD, "-c", self.config_path, "-f"], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.wrap + [DEPUTYD, "-c", self.config_path, "-f"],
+                                     stdin=subprocess.DEVNULL,
                                      stdout=self.errf, stderr=self.errf, env=env)
         Deputyd._running.append(self)
         if wait:

@@ -87,6 +87,7 @@ static void ask(const char *method, const char *host, const char *target, struct
 		r.peer_family = AF_INET6;
 	decide(&d, &s, &r, res);
 	*rec = NULL;
+	audit_log_flush_all(); /* deputyd's loop does this before it replies */
 	if (dp_read_file(audit_log_path(s.log), 1 << 20, &text, &len) != 0)
 		return;
 	while (len > 0 && text[len - 1] == '\n')

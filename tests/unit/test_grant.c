@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "grant.h"
+#include "jwks_fetch.h"
 #include "jwt_helpers.h"
 #include "unit.h"
 
@@ -587,6 +588,47 @@ static void trust_missing_jwks_file_fails_uri_survives(void)
 	trust_free(t);
 }
 
+/* Deferred: grant_verify never fetches a jwks_uri but says so; the caller's fetch result
+ * (trust_fetch_take, trust_fetch_done) is what the next verification uses. */
+static void deferred_fetch_is_the_callers(void)
+{
+	struct dp_trusted_issuer ti = {.issuer = ISS, .jwks_uri = "http://127.0.0.1:1/jwks"};
+	struct dp_config cfg = {.issuer = AUD, .issuers = &ti, .n_issuers = 1};
+	struct dp_err err = {""};
+	struct dp_trust *t = trust_new(&cfg, &err), *t2;
+	struct dp_grant *g = NULL;
+	char *tok = sign_claims(idp_ec, claims_ok(ISS));
+	struct trust_fetch f, f2;
+	int64_t at = dp_now() + 31;
+
+	check(t);
+	trust_defer_fetches(t);
+	check(trust_fetch_take(t, &f2) == 0); /* nothing asked for yet */
+	check(grant_verify(t, tok, AUD, AGENT, at, &g, &err) == -EINPROGRESS);
+	check(strstr(err.msg, "being fetched"));
+	check(trust_fetch_take(t, &f) == 1);
+	check_str(f.issuer, ISS);
+	check_str(f.source, ti.jwks_uri);
+	check(!f.discovery);
+	check(trust_fetch_take(t, &f2) == 0); /* taken once */
+	/* while the fetch runs, the grant still waits, even within the 30 s */
+	check(grant_verify(t, tok, AUD, AGENT, at + 1, &g, &err) == -EINPROGRESS);
+	trust_fetch_done(t, f.issuer, f.source, jwks_load(jwks_ec_path, &err));
+	check(grant_verify(t, tok, AUD, AGENT, at + 1, &g, &err) == 0);
+	grant_free(g);
+	g = NULL;
+	/* a reload keeps the keys fetched for the same issuer and source, fetches nothing */
+	t2 = trust_new_deferred(&cfg, t, &err);
+	check(t2);
+	trust_fetch_clear(&f);
+	check(trust_fetch_take(t2, &f2) == 0);
+	check(grant_verify(t2, tok, AUD, AGENT, at + 1, &g, &err) == 0);
+	grant_free(g);
+	trust_free(t2);
+	trust_free(t);
+	free(tok);
+}
+
 static void trust_refuses_plain_http(void)
 {
 	struct dp_trusted_issuer ti = {.issuer = ISS, .jwks_uri = "http://idp.example/jwks"};
@@ -626,6 +668,7 @@ int main(void)
 	RUN(key_rotation_refetch_is_rate_limited);
 	RUN(trust_missing_jwks_file_fails_uri_survives);
 	RUN(trust_refuses_plain_http);
+	RUN(deferred_fetch_is_the_callers);
 	trust_free(trust);
 	dp_key_free(idp_ec);
 	dp_key_free(idp_rsa);

@@ -672,6 +672,7 @@ static void unix_connect_logged(void)
 {
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
 	const char *argv[] = {"net_connect", "--unix", unix_path, NULL};
+	const char *allowed[] = {"@deputy-test-abstract", unix_path};
 	const struct dp_event *e;
 	pid_t pid;
 
@@ -680,15 +681,24 @@ static void unix_connect_logged(void)
 	unix_lis = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	check(unix_lis >= 0);
 	check(bind(unix_lis, (struct sockaddr *)&un, sizeof(un)) == 0 && listen(unix_lis, 8) == 0);
+	/* Not in the allow list: refused and logged as a block. */
+	check(kernel_unix_allow_set(kern, allowed, 1) == 0);
+	if (run_in(cg_s1, &pid, argv) == 0 && !find_ev(pid, DP_EV_UNIX_CONNECT, NULL))
+		skip("no Unix connect events (kernel without connect_unix hooks)");
+	e = find_ev(pid, DP_EV_UNIX_CONNECT, NULL);
+	check(e && e->verdict == DP_EV_BLOCK && e->enforced);
+	check(drain_n(unix_lis, true, 0) == 0);
+	/* Listed: allowed, and the event names the path. */
+	check(kernel_unix_allow_set(kern, allowed, 2) == 0);
 	check(run_in(cg_s1, &pid, argv) == 0);
 	e = find_ev(pid, DP_EV_UNIX_CONNECT, NULL);
-	if (!e) {
-		skip("no Unix connect events (kernel without connect_unix hooks)");
-	}
-	check(e->cgid == id_s1 && e->family == AF_UNIX && e->verdict == DP_EV_ALLOW);
+	check(e && e->cgid == id_s1 && e->family == AF_UNIX && e->verdict == DP_EV_ALLOW);
 	check(e->path_len >= strlen(unix_path) &&
 	      memcmp(e->path, unix_path, strlen(unix_path)) == 0);
 	check(drain(unix_lis) == 1);
+	/* A replaced list drops what it no longer names. */
+	check(kernel_unix_allow_set(kern, allowed, 1) == 0);
+	check(run_in(cg_s1, &pid, argv) == EPERM);
 }
 
 static void burst_no_event_lost(void)

@@ -201,9 +201,12 @@ static int kevent_setup(void)
 static json_t *records_after(size_t from)
 {
 	json_t *out = json_array();
-	FILE *f = fopen(log_path, "r");
 	char line[8192];
 	size_t i = 0;
+	FILE *f;
+
+	audit_log_flush_all(); /* as deputyd's loop does at the end of each turn */
+	f = fopen(log_path, "r");
 
 	while (f && fgets(line, sizeof(line), f))
 		if (i++ >= from)

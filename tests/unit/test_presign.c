@@ -182,6 +182,78 @@ static void forked_child_drops_inherited_pairs(void)
 	dp_key_free(key);
 }
 
+/* The pool's fill after up to 60 s of waiting for it to reach at least want. */
+static size_t wait_avail(const struct dp_key *key, size_t want)
+{
+	uint64_t hits, misses;
+	size_t avail = 0;
+
+	for (int i = 0; i < 6000; i++) {
+		dp_key_presign_stats(key, &avail, &hits, &misses);
+		if (avail >= want)
+			break;
+		usleep(10000);
+	}
+	return avail;
+}
+
+/* deputyd's worker: fills the pool on its own, refills it once signatures take it below
+ * the low-water mark, every token still distinct and valid, a child forked while it runs
+ * signs in full, and it stops cleanly (also when the key is freed with it running). */
+static void worker_refills_below_low_water(void)
+{
+	static uint8_t rs[3 * POOL_CAP][32];
+	struct dp_key *key = new_key();
+	uint64_t hits, misses;
+	struct dp_err err;
+	size_t avail;
+	int status;
+	pid_t pid;
+
+	check(key);
+	check(dp_key_presign_enable(key, POOL_CAP) == 0);
+	check(dp_key_presign_start(key, POOL_CAP / 2) == 0);
+	check(dp_key_presign_start(key, POOL_CAP / 2) == 0); /* once is enough */
+	check(wait_avail(key, POOL_CAP) == POOL_CAP);
+	for (int i = 0; i < 3 * POOL_CAP; i++) {
+		char *tok = dp_jws_sign_raw(key, "at+jwt", "{}", 2, &err);
+
+		check(tok);
+		if (!verifies(key, tok) || token_r(tok, rs[i]) != 0) {
+			free(tok);
+			fail("token %d does not verify", i);
+		}
+		free(tok);
+	}
+	/* under the low-water mark the worker woke: the pool is back above it (it fills to the
+	 * cap, then sleeps until a pop takes it below the mark again) */
+	check(wait_avail(key, POOL_CAP / 2) >= POOL_CAP / 2);
+	dp_key_presign_stats(key, &avail, &hits, &misses);
+	check(hits + misses == 3 * POOL_CAP);
+	check(hits > POOL_CAP); /* some tokens came from pairs the worker made meanwhile */
+	qsort(rs, 3 * POOL_CAP, 32, cmp_r);
+	for (int i = 1; i < 3 * POOL_CAP; i++)
+		if (memcmp(rs[i - 1], rs[i], 32) == 0)
+			fail("two signatures share r");
+	pid = fork();
+	check(pid >= 0);
+	if (pid == 0) {
+		char *tok = dp_jws_sign_raw(key, "at+jwt", "{}", 2, &err);
+
+		dp_key_presign_stats(key, &avail, &hits, &misses);
+		/* no pair inherited, no worker to wait for: the key frees without a hang */
+		dp_key_free(key);
+		_exit(tok && avail == 0 ? 0 : 1);
+	}
+	check(waitpid(pid, &status, 0) == pid);
+	check(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	dp_key_presign_stop(key);
+	dp_key_presign_stats(key, &avail, &hits, &misses);
+	check(avail >= POOL_CAP / 2);
+	check(dp_key_presign_start(key, POOL_CAP / 2) == 0);
+	dp_key_free(key); /* stops the running worker */
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -191,6 +263,7 @@ int main(void)
 	RUN(no_two_tokens_share_r);
 	RUN(only_private_es256_keys_presign);
 	RUN(forked_child_drops_inherited_pairs);
+	RUN(worker_refills_below_low_water);
 	{
 		char cmd[300];
 

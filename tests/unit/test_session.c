@@ -211,6 +211,7 @@ static json_t *last_record(const char *id)
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s.jsonl", d.log_dir, id);
+	audit_log_flush_all(); /* as deputyd's loop does at the end of each turn */
 	f = fopen(path, "r");
 	while (f && fgets(line, sizeof(line), f)) {
 		json_decref(rec);
