@@ -62,6 +62,7 @@ void conn_free(struct conn *c)
 		munmap(c->out, CONN_OUT_MAP);
 	if (c->mcp_body)
 		munmap(c->mcp_body, MCP_BODY_MAX);
+	conn_list_free(c);
 	pthread_mutex_destroy(&c->wlock);
 	pthread_mutex_destroy(&c->rlock);
 	pthread_mutex_destroy(&c->lock);
@@ -292,6 +293,7 @@ void conn_enqueue(struct conn *c, const char *jti)
 		c->inflight[slot].head = c->req.is_head;
 		c->inflight[slot].connect = c->req.is_connect;
 		c->inflight[slot].upgrade = c->req.upgrade;
+		c->inflight[slot].filter = false;
 		c->qlen++;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -635,13 +637,18 @@ static void conn_pop(struct conn *c)
 	c->qlen--;
 }
 
-void conn_after_read(struct conn *c, const char *buf, size_t n)
+size_t conn_after_read(struct conn *c, const char *buf, size_t n)
 {
 	struct conn_report rep[8];
+	size_t total = n, taken = 0;
 	int nrep = 0;
 
 	pthread_mutex_lock(&c->lock);
 	while (n > 0 && !c->resp_opaque && c->qlen > 0) {
+		if (!c->resp_in_body && c->inflight[c->qhead].filter) {
+			taken = n; /* the shim reads this answer whole (conn_list.c) */
+			break;
+		}
 		if (!c->resp_in_body) {
 			size_t used = 0;
 			int rc = hh_resp_feed(&c->resp, buf, n, &used), st;
@@ -708,6 +715,7 @@ void conn_after_read(struct conn *c, const char *buf, size_t n)
 	for (int i = 0; i < nrep; i++)
 		dpc_response(rep[i].jti, rep[i].status);
 	shim_guard--;
+	return total - taken;
 }
 
 void conn_after_eof(struct conn *c)
@@ -757,5 +765,6 @@ size_t conn_deny_pending_bytes(struct conn *c)
 
 bool conn_is_http(struct conn *c)
 {
-	return __atomic_load_n(&c->qlen, __ATOMIC_RELAXED) > 0 || c->deny_pending || c->denied;
+	return __atomic_load_n(&c->qlen, __ATOMIC_RELAXED) > 0 || c->deny_pending || c->denied ||
+	       (c->list && conn_list_pending(c) > 0);
 }
