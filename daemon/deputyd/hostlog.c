@@ -52,7 +52,11 @@ void hostlog_write(const char *type, json_t *fields)
 		json_decref(fields);
 		return;
 	}
-	if (!fields || audit_log_append(hl, type, fields, &err) != 0)
+	/* Written at once, not at the end of the loop's turn as session records are: host
+	 * records are rare, and some must be on disk before what they announce happens (a
+	 * `kill` before cgroup.kill; an outage before the loop starts). */
+	if (!fields || audit_log_append(hl, type, fields, &err) != 0 ||
+	    audit_log_flush(hl, &err) != 0)
 		pr_warn("host log: cannot write %s record: %s", type,
 			fields ? err.msg : "out of memory");
 	json_decref(fields);
