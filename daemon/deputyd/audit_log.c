@@ -26,6 +26,7 @@ struct audit_log {
 	uint64_t size, max; /* bytes in the file; the limit (0: none) */
 	char prev[AUDIT_HASH_HEX];
 	char last_ts[DP_TS_LEN];
+	char prev_seal[AUDIT_HASH_HEX], prev_seal_session[DP_ID_LEN]; /* for the seal; "": none */
 };
 
 /* Kept free below the limit for session_close: counts and a signature, well under this. */
@@ -314,6 +315,10 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 		     ? json_pack("{s:O, s:s, s:s}", "counts", counts, "reason", reason, "sig", sig)
 		     : json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
 	free(sig);
+	if (fields && log->prev_seal[0]) {
+		json_object_set_new(fields, "prev_seal", json_string(log->prev_seal));
+		json_object_set_new(fields, "prev_seal_session", json_string(log->prev_seal_session));
+	}
 	json_decref(empty);
 	if (!fields) {
 		dp_err_set(err, "out of memory");
@@ -347,6 +352,18 @@ const char *audit_log_path(const struct audit_log *log)
 uint64_t audit_log_next_seq(const struct audit_log *log)
 {
 	return log->seq;
+}
+
+void audit_log_set_prev_seal(struct audit_log *log, const char *session, const char *hash)
+{
+	snprintf(log->prev_seal, sizeof(log->prev_seal), "%s", hash ? hash : "");
+	snprintf(log->prev_seal_session, sizeof(log->prev_seal_session), "%s",
+		 session ? session : "");
+}
+
+const char *audit_log_last_hash(const struct audit_log *log)
+{
+	return log->prev;
 }
 
 const char *audit_log_last_ts(const struct audit_log *log)

@@ -141,6 +141,12 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 		     "audience \"%s\" is not in the user's grant", rt->audience);
 		return;
 	}
+	if (s->dry) { /* route test: no connection to bind, no token */
+		out->verdict = DP_VERDICT_DELEGATE;
+		out->header = rt->header ? rt->header : "Authorization";
+		snprintf(out->reason, sizeof(out->reason), "delegated");
+		return;
+	}
 	if (bind_check(d, s, r, rt, &err) != 0) {
 		deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
 		return;

@@ -88,6 +88,7 @@ struct session {
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
 	struct cookie_set cookies;
+	bool dry; /* a `deputy route test` stand-in: decide() logs and mints nothing for it */
 };
 
 struct deputyd {
@@ -104,6 +105,8 @@ struct deputyd {
 	int epfd, listen_fd, signal_fd, timer_fd;
 	bool stopping;
 	uint64_t lost_reported;
+	char seal_session[DP_ID_LEN], seal_hash[AUDIT_HASH_HEX]; /* the newest seal (chain.c) */
+	int64_t retention_next; /* when retention.c looks for old logs again */
 	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
 };
 
@@ -144,6 +147,9 @@ int session_log_at(struct session *s, const char *type, json_t *fields,
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
+/* "NAME" or "agent:NAME" -> "agent:NAME" (malloc'd); -EINVAL for a name outside
+ * 1-64 of [A-Za-z0-9._-]. */
+int session_agent_name(const char *agent, char **out);
 bool session_id_valid(const char *id);
 
 /* session_logs.c: sessions' logs as the CLI reads them, open or closed. */

@@ -20,14 +20,14 @@
 /* Success is answered with a bare DP_MSG_OK, by the dispatcher. */
 #define DISPATCH_F_ACK 0x04
 
-#define TAG(t) (1u << (t))
-_Static_assert(DP_T_MAX_ <= 32, "required fields are a 32-bit mask of tags");
+#define TAG(t) (1ull << (t))
+_Static_assert(DP_T_MAX_ <= 64, "required fields are a 64-bit mask of tags");
 
 static const struct {
 	uint16_t type;
 	const char *name; /* for the log */
 	unsigned flags;
-	uint32_t need; /* TAG() of every field that must be present */
+	uint64_t need; /* TAG() of every field that must be present */
 	handler_fn fn;
 } dispatch_table[] = {
     {DP_MSG_SESSION_OPEN, "session open", 0, TAG(DP_T_GRANT) | TAG(DP_T_AGENT) | TAG(DP_T_PID),
@@ -44,9 +44,13 @@ static const struct {
     {DP_MSG_SESSIONS, "sessions", 0, 0, handle_sessions},
     {DP_MSG_LOG_READ, "log read", 0, TAG(DP_T_SESSION), handle_log_read},
     {DP_MSG_JWKS, "jwks", 0, 0, handle_jwks},
+    {DP_MSG_ROUTE_TEST, "route test", 0,
+     TAG(DP_T_GRANT) | TAG(DP_T_AGENT) | TAG(DP_T_SCHEME) | TAG(DP_T_HOST) | TAG(DP_T_PORT) |
+	 TAG(DP_T_METHOD) | TAG(DP_T_TARGET),
+     handle_route_test},
 };
 
-static int dispatch_check(struct deputyd *d, struct conn *c, unsigned flags, uint32_t need,
+static int dispatch_check(struct deputyd *d, struct conn *c, unsigned flags, uint64_t need,
 			  struct handler_req *r, struct dp_err *err)
 {
 	for (uint16_t t = 1; t < DP_T_MAX_; t++)

@@ -36,5 +36,7 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		    struct dp_err *err);
 int handle_jwks(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
+int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		      struct dp_err *err); /* route_test.c */
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "audit_export.h"
 #include "cgroup.h"
+#include "chain.h"
 #include "httpd.h"
 #include "kernel.h"
 #include "notify.h"
@@ -65,6 +66,7 @@ static int setup_dirs(struct deputyd *d)
 	rc = dp_mkdir_p(d->log_dir, 0750);
 	if (rc)
 		return fail("state_dir", "%s: %s", d->log_dir, strerror(-rc));
+	chain_load(d);
 	return 0;
 }
 

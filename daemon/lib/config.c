@@ -370,6 +370,7 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	cfg->allow_resolvers = true;
 	cfg->resolve_interval = 300;
 	cfg->session_log_max = 64 << 20;
+	cfg->retention_days = 90;
 	cfg->proxy = true;
 	cfg->proxy_listen = strdup("127.0.0.1:8472");
 	if (!cfg->socket || !cfg->state_dir || !cfg->http_listen || !cfg->cgroup ||
@@ -483,6 +484,10 @@ static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config 
 	if ((v = json_object_get(root, "session_log_max")) &&
 	    (r = cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20, &cfg->session_log_max)))
 		return r;
+	/* 0 keeps logs forever; the upper bound only catches a unit mistake (seconds?) */
+	if ((v = json_object_get(root, "retention_days")) &&
+	    (r = cfg_get_int(c, "retention_days", v, 0, 36500, &cfg->retention_days)))
+		return r;
 	if ((v = json_object_get(root, "cgroup"))) {
 		if ((r = cfg_get_string(c, "cgroup", v, &s)))
 			return r;
@@ -529,7 +534,7 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
 	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
 	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",
+	    "audit_export",  "retention_days",
 	};
 	json_t *v;
 	const char *s = NULL;

@@ -86,6 +86,7 @@ struct dp_config {
 	bool allow_resolvers;	       /* default true: nameservers of /etc/resolv.conf, port 53 */
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	int session_log_max;	       /* bytes of one session's log, default 64 MiB */
+	int retention_days; /* closed session logs older than this are removed; 0: never */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
 	bool proxy;   /* "proxy": "on" (default) / "off" */
 	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
