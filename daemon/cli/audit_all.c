@@ -120,8 +120,10 @@ static void aa_link(struct aa *a, const char *from, const char *what, json_t *re
 			   "short or rewritten)",
 			   to, from, what);
 	else if (!l && gone && strcmp(gone, hash) != 0)
-		aa_problem(a, "session %s: removed by retention with another seal than %s's %s "
-			      "recorded", to, from, what);
+		aa_problem(a,
+			   "session %s: removed by retention with another seal than %s's %s "
+			   "recorded",
+			   to, from, what);
 	else if (!l && !gone)
 		aa_problem(a, "gap: session %s's log is missing (%s's %s names it)", to, from,
 			   what);
@@ -164,7 +166,8 @@ static void aa_head(struct aa *a)
 		return;
 	}
 	json_object_set_new(head, "prev_seal", json_incref(json_object_get(head, "seal")));
-	json_object_set_new(head, "prev_seal_session", json_incref(json_object_get(head, "session")));
+	json_object_set_new(head, "prev_seal_session",
+			    json_incref(json_object_get(head, "session")));
 	aa_link(a, "(the host's newest seal)", "seal-chain", head);
 	json_decref(head);
 }

@@ -227,18 +227,13 @@ static int logs_follow(struct logs *L, bool all)
 static int logs_opts(int argc, char **argv, struct logs *L, bool *all, bool *follow,
 		     const char **sock_opt, const char **config)
 {
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-					     {"follow", no_argument, NULL, 'f'},
-					     {"all", no_argument, NULL, 'A'},
-					     {"all-records", no_argument, NULL, 'R'},
-					     {"type", required_argument, NULL, 't'},
-					     {"verdict", required_argument, NULL, 'V'},
-					     {"since", required_argument, NULL, 'S'},
-					     {"until", required_argument, NULL, 'U'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"config", required_argument, NULL, 'c'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"json", no_argument, NULL, 'j'},	      {"follow", no_argument, NULL, 'f'},
+	    {"all", no_argument, NULL, 'A'},	      {"all-records", no_argument, NULL, 'R'},
+	    {"type", required_argument, NULL, 't'},   {"verdict", required_argument, NULL, 'V'},
+	    {"since", required_argument, NULL, 'S'},  {"until", required_argument, NULL, 'U'},
+	    {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
 	struct dp_err err;
 	int opt;
 

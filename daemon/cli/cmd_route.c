@@ -84,8 +84,8 @@ static int route_url_parse(const char *url, struct route_url *u)
 }
 
 /* METHOD URL --grant --agent to the ROUTE_TEST request; its reply's JSON, or NULL. */
-static json_t *route_ask(const char *sock, const char *method, const char *url,
-			 const char *grant, const char *agent)
+static json_t *route_ask(const char *sock, const char *method, const char *url, const char *grant,
+			 const char *agent)
 {
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
@@ -137,11 +137,13 @@ static json_t *route_ask(const char *sock, const char *method, const char *url,
 
 int cmd_route(int argc, char **argv)
 {
-	static const struct option opts[] = {
-	    {"grant", required_argument, NULL, 'g'}, {"agent", required_argument, NULL, 'a'},
-	    {"json", no_argument, NULL, 'j'},	     {"socket", required_argument, NULL, 's'},
-	    {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
+					     {"agent", required_argument, NULL, 'a'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"socket", required_argument, NULL, 's'},
+					     {"config", required_argument, NULL, 'c'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *config = NULL, *sock;
 	bool as_json = false;
 	struct dp_err err;

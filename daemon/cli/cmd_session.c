@@ -193,12 +193,10 @@ static int run_wait(void)
 
 int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
-					     {"agent", required_argument, NULL, 'a'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"config", required_argument, NULL, 'c'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"grant", required_argument, NULL, 'g'},  {"agent", required_argument, NULL, 'a'},
+	    {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
 	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *config = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
@@ -374,12 +372,10 @@ static const char audit_help[] =
 
 int cmd_audit(int argc, char **argv)
 {
-	static const struct option opts[] = {{"jwks", required_argument, NULL, 'k'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"all", no_argument, NULL, 'A'},
-					     {"config", required_argument, NULL, 'c'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"jwks", required_argument, NULL, 'k'}, {"socket", required_argument, NULL, 's'},
+	    {"all", no_argument, NULL, 'A'},	    {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0}};
 	const char *jwks_path = NULL, *sock_opt = NULL, *config = NULL, *target;
 	bool all = false;
 	struct logsrc_verdict v;

@@ -74,11 +74,11 @@ static void sessions_print(json_t *list, bool as_json)
 int cmd_sessions(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"json", no_argument, NULL, 'j'},	    {"user", required_argument, NULL, 'u'},
-	    {"agent", required_argument, NULL, 'a'}, {"since", required_argument, NULL, 'S'},
-	    {"until", required_argument, NULL, 'U'}, {"open", no_argument, NULL, 'o'},
+	    {"json", no_argument, NULL, 'j'},	      {"user", required_argument, NULL, 'u'},
+	    {"agent", required_argument, NULL, 'a'},  {"since", required_argument, NULL, 'S'},
+	    {"until", required_argument, NULL, 'U'},  {"open", no_argument, NULL, 'o'},
 	    {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
-	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0}};
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
 	static uint8_t buf[4096];
 	static struct dcli c;
 	const char *sock_opt = NULL, *config = NULL, *user = NULL, *agent = NULL, *sock;

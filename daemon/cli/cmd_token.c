@@ -310,8 +310,9 @@ int cmd_grant(int argc, char **argv)
 	}
 	printf("%s\n", tok);
 	if (!isatty(STDOUT_FILENO))
-		fprintf(stderr, "deputy: grant: whoever can read this grant can run agents as %s "
-				"until it expires: keep its file mode 0600\n",
+		fprintf(stderr,
+			"deputy: grant: whoever can read this grant can run agents as %s "
+			"until it expires: keep its file mode 0600\n",
 			user);
 	rc = 0;
 out:

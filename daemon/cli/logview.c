@@ -219,10 +219,11 @@ static void lv_describe(struct logview *lv, json_t *rec, char *what, char *verdi
 		snprintf(verdict, V, "%s%s", js(rec, "verdict"),
 			 json_is_false(json_object_get(rec, "enforced")) ? " not enforced" : "");
 		snprintf(chain, C, "%s",
-			 json_is_true(json_object_get(rec, "mediated")) ? "mediated" : "UNMEDIATED");
+			 json_is_true(json_object_get(rec, "mediated")) ? "mediated"
+									: "UNMEDIATED");
 	} else if (is_type(rec, "disconnect")) {
-		snprintf(what, W, "closed %s:%lld after %.3f ms", js(rec, "daddr"), ji(rec, "dport"),
-			 (double)ji(rec, "duration_us") / 1000.0);
+		snprintf(what, W, "closed %s:%lld after %.3f ms", js(rec, "daddr"),
+			 ji(rec, "dport"), (double)ji(rec, "duration_us") / 1000.0);
 	} else if (is_type(rec, "session_close")) {
 		json_t *cn = json_object_get(rec, "counts");
 
@@ -235,7 +236,8 @@ static void lv_describe(struct logview *lv, json_t *rec, char *what, char *verdi
 			 js(rec, "reason"), *js(rec, "reason") ? ")" : "");
 	} else if (is_type(rec, "repeated")) {
 		snprintf(what, W, "%lld more like record %lld, the last at %.12s", ji(rec, "count"),
-			 ji(rec, "of"), strlen(js(rec, "until")) >= 23 ? js(rec, "until") + 11 : "");
+			 ji(rec, "of"),
+			 strlen(js(rec, "until")) >= 23 ? js(rec, "until") + 11 : "");
 		snprintf(verdict, V, "repeated");
 	} else {
 		snprintf(what, W, "%s", type);

@@ -317,7 +317,8 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 	free(sig);
 	if (fields && log->prev_seal[0]) {
 		json_object_set_new(fields, "prev_seal", json_string(log->prev_seal));
-		json_object_set_new(fields, "prev_seal_session", json_string(log->prev_seal_session));
+		json_object_set_new(fields, "prev_seal_session",
+				    json_string(log->prev_seal_session));
 	}
 	json_decref(empty);
 	if (!fields) {

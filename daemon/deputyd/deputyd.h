@@ -208,6 +208,10 @@ void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const stru
  * resolvers). */
 int policy_apply(struct deputyd *d, struct session *s);
 void policy_refresh(struct deputyd *d);
+/* A route host on this port that the last resolution could not resolve, or NULL. */
+const char *policy_unresolved(int port);
+/* `deputyd -t`: warns about each route host that does not resolve; how many. */
+int policy_check_hosts(const struct dp_config *cfg);
 /* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
  * policy call. */
 struct dp_kallow;

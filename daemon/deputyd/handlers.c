@@ -276,8 +276,9 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (v && may_see(c, home, json_string_value(json_object_get(e, "session")) ?: "",
-				 (uid_t)json_integer_value(json_object_get(e, "uid"))) &&
+		if (v &&
+		    may_see(c, home, json_string_value(json_object_get(e, "session")) ?: "",
+			    (uid_t)json_integer_value(json_object_get(e, "uid"))) &&
 		    sessions_wanted(r->f, e))
 			v[n++] = e;
 	}

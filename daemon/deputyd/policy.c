@@ -36,6 +36,15 @@ struct host_addr { /* one resolved address of a route host */
 static struct host_addr *host_addrs;
 static size_t n_host_addrs, cap_host_addrs;
 
+/* Route hosts the last resolution could not resolve, so a kernel deny can name the host
+ * the agent most likely meant (a bare address says little). */
+#define POLICY_MAX_UNRESOLVED 16
+static struct {
+	char host[256];
+	int port;
+} unresolved[POLICY_MAX_UNRESOLVED];
+static size_t n_unresolved;
+
 static void host_addrs_clear(void)
 {
 	for (size_t i = 0; i < n_host_addrs; i++)
@@ -109,6 +118,11 @@ static void allow_host(const char *host, int port, uint32_t rule)
 
 	if (rc != 0) {
 		pr_warn("policy: cannot resolve route host %s: %s", host, gai_strerror(rc));
+		if (n_unresolved < POLICY_MAX_UNRESOLVED) {
+			snprintf(unresolved[n_unresolved].host, sizeof(unresolved[0].host), "%s",
+				 host);
+			unresolved[n_unresolved++].port = port;
+		}
 		return;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
@@ -158,11 +172,45 @@ static uint32_t policy_route_rule(const struct dp_route *rt)
 	return DP_RULE_ALLOW | strict | (rt->tls_opaque ? DP_RULE_OPAQUE : DP_RULE_ROUTE);
 }
 
+const char *policy_unresolved(int port)
+{
+	for (size_t i = 0; i < n_unresolved; i++)
+		if (unresolved[i].port == port)
+			return unresolved[i].host;
+	return NULL;
+}
+
+int policy_check_hosts(const struct dp_config *cfg)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	int warned = 0;
+
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct dp_route *rt = &cfg->routes[i];
+		int rc;
+
+		/* a deny route allows nothing; "addrs" says where a host is without DNS */
+		if (rt->action == DP_ACTION_DENY || rt->n_addrs)
+			continue;
+		rc = getaddrinfo(rt->host, NULL, &hints, &res);
+		if (rc == 0) {
+			freeaddrinfo(res);
+			continue;
+		}
+		pr_warn("warning: routes[%zu].host: %s does not resolve (%s): the kernel layer "
+			"will allow no connection to it (\"addrs\" can say where it is)",
+			i, rt->host, gai_strerror(rc));
+		warned++;
+	}
+	return warned;
+}
+
 static void policy_compute(struct deputyd *d)
 {
 	const struct dp_config *cfg = d->cfg;
 
 	n_allow = 0;
+	n_unresolved = 0;
 	host_addrs_clear();
 	computed = true;
 	for (size_t i = 0; i < cfg->n_routes; i++) {

@@ -109,8 +109,8 @@ static void retention_consider(struct deputyd *d, const char *name, time_t cutof
 		pr_warn("retention: cannot remove %s: %s", path, strerror(errno));
 		return;
 	}
-	pr_info("retention: removed session %s's log (closed %lld days ago, retention_days %d)",
-		id, (long long)((time(NULL) - st.st_mtime) / 86400), d->cfg->retention_days);
+	pr_info("retention: removed session %s's log (closed %lld days ago, retention_days %d)", id,
+		(long long)((time(NULL) - st.st_mtime) / 86400), d->cfg->retention_days);
 }
 
 void retention_tick(struct deputyd *d)

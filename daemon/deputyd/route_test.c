@@ -21,7 +21,9 @@
 
 static const char *route_test_verdict(int v)
 {
-	return v == DP_VERDICT_DELEGATE ? "delegate" : v == DP_VERDICT_PASSTHROUGH ? "passthrough" : "deny";
+	return v == DP_VERDICT_DELEGATE	     ? "delegate"
+	       : v == DP_VERDICT_PASSTHROUGH ? "passthrough"
+					     : "deny";
 }
 
 /* The route as the config says it; NULL when none matched. */
@@ -35,13 +37,12 @@ static json_t *route_test_route(const struct dp_config *cfg, const struct decide
 	rt = route_match(cfg, q->host, q->port, q->method, path);
 	if (!rt)
 		return NULL;
-	return json_pack("{s:I, s:s, s:i, s:s?, s:s?, s:s, s:s?, s:s?, s:s?}", "index",
-			 (json_int_t)(rt - cfg->routes), "host", rt->host, "port", rt->port,
-			 "method", rt->method, "path", rt->path, "action",
-			 config_action_name(rt->action), "audience", rt->audience, "scope",
-			 rt->scope, "header", rt->action == DP_ACTION_DELEGATE
-						 ? (rt->header ? rt->header : "Authorization")
-						 : NULL);
+	return json_pack(
+	    "{s:I, s:s, s:i, s:s?, s:s?, s:s, s:s?, s:s?, s:s?}", "index",
+	    (json_int_t)(rt - cfg->routes), "host", rt->host, "port", rt->port, "method",
+	    rt->method, "path", rt->path, "action", config_action_name(rt->action), "audience",
+	    rt->audience, "scope", rt->scope, "header",
+	    rt->action == DP_ACTION_DELEGATE ? (rt->header ? rt->header : "Authorization") : NULL);
 }
 
 int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_req *r,
@@ -68,8 +69,8 @@ int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_re
 		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
 		return -EINVAL;
 	}
-	rc = grant_verify(d->trust, f->str[DP_T_GRANT], d->cfg->issuer, s.agent, dp_now(),
-			  &s.grant, &gerr);
+	rc = grant_verify(d->trust, f->str[DP_T_GRANT], d->cfg->issuer, s.agent, dp_now(), &s.grant,
+			  &gerr);
 	if (rc) {
 		free(s.agent);
 		dp_err_set(err, "grant refused: %s", gerr.msg);

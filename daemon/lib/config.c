@@ -179,6 +179,15 @@ static bool cfg_cgroup_path_ok(const char *s)
 	return true;
 }
 
+/* Keeps the first error in *first and says whether r is one: parsing goes on after an
+ * error so that all of them are reported (cfg_fail records each). */
+static bool cfg_keep(int *first, int r)
+{
+	if (r && !*first)
+		*first = r;
+	return r != 0;
+}
+
 /* ---- objects ----------------------------------------------------------------------- */
 
 /* Header fields whose replacement would change the message framing or its target. */
@@ -187,11 +196,36 @@ static const char *const cfg_forbidden_headers[] = {
     "te",   "trailer",	      "keep-alive",	   "proxy-connection", "expect",
 };
 
+/* What fnmatch(3) would not read as written: a '[' whose class never ends matches a literal
+ * '[' there, and a trailing '\\' escapes nothing, so the route would silently mean another
+ * path than it seems to. NULL when well-formed. */
+static const char *cfg_glob_problem(const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		if (*p == '\\') {
+			if (!*++p)
+				return "ends with an escaping '\\'";
+		} else if (*p == '[') {
+			const char *q = p + 1;
+
+			if (*q == '!' || *q == '^')
+				q++;
+			if (*q == ']')
+				q++; /* a ']' first in the class is one of its characters */
+			q = strchr(q, ']');
+			if (!q)
+				return "has a '[' without its closing ']'";
+			p = q;
+		}
+	}
+	return NULL;
+}
+
 /* A route's path glob. */
 static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *rt)
 {
 	char norm[CFG_MAX_GLOB + 1];
-	const char *s = NULL;
+	const char *s = NULL, *why;
 	int r;
 
 	if ((r = cfg_get_string(c, "path", v, &s)))
@@ -205,6 +239,8 @@ static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *r
 	/* matched against the path without query or fragment: '#' could never match */
 	if (strchr(s, '#'))
 		return cfg_fail(c, "path", "must not contain '#'");
+	if ((why = cfg_glob_problem(s)))
+		return cfg_fail(c, "path", "the glob \"%s\" %s", s, why);
 	/* requests are normalised before matching, so a pattern that is not could
 	 * never match what it seems to say */
 	url_path_normalize(s, strlen(s), norm);
@@ -379,31 +415,36 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	return 0;
 }
 
-/* The proxy's keys, and one "tls" per destination: the kernel redirects by address and
- * port, so routes naming the same host and port cannot want different things. */
+/* The proxy's keys. */
 static int cfg_parse_proxy(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	struct sockaddr_storage ss;
 	const char *s = NULL;
 	socklen_t sl;
 	json_t *v;
-	int r, choice;
+	int r, choice, first = 0;
 
-	if ((v = json_object_get(root, "proxy"))) {
-		if ((r = cfg_get_choice(c, "proxy", v, "on", "off", &choice)))
-			return r;
+	if ((v = json_object_get(root, "proxy")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "proxy", v, "on", "off", &choice)))
 		cfg->proxy = choice == 0;
-	}
 	if ((v = json_object_get(root, "proxy_listen"))) {
 		if ((r = cfg_get_string(c, "proxy_listen", v, &s)))
-			return r;
-		if (config_parse_listen(s, false, &ss, &sl) != 0 || ss.ss_family != AF_INET)
-			return cfg_fail(c, "proxy_listen",
-					"must be a loopback IPv4 \"ADDRESS:PORT\" such as "
-					"\"127.0.0.1:8472\"");
-		if ((r = cfg_dup_string(c, "proxy_listen", s, &cfg->proxy_listen)))
-			return r;
+			;
+		else if (config_parse_listen(s, false, &ss, &sl) != 0 || ss.ss_family != AF_INET)
+			r = cfg_fail(c, "proxy_listen",
+				     "must be a loopback IPv4 \"ADDRESS:PORT\" such as "
+				     "\"127.0.0.1:8472\"");
+		else
+			r = cfg_dup_string(c, "proxy_listen", s, &cfg->proxy_listen);
+		cfg_keep(&first, r);
 	}
+	return first;
+}
+
+/* One "tls" per destination: the kernel redirects by address and port, so routes naming
+ * the same host and port cannot want different things. */
+static int cfg_check_routes_tls(struct cfg_ctx *c, const struct dp_config *cfg)
+{
 	for (size_t i = 1; i < cfg->n_routes; i++)
 		for (size_t j = 0; j < i; j++) {
 			const struct dp_route *a = &cfg->routes[i], *b = &cfg->routes[j];
@@ -452,56 +493,50 @@ static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config 
 static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	const char *s = NULL;
-	int r, choice;
+	int first = 0, choice;
 	json_t *v;
 
-	if ((v = json_object_get(root, "unrouted"))) {
-		if ((r = cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
-			return r;
+	if ((v = json_object_get(root, "unrouted")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
 		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
-	}
-	if ((v = json_object_get(root, "enforce")) &&
-	    (r = cfg_get_bool(c, "enforce", v, &cfg->enforce)))
-		return r;
-	if ((v = json_object_get(root, "kernel"))) {
-		if ((r = cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
-			return r;
+	if ((v = json_object_get(root, "enforce")))
+		cfg_keep(&first, cfg_get_bool(c, "enforce", v, &cfg->enforce));
+	if ((v = json_object_get(root, "kernel")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
 		cfg->kernel = choice == 0;
-	}
-	if ((v = json_object_get(root, "token_binding"))) {
-		if ((r = cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
-			return r;
+	if ((v = json_object_get(root, "token_binding")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
 		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
-	}
-	if ((v = json_object_get(root, "allow_resolvers")) &&
-	    (r = cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers)))
-		return r;
-	if ((v = json_object_get(root, "resolve_interval")) &&
-	    (r = cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval)))
-		return r;
+	if ((v = json_object_get(root, "allow_resolvers")))
+		cfg_keep(&first, cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers));
+	if ((v = json_object_get(root, "resolve_interval")))
+		cfg_keep(&first,
+			 cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval));
 	/* At most what a restarted deputyd reads back to resume a session (audit_log_reopen);
 	 * at least room for a few records of the largest size. */
-	if ((v = json_object_get(root, "session_log_max")) &&
-	    (r = cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20, &cfg->session_log_max)))
-		return r;
+	if ((v = json_object_get(root, "session_log_max")))
+		cfg_keep(&first, cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20,
+					     &cfg->session_log_max));
 	/* 0 keeps logs forever; the upper bound only catches a unit mistake (seconds?) */
-	if ((v = json_object_get(root, "retention_days")) &&
-	    (r = cfg_get_int(c, "retention_days", v, 0, 36500, &cfg->retention_days)))
-		return r;
+	if ((v = json_object_get(root, "retention_days")))
+		cfg_keep(&first,
+			 cfg_get_int(c, "retention_days", v, 0, 36500, &cfg->retention_days));
 	if ((v = json_object_get(root, "cgroup"))) {
-		if ((r = cfg_get_string(c, "cgroup", v, &s)))
-			return r;
-		if (!cfg_cgroup_path_ok(s))
-			return cfg_fail(c, "cgroup",
-					"must be a relative cgroup path of [A-Za-z0-9._-] "
-					"components (no \"..\", no leading '/')");
-		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
-			return r;
+		if (cfg_keep(&first, cfg_get_string(c, "cgroup", v, &s)))
+			;
+		else if (!cfg_cgroup_path_ok(s))
+			cfg_keep(&first,
+				 cfg_fail(c, "cgroup",
+					  "must be a relative cgroup path of [A-Za-z0-9._-] "
+					  "components (no \"..\", no leading '/')"));
+		else
+			cfg_keep(&first, cfg_dup_string(c, "cgroup", s, &cfg->cgroup));
 	}
-	if ((v = json_object_get(root, "upstream_ca_file")) &&
-	    (r = cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH, &cfg->upstream_ca_file)))
-		return r;
-	return cfg_parse_proxy(c, root, cfg);
+	if ((v = json_object_get(root, "upstream_ca_file")))
+		cfg_keep(&first, cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH,
+						  &cfg->upstream_ca_file));
+	cfg_keep(&first, cfg_parse_proxy(c, root, cfg));
+	return first;
 }
 
 /* "audit_export": {"syslog": PATH}: the object's presence turns the export on, so
@@ -526,43 +561,29 @@ static int cfg_parse_audit_export(struct cfg_ctx *c, json_t *v, struct dp_config
 	return r;
 }
 
-static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+/* issuer, socket, state_dir, signing_key, token_ttl, http_listen: where deputyd is. */
+static int cfg_parse_place(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	static const char *const keys[] = {
-	    "issuer",	     "socket",		"state_dir",	    "signing_key",
-	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
-	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
-	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",  "retention_days",
-	};
-	json_t *v;
-	const char *s = NULL;
 	struct url_parts parts;
-	int r;
-
-	if (!json_is_object(root))
-		return cfg_fail(c, NULL, "the config must be a JSON object");
-	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))))
-		return r;
+	const char *s = NULL;
+	int first = 0, r;
+	json_t *v;
 
 	if (!(v = json_object_get(root, "issuer")))
-		return cfg_fail(c, "issuer", "required");
-	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
-	    (r = cfg_dup_string(c, "issuer", s, &cfg->issuer)))
-		return r;
-
-	if ((v = json_object_get(root, "socket"))) {
-		if ((r = cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
-			return r;
-	}
-	if ((v = json_object_get(root, "state_dir")) &&
-	    (r = cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
-		return r;
+		cfg_keep(&first, cfg_fail(c, "issuer", "required"));
+	else if (!(r = cfg_get_string(c, "issuer", v, &s)) &&
+		 !(r = cfg_check_uri(c, "issuer", s, &parts)))
+		r = cfg_dup_string(c, "issuer", s, &cfg->issuer);
+	if (v)
+		cfg_keep(&first, r);
+	if ((v = json_object_get(root, "socket")))
+		cfg_keep(&first, cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket));
+	if ((v = json_object_get(root, "state_dir")))
+		cfg_keep(&first,
+			 cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir));
 	if ((v = json_object_get(root, "signing_key"))) {
-		if ((r = cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
-			return r;
+		cfg_keep(&first,
+			 cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key));
 	} else {
 		size_t n = strlen(cfg->state_dir) + sizeof("/signing-key.pem");
 
@@ -573,12 +594,17 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 		snprintf(cfg->signing_key, n, "%s%ssigning-key.pem", cfg->state_dir,
 			 cfg->state_dir[strlen(cfg->state_dir) - 1] == '/' ? "" : "/");
 	}
-	if ((v = json_object_get(root, "token_ttl")) &&
-	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
-		return r;
+	if ((v = json_object_get(root, "token_ttl")))
+		cfg_keep(&first, cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl));
+	if ((v = json_object_get(root, "http_listen")))
+		cfg_keep(&first, cfg_parse_http_listen(c, v, cfg));
+	return first;
+}
 
-	if ((v = json_object_get(root, "http_listen")) && (r = cfg_parse_http_listen(c, v, cfg)))
-		return r;
+static int cfg_parse_issuers(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	json_t *v;
+	int r;
 
 	if (!(v = json_object_get(root, "trusted_issuers")))
 		return cfg_fail(c, "trusted_issuers", "required");
@@ -595,27 +621,54 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 				snprintf(key, sizeof(key), "trusted_issuers[%zu].issuer", i);
 				return cfg_fail(c, key, "duplicate of trusted_issuers[%zu]", j);
 			}
-
-	if (!(v = json_object_get(root, "routes")))
-		return cfg_fail(c, "routes", "required");
-	if ((r = cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
-				 (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb)))
-		return r;
-
-	if ((v = json_object_get(root, "allow_cidrs")) &&
-	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
-				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
-				 cfg_parse_cidr_cb)))
-		return r;
-
-	if ((v = json_object_get(root, "audit_export")) && (r = cfg_parse_audit_export(c, v, cfg)))
-		return r;
-	return cfg_parse_switches(c, root, cfg);
+	return 0;
 }
 
-int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
+/* Each top-level key is checked even after an error in another, so that every error of the
+ * file is reported at once; within one route or issuer, the first error is. */
+static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	struct cfg_ctx c = {.err = err};
+	static const char *const keys[] = {
+	    "issuer",	     "socket",		"state_dir",	    "signing_key",
+	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
+	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
+	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
+	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
+	    "audit_export",  "retention_days",
+	};
+	int first = 0, routes_ok;
+	json_t *v;
+
+	if (!json_is_object(root))
+		return cfg_fail(c, NULL, "the config must be a JSON object");
+	cfg_keep(&first, cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys)));
+	cfg_keep(&first, cfg_parse_place(c, root, cfg));
+	cfg_keep(&first, cfg_parse_issuers(c, root, cfg));
+	if (!(v = json_object_get(root, "routes")))
+		routes_ok = cfg_fail(c, "routes", "required");
+	else
+		routes_ok =
+		    cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
+				    (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb);
+	cfg_keep(&first, routes_ok);
+	if ((v = json_object_get(root, "allow_cidrs")))
+		cfg_keep(&first,
+			 cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS,
+					 sizeof(*cfg->allow_cidrs), (void **)&cfg->allow_cidrs,
+					 &cfg->n_allow_cidrs, cfg_parse_cidr_cb));
+	if ((v = json_object_get(root, "audit_export")))
+		cfg_keep(&first, cfg_parse_audit_export(c, v, cfg));
+	cfg_keep(&first, cfg_parse_switches(c, root, cfg));
+	/* across routes: only when each of them parsed */
+	if (routes_ok == 0)
+		cfg_keep(&first, cfg_check_routes_tls(c, cfg));
+	return first;
+}
+
+static int config_parse_report(const char *text, size_t len, struct dp_config **out,
+			       struct dp_err *err, struct config_report *report)
+{
+	struct cfg_ctx c = {.err = err, .report = report};
 	struct dp_config *cfg;
 	json_error_t jerr;
 	json_t *root;
@@ -623,6 +676,8 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	int r;
 
 	*out = NULL;
+	if (err)
+		err->msg[0] = '\0'; /* cfg_fail keeps the first error it is given */
 	for (i = 0; i < len; i++)
 		if (!isspace((unsigned char)text[i]))
 			break;
@@ -664,7 +719,18 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	return 0;
 }
 
+int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
+{
+	return config_parse_report(text, len, out, err, NULL);
+}
+
 int config_load(const char *path, struct dp_config **out, struct dp_err *err)
+{
+	return config_load_report(path, out, err, NULL);
+}
+
+int config_load_report(const char *path, struct dp_config **out, struct dp_err *err,
+		       struct config_report *report)
 {
 	struct dp_err perr = {{0}};
 	char *text;
@@ -681,7 +747,7 @@ int config_load(const char *path, struct dp_config **out, struct dp_err *err)
 		dp_err_set(err, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	r = config_parse(text, len, out, &perr);
+	r = config_parse_report(text, len, out, &perr, report);
 	free(text);
 	if (r) {
 		dp_err_set(err, "%s: %s", path, perr.msg);

@@ -94,8 +94,19 @@ struct dp_config {
 	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
 };
 
-/* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
+/* Every error of one config, one line each (without the file name), in file order: an
+ * operator fixes them in one go. The first is also what err says. */
+#define CONFIG_MAX_REPORT 32
+struct config_report {
+	size_t n, more; /* lines kept; errors beyond CONFIG_MAX_REPORT */
+	char line[CONFIG_MAX_REPORT][384];
+};
+
+/* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem);
+ * with report, every error found goes there too. */
 int config_load(const char *path, struct dp_config **out, struct dp_err *err) DP_WUR;
+int config_load_report(const char *path, struct dp_config **out, struct dp_err *err,
+		       struct config_report *report) DP_WUR;
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err) DP_WUR;
 void config_free(struct dp_config *cfg);
 

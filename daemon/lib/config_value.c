@@ -6,14 +6,19 @@
  */
 #include "config_value.h"
 
+#include "config.h"
+
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
 {
+	struct config_report *rep = c->report;
+	struct dp_err line;
 	char why[384];
 	va_list ap;
 
@@ -21,12 +26,68 @@ int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	if (c->where[0] && key)
-		dp_err_set(c->err, "%s.%s: %s", c->where, key, why);
+		dp_err_set(&line, "%s.%s: %s", c->where, key, why);
 	else if (c->where[0] || key)
-		dp_err_set(c->err, "%s: %s", c->where[0] ? c->where : key, why);
+		dp_err_set(&line, "%s: %s", c->where[0] ? c->where : key, why);
 	else
-		dp_err_set(c->err, "%s", why);
+		dp_err_set(&line, "%s", why);
+	if (c->err && !c->err->msg[0])
+		*c->err = line;
+	if (rep && rep->n < CONFIG_MAX_REPORT)
+		snprintf(rep->line[rep->n++], sizeof(rep->line[0]), "%s", line.msg);
+	else if (rep)
+		rep->more++;
 	return -EINVAL;
+}
+
+/* Edit distance of two short keys, a swap of neighbours counting as one edit (optimal string
+ * alignment: "scpoe" is one typo from "scope"); longer keys are "far". */
+static size_t cfg_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), m[65][65];
+
+	if (la > 64 || lb > 64)
+		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		m[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		m[0][j] = j;
+	for (size_t i = 1; i <= la; i++)
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = m[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (m[i - 1][j] + 1 < best)
+				best = m[i - 1][j] + 1;
+			if (m[i][j - 1] + 1 < best)
+				best = m[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    m[i - 2][j - 2] + 1 < best)
+				best = m[i - 2][j - 2] + 1;
+			m[i][j] = best;
+		}
+	return m[la][lb];
+}
+
+/* The allowed key a typo most likely meant: the nearest within a third of its length (at
+ * least 1, at most 3 edits), else NULL. */
+static const char *cfg_meant(const char *key, const char *const *allowed, size_t n)
+{
+	size_t best = SIZE_MAX, limit = strlen(key) / 3;
+	const char *meant = NULL;
+
+	if (limit < 1)
+		limit = 1;
+	if (limit > 3)
+		limit = 3;
+	for (size_t i = 0; i < n; i++) {
+		size_t d = cfg_distance(key, allowed[i]);
+
+		if (d < best) {
+			best = d;
+			meant = allowed[i];
+		}
+	}
+	return best <= limit ? meant : NULL;
 }
 
 /* ---- character classes ------------------------------------------------------------- */
@@ -139,8 +200,9 @@ int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, struct url_
 
 int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
 {
-	const char *key;
+	const char *key, *meant;
 	json_t *v;
+	int r = 0;
 
 	json_object_foreach(obj, key, v)
 	{
@@ -157,10 +219,15 @@ int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, s
 			for (char *p = shown; *p; p++)
 				if ((unsigned char)*p < 0x20 || *p == '"')
 					*p = '?';
-			return cfg_fail(c, NULL, "unknown key \"%s\"", shown);
+			meant = cfg_meant(key, allowed, n);
+			if (meant)
+				r = cfg_fail(c, NULL, "unknown key \"%s\" (did you mean \"%s\"?)",
+					     shown, meant);
+			else
+				r = cfg_fail(c, NULL, "unknown key \"%s\"", shown);
 		}
 	}
-	return 0;
+	return r;
 }
 
 /* Arrays of objects: counted, bounded, each element parsed with its index in the path. */
@@ -182,8 +249,10 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 	}
 	*out = items;
 	*n_out = n; /* config_free frees partially filled arrays too */
+	int first = 0;
+
 	for (size_t i = 0; i < n; i++) {
-		struct cfg_ctx sub = {.err = c->err};
+		struct cfg_ctx sub = {.err = c->err, .report = c->report};
 		int r;
 
 		/* nested arrays (a route's addrs) keep the whole key path */
@@ -191,9 +260,12 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 			snprintf(sub.where, sizeof(sub.where), "%s.%s[%zu]", c->where, key, i);
 		else
 			snprintf(sub.where, sizeof(sub.where), "%s[%zu]", key, i);
+		/* the next element is checked too: every broken one is reported */
 		r = parse_one(&sub, json_array_get(arr, i), items + i * elsize);
-		if (r)
+		if (r == -ENOMEM)
 			return r;
+		if (r && !first)
+			first = r;
 	}
-	return 0;
+	return first;
 }
