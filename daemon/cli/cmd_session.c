@@ -254,8 +254,10 @@ int cmd_run(int argc, char **argv)
 		free(grant);
 		return cli_fail("run", "%s", err.msg);
 	}
-	/* deputyd cannot stop a root agent from leaving: said, not refused (root may test) */
-	if (geteuid() == 0)
+	/* deputyd cannot stop a root agent from leaving: said, not refused (root may test).
+	 * Said to a person at a terminal: scripts that run root agents on purpose (CI, tests)
+	 * keep a clean stderr. */
+	if (geteuid() == 0 && isatty(STDERR_FILENO))
 		fprintf(stderr, "deputy: run: warning: running as root: a process with root "
 				"privileges can leave any session; run agents as an unprivileged "
 				"user\n");

@@ -54,6 +54,7 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	d->retention_next = 0; /* a changed retention_days applies now, not tomorrow */
 	proxyd_reload(d);
 	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
 		pr_warn("reload: %s; audit records are not exported", err.msg);
