@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "handlers.h"
+#include "peer.h"
 #include "route.h"
 #include "url.h"
 
@@ -58,6 +59,7 @@ int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_re
 			       .port = f->u64[DP_T_PORT] <= 65535 ? (int)f->u64[DP_T_PORT] : -1,
 			       .pid = c->pid,
 			       .comm = c->comm};
+	char home[DP_ID_LEN];
 	struct decide_res res;
 	struct dp_err gerr;
 	struct dp_msg m;
@@ -65,6 +67,11 @@ int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_re
 	char *text;
 	int rc;
 
+	/* the operator's question, not the agent's: an agent learns its policy by its 403s */
+	if (peer_home(d, c->pid, c->pidfd, home) != 0 || home[0]) {
+		dp_err_set(err, "route test: not from inside a session");
+		return -EPERM;
+	}
 	if (session_agent_name(f->str[DP_T_AGENT], &s.agent) != 0) {
 		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
 		return -EINVAL;
