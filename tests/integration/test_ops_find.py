@@ -140,6 +140,18 @@ def logs_filters_by_type_verdict_and_time():
     lines = r.stdout.decode().splitlines()
     eq(len(lines), 2, "header and one deny: %r" % lines)
     check("deny(daemon)" in lines[1], lines[1])
+    # --all: every session, each line saying whose
+    other = d.run(d.idp.grant(user="bob"), ["true"])
+    eq(other.returncode, 0, other.stderr)
+    for s in d.sessions():
+        d.wait_closed(s["session"])
+    r = d.cli("logs", "--all", "--json", "--type", "session_open")
+    eq(r.returncode, 0, r.stderr.decode())
+    eq(sorted(json.loads(l)["user"] for l in r.stdout.decode().splitlines()), ["alice", "bob"])
+    r = d.cli("logs", "--all", "--type", "session_close")
+    lines = r.stdout.decode().splitlines()
+    check(lines[0].startswith("SESSION") and len(lines) == 3, "%r" % lines)
+    check(any(l.startswith(sid[:8]) for l in lines[1:]), "%r" % lines)
 
 
 @case
