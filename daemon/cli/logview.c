@@ -90,6 +90,8 @@ static void lv_print(const struct logview *lv, json_t *rec, const char *when, co
 	lv_cell(line, sizeof(line), what, LV_WHAT, true);
 	lv_cell(line, sizeof(line), verdict, LV_VERDICT, true);
 	lv_cell(line, sizeof(line), chain, LV_CHAIN, false);
+	for (size_t n = strlen(line); n > 0 && line[n - 1] == ' ';)
+		line[--n] = '\0';
 	puts(line);
 }
 
@@ -227,11 +229,12 @@ static void lv_describe(struct logview *lv, json_t *rec, char *what, char *verdi
 	} else if (is_type(rec, "session_close")) {
 		json_t *cn = json_object_get(rec, "counts");
 
-		snprintf(what, W,
-			 "session_close: exit %lld, %lld tokens, %lld denies, %lld connects "
-			 "(%lld blocked, %lld unmediated)",
-			 ji(cn, "exit_status"), ji(cn, "tokens"), ji(cn, "denies"),
-			 ji(cn, "connects"), ji(cn, "blocked"), ji(cn, "unmediated"));
+		/* the counts go where there is room for them */
+		snprintf(what, W, "session_close: exit %lld", ji(cn, "exit_status"));
+		snprintf(chain, C,
+			 "%lld tokens, %lld denies, %lld connects (%lld blocked, %lld unmediated)",
+			 ji(cn, "tokens"), ji(cn, "denies"), ji(cn, "connects"), ji(cn, "blocked"),
+			 ji(cn, "unmediated"));
 		snprintf(verdict, V, "sealed%s%s%s", *js(rec, "reason") ? " (" : "",
 			 js(rec, "reason"), *js(rec, "reason") ? ")" : "");
 	} else if (is_type(rec, "repeated")) {
