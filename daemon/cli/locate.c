@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "config.h"
@@ -24,6 +23,7 @@ const char *cli_socket(const char *sock_opt, const char *config_opt, struct dp_e
 {
 	static char from_config[256];
 	const char *env = getenv("DEPUTY_SOCKET"), *path = config_opt, *sock;
+	bool named = true;
 	json_error_t jerr;
 	json_t *root;
 
@@ -35,11 +35,12 @@ const char *cli_socket(const char *sock_opt, const char *config_opt, struct dp_e
 		path = getenv("DEPUTY_CONFIG");
 	if (!path || !*path) {
 		path = DP_DEFAULT_CONFIG;
-		if (access(path, R_OK) != 0)
-			return DP_DEFAULT_SOCKET;
+		named = false;
 	}
 	/* only the one key: the CLI needs no other part of the config to be valid */
 	root = json_load_file(path, 0, &jerr);
+	if (!root && !named)
+		return DP_DEFAULT_SOCKET; /* not there, not ours to read: deputyd's default */
 	if (!root) {
 		dp_err_set(err, "config %s: %s", path, jerr.text);
 		return NULL;
