@@ -85,6 +85,9 @@ def session_ids_are_taken_by_unique_prefix():
         eq([json.loads(l)["session"] for l in r.stdout.decode().splitlines()][0], sid)
     r = d.cli("audit", "verify", sid[:6])
     eq(r.returncode, 0, "audit verify by prefix: " + r.stderr.decode())
+    r = d.cli("report", sid[:6], "--html")
+    eq(r.returncode, 0, "report by prefix: " + r.stderr.decode())
+    check(sid.encode() in r.stdout, "the page is the session's")
     # two sessions with one prefix: ambiguous, both named
     a, b = "Zq9x" + "A" * 18, "Zq9x" + "B" * 18
     write_log(d, a, [OPEN])

@@ -258,7 +258,8 @@ def route_test_shows_the_route_and_decision_without_sending():
     # not from inside a session: the agent has no business asking
     r, replies = dt.agent_requests(d, d.idp.grant(), [["ROUTE_TEST", [
         ["GRANT", d.idp.grant()], ["AGENT", "mailbot"], ["SCHEME", "https"],
-        ["HOST", "api.test"], ["PORT", 443], ["METHOD", "POST"], ["TARGET", "/send"]]]])
+        ["HOST", "api.test"], ["PORT", 443], ["METHOD", "POST"], ["TARGET", "/send"]]]],
+        user=dt.unprivileged_user())
     eq(replies[0]["type"], "ERROR", "%r" % replies)
     check("inside a session" in replies[0]["REASON"], replies[0])
     r = d.cli("route", "test", "POST", "https://api.test/send", "--grant", g, "--agent",
