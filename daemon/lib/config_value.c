@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
  * config_value: the config parser's checks of single JSON values (strings, integers,
- * choices, paths, URIs, HTTP tokens), of an object's keys and of arrays of objects, each
- * failing with one line that names the key path. config.c holds the schema that uses them.
+ * choices, paths, URIs, HTTP tokens, listen addresses, CIDRs, cgroup paths, path globs), of
+ * an object's keys and of arrays of objects, each failing with one line that names the key
+ * path. config.c holds the schema that uses them.
  */
 #include "config_value.h"
 
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,4 +271,174 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 			first = r;
 	}
 	return first;
+}
+
+/* ---- network values, cgroup paths, globs ---------------------------------------------- */
+
+int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_storage *ss,
+			socklen_t *sslen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *h = text, *he;
+	char *end;
+	long port;
+
+	if (!text || strlen(text) > INET6_ADDRSTRLEN + 8)
+		return -EINVAL;
+	if (text[0] == '[') {
+		const char *rb = strchr(text, ']');
+
+		if (!rb || rb[1] != ':')
+			return -EINVAL;
+		h = text + 1;
+		he = rb;
+		colon = rb + 1;
+	} else {
+		colon = strrchr(text, ':');
+		if (!colon || memchr(text, ':', (size_t)(colon - text)))
+			return -EINVAL; /* an IPv6 address needs its brackets here */
+		he = colon;
+	}
+	if (he == h || (size_t)(he - h) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, h, (size_t)(he - h));
+	host[he - h] = '\0';
+	if (!isdigit((unsigned char)colon[1]))
+		return -EINVAL;
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || *end || port < (allow_port0 ? 0 : 1) || port > 65535)
+		return -EINVAL;
+
+	memset(ss, 0, sizeof(*ss));
+	if (text[0] == '[') {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+			return -EINVAL;
+		if (!url_addr_is_loopback(AF_INET6, &s6->sin6_addr))
+			return -EADDRNOTAVAIL;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		*sslen = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			return -EINVAL;
+		if (!url_addr_is_loopback(AF_INET, &s4->sin_addr))
+			return -EADDRNOTAVAIL;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		*sslen = sizeof(*s4);
+	}
+	return 0;
+}
+
+/*
+ * "10.0.0.0/8", "fd00::/8", or a bare address (one host). Host bits set beyond the prefix
+ * are refused rather than silently masked: "10.1.2.3/8" is more likely a typo for a /32
+ * than a wish to open a whole /8.
+ */
+int cfg_parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct dp_cidr *out)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+	int maxp, prefix;
+
+	if (alen == 0 || alen >= sizeof(addr))
+		return cfg_fail(c, key, "\"%s\" is not an address or CIDR", s);
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = AF_INET;
+		maxp = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = AF_INET6;
+		maxp = 128;
+	} else {
+		return cfg_fail(c, key, "\"%s\" is not an address or CIDR", s);
+	}
+	prefix = maxp;
+	if (slash) {
+		const char *p = slash + 1;
+
+		/* digits only: no sign, no spaces, no leading zeros beyond "0" */
+		if (!*p || strlen(p) > 3 || (p[0] == '0' && p[1]))
+			return cfg_fail(c, key, "\"%s\": bad prefix length", s);
+		prefix = 0;
+		for (; *p; p++) {
+			if (!isdigit((unsigned char)*p))
+				return cfg_fail(c, key, "\"%s\": bad prefix length", s);
+			prefix = prefix * 10 + (*p - '0');
+		}
+		if (prefix > maxp)
+			return cfg_fail(c, key, "\"%s\": prefix length must be at most %d", s,
+					maxp);
+	}
+	for (int bit = prefix; bit < maxp; bit++) {
+		if (out->addr[bit / 8] & (0x80 >> (bit % 8)))
+			return cfg_fail(c, key,
+					"\"%s\": address has bits set beyond the /%d prefix", s,
+					prefix);
+	}
+	out->prefix = prefix;
+	return cfg_dup_string(c, key, s, &out->text);
+}
+
+/*
+ * A relative cgroup path under the cgroup2 root: components of [A-Za-z0-9._-], none of
+ * them "." or "..", no leading, trailing or doubled '/'. deputyd creates and removes
+ * directories under it as root, so nothing may point outside the hierarchy.
+ */
+bool cfg_cgroup_path_ok(const char *s)
+{
+	size_t n = strlen(s);
+	const char *comp = s;
+
+	if (n == 0 || n > CFG_MAX_CGROUP)
+		return false;
+	for (size_t i = 0; i <= n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '/' || ch == '\0') {
+			size_t clen = (size_t)(s + i - comp);
+
+			if (clen == 0 || (clen == 1 && comp[0] == '.') ||
+			    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
+				return false;
+			comp = s + i + 1;
+			continue;
+		}
+		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+			return false;
+	}
+	return true;
+}
+
+/* What fnmatch(3) would not read as written: a '[' whose class never ends matches a literal
+ * '[' there, and a trailing '\\' escapes nothing, so the route would silently mean another
+ * path than it seems to. NULL when well-formed. */
+const char *cfg_glob_problem(const char *s)
+{
+	for (const char *p = s; *p; p++) {
+		if (*p == '\\') {
+			if (!*++p)
+				return "ends with an escaping '\\'";
+		} else if (*p == '[') {
+			const char *q = p + 1;
+
+			if (*q == '!' || *q == '^')
+				q++;
+			if (*q == ']')
+				q++; /* a ']' first in the class is one of its characters */
+			q = strchr(q, ']');
+			if (!q)
+				return "has a '[' without its closing ']'";
+			p = q;
+		}
+	}
+	return NULL;
 }
