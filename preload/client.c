@@ -200,7 +200,7 @@ static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 			if (vlen != 8)
 				return -EBADMSG;
 			memcpy(&v, val, 8);
-			if (v > DP_VERDICT_PASSTHROUGH)
+			if (v > DP_VERDICT_MCP_BODY)
 				return -EBADMSG;
 			d->verdict = (int)v;
 			have_verdict = true;
@@ -243,7 +243,8 @@ static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
 	       const char *target, uint64_t cookie, const char *sni,
-	       const struct sockaddr_storage *peer, struct dpc_decision *d)
+	       const struct sockaddr_storage *peer, const struct dpc_mcp *mcp,
+	       struct dpc_decision *d)
 {
 	struct dp_msg m;
 	struct dp_hdr rh;
@@ -271,11 +272,20 @@ int dpc_decide(const char *scheme, const char *host, int port, const char *metho
 		dp_msg_put_u64(&m, DP_T_FAMILY, AF_INET6);
 		dp_msg_put(&m, DP_T_ADDR, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
 	}
+	if (mcp) {
+		dp_msg_put_str(&m, DP_T_MCP_METHOD, mcp->method);
+		if (mcp->name && *mcp->name)
+			dp_msg_put_str(&m, DP_T_MCP_NAME, mcp->name);
+		dp_msg_put_str(&m, DP_T_BODY_SHA256, mcp->body_sha256);
+	}
 	err = dp_msg_finish(&m);
 	if (err == 0)
 		err = dpc_exchange(m.len, false, &rh);
 	if (err == 0)
 		err = dpc_parse_decision(&rh, d);
+	/* Asked with the call, deputyd decides; asking for it again would be a loop. */
+	if (err == 0 && mcp && d->verdict == DP_VERDICT_MCP_BODY)
+		err = -EBADMSG;
 	if (err < 0) {
 		if (err != -ENOTCONN && err != -ECONNREFUSED && err != -ENOENT &&
 		    err != -ETIMEDOUT && err != -ECONNRESET && err != -EPIPE)

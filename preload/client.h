@@ -25,9 +25,14 @@ struct dpc_decision {
  * that a token would go to the route's host. Never fails open: on any error d->verdict is
  * DP_VERDICT_DENY with the reason set, and the return value is -errno (0 when deputyd
  * answered). */
+/* An MCP route's call, for the second DECIDE after DP_VERDICT_MCP_BODY (see mcp.h). */
+struct dpc_mcp {
+	const char *method, *name, *body_sha256;
+};
 int dpc_decide(const char *scheme, const char *host, int port, const char *method,
 	       const char *target, uint64_t cookie, const char *sni,
-	       const struct sockaddr_storage *peer, struct dpc_decision *d);
+	       const struct sockaddr_storage *peer, const struct dpc_mcp *mcp,
+	       struct dpc_decision *d);
 
 /* Reports: a response, fire-and-forget (DP_F_NOREPLY); a refusal of the shim's own, once
  * deputyd has logged it. */

@@ -20,12 +20,10 @@
 #define SO_COOKIE 57
 #endif
 
-#define CONN_OUT_CAP (HH_HEAD_MAX + 16384)
-#define CONN_TARGET_MAX 8192
 #define CONN_SSL_ERROR_SSL 1	 /* SSL_ERROR_SSL, without pulling OpenSSL headers in here */
 #define CONN_SSL_ERROR_SYSCALL 5 /* SSL_ERROR_SYSCALL: errno says why */
 
-static void *conn_map(size_t n)
+void *conn_map(size_t n)
 {
 	void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -57,7 +55,9 @@ void conn_free(struct conn *c)
 	if (c->head)
 		munmap(c->head, HH_HEAD_MAX);
 	if (c->out)
-		munmap(c->out, CONN_OUT_CAP);
+		munmap(c->out, CONN_OUT_MAP);
+	if (c->mcp_body)
+		munmap(c->mcp_body, MCP_BODY_MAX);
 	pthread_mutex_destroy(&c->wlock);
 	pthread_mutex_destroy(&c->rlock);
 	pthread_mutex_destroy(&c->lock);
@@ -137,13 +137,8 @@ static void conn_serve_now(struct conn *c)
 	c->cookie = conn_fd_cookie(c->fd);
 }
 
-static void conn_deny(struct conn *c, const char *reason, const char *scope, const char *user)
+void conn_refuse(struct conn *c, const char *reason)
 {
-	ssize_t n = hh_deny_response(c->deny_buf, sizeof(c->deny_buf), reason, scope, user);
-
-	if (n < 0)
-		n = hh_deny_response(c->deny_buf, sizeof(c->deny_buf), "refused", "", "");
-	c->deny_len = n > 0 ? (size_t)n : 0;
 	c->deny_off = 0;
 	c->rq = RQ_DENIED;
 	shim_debug("refused a request on fd %d: %s", c->fd, reason);
@@ -152,6 +147,16 @@ static void conn_deny(struct conn *c, const char *reason, const char *scope, con
 	if (c->qlen == 0)
 		conn_serve_now(c);
 	pthread_mutex_unlock(&c->lock);
+}
+
+static void conn_deny(struct conn *c, const char *reason, const char *scope, const char *user)
+{
+	ssize_t n = hh_deny_response(c->deny_buf, sizeof(c->deny_buf), reason, scope, user);
+
+	if (n < 0)
+		n = hh_deny_response(c->deny_buf, sizeof(c->deny_buf), "refused", "", "");
+	c->deny_len = n > 0 ? (size_t)n : 0;
+	conn_refuse(c, reason);
 }
 
 /* A refusal of the shim's own (the head is not something it can hand to deputyd): deputyd
@@ -257,6 +262,21 @@ static enum hh_prefix conn_classify(struct conn *c, const char *p, size_t n, boo
 }
 
 /* A complete head is in c->head: decide and put what goes to the network in c->out. */
+void conn_enqueue(struct conn *c, const char *jti)
+{
+	pthread_mutex_lock(&c->lock);
+	{
+		int slot = (c->qhead + c->qlen) % CONN_MAX_INFLIGHT;
+
+		snprintf(c->inflight[slot].jti, sizeof(c->inflight[slot].jti), "%s", jti);
+		c->inflight[slot].head = c->req.is_head;
+		c->inflight[slot].connect = c->req.is_connect;
+		c->inflight[slot].upgrade = c->req.upgrade;
+		c->qlen++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void conn_process_head(struct conn *c)
 {
 	struct hh_req *r = &c->req;
@@ -313,7 +333,7 @@ static void conn_process_head(struct conn *c)
 
 	shim_guard++;
 	dpc_decide(c->https ? "https" : "http", host, port, method, target, c->cookie, c->sni,
-		   &c->peer, d);
+		   &c->peer, NULL, d);
 	shim_guard--;
 	shim_debug("%s %s://%s:%d%s: %s%s%s", method, c->https ? "https" : "http", host, port,
 		   target,
@@ -322,6 +342,10 @@ static void conn_process_head(struct conn *c)
 							  : "deny",
 		   d->reason[0] ? ": " : "", d->reason);
 
+	if (d->verdict == DP_VERDICT_MCP_BODY) {
+		conn_mcp_start(c, host, port, method, target);
+		return;
+	}
 	if (d->verdict == DP_VERDICT_DELEGATE) {
 		char value[sizeof(d->token) + 8];
 		ssize_t n;
@@ -345,18 +369,7 @@ static void conn_process_head(struct conn *c)
 	explicit_bzero(d->token, sizeof(d->token));
 	c->out_off = 0;
 
-	pthread_mutex_lock(&c->lock);
-	{
-		int slot = (c->qhead + c->qlen) % CONN_MAX_INFLIGHT;
-
-		snprintf(c->inflight[slot].jti, sizeof(c->inflight[slot].jti), "%s", d->jti);
-		c->inflight[slot].head = r->is_head;
-		c->inflight[slot].connect = r->is_connect;
-		c->inflight[slot].upgrade = r->upgrade;
-		c->qlen++;
-	}
-	pthread_mutex_unlock(&c->lock);
-
+	conn_enqueue(c, d->jti);
 	c->hlen = 0;
 	if (r->chunked) {
 		hh_body_init(&c->body, HH_BODY_CHUNKED, 0);
@@ -401,7 +414,7 @@ static bool conn_buffers(struct conn *c)
 	if (!c->head)
 		c->head = conn_map(HH_HEAD_MAX);
 	if (!c->out)
-		c->out = conn_map(CONN_OUT_CAP);
+		c->out = conn_map(CONN_OUT_MAP);
 	return c->head && c->out;
 }
 
@@ -520,6 +533,11 @@ ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool 
 				goto blocked;
 			break;
 		}
+		case RQ_MCP:
+			used += conn_mcp_take(c, p, n);
+			if (c->out_off < c->out_len && conn_flush(c, flags) < 0)
+				goto blocked;
+			break;
 		case RQ_BODY: {
 			struct hh_body probe = c->body;
 			bool done = false;

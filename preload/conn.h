@@ -35,6 +35,7 @@
 
 #include "client.h"
 #include "httphead.h"
+#include "mcp.h"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -54,6 +55,12 @@ struct conn_ops {
 };
 
 #define CONN_MAX_INFLIGHT 32
+#define CONN_OUT_CAP (HH_HEAD_MAX + 16384) /* a rewritten head and what joins it */
+#define CONN_TARGET_MAX 8192
+/* An MCP call's framed body waits in c->out behind CONN_OUT_CAP (chunk framing on top of
+ * MCP_BODY_MAX, bounded). The mapping is lazy: pages are only used when written. */
+#define CONN_MCP_RAW_MAX (MCP_BODY_MAX + 65536)
+#define CONN_OUT_MAP (CONN_OUT_CAP + CONN_MCP_RAW_MAX)
 
 enum conn_req_state {
 	RQ_FIRST,  /* nothing seen yet: is this HTTP at all? */
@@ -63,6 +70,7 @@ enum conn_req_state {
 	RQ_DENIED, /* refused: writes are swallowed, reads get the 403 */
 	RQ_BROKEN, /* a malformed body after its head went out: the connection is unusable */
 	RQ_RESET,  /* bytes the shim cannot read, where it must: the connection was reset */
+	RQ_MCP,	   /* an MCP route's body, held back with its head until complete (conn_mcp.c) */
 };
 
 struct conn {
@@ -95,6 +103,13 @@ struct conn {
 	struct hh_req req; /* the head being decided (too big for a thread's stack) */
 	struct dpc_decision dec;
 
+	/* the MCP call being read (conn_mcp.c) */
+	char *mcp_body; /* its content: MCP_BODY_MAX, mapped on first use */
+	size_t mcp_raw_len;
+	struct mcp_call mcp_call;
+	char mcp_host[HH_HOST_MAX], mcp_method[40], mcp_target[CONN_TARGET_MAX];
+	int mcp_port;
+
 	/* requests sent whose responses are not complete yet (guarded by lock) */
 	struct {
 		char jti[128];
@@ -113,9 +128,20 @@ struct conn {
 	bool deny_pending; /* decided, waiting for earlier responses */
 	bool denied;	   /* the 403 is being served */
 	bool swapped;	   /* ...by the socketpair now behind the fd (plain sockets) */
-	char deny_buf[HH_DENY_RESP_MAX];
+	char deny_buf[MCP_DENY_RESP_MAX];
 	size_t deny_len, deny_off;
 };
+
+/* Between conn.c and conn_mcp.c only: anonymous memory; the refusal in c->deny_buf served
+ * (reason for the debug log); a request sent, its response awaited. */
+void *conn_map(size_t n);
+void conn_refuse(struct conn *c, const char *reason);
+void conn_enqueue(struct conn *c, const char *jti);
+/* deputyd answered DP_VERDICT_MCP_BODY for the head in c->head: hold it, read the body. */
+void conn_mcp_start(struct conn *c, const char *host, int port, const char *method,
+		    const char *target);
+/* Body bytes of that call: how many were taken. At its end the call is decided. */
+size_t conn_mcp_take(struct conn *c, const char *p, size_t n);
 
 /* A new conn for fd (ssl NULL) or for an SSL object on fd. NULL when out of memory. */
 struct conn *conn_new(const struct conn_ops *ops, int fd, void *ssl);

@@ -21,7 +21,8 @@ static const char route_help[] =
     "                         [--socket PATH] [--config FILE]\n"
     "Shows the route deputyd's running config matches for METHOD URL and the decision a\n"
     "session of agent NAME under the grant would get (delegate, passthrough or deny, and\n"
-    "why). Nothing is sent, logged or minted. Exits 0 for delegate or passthrough, 1 for\n"
+    "why; mcp for an MCP route's POST, which deputyd decides per call, on its body).\n"
+    "Nothing is sent, logged or minted. Exits 0 for delegate, passthrough or mcp, 1 for\n"
     "deny or a refused grant.\n";
 
 static void route_print(json_t *r)

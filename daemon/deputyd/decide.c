@@ -40,6 +40,8 @@ static json_t *with_peer(json_t *rec, const struct decide_req *r)
 		json_object_set_new(rec, "comm", session_text(r->comm ? r->comm : ""));
 		if (r->mediator)
 			json_object_set_new(rec, "mediator", json_string(r->mediator));
+		if (r->mcp_method)
+			json_object_set_new(rec, "mcp", decide_mcp_json(r));
 	}
 	return rec;
 }
@@ -111,12 +113,14 @@ static void token_cache_put(struct session *s, const char *aud, const char *scop
 	e->exp = exp;
 }
 
+/* scope: the route's, or the one an MCP call needs. */
 static void delegate(struct deputyd *d, struct session *s, const struct decide_req *r,
-		     const struct dp_route *rt, const char *method, const char *htu,
-		     struct decide_res *out)
+		     const struct dp_route *rt, const char *scope, const char *method,
+		     const char *htu, struct decide_res *out)
 {
 	const struct dp_grant *g = s->grant;
-	bool bind_session = d->cfg->token_binding == DP_BINDING_SESSION;
+	/* An MCP call's token is bound to its body: never one to reuse. */
+	bool bind_session = d->cfg->token_binding == DP_BINDING_SESSION && !r->mcp_method;
 	int64_t now = dp_now(), exp;
 	struct token_cache_entry *cached;
 	struct mint_request mr;
@@ -126,18 +130,18 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 	bool reused = false;
 	int ttl;
 
-	out->scope = rt->scope;
+	out->scope = scope;
 	if (g->exp <= now) {
-		deny(s, r, out, method, htu, rt->scope, true, "the user's grant has expired");
+		deny(s, r, out, method, htu, scope, true, "the user's grant has expired");
 		return;
 	}
-	if (!grant_has_scope(g, rt->scope)) {
-		deny(s, r, out, method, htu, rt->scope, true,
-		     "scope \"%s\" is not in the user's grant", rt->scope);
+	if (!grant_has_scope(g, scope)) {
+		deny(s, r, out, method, htu, scope, true, "scope \"%s\" is not in the user's grant",
+		     scope);
 		return;
 	}
 	if (!grant_has_resource(g, rt->audience)) {
-		deny(s, r, out, method, htu, rt->scope, true,
+		deny(s, r, out, method, htu, scope, true,
 		     "audience \"%s\" is not in the user's grant", rt->audience);
 		return;
 	}
@@ -148,10 +152,10 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 		return;
 	}
 	if (bind_check(d, s, r, rt, &err) != 0) {
-		deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
+		deny(s, r, out, method, htu, scope, true, "%s", err.msg);
 		return;
 	}
-	cached = bind_session ? token_cache_find(s, rt->audience, rt->scope) : NULL;
+	cached = bind_session ? token_cache_find(s, rt->audience, scope) : NULL;
 	if (cached && cached->exp - now >= SESSION_TOKEN_MIN_LEFT) {
 		token = strdup(cached->token);
 		snprintf(jti, sizeof(jti), "%s", cached->jti);
@@ -167,34 +171,38 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 					   .agent = s->agent,
 					   .session = s->id,
 					   .audience = rt->audience,
-					   .scope = rt->scope,
+					   .scope = scope,
 					   .htm = bind_session ? NULL : method,
 					   .htu = bind_session ? NULL : htu,
+					   .mcp_method = r->mcp_method,
+					   .mcp_name = r->mcp_name,
+					   .body_sha256 = r->body_sha256,
 					   .ttl = ttl,
 					   .now = now};
 		if (mint_token(d->key, &mr, &token, jti, &exp, &err) != 0) {
-			deny(s, r, out, method, htu, rt->scope, true, "%s", err.msg);
+			deny(s, r, out, method, htu, scope, true, "%s", err.msg);
 			return;
 		}
 		if (bind_session)
-			token_cache_put(s, rt->audience, rt->scope, token, jti, exp);
+			token_cache_put(s, rt->audience, scope, token, jti, exp);
 	}
 	if (!token) {
-		deny(s, r, out, method, htu, rt->scope, true, "out of memory");
+		deny(s, r, out, method, htu, scope, true, "out of memory");
 		return;
 	}
 	/* A token must fit in one reply frame with room to spare; refused before it is logged
 	 * as given. Only an absurd grant (a huge sub) or URL gets here. */
 	if (strlen(token) > DECIDE_TOKEN_MAX) {
 		free(token);
-		deny(s, r, out, method, htu, rt->scope, true, "the token would exceed %d bytes",
+		deny(s, r, out, method, htu, scope, true, "the token would exceed %d bytes",
 		     DECIDE_TOKEN_MAX);
 		return;
 	}
 	if (session_log(s, "token",
-			with_peer(json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b}", "jti", jti,
-					    "aud", rt->audience, "scope", rt->scope, "htm", method,
-					    "htu", htu, "exp", (json_int_t)exp, "reused", reused),
+			with_peer(json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:s?}", "jti", jti,
+					    "aud", rt->audience, "scope", scope, "htm", method,
+					    "htu", htu, "exp", (json_int_t)exp, "reused", reused,
+					    "body_sha256", r->mcp_method ? r->body_sha256 : NULL),
 				  r)) != 0) {
 		free(token);
 		snprintf(out->reason, sizeof(out->reason), "the audit log cannot be written");
@@ -207,6 +215,35 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 	out->header = rt->header ? rt->header : "Authorization";
 	snprintf(out->jti, sizeof(out->jti), "%s", jti);
 	snprintf(out->reason, sizeof(out->reason), "delegated");
+}
+
+/* A delegate route: an MCP route's POST is decided on its call, asked for first. */
+static void decide_delegate(struct deputyd *d, struct session *s, const struct decide_req *r,
+			    const struct dp_route *rt, const char *method, const char *url,
+			    struct decide_res *out)
+{
+	const char *scope = rt->scope;
+	char why[300];
+
+	if (rt->mcp && strcmp(r->method, "POST") == 0) {
+		if (!r->mcp_method) {
+			out->verdict = DP_VERDICT_MCP_BODY;
+			out->scope = rt->scope;
+			snprintf(out->reason, sizeof(out->reason),
+				 "an MCP route: the call decides");
+			return;
+		}
+		out->mcp_route = rt;
+		out->mcp_list = strcmp(r->mcp_method, "tools/list") == 0;
+		if (!(scope = decide_mcp_scope(rt, r, why, sizeof(why)))) {
+			deny(s, r, out, method, url, NULL, true, "%s", why);
+			return;
+		}
+	} else if (r->mcp_method) {
+		deny(s, r, out, method, url, NULL, true, "an MCP call for a route without \"mcp\"");
+		return;
+	}
+	delegate(d, s, r, rt, scope, method, url, out);
 }
 
 void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
@@ -268,7 +305,7 @@ void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 		snprintf(out->reason, sizeof(out->reason), "passthrough");
 		return;
 	case DP_ACTION_DELEGATE:
-		delegate(d, s, r, rt, method, url, out);
+		decide_delegate(d, s, r, rt, method, url, out);
 		return;
 	}
 }
@@ -285,4 +322,5 @@ void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const stru
 	dp_msg_put_str(m, DP_T_SCOPE, res->scope ? res->scope : "");
 	/* The user is for the agent's 403 body: bounded, so the reply always fits. */
 	dp_msg_put(m, DP_T_USER, s->grant->sub, strnlen(s->grant->sub, 1024));
+	decide_mcp_put_rules(m, res, s);
 }

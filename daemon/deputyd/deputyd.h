@@ -189,6 +189,8 @@ struct decide_req {
 	 * not said): binding uses it only under "kernel": "off". */
 	int peer_family;
 	uint8_t peer_addr[16];
+	/* An MCP route's POST, asked again with its call (decide_mcp.c); NULL: not sent. */
+	const char *mcp_method, *mcp_name, *body_sha256;
 };
 struct decide_res {
 	int verdict; /* enum dp_verdict */
@@ -197,12 +199,21 @@ struct decide_res {
 	char *token;	    /* malloc'd */
 	char jti[DP_ID_LEN];
 	const char *scope;
+	const struct dp_route *mcp_route; /* an MCP call was decided under it */
+	bool mcp_list;			  /* that call was tools/list */
 };
 void decide(struct deputyd *d, struct session *s, const struct decide_req *r,
 	    struct decide_res *out);
 /* The DECISION reply's fields for res (shim and proxy get the same). */
 struct dp_msg;
 void decide_put_reply(struct dp_msg *m, const struct decide_res *res, const struct session *s);
+
+/* decide_mcp.c: the scope an MCP call needs under rt (NULL with why: refused); the call as
+ * records carry it ({"method", "name"}); the tools/list filter rules of a DECISION. */
+const char *decide_mcp_scope(const struct dp_route *rt, const struct decide_req *r, char *why,
+			     size_t whysz);
+json_t *decide_mcp_json(const struct decide_req *r);
+void decide_mcp_put_rules(struct dp_msg *m, const struct decide_res *res, const struct session *s);
 
 /* policy.c: kernel allow lists for every session (routes' resolved addresses, allow_cidrs,
  * resolvers). */

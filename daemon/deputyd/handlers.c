@@ -126,6 +126,9 @@ int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r
 		memset(q.peer_addr, 0, sizeof(q.peer_addr));
 		memcpy(q.peer_addr, f->raw[DP_T_ADDR], f->rawlen[DP_T_ADDR]);
 	}
+	q.mcp_method = f->str[DP_T_MCP_METHOD];
+	q.mcp_name = f->str[DP_T_MCP_NAME];
+	q.body_sha256 = f->str[DP_T_BODY_SHA256];
 	q.pid = c->pid;
 	q.comm = c->comm;
 	q.mediator = NULL;

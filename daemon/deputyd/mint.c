@@ -64,6 +64,15 @@ static void mint_write_claims(struct jw *jw, const struct mint_request *req, con
 		jw_member_str(jw, "htm", req->htm);
 	if (req->htu)
 		jw_member_str(jw, "htu", req->htu);
+	if (req->mcp_method) {
+		jw_key(jw, "mcp");
+		jw_obj_open(jw);
+		jw_member_str(jw, "method", req->mcp_method);
+		if (req->mcp_name && req->mcp_name[0])
+			jw_member_str(jw, "name", req->mcp_name);
+		jw_obj_close(jw);
+		jw_member_str(jw, "body_sha256", req->body_sha256 ? req->body_sha256 : "");
+	}
 	jw_obj_close(jw);
 }
 
@@ -121,7 +130,9 @@ int mint_token(const struct dp_key *key, const struct mint_request *req, char **
 	strs = strlen(req->issuer) + strlen(g->sub) + strlen(req->agent) * 2 +
 	       strlen(req->audience) + strlen(req->scope) + strlen(req->session) + strlen(g->iss) +
 	       strlen(g->jti) + (req->htm ? strlen(req->htm) : 0) +
-	       (req->htu ? strlen(req->htu) : 0);
+	       (req->htu ? strlen(req->htu) : 0) + (req->mcp_method ? strlen(req->mcp_method) : 0) +
+	       (req->mcp_name ? strlen(req->mcp_name) : 0) +
+	       (req->body_sha256 ? strlen(req->body_sha256) : 0);
 	/* Each byte escapes to at most 6 (\u00XX); 512 covers the names and numbers. */
 	if (6 * strs + 512 > cap) {
 		cap = 6 * strs + 512;

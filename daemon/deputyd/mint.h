@@ -17,6 +17,8 @@ struct mint_request {
 	const char *scope;    /* the route's scope: exactly one action */
 	const char *htm;      /* NULL under token_binding "session" */
 	const char *htu;      /* NULL under token_binding "session" */
+	/* An MCP call (claims mcp {"method", "name"} and body_sha256); NULL otherwise. */
+	const char *mcp_method, *mcp_name, *body_sha256;
 	int ttl;
 	int64_t now;
 };

@@ -291,7 +291,10 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 				.cookie = pc->orig.cookie,
 				.pid = (pid_t)pc->orig.pid,
 				.comm = pc->comm,
-				.mediator = "proxy"};
+				.mediator = "proxy",
+				.mcp_method = pm->f.str[DP_T_MCP_METHOD],
+				.mcp_name = pm->f.str[DP_T_MCP_NAME],
+				.body_sha256 = pm->f.str[DP_T_BODY_SHA256]};
 	if (strcmp(scheme, r.scheme) != 0 ||
 	    (tls ? strcasecmp(host, pc->sni) != 0 : !host_serves(d, host, &pc->orig))) {
 		char reason[400];

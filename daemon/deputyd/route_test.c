@@ -20,11 +20,19 @@
 #include "route.h"
 #include "url.h"
 
+/* An MCP route's POST is decided per call, on its body, which a route test has not got. */
 static const char *route_test_verdict(int v)
 {
-	return v == DP_VERDICT_DELEGATE	     ? "delegate"
-	       : v == DP_VERDICT_PASSTHROUGH ? "passthrough"
-					     : "deny";
+	switch (v) {
+	case DP_VERDICT_DELEGATE:
+		return "delegate";
+	case DP_VERDICT_PASSTHROUGH:
+		return "passthrough";
+	case DP_VERDICT_MCP_BODY:
+		return "mcp";
+	default:
+		return "deny";
+	}
 }
 
 /* The route as the config says it; NULL when none matched. */

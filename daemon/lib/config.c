@@ -126,8 +126,9 @@ static int cfg_parse_cidr_cb(struct cfg_ctx *c, json_t *v, void *item);
 
 static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 {
-	static const char *const keys[] = {"host",     "port",	"method", "path", "action",
-					   "audience", "scope", "header", "tls",  "addrs"};
+	static const char *const keys[] = {"host",   "port",	 "method", "path",
+					   "action", "audience", "scope",  "header",
+					   "tls",    "addrs",	 "mcp"};
 	char host[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	json_t *v;
 	const char *s = NULL;
@@ -194,7 +195,7 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	}
 
 	if (rt->action != DP_ACTION_DELEGATE) {
-		static const char *const only_delegate[] = {"audience", "scope", "header"};
+		static const char *const only_delegate[] = {"audience", "scope", "header", "mcp"};
 
 		for (size_t k = 0; k < DP_ARRAY_SIZE(only_delegate); k++)
 			if (json_object_get(obj, only_delegate[k]))
@@ -203,7 +204,9 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 		return 0;
 	}
 
-	return cfg_parse_route_delegate(c, obj, rt);
+	if ((r = cfg_parse_route_delegate(c, obj, rt)))
+		return r;
+	return (v = json_object_get(obj, "mcp")) ? cfg_parse_route_mcp(c, v, rt) : 0;
 }
 
 static int cfg_parse_issuer_cb(struct cfg_ctx *c, json_t *v, void *item)
@@ -610,6 +613,7 @@ void config_free(struct dp_config *cfg)
 		for (size_t k = 0; k < rt->n_addrs; k++)
 			free(rt->addrs[k].text);
 		free(rt->addrs);
+		config_mcp_free(rt->mcp);
 	}
 	free(cfg->routes);
 	for (size_t i = 0; i < cfg->n_issuers; i++) {

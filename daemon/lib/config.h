@@ -21,6 +21,21 @@ enum dp_binding { DP_BINDING_REQUEST, DP_BINDING_SESSION };
 
 struct dp_cidr;
 
+/* An MCP route's names (config_mcp.c): scope NULL for "deny". */
+struct dp_mcp_rule {
+	char *name; /* exact, or "*" for the rest */
+	char *scope;
+};
+struct dp_mcp_map {
+	struct dp_mcp_rule *rules;
+	size_t n;
+	bool present; /* absent: these calls use the route's own scope */
+};
+struct dp_mcp {
+	struct dp_mcp_map tools, resources, prompts;
+	bool filter_list; /* tools/list responses cut to the tools the grant allows */
+};
+
 struct dp_route {
 	char *host;   /* exact host name or address, lower-case */
 	int port;     /* 1..65535 */
@@ -34,6 +49,7 @@ struct dp_route {
 	/* Where the host is besides its resolved addresses: tokens go only there (bind.c). */
 	struct dp_cidr *addrs;
 	size_t n_addrs;
+	struct dp_mcp *mcp; /* delegate only; NULL: not an MCP route */
 };
 
 /* The claims deputy reads from a grant that an issuer may name differently ("claims"). */
@@ -111,6 +127,10 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 void config_free(struct dp_config *cfg);
 
 const char *config_action_name(enum dp_action a);
+
+/* The rule for name in m: its exact entry, else "*", else NULL (refused). */
+const struct dp_mcp_rule *config_mcp_rule(const struct dp_mcp_map *m, const char *name);
+void config_mcp_free(struct dp_mcp *m);
 
 /* "127.0.0.1:8471" or "[::1]:8471" into a socket address. Only loopback addresses
  * (url_addr_is_loopback): -EADDRNOTAVAIL for others, -EINVAL for bad syntax. Port 0 (any)

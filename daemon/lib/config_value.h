@@ -58,6 +58,10 @@ int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max,
 		    void **out, size_t *n_out,
 		    int (*parse_one)(struct cfg_ctx *, json_t *, void *));
 
+struct dp_route;
+/* A route's "mcp" object (config_mcp.c), after its action and method are known. */
+int cfg_parse_route_mcp(struct cfg_ctx *c, json_t *obj, struct dp_route *rt);
+
 struct dp_trusted_issuer;
 /* One object of "trusted_issuers" (config_issuer.c). */
 int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_issuer *ti);

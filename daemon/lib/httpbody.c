@@ -36,6 +36,26 @@ void hh_body_init(struct hh_body *b, enum hh_body_mode mode, uint64_t length)
 	b->st = CH_SIZE;
 }
 
+void hh_body_sink(struct hh_body *b, char *buf, size_t cap)
+{
+	b->sink = buf;
+	b->sink_cap = cap;
+	b->sink_len = 0;
+	b->sink_over = false;
+}
+
+static void hh_sink_put(struct hh_body *b, const char *p, size_t n)
+{
+	if (!b->sink)
+		return;
+	if (n > b->sink_cap - b->sink_len) {
+		n = b->sink_cap - b->sink_len;
+		b->sink_over = true;
+	}
+	memcpy(b->sink + b->sink_len, p, n);
+	b->sink_len += n;
+}
+
 static int hh_hexval(unsigned char c)
 {
 	if (c >= '0' && c <= '9')
@@ -116,6 +136,7 @@ static ssize_t hh_chunked_feed(struct hh_body *b, const char *p, size_t n, bool 
 
 			if (take > b->left)
 				take = (size_t)b->left;
+			hh_sink_put(b, p + i, take);
 			b->left -= take;
 			i += take;
 			if (b->left == 0)
@@ -185,10 +206,12 @@ ssize_t hh_body_feed(struct hh_body *b, const char *p, size_t n, bool *done)
 		*done = true;
 		return 0;
 	case HH_BODY_CLOSE:
+		hh_sink_put(b, p, n);
 		return (ssize_t)n;
 	case HH_BODY_LENGTH: {
 		size_t take = n < b->left ? n : (size_t)b->left;
 
+		hh_sink_put(b, p, take);
 		b->left -= take;
 		*done = b->left == 0;
 		return (ssize_t)take;

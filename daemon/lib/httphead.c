@@ -622,12 +622,26 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 
 /* ---- the refusal ----------------------------------------------------------------------- */
 
+void hh_deny_json(struct jw *w, const char *reason, const char *scope, const char *user)
+{
+	const char *val[] = {reason, scope, user};
+	static const char *const key[] = {"reason", "scope", "user"};
+
+	jw_obj_open(w);
+	jw_member_str(w, "error", "deputy_denied");
+	for (size_t i = 0; i < 3; i++) {
+		const char *v = val[i] ? val[i] : "";
+
+		jw_key(w, key[i]);
+		jw_strn(w, v, strnlen(v, HH_DENY_FIELD_MAX));
+	}
+	jw_obj_close(w);
+}
+
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user)
 {
 	char body[3 * 6 * HH_DENY_FIELD_MAX + 128];
-	const char *val[] = {reason, scope, user};
-	static const char *const key[] = {"reason", "scope", "user"};
 	struct jw w;
 	ssize_t o;
 	int n;
@@ -635,15 +649,7 @@ ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *
 	/* Invalid UTF-8 becomes '?' so the body always parses; each field is cut at
 	 * HH_DENY_FIELD_MAX bytes so the response always fits (6 bytes out per byte in). */
 	jw_init(&w, body, sizeof(body), JW_UTF8_REPLACE);
-	jw_obj_open(&w);
-	jw_member_str(&w, "error", "deputy_denied");
-	for (size_t i = 0; i < 3; i++) {
-		const char *v = val[i] ? val[i] : "";
-
-		jw_key(&w, key[i]);
-		jw_strn(&w, v, strnlen(v, HH_DENY_FIELD_MAX));
-	}
-	jw_obj_close(&w);
+	hh_deny_json(&w, reason, scope, user);
 	o = jw_end(&w);
 	if (o < 0)
 		return -ENOSPC;

@@ -83,8 +83,14 @@ struct hh_body {
 	uint64_t left;
 	uint32_t line; /* bytes in the current chunk-ext/trailer line, bounded */
 	uint32_t trailer;
+	/* Where hh_body_feed copies the content (chunk framing removed), if set. */
+	char *sink;
+	size_t sink_cap, sink_len;
+	bool sink_over; /* more content than sink_cap: the rest was not copied */
 };
 void hh_body_init(struct hh_body *b, enum hh_body_mode mode, uint64_t length);
+/* Also keep the content: an MCP route decides on the body it reads (mcp.h). */
+void hh_body_sink(struct hh_body *b, char *buf, size_t cap);
 /* Consumes the body bytes among p[0..n): returns how many belong to the body; *done is set
  * when the body ended (the rest starts the next message). -EBADMSG on a malformed chunked
  * encoding. HH_BODY_CLOSE never ends. */
@@ -114,6 +120,9 @@ enum hh_body_mode hh_resp_body_mode(const struct hh_resp *r, bool req_head, bool
 #define HH_DENY_RESP_MAX (3 * 6 * HH_DENY_FIELD_MAX + 256)
 ssize_t hh_deny_response(char *out, size_t cap, const char *reason, const char *scope,
 			 const char *user);
+/* That JSON object alone, into a writer (the MCP refusal carries it as its error's data). */
+struct jw;
+void hh_deny_json(struct jw *w, const char *reason, const char *scope, const char *user);
 
 /* Is c a tchar (RFC 9110 §5.6.2 token character: what methods and field names are made of)?
  * The one copy of that check for the shim, deputyd and the CLI. */

@@ -23,6 +23,7 @@
 #include "hello.h"
 #include "io.h"
 #include "pxhttp.h"
+#include "pxmcp.h"
 #include "upstream.h"
 
 #define AGENT_TIMEOUT 60 /* seconds a silent agent keeps its connection */
@@ -47,6 +48,7 @@ struct conn {
 	size_t in_len;
 	char out[OUT_CAP];
 	struct hh_req req;
+	struct pxmcp mcp; /* the request's MCP call, when its route has one */
 	struct chan_reply rep;
 	uint8_t msgbuf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 };
@@ -324,6 +326,8 @@ static int ask(struct conn *c, const char *host)
 	dp_msg_put_str(&m, DP_T_HOST, host);
 	dp_msg_put(&m, DP_T_METHOD, c->in + r->method.off, r->method.len);
 	dp_msg_put(&m, DP_T_TARGET, c->in + r->target.off, r->target.len);
+	if (c->mcp.active)
+		pxmcp_put_call(&m, &c->mcp);
 	memset(&c->d, 0, offsetof(__typeof__(c->d), token) + 1);
 	if (chan_call(&m, -1, &c->rep) != 0 || c->rep.h.type != DP_MSG_DECISION) {
 		c->d.verdict = DP_VERDICT_DENY;
@@ -342,12 +346,25 @@ static int ask(struct conn *c, const char *host)
 		c->d.verdict = DP_VERDICT_DENY;
 		snprintf(c->d.reason, sizeof(c->d.reason), "malformed decision");
 	}
+	if (c->mcp.active)
+		pxmcp_take_rules(&c->mcp, &c->rep);
 	return 0;
 }
 
 static void refuse(struct conn *c, const char *reason, const char *scope, const char *user)
 {
 	ssize_t n = hh_deny_response(c->out, sizeof(c->out), reason, scope, user);
+
+	if (n > 0)
+		pxio_write(&c->io, c->out, (size_t)n);
+}
+
+/* An MCP client reads the refusal of a call as a JSON-RPC error for its id. */
+static void refuse_mcp(struct conn *c, bool step_up, const char *reason, const char *scope,
+		       const char *user)
+{
+	ssize_t n =
+	    mcp_deny_response(c->out, sizeof(c->out), c->mcp.call.id, step_up, reason, scope, user);
 
 	if (n > 0)
 		pxio_write(&c->io, c->out, (size_t)n);
@@ -378,8 +395,15 @@ static int send_request(struct conn *c, struct upconn *u, size_t head_len, size_
 	bool done;
 	ssize_t k;
 
-	pxhttp_req_body(&c->req, &b);
 	*all_buffered = true;
+	if (c->mcp.active) { /* read whole already, to decide on */
+		*end = head_len;
+		return pxio_write(&u->io, c->out, out_len) == 0 &&
+			       pxio_write(&u->io, c->mcp.raw, c->mcp.raw_len) == 0
+			   ? 0
+			   : -1;
+	}
+	pxhttp_req_body(&c->req, &b);
 	done = b.mode == HH_BODY_NONE;
 	k = done ? 0 : hh_body_feed(&b, c->in + off, c->in_len - off, &done);
 	if (k < 0)
@@ -508,7 +532,9 @@ static int forward(struct conn *c, size_t head_len, size_t out_len)
 				goto retry;
 			return -1;
 		}
-		rc = relay_response(c, u, &status);
+		rc = c->mcp.filter ? pxmcp_relay_filtered(&u->io, &c->io, c->out, sizeof(c->out),
+							  &c->mcp, c->req.is_head, &status)
+				   : relay_response(c, u, &status);
 		if (rc == 0)
 			up_put(u);
 		else
@@ -529,6 +555,41 @@ static int forward(struct conn *c, size_t head_len, size_t out_len)
 	return rc == 0 ? 0 : rc == 1 ? 1 : -1;
 }
 
+/* An MCP route's POST: its body read whole, its call decided by deputyd (pxmcp.h). 0 to go
+ * on with c->d, 1 after a refusal. */
+static int mcp_call(struct conn *c, size_t head_len, const char *host)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	const char *why;
+	int r;
+
+	/* The body is needed before the server is asked anything: the client waits for this. */
+	if (c->req.expect_continue)
+		pxio_write(&c->io, cont, sizeof(cont) - 1);
+	r = pxmcp_read_body(&c->io, c->in, sizeof(c->in), &c->in_len, head_len, &c->req, &c->mcp,
+			    &why);
+	if (r != 0 || pxmcp_call(&c->mcp, c->in, &c->req, &why) != 0) {
+		tell_deny(c, why);
+		refuse_mcp(c, false, why, "", "");
+		/* A client still sending would see a reset (unread bytes at close) instead of
+		 * the 403: the rest of an over-size body is read and dropped, within a bound. */
+		for (size_t left = 4 * MCP_BODY_MAX; r == -E2BIG && left > 0;) {
+			ssize_t n = pxio_read(&c->io, c->in, sizeof(c->in));
+
+			if (n <= 0)
+				break;
+			left = (size_t)n < left ? left - (size_t)n : 0;
+		}
+		return 1;
+	}
+	ask(c, host);
+	if (c->d.verdict != DP_VERDICT_DELEGATE && c->d.verdict != DP_VERDICT_PASSTHROUGH) {
+		refuse_mcp(c, true, c->d.reason, c->d.scope, c->d.user);
+		return 1;
+	}
+	return 0;
+}
+
 /* One request: parse, decide, refuse or forward. As forward(). */
 static int one_request(struct conn *c, size_t head_len)
 {
@@ -545,7 +606,10 @@ static int one_request(struct conn *c, size_t head_len)
 		return 1;
 	}
 	c->requests++;
+	pxmcp_reset(&c->mcp);
 	ask(c, host);
+	if (c->d.verdict == DP_VERDICT_MCP_BODY && mcp_call(c, head_len, host) != 0)
+		return 1;
 	if (c->d.verdict != DP_VERDICT_DELEGATE && c->d.verdict != DP_VERDICT_PASSTHROUGH) {
 		refuse(c, c->d.reason, c->d.scope, c->d.user);
 		return 1;
@@ -623,6 +687,7 @@ void relay_conn(int fd)
 		}
 	}
 	conn_end(c, orderly);
+	pxmcp_reset(&c->mcp);
 	OPENSSL_cleanse(c->d.token, sizeof(c->d.token));
 	free(c);
 }

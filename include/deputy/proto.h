@@ -89,6 +89,15 @@ enum dp_tag {
 	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
 	 * (the socket's peer, as the shim knows it). */
 	DP_T_SNI = 26,
+	/* MCP routes: a DECIDE answered DP_VERDICT_MCP_BODY is asked again with the JSON-RPC
+	 * call the body makes (its method, params.name or params.uri, and the hex SHA-256 of
+	 * the body); the token binds all three, which is what the server checks. */
+	DP_T_MCP_METHOD = 34,
+	DP_T_MCP_NAME = 35,
+	DP_T_BODY_SHA256 = 36,
+	/* DECISION for a tools/list under "filter_list": repeatable "+NAME" / "-NAME", NAME "*"
+	 * for the rest: the tools the grant allows. */
+	DP_T_MCP_RULE = 37,
 	/* SESSIONS: sessions that ran at some time in [SINCE, UNTIL], as RFC 3339 UTC
 	 * timestamps with microseconds, the records' own form (compared as strings). */
 	DP_T_SINCE = 38,
@@ -100,6 +109,9 @@ enum dp_verdict {
 	DP_VERDICT_DENY = 0,
 	DP_VERDICT_DELEGATE = 1,
 	DP_VERDICT_PASSTHROUGH = 2,
+	/* An MCP route: read the whole body and DECIDE again with its call (MCP_METHOD …).
+	 * Anything that does not know this verdict refuses the request, as for any other. */
+	DP_VERDICT_MCP_BODY = 3,
 };
 
 #define DP_F_NOREPLY 0x01

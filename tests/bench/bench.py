@@ -272,6 +272,54 @@ def bench_requests(tmp, certs, be, have_shim):
     return shim_rss
 
 
+# ---- MCP: what an MCP route adds to a call ----------------------------------------------------
+
+def bench_mcp(tmp, certs, be, have_shim):
+    """A tools/call to an MCP route against a plain POST of the same bytes to a plain route,
+    both through the shim, alternating rounds: the body read whole, the JSON-RPC reader, the
+    SHA-256 and deputyd's second DECIDE."""
+    what = 'shim: MCP tools/call vs a plain POST of the same size'
+    if not have_shim:
+        row('mcp', what, '', result='n/a (shim not built)')
+        return
+    routes = [{'host': 'api.test', 'port': be.port, 'method': 'POST', 'path': path,
+               'action': 'delegate', 'audience': 'https://api.test', 'scope': 'email:send',
+               'addrs': ['127.0.0.1']} for path in ('/send*', '/mcp')]
+    routes[1]['mcp'] = {'tools': {'read_inbox': 'email:send', '*': 'deny'}}
+    d = dt.Deputyd(routes=routes, allow_cidrs=['127.0.0.0/8']).start()
+    grant = grant_for(d)
+    n = max(REQUESTS // 5, 200)
+    try:
+        for size in (1024, 4096):
+            runs = {'plain': [], 'mcp': []}
+            for _ in range(ROUNDS):
+                for kind, path in (('plain', '/send'), ('mcp', '/mcp')):
+                    out = os.path.join(tmp, 'mcp-%s-%d.times' % (kind, size))
+                    cmd = [REQ_LOOP, '-c', certs.ca, '-R', be.resolve('api.test'), '-n',
+                           str(n), '-w', '100', '-s', str(size), '-m', '-o', out,
+                           'https://api.test:%d%s' % (be.port, path)]
+                    _, res = in_session(d, grant, cmd, shim=True)
+                    res['times'] = read_times(out)
+                    if res['errors'] or not deputy_token_arrived(be):
+                        log('mcp %s %d B: %d errors, token %s' % (
+                            kind, size, res['errors'], deputy_token_arrived(be)))
+                    runs[kind].append(res)
+            per = {k: statistics.median(r['wall_us'] for r in v) / n for k, v in runs.items()}
+            p50 = {k: quantile([t for r in v for t in r['times']], 0.5)
+                   for k, v in runs.items()}
+            row('mcp', '%s (%d B)' % (what, size),
+                'req_loop -m: libcurl, one keep-alive connection, %d POSTs of a %d B '
+                'JSON-RPC tools/call to an MCP route and, alternating, to a plain delegate '
+                'route; median of %d rounds' % (n, size, ROUNDS),
+                without='%.1f µs/req' % per['plain'], with_='%.1f µs/req' % per['mcp'],
+                result='%+.1f µs per call (p50 %+.1f µs), %.3f×' % (
+                    per['mcp'] - per['plain'], p50['mcp'] - p50['plain'],
+                    per['mcp'] / per['plain']),
+                added_us=per['mcp'] - per['plain'])
+    finally:
+        d.cleanup()
+
+
 # ---- 2. mint round trip -----------------------------------------------------------------------
 
 def bench_mint(be, sign_rate):
@@ -601,6 +649,9 @@ def main():
             if wanted('request'):
                 log('request overhead (%d requests x %d rounds)' % (REQUESTS, ROUNDS))
                 shim_rss = bench_requests(tmp, certs, be, have_shim)
+            if wanted('mcp'):
+                log('MCP tools/call')
+                bench_mcp(tmp, certs, be, have_shim)
             if wanted('mint'):
                 log('mint round trip')
                 bench_mint(be, sign_rate)

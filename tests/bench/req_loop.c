@@ -5,10 +5,12 @@
  * times each request on its own, so the driver can tell deputy's added cost per request
  * (median, p99) apart from the wall-clock ratio.
  *
- *   req_loop -c CAFILE -R HOST:PORT:ADDR [-n REQUESTS] [-w WARMUP] [-s BODY] [-o FILE] [-f] URL
+ *   req_loop -c CAFILE -R HOST:PORT:ADDR [-n REQUESTS] [-w WARMUP] [-s BODY] [-o FILE] [-f]
+ *            [-m] URL
  *
  * -f opens a new connection for every request (TCP and TLS handshakes included), to time
- * what a new connection costs.
+ * what a new connection costs. -m makes the body an MCP tools/call of read_inbox, padded to
+ * BODY bytes, to time what an MCP route adds to a request of the same size.
  * Prints one JSON line: n, errors (transfers that failed or were not 2xx), wall_us, p50_us,
  * p90_us, p99_us, rss_kib (this process's VmRSS at the end). -o writes each request's time
  * in microseconds, one per line, in order. Warmup requests are neither timed nor counted.
@@ -47,14 +49,17 @@ int main(int argc, char **argv)
 	struct curl_slist *res = NULL, *hdrs = NULL;
 	uint64_t *t, start, wall;
 	char body[4096];
-	bool fresh = false;
+	bool fresh = false, mcp = false;
 	CURL *h;
 	int o;
 
-	while ((o = getopt(argc, argv, "c:R:n:w:s:o:f")) != -1) {
+	while ((o = getopt(argc, argv, "c:R:n:w:s:o:fm")) != -1) {
 		switch (o) {
 		case 'f':
 			fresh = true;
+			break;
+		case 'm':
+			mcp = true;
 			break;
 		case 'c':
 			cafile = optarg;
@@ -93,6 +98,17 @@ int main(int argc, char **argv)
 		return 2;
 	for (long i = 0; i < body_size; i++)
 		body[i] = (char)('a' + i % 26);
+	if (mcp) {
+		static const char pre[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\","
+					  "\"params\":{\"name\":\"read_inbox\",\"arguments\":"
+					  "{\"pad\":\"",
+				  post[] = "\"}}}";
+
+		if (body_size < (long)(sizeof(pre) + sizeof(post)))
+			return 2;
+		memcpy(body, pre, sizeof(pre) - 1);
+		memcpy(body + body_size - (long)sizeof(post) + 1, post, sizeof(post) - 1);
+	}
 	if (resolve)
 		res = curl_slist_append(res, resolve);
 	/* What an agent sends today: the service account's static credential. */

@@ -3,7 +3,8 @@
 # make bench: runs every benchmark of tests/bench in one run, prints one table and writes
 # $BUILD/bench.json. Benchmarks report; they never fail on a timing. Knobs (environment):
 # BENCH_REQUESTS (5000), BENCH_ROUNDS (3), BENCH_MINT_N (2000), BENCH_CONNECT_MS (2000),
-# BENCH_SESSIONS (100), BENCH_PROXY_CONNS (100), BENCH_ONLY (e.g. "proxy": only those sections).
+# BENCH_SESSIONS (100), BENCH_PROXY_CONNS (100), BENCH_ONLY (e.g. "proxy": only those sections;
+# "mcp": what an MCP route adds to a tools/call).
 set -eu
 BUILD=${BUILD:-$(pwd)/build}
 PYTHON=${PYTHON:-/usr/bin/python3}

@@ -12,6 +12,7 @@
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
 #include "../../daemon/lib/config_issuer.c"
+#include "../../daemon/lib/config_mcp.c"
 #include "../../daemon/deputyd/httpd.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -217,7 +217,12 @@ def help_run_is_run_help():
 
 @case
 def route_test_shows_the_route_and_decision_without_sending():
-    d = dt.Deputyd().start()
+    d = dt.Deputyd()
+    d.config["routes"].append({"host": "mcp.test", "port": 443, "path": "/mcp",
+                               "action": "delegate", "audience": "https://api.test",
+                               "scope": "email:send", "mcp": {"tools": {"*": "email:send"}}})
+    d.write_config()
+    d.start()
     g = d.grant_file(d.idp.grant(scope="email:send"))
 
     def rt(method, url, grant=g, agent="mailbot"):
@@ -239,6 +244,8 @@ def route_test_shows_the_route_and_decision_without_sending():
     rc, o, _ = rt("GET", "https://elsewhere.test:8443/")
     eq((rc, o["verdict"], o["route"]), (1, "deny", None))
     check("no route allows" in o["reason"], o["reason"])
+    rc, o, _ = rt("POST", "https://mcp.test/mcp")
+    eq((rc, o["verdict"], o["route"]["index"]), (0, "mcp", 4), "decided per call: %r" % o)
     rc, o, _ = rt("GET", "https://api.test/%2e%2e/x/..;/send")
     eq(o["verdict"], "deny", "the same path rules as real requests: %r" % o)
     # the grant is checked as a session's would be

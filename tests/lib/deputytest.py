@@ -711,11 +711,12 @@ TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, 
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
        "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23, "CONN": 24, "CA": 25,
-       "SNI": 26, "SINCE": 38, "UNTIL": 39}
+       "SNI": 26, "MCP_METHOD": 34, "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37,
+       "SINCE": 38, "UNTIL": 39}
 U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN"}
 TAG_NAME = {v: k for k, v in TAG.items()}
 MSG_NAME = {v: k for k, v in MSG.items()}
-VERDICT = {0: "deny", 1: "delegate", 2: "passthrough"}
+VERDICT = {0: "deny", 1: "delegate", 2: "passthrough", 3: "mcp_body"}
 NOREPLY = 1
 
 

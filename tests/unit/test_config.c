@@ -643,6 +643,41 @@ static void test_route_addrs(void)
 		      "routes[0].addrs: a deny route has no destination to name");
 }
 
+static void test_mcp_routes(void)
+{
+#define MCP(m) CFG("", DELEGATE ", \"mcp\": " m "}")
+	static const char ok[] =
+	    MCP("{\"tools\": {\"send_email\": \"email:send\", \"*\": \"deny\"}, "
+		"\"prompts\": {}, \"filter_list\": true}");
+	struct dp_err err;
+	struct dp_config *cfg = parse_ok(ok, &err);
+	const struct dp_mcp_rule *r;
+
+	if (!cfg)
+		fail("refused: %s", err.msg);
+	check(cfg->routes[0].mcp && cfg->routes[0].mcp->filter_list);
+	check(cfg->routes[0].mcp->tools.present && !cfg->routes[0].mcp->resources.present);
+	r = config_mcp_rule(&cfg->routes[0].mcp->tools, "send_email");
+	check(r && strcmp(r->scope, "email:send") == 0);
+	r = config_mcp_rule(&cfg->routes[0].mcp->tools, "Send_email"); /* exact names */
+	check(r && !r->scope);
+	check(!config_mcp_rule(&cfg->routes[0].mcp->prompts, "p"));
+	config_free(cfg);
+	check_refused(MCP("{\"tool\": {}}"), "routes[0].mcp: unknown key \"tool\"");
+	check_refused(MCP("[]"), "routes[0].mcp: must be an object");
+	check_refused(MCP("{\"tools\": []}"), "routes[0].mcp.tools: must be an object");
+	check_refused(MCP("{\"tools\": {\"a\": 1}}"), "routes[0].mcp.tools: \"a\": the scope must");
+	check_refused(MCP("{\"tools\": {\"a\": \"x y\"}}"), "must be one scope or \"deny\"");
+	check_refused(MCP("{\"tools\": {\"\": \"s\"}}"), "names must be 1 to");
+	check_refused(MCP("{\"filter_list\": \"yes\"}"), "routes[0].mcp.filter_list: must be");
+	check_refused(CFG("", "{\"host\": \"h\", \"port\": 1, \"action\": \"passthrough\", "
+			      "\"mcp\": {}}"),
+		      "routes[0].mcp: only allowed with \"action\": \"delegate\"");
+	check_refused(CFG("", DELEGATE ", \"method\": \"GET\", \"mcp\": {}}"),
+		      "routes[0].mcp: needs a route that allows POST");
+#undef MCP
+}
+
 static void test_error_is_one_line_and_bounded(void)
 {
 	/* a long hostile key is cut and control bytes hidden in the message */
@@ -811,6 +846,7 @@ int main(void)
 	RUN(test_bad_routes);
 	RUN(test_bad_cidrs);
 	RUN(test_route_addrs);
+	RUN(test_mcp_routes);
 	RUN(test_error_is_one_line_and_bounded);
 	RUN(test_load);
 	RUN(test_proxy_keys);
