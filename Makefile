@@ -71,7 +71,7 @@ DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
 # and hidden (so they add no exported symbol): never copies of them.
 SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c daemon/lib/mcp.c \
-		daemon/lib/mcp_json.c daemon/lib/sha256.c
+		daemon/lib/mcp_json.c daemon/lib/sha256.c daemon/lib/route.c daemon/lib/urlpath.c
 SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)

@@ -8,11 +8,14 @@
 #ifndef DEPUTY_SHIM_CLIENT_H
 #define DEPUTY_SHIM_CLIENT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 struct dpc_decision {
-	int verdict; /* enum dp_verdict */
+	int verdict;	 /* enum dp_verdict */
+	bool table_hint; /* deputyd has a session table for this session (DP_T_GEN) */
 	char reason[512];
 	char header[128];
 	char token[8192];
@@ -34,9 +37,20 @@ int dpc_decide(const char *scheme, const char *host, int port, const char *metho
 	       const struct sockaddr_storage *peer, const struct dpc_mcp *mcp,
 	       struct dpc_decision *d);
 
-/* Reports: a response, fire-and-forget (DP_F_NOREPLY); a refusal of the shim's own, once
- * deputyd has logged it. */
+/* Reports: a response, and a request sent with a table token (a use), fire-and-forget
+ * (DP_F_NOREPLY), batched (see client.c; `now`: send at once, without waiting for a reply);
+ * a refusal of the shim's own, once deputyd has logged it. */
 void dpc_response(const char *jti, int status);
+void dpc_use(const char *scheme, const char *jti, const char *method, const char *host, int port,
+	     const char *target, uint64_t cookie, bool now);
+/* Sends the waiting reports now (a mediated connection closes). */
+void dpc_flush(void);
+void dpc_flush_locked(void);
 void dpc_deny_report(const char *reason, const char *host, const char *method, const char *target);
+
+/* The session's table (proto.h, DP_MSG_TABLE): its payload into out, the generation page's
+ * descriptor (or -1), and which connection to deputyd it came on (dpc_connection()). */
+int dpc_table_get(uint8_t *out, size_t cap, size_t *len, int *page_fd, unsigned *conn);
+unsigned dpc_connection(void);
 
 #endif

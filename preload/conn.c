@@ -7,6 +7,7 @@
 #include "deputy/event.h"
 #include "deputy/proto.h"
 #include "shim.h"
+#include "table.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,6 +53,8 @@ void conn_free(struct conn *c)
 {
 	if (!c)
 		return;
+	if (c->local_uses)
+		dpc_flush(); /* its last uses reach deputyd with the connection's end */
 	if (c->head)
 		munmap(c->head, HH_HEAD_MAX);
 	if (c->out)
@@ -261,6 +264,23 @@ static enum hh_prefix conn_classify(struct conn *c, const char *p, size_t n, boo
 	return k;
 }
 
+/* The session table first (no round trip), else deputyd. An MCP route's token carries the
+ * hash of the body, so deputyd's table never makes such a route local: it asks here. */
+static void conn_decide(struct conn *c, const char *host, int port, const char *method,
+			const char *target, struct dpc_decision *d)
+{
+	const char *scheme = c->https ? "https" : "http";
+
+	if (tbl_decide(scheme, host, port, method, target, &c->peer, c->cookie, c->local_uses == 0,
+		       d)) {
+		c->local_uses++;
+		return;
+	}
+	dpc_decide(scheme, host, port, method, target, c->cookie, c->sni, &c->peer, NULL, d);
+	if (d->table_hint)
+		tbl_hint();
+}
+
 /* A complete head is in c->head: decide and put what goes to the network in c->out. */
 void conn_enqueue(struct conn *c, const char *jti)
 {
@@ -332,8 +352,7 @@ static void conn_process_head(struct conn *c)
 	pthread_mutex_unlock(&c->lock);
 
 	shim_guard++;
-	dpc_decide(c->https ? "https" : "http", host, port, method, target, c->cookie, c->sni,
-		   &c->peer, NULL, d);
+	conn_decide(c, host, port, method, target, d);
 	shim_guard--;
 	shim_debug("%s %s://%s:%d%s: %s%s%s", method, c->https ? "https" : "http", host, port,
 		   target,

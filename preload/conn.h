@@ -102,6 +102,7 @@ struct conn {
 
 	struct hh_req req; /* the head being decided (too big for a thread's stack) */
 	struct dpc_decision dec;
+	unsigned local_uses; /* requests given a session-table token (no round trip) */
 
 	/* the MCP call being read (conn_mcp.c) */
 	char *mcp_body; /* its content: MCP_BODY_MAX, mapped on first use */

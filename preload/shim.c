@@ -5,6 +5,7 @@
  * hooks_ssl.c; this file exports nothing.
  */
 #include "shim.h"
+#include "table.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -170,6 +171,7 @@ static void shim_atfork_child(void)
 	sock_atfork_child();
 	ssl_atfork_child();
 	dpc_atfork_child();
+	tbl_atfork_child();
 }
 
 static void shim_save_env(void)
@@ -235,7 +237,7 @@ static void shim_do_init(void)
 	 * exec makes a process dumpable again; the shim in the new image does this again. */
 	if (shim_env.have_session)
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	pthread_atfork(NULL, NULL, shim_atfork_child);
+	pthread_atfork(dpc_atfork_prepare, dpc_atfork_parent, shim_atfork_child);
 	if (!shim_env.have_session)
 		shim_debug("no DEPUTY_SESSION: every HTTP request will be refused");
 	shim_debug("loaded (session %s, deputyd at %s)",

@@ -79,5 +79,8 @@ char *const *shim_child_env(char *const envp[], char **slots, size_t nslots, cha
 void sock_atfork_child(void);
 void ssl_atfork_child(void);
 void dpc_atfork_child(void);
+/* ...and the client flushes its reports and is held across fork (client.c). */
+void dpc_atfork_prepare(void);
+void dpc_atfork_parent(void);
 
 #endif

@@ -106,7 +106,7 @@ void logview_header(const struct logview_filter *f)
 
 const char *logview_verdict(json_t *rec)
 {
-	if (is_type(rec, "token"))
+	if (is_type(rec, "token") || is_type(rec, "token_use"))
 		return "delegate";
 	if (is_type(rec, "passthrough"))
 		return "passthrough";
@@ -204,6 +204,14 @@ static void lv_describe(struct logview *lv, json_t *rec, char *what, char *verdi
 			 json_is_false(json_object_get(rec, "enforced")) ? " not enforced" : "");
 		snprintf(chain, C, "%s→%s→%s", user, agent,
 			 *js(rec, "scope") ? js(rec, "scope") : "-");
+	} else if (is_type(rec, "token_use")) {
+		/* requests the shim sent with the session's token from its table, a batch */
+		json_t *uses = json_object_get(rec, "uses"), *u0 = json_array_get(uses, 0);
+
+		snprintf(what, W, "%s %s%s", js(u0, "htm"), js(u0, "htu"),
+			 json_array_size(uses) > 1 ? " …" : "");
+		snprintf(verdict, V, "delegate ×%zu", json_array_size(uses));
+		snprintf(chain, C, "%s→%s→%s", user, agent, js(u0, "scope"));
 	} else if (is_type(rec, "passthrough")) {
 		snprintf(what, W, "%s %s", js(rec, "method"), js(rec, "url"));
 		snprintf(verdict, V, "passthrough");

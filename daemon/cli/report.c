@@ -123,6 +123,8 @@ static void report_count(struct report *r, json_t *rec)
 		r->close = rec;
 	} else if (report_is(rec, "token")) {
 		t->delegated++;
+	} else if (report_is(rec, "token_use")) {
+		t->delegated += json_array_size(json_object_get(rec, "uses"));
 	} else if (report_is(rec, "passthrough")) {
 		t->passthrough++;
 	} else if (report_is(rec, "deny")) {

@@ -70,41 +70,19 @@ static void conn_flush(struct deputyd *d, struct conn *c)
 	}
 }
 
-void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
+/* Queues what the socket did not take of a reply and sends what it can. */
+static void conn_queue(struct deputyd *d, struct conn *c, const uint8_t *p, size_t n)
 {
-	if (dp_msg_finish(m) != 0) {
-		pr_warn("reply to pid %d too large; closing", (int)c->pid);
-		c->dead = true;
-		return;
-	}
-	/* Nothing queued: try to send straight from the caller's buffer, no copy. */
-	if (c->wlen == 0) {
-		ssize_t w;
-
-		do
-			w = send(c->fd, m->buf, m->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		while (w < 0 && errno == EINTR);
-		if (w == (ssize_t)m->len)
-			return;
-		if (w < 0 && errno != EAGAIN) {
-			c->dead = true;
-			return;
-		}
-		if (w > 0) {
-			memmove(m->buf, m->buf + w, m->len - (size_t)w);
-			m->len -= (size_t)w;
-		}
-	}
-	if (c->wlen + m->len > CONN_MAX_WBUF) {
+	if (c->wlen + n > CONN_MAX_WBUF) {
 		pr_warn("client pid %d does not read its replies; closing", (int)c->pid);
 		c->dead = true;
 		return;
 	}
-	if (c->wlen + m->len > c->wcap) {
+	if (c->wlen + n > c->wcap) {
 		size_t cap = c->wcap ? c->wcap : 4096;
 		uint8_t *nb;
 
-		while (cap < c->wlen + m->len)
+		while (cap < c->wlen + n)
 			cap *= 2;
 		nb = realloc(c->wbuf, cap);
 		if (!nb) {
@@ -114,9 +92,63 @@ void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
 		c->wbuf = nb;
 		c->wcap = cap;
 	}
-	memcpy(c->wbuf + c->wlen, m->buf, m->len);
-	c->wlen += m->len;
+	memcpy(c->wbuf + c->wlen, p, n);
+	c->wlen += n;
 	conn_flush(d, c);
+}
+
+/* Nothing queued: try to send straight from the caller's buffer, no copy; with fd >= 0
+ * the descriptor rides on the first byte (SCM_RIGHTS), or is not sent at all when the
+ * socket takes nothing right now. */
+static void conn_send_direct(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {m->buf, m->len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	size_t off = 0;
+	ssize_t w;
+
+	if (fd >= 0 && c->wlen == 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		CMSG_FIRSTHDR(&mh)->cmsg_level = SOL_SOCKET;
+		CMSG_FIRSTHDR(&mh)->cmsg_type = SCM_RIGHTS;
+		CMSG_FIRSTHDR(&mh)->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(CMSG_FIRSTHDR(&mh)), &fd, sizeof(int));
+	}
+	if (c->wlen == 0) {
+		do
+			w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w < 0 && errno == EINTR);
+		if (w == (ssize_t)m->len)
+			return;
+		if (w < 0 && errno != EAGAIN) {
+			c->dead = true;
+			return;
+		}
+		if (w > 0)
+			off = (size_t)w;
+	}
+	conn_queue(d, c, m->buf + off, m->len - off);
+}
+
+void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m)
+{
+	conn_send_fd(d, c, m, -1);
+}
+
+void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd)
+{
+	if (dp_msg_finish(m) != 0) {
+		pr_warn("reply to pid %d too large; closing", (int)c->pid);
+		c->dead = true;
+		return;
+	}
+	conn_send_direct(d, c, m, fd);
 }
 
 void conn_reply_error(struct deputyd *d, struct conn *c, uint32_t seq, const char *reason)

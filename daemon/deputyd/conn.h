@@ -55,6 +55,9 @@ void conn_session_gone(struct deputyd *d, struct session *s);
 
 /* Replies. A reply that cannot be sent or queued marks the connection dead. */
 void conn_send(struct deputyd *d, struct conn *c, struct dp_msg *m);
+/* The same, passing fd along (SCM_RIGHTS) when the reply leaves at once; when it must be
+ * queued, without it (the receiver then goes on without what the fd was for). */
+void conn_send_fd(struct deputyd *d, struct conn *c, struct dp_msg *m, int fd);
 void conn_reply_error(struct deputyd *d, struct conn *c, uint32_t seq, const char *reason);
 void conn_reply_ok(struct deputyd *d, struct conn *c, uint32_t seq);
 

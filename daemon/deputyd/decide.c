@@ -96,6 +96,7 @@ static void token_cache_put(struct session *s, const char *aud, const char *scop
 		}
 		s->tokens = n;
 		e = &s->tokens[s->n_tokens];
+		e->prev_jti[0] = '\0';
 		e->audience = strdup(aud);
 		e->scope = strdup(scope);
 		if (!e->audience || !e->scope) {
@@ -107,6 +108,7 @@ static void token_cache_put(struct session *s, const char *aud, const char *scop
 		s->n_tokens++;
 	} else {
 		free(e->token);
+		memcpy(e->prev_jti, e->jti, sizeof(e->prev_jti));
 	}
 	e->token = copy;
 	snprintf(e->jti, sizeof(e->jti), "%s", jti);
@@ -183,8 +185,10 @@ static void delegate(struct deputyd *d, struct session *s, const struct decide_r
 			deny(s, r, out, method, htu, scope, true, "%s", err.msg);
 			return;
 		}
-		if (bind_session)
+		if (bind_session) {
 			token_cache_put(s, rt->audience, scope, token, jti, exp);
+			table_invalidate(s); /* the shims' tables may carry it now */
+		}
 	}
 	if (!token) {
 		deny(s, r, out, method, htu, scope, true, "out of memory");

@@ -31,6 +31,7 @@ struct dp_kernel;
 struct token_cache_entry { /* token_binding "session": one token per (audience, scope) */
 	char *audience, *scope, *token;
 	char jti[DP_ID_LEN];
+	char prev_jti[DP_ID_LEN]; /* the token it replaced: its last uses may still be reported */
 	int64_t exp;
 };
 
@@ -88,6 +89,10 @@ struct session {
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
 	struct cookie_set cookies;
+	/* Session tables (table.c): the generation, and the page that shows it to the shim. */
+	uint64_t table_gen;
+	uint64_t *table_page; /* NULL until a shim asks for the table */
+	int table_fd;
 	bool dry; /* a `deputy route test` stand-in: decide() logs and mints nothing for it */
 };
 
@@ -167,6 +172,14 @@ bool repeat_event(struct session *s, const char *key, const struct session_count
 void repeat_flush(struct session *s);
 void repeat_free(struct session *s);
 
+/* table.c: what a shim may decide alone under "token_binding": "session". Invalidating
+ * bumps the generation the shims read from the session's page before every request: what
+ * they hold stops being used at once (reload, revocation, a token replaced, the session
+ * ending). */
+void table_invalidate(struct session *s);
+void table_invalidate_all(struct deputyd *d);
+void table_free(struct session *s);
+
 /* cookie.c: a session's TCP connections and the mediated requests on each. open: the
  * kernel reported a connect (0, -EINVAL for cookie 0, -ENOSPC at the limit, -ENOMEM);
  * request: true if the connection is known and the request counted; close: true if it was
@@ -231,6 +244,11 @@ size_t policy_allowed(struct deputyd *d, const struct dp_kallow **out);
  * its addresses as deputyd last resolved them, or in the route's "addrs"? */
 bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int family,
 			   const uint8_t *addr);
+/* The same set, each address or CIDR given to fn (prefix 32/128 for a resolved address).
+ * Returns how many. */
+size_t policy_route_addrs(struct deputyd *d, const struct dp_route *rt,
+			  void (*fn)(void *ctx, int family, const uint8_t *addr, int prefix),
+			  void *ctx);
 
 /* kevent.c: a kernel event (ctx is the struct deputyd) as records of its session's log;
  * kevent_request counts a mediated HTTP request on the session's connection `cookie` (the

@@ -136,6 +136,9 @@ int handle_decide(struct deputyd *d, struct conn *c, const struct handler_req *r
 	decide(d, s, &q, &res);
 	dp_msg_init(&m, big_reply, sizeof(big_reply), DP_MSG_DECISION, r->h->seq, 0);
 	decide_put_reply(&m, &res, s);
+	/* The shim may fetch the session's table (table.c) and ask less from now on. */
+	if (d->cfg->token_binding == DP_BINDING_SESSION)
+		dp_msg_put_u64(&m, DP_T_GEN, s->table_gen);
 	free(res.token);
 	conn_send(d, c, &m);
 	return 0;

@@ -35,6 +35,10 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 		    struct dp_err *err);
 int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		    struct dp_err *err);
+/* table.c */
+int handle_table_get(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		     struct dp_err *err);
+int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 int handle_jwks(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		      struct dp_err *err); /* route_test.c */

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 
 #include "kernel.h"
+#include "route.h"
 
 static struct dp_kallow *allow;
 static size_t n_allow, cap_allow;
@@ -258,26 +259,36 @@ void policy_refresh(struct deputyd *d)
 			pr_warn("session %s: cannot update kernel policy", s->id);
 }
 
-static bool cidr_has(const struct dp_cidr *c, int family, const uint8_t *addr)
-{
-	int full = c->prefix / 8, rest = c->prefix % 8;
-
-	if (c->family != family || memcmp(c->addr, addr, (size_t)full) != 0)
-		return false;
-	return rest == 0 || ((c->addr[full] ^ addr[full]) & (0xff00 >> rest)) == 0;
-}
-
 bool policy_route_has_addr(struct deputyd *d, const struct dp_route *rt, int family,
 			   const uint8_t *addr)
 {
 	if (!computed)
 		policy_compute(d);
 	for (size_t i = 0; i < rt->n_addrs; i++)
-		if (cidr_has(&rt->addrs[i], family, addr))
+		if (route_cidr_has(&rt->addrs[i], family, addr))
 			return true;
 	for (size_t i = 0; i < n_host_addrs; i++)
 		if (host_addrs[i].family == family && strcmp(host_addrs[i].host, rt->host) == 0 &&
 		    memcmp(host_addrs[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
 			return true;
 	return false;
+}
+
+size_t policy_route_addrs(struct deputyd *d, const struct dp_route *rt,
+			  void (*fn)(void *ctx, int family, const uint8_t *addr, int prefix),
+			  void *ctx)
+{
+	size_t n = 0;
+
+	if (!computed)
+		policy_compute(d);
+	for (size_t i = 0; i < rt->n_addrs; i++, n++)
+		fn(ctx, rt->addrs[i].family, rt->addrs[i].addr, rt->addrs[i].prefix);
+	for (size_t i = 0; i < n_host_addrs; i++)
+		if (strcmp(host_addrs[i].host, rt->host) == 0) {
+			fn(ctx, host_addrs[i].family, host_addrs[i].addr,
+			   host_addrs[i].family == AF_INET ? 32 : 128);
+			n++;
+		}
+	return n;
 }

@@ -55,6 +55,8 @@ void reload_config(struct deputyd *d)
 	d->trust = trust;
 	policy_refresh(d);
 	d->retention_next = 0; /* a changed retention_days applies now, not tomorrow */
+	/* A shim's table was made from the old routes: the next request asks again. */
+	table_invalidate_all(d);
 	proxyd_reload(d);
 	if (audit_export_open(d->cfg->audit_syslog, &err) != 0)
 		pr_warn("reload: %s; audit records are not exported", err.msg);

@@ -59,7 +59,7 @@ int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_re
 {
 	static uint8_t reply[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	const struct wire_fields *f = r->f;
-	struct session s = {.state = SESSION_OPEN, .dry = true, .exit_status = -1};
+	struct session s = {.state = SESSION_OPEN, .dry = true, .exit_status = -1, .table_fd = -1};
 	struct decide_req q = {.scheme = f->str[DP_T_SCHEME],
 			       .host = f->str[DP_T_HOST],
 			       .method = f->str[DP_T_METHOD],

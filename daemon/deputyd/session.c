@@ -231,6 +231,7 @@ static void session_free(struct session *s)
 		free(s->tokens[i].token);
 	}
 	free(s->tokens);
+	table_free(s);
 	cookie_set_free(&s->cookies);
 	repeat_free(s);
 	free(s);
@@ -460,6 +461,7 @@ void session_request_close(struct deputyd *d, struct session *s, int status)
 	if (s->state == SESSION_CLOSING)
 		return;
 	s->state = SESSION_CLOSING;
+	table_invalidate(s);
 	s->close_requested = dp_now();
 	cgroup_kill(s->cg_path);
 	/* session_tick() finishes it once the cgroup is empty: not from here, since callers

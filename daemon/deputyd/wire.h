@@ -28,6 +28,9 @@ struct wire_fields {
 	uint16_t rawlen[DP_T_MAX_];
 	char *argv[WIRE_MAX_ARGV];
 	size_t argc;
+	const uint8_t *use[DP_USES_MAX]; /* USE fields (field lists, inside the payload) */
+	uint16_t use_len[DP_USES_MAX];
+	size_t n_uses;	   /* all of them, also those past DP_USES_MAX */
 	size_t arena_used; /* everything up to here is zeroed per request, not the arena */
 	char arena[WIRE_ARENA];
 };
@@ -35,7 +38,22 @@ struct wire_fields {
 /* Is the value of tag a little-endian u64 (length 8)? */
 bool wire_tag_is_u64(uint16_t tag);
 /* Parse a payload: 0, or -EBADMSG with the reason in err (unknown or duplicate tag, an
- * integer not 8 bytes long, a NUL inside a string, too many ARGV, a field past the end). */
+ * integer not 8 bytes long, a NUL inside a string, too many ARGV, a field past the end).
+ * USE fields are kept raw (see wire_use_parse). */
 int wire_parse(const uint8_t *p, size_t len, struct wire_fields *f, struct dp_err *err) DP_WUR;
+
+/* One USE of a USES report (proto.h), copied out. */
+struct wire_use {
+	char scheme[8]; /* "http" or "https" (default) */
+	char jti[64];
+	char method[33];
+	char host[256];
+	int port;
+	uint64_t cookie; /* 0: not said */
+	char target[8193];
+};
+/* 0, or -EBADMSG with the reason: an unknown or repeated tag, a missing or empty field, a
+ * string with a NUL or too long, a port outside 1..65535. */
+int wire_use_parse(const uint8_t *p, size_t len, struct wire_use *u, struct dp_err *err) DP_WUR;
 
 #endif

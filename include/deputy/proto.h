@@ -33,9 +33,15 @@ enum dp_msg_type {
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
-	/* 23: retired (the shim's claim on a socket is the kernel's business now) */
+	/* Session tables (token_binding "session"): what the shim may decide without asking.
+	 * 23 was once the shim's claim on a socket (the kernel's business now). */
+	DP_MSG_TABLE_GET = 23, /* SESSION -> TABLE, with the session's generation page as
+				* SCM_RIGHTS (a read-only memfd whose first u64 is GEN) */
 	DP_MSG_DENY_REPORT =
-	    24, /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
+	    24,		   /* SESSION, REASON, [HOST, METHOD, TARGET]: the shim refused locally */
+	DP_MSG_TABLE = 25, /* GEN, ENTRY… (none: decide nothing alone) */
+	DP_MSG_USES = 26,  /* SESSION, USE… (at most DP_USES_MAX; NOREPLY): tokens of the
+			    * table injected without asking */
 	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */
 	DP_MSG_LOG_READ = 31,	/* SESSION, OFFSET -> LOG_DATA */
 	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
@@ -58,6 +64,7 @@ enum dp_msg_type {
 	DP_MSG_PROXY_RESPONSE = 44, /* CONN, JTI, STATUS (NOREPLY) */
 	DP_MSG_PROXY_DENY = 45,	    /* CONN, REASON [, METHOD, TARGET]: refused in the proxy */
 	DP_MSG_PROXY_CLOSE = 46,    /* CONN, STATUS (requests mediated on it) (NOREPLY) */
+	/* 47, 48: reserved for the proxy's session tables (TABLE_GET and USES by CONN). */
 };
 
 enum dp_tag {
@@ -89,6 +96,12 @@ enum dp_tag {
 	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
 	 * (the socket's peer, as the shim knows it). */
 	DP_T_SNI = 26,
+	/* 27-29: ops-control. Session tables: ENTRY and USE are repeatable, each value a field
+	 * list of its own (the same encoding and tags, see below). */
+	DP_T_ENTRY = 30,
+	DP_T_USE = 31,
+	DP_T_GEN = 32, /* u64: the table's generation */
+	DP_T_EXP = 33, /* u64: a token's exp (seconds since the epoch) */
 	/* MCP routes: a DECIDE answered DP_VERDICT_MCP_BODY is asked again with the JSON-RPC
 	 * call the body makes (its method, params.name or params.uri, and the hex SHA-256 of
 	 * the body); the token binds all three, which is what the server checks. */
@@ -115,6 +128,22 @@ enum dp_verdict {
 };
 
 #define DP_F_NOREPLY 0x01
+
+/*
+ * A table ENTRY is one route that shares host and port with a route the shim may decide
+ * alone, in config order (first match wins, as in deputyd): VERDICT (enum dp_entry), HOST, PORT,
+ * [METHOD], [TARGET: the path glob], and for DP_ENTRY_LOCAL: HEADER, TOKEN, JTI, EXP and ADDR…
+ * (family byte, prefix byte, 4 or 16 address bytes: where the token may go). A USE is one request
+ * the shim sent with a table token: JTI, METHOD, HOST, PORT, TARGET [, SCHEME (default https),
+ * COOKIE].
+ */
+enum dp_entry {
+	DP_ENTRY_ASK = 0,   /* a request this route matches goes to deputyd */
+	DP_ENTRY_LOCAL = 1, /* ...gets the entry's token without asking */
+	DP_ENTRY_DENY = 2,  /* a deny route: asks too, and matches as deny routes do */
+};
+#define DP_USES_MAX 64
+#define DP_TABLE_MAX_ENTRIES 64
 
 struct dp_hdr {
 	uint32_t len; /* payload bytes after the header */

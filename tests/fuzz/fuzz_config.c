@@ -8,11 +8,12 @@
 #include "../../daemon/lib/jsonw.c"
 #include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/url.c"
+#include "../../daemon/lib/urlpath.c"
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
 #include "../../daemon/lib/config_issuer.c"
 #include "../../daemon/lib/config_mcp.c"
-#include "../../daemon/deputyd/route.c"
+#include "../../daemon/lib/route.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

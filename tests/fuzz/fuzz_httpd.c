@@ -9,6 +9,7 @@
 #include "../../daemon/lib/jsonw.c"
 #include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/url.c"
+#include "../../daemon/lib/urlpath.c"
 #include "../../daemon/lib/config_value.c"
 #include "../../daemon/lib/config.c"
 #include "../../daemon/lib/config_issuer.c"

@@ -17,6 +17,7 @@
 #include "jws.c"
 #include "claims.c"
 #include "url.c"
+#include "urlpath.c"
 #include "jwks_fetch.c"
 #include "grant.c"
 #include "jsonw.c"

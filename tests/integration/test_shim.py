@@ -30,9 +30,9 @@ certs = dt.shared_certs
 class Stack:
     """A backend (TLS unless plain) and a deputyd whose routes point at it."""
 
-    def __init__(self, plain=False, echo=False, h2=False, extra_routes=(), addrs=True):
+    def __init__(self, plain=False, echo=False, h2=False, extra_routes=(), addrs=True, **config):
         self.dir = dt.TempDir(prefix="deputy-shim-case-")
-        self.d = dt.Deputyd(routes=[])
+        self.d = dt.Deputyd(routes=[], **config)
         self.be = dt.Backend(self.dir.path, certs=None if plain else certs(), echo=echo, h2=h2,
                              jwks=os.path.join(self.d.state, "jwks.json"), audience=AUD)
         self.be.start()

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Unit tests for daemon/deputyd/route.c: which route a request falls under, on configs
+/* Unit tests for daemon/lib/route.c: which route a request falls under, on configs
  * parsed by the real config parser. */
 #include <string.h>
 

@@ -9,6 +9,9 @@
  * of letter case (IIS, case-insensitive file systems) and also with ';' parameters cut from
  * each segment (Tomcat, Spring: "/admin;x/users" is "/admin/users"). A delegate or
  * passthrough route is matched as written, so it never covers more than it says.
+ *
+ * The shim compiles this file too (its session table, under "token_binding": "session"), so
+ * a request it decides alone is matched exactly as deputyd would match it.
  */
 #include "route.h"
 
@@ -50,13 +53,14 @@ bool route_host_is(const struct dp_route *rt, const char *host)
 	return host && route_request_host(host, h, sizeof(h)) == 0 && strcmp(rt->host, h) == 0;
 }
 
-const struct dp_route *route_match(const struct dp_config *cfg, const char *host, int port,
-				   const char *method, const char *path)
+const struct dp_route *route_match_in(const struct dp_route *routes, size_t n_routes,
+				      const char *host, int port, const char *method,
+				      const char *path)
 {
 	char want[INET6_ADDRSTRLEN + URL_HOST_MAX];
 	char pbuf[URL_PATH_MAX + 1], bare[URL_PATH_MAX + 1];
 
-	if (!cfg || !host || route_request_host(host, want, sizeof(want)) != 0)
+	if (!routes || !host || route_request_host(host, want, sizeof(want)) != 0)
 		return NULL;
 	if (path) {
 		size_t plen = strcspn(path, "?#");
@@ -67,8 +71,8 @@ const struct dp_route *route_match(const struct dp_config *cfg, const char *host
 		url_path_strip_params(pbuf, bare);
 	}
 
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		const struct dp_route *rt = &cfg->routes[i];
+	for (size_t i = 0; i < n_routes; i++) {
+		const struct dp_route *rt = &routes[i];
 
 		if (rt->port != port || strcmp(rt->host, want) != 0)
 			continue;
@@ -79,4 +83,13 @@ const struct dp_route *route_match(const struct dp_config *cfg, const char *host
 		return rt;
 	}
 	return NULL;
+}
+
+bool route_cidr_has(const struct dp_cidr *c, int family, const uint8_t *addr)
+{
+	int full = c->prefix / 8, rest = c->prefix % 8;
+
+	if (c->family != family || memcmp(c->addr, addr, (size_t)full) != 0)
+		return false;
+	return rest == 0 || ((c->addr[full] ^ addr[full]) & (0xff00 >> rest)) == 0;
 }
