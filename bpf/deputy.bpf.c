@@ -475,8 +475,9 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const struct de
 	return ok || !enforce;
 }
 
-SEC("cgroup/connect4")
-int deputy_connect4(struct bpf_sock_addr *ctx)
+/* The four connect/sendmsg programs differ only in constants: each section needs its own
+ * entry point, and with the constants inlined the verifier sees no branch on them. */
+static __always_inline int on_sock_addr(struct bpf_sock_addr *ctx, int v6, int udp)
 {
 	struct dp_session_val *s;
 	struct dest d = {};
@@ -485,50 +486,35 @@ int deputy_connect4(struct bpf_sock_addr *ctx)
 	s = session_of(&cgid);
 	if (!s)
 		return 1;
-	dest_v4(&d, ctx);
-	return on_connect(ctx, &d, s, cgid);
+	if (v6)
+		dest_v6(&d, ctx);
+	else
+		dest_v4(&d, ctx);
+	return udp ? on_sendmsg(ctx, &d, s, cgid) : on_connect(ctx, &d, s, cgid);
+}
+
+SEC("cgroup/connect4")
+int deputy_connect4(struct bpf_sock_addr *ctx)
+{
+	return on_sock_addr(ctx, 0, 0);
 }
 
 SEC("cgroup/connect6")
 int deputy_connect6(struct bpf_sock_addr *ctx)
 {
-	struct dp_session_val *s;
-	struct dest d = {};
-	__u64 cgid;
-
-	s = session_of(&cgid);
-	if (!s)
-		return 1;
-	dest_v6(&d, ctx);
-	return on_connect(ctx, &d, s, cgid);
+	return on_sock_addr(ctx, 1, 0);
 }
 
 SEC("cgroup/sendmsg4")
 int deputy_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	struct dp_session_val *s;
-	struct dest d = {};
-	__u64 cgid;
-
-	s = session_of(&cgid);
-	if (!s)
-		return 1;
-	dest_v4(&d, ctx);
-	return on_sendmsg(ctx, &d, s, cgid);
+	return on_sock_addr(ctx, 0, 1);
 }
 
 SEC("cgroup/sendmsg6")
 int deputy_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	struct dp_session_val *s;
-	struct dest d = {};
-	__u64 cgid;
-
-	s = session_of(&cgid);
-	if (!s)
-		return 1;
-	dest_v6(&d, ctx);
-	return on_sendmsg(ctx, &d, s, cgid);
+	return on_sock_addr(ctx, 1, 1);
 }
 
 /* Only TCP and UDP over IP reach the connect/sendmsg hooks; anything else could carry
@@ -546,21 +532,14 @@ static __always_inline int sock_bypasses_hooks(__u32 family, __u32 type, __u32 p
 	return 1;
 }
 
-SEC("cgroup/sock_create")
-int deputy_sock_create(struct bpf_sock *sk)
+/* A socket a session asked for and was refused (type in the port field); the session's
+ * verdict, 0 (refuse) when it enforces. */
+static __always_inline int sock_refused(struct dp_session_val *s, __u64 cgid, __u16 family,
+					__u16 type, __u16 protocol, __u8 flags)
 {
-	__u32 family = sk->family, type = sk->type, protocol = sk->protocol;
-	struct dp_session_val *s;
+	int enforce = s->flags & DP_SESSION_ENFORCE;
 	struct dp_event *e;
-	__u64 cgid;
-	int enforce;
 
-	if (!sock_bypasses_hooks(family, type, protocol))
-		return 1;
-	s = session_of(&cgid);
-	if (!s)
-		return 1;
-	enforce = s->flags & DP_SESSION_ENFORCE;
 	__sync_fetch_and_add(&s->n_refused, 1);
 	e = event_new(DP_EV_SOCK_REFUSED, cgid);
 	if (e) {
@@ -570,38 +549,40 @@ int deputy_sock_create(struct bpf_sock *sk)
 		e->port = type;
 		e->verdict = DP_EV_BLOCK;
 		e->enforced = enforce;
+		e->flags = enforce ? flags : 0;
 		bpf_ringbuf_submit(e, 0);
 	}
 	return !enforce;
+}
+
+SEC("cgroup/sock_create")
+int deputy_sock_create(struct bpf_sock *sk)
+{
+	struct dp_session_val *s;
+	__u64 cgid;
+
+	if (!sock_bypasses_hooks(sk->family, sk->type, sk->protocol))
+		return 1;
+	s = session_of(&cgid);
+	if (!s)
+		return 1;
+	return sock_refused(s, cgid, sk->family, sk->type, sk->protocol, 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_socket")
 int deputy_socket_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	struct dp_session_val *s;
-	struct dp_event *e;
 	__u64 cgid;
-	int enforce;
 
 	if (ctx->args[0] != AF_PACKET)
 		return 0;
 	s = session_of(&cgid);
 	if (!s)
 		return 0;
-	enforce = s->flags & DP_SESSION_ENFORCE;
-	__sync_fetch_and_add(&s->n_refused, 1);
-	e = event_new(DP_EV_SOCK_REFUSED, cgid);
-	if (e) {
-		event_task(e);
-		e->family = AF_PACKET;
-		e->port = ctx->args[1] & 0xf; /* without SOCK_NONBLOCK / SOCK_CLOEXEC */
-		e->protocol = bpf_ntohs((__u16)ctx->args[2]);
-		e->verdict = DP_EV_BLOCK;
-		e->enforced = enforce;
-		e->flags = enforce ? DP_EVF_KILLED : 0;
-		bpf_ringbuf_submit(e, 0);
-	}
-	if (enforce)
+	/* The type without SOCK_NONBLOCK / SOCK_CLOEXEC; the protocol in network order. */
+	if (!sock_refused(s, cgid, AF_PACKET, ctx->args[1] & 0xf, bpf_ntohs((__u16)ctx->args[2]),
+			  DP_EVF_KILLED))
 		bpf_send_signal(9 /* SIGKILL */);
 	return 0;
 }

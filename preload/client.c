@@ -297,6 +297,8 @@ static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 	}
 	if (rh->type != DP_MSG_DECISION)
 		return -EPROTO;
+	/* One case per text field, alike on purpose: a table of offsets would hide which
+	 * field lands where. */
 	while ((rc = dp_field_next(dpc_rbuf, rh->len, &off, &tag, &val, &vlen)) == 1) {
 		int e = 0;
 

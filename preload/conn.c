@@ -8,6 +8,7 @@
 #include "deputy/proto.h"
 #include "shim.h"
 #include "table.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -281,7 +282,6 @@ static void conn_decide(struct conn *c, const char *host, int port, const char *
 		tbl_hint();
 }
 
-/* A complete head is in c->head: decide and put what goes to the network in c->out. */
 void conn_enqueue(struct conn *c, const char *jti)
 {
 	pthread_mutex_lock(&c->lock);
@@ -297,17 +297,20 @@ void conn_enqueue(struct conn *c, const char *jti)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* A complete head is in c->head: decide and put what goes to the network in c->out.
+ * Over 100 lines on purpose: every check between parse and verdict (target, Host, SNI,
+ * port, deputyd's answer) in the order it is made, each refusal one call here. */
 static void conn_process_head(struct conn *c)
 {
 	struct hh_req *r = &c->req;
 	struct dpc_decision *d = &c->dec;
 	char host[HH_HOST_MAX], method[40], target[CONN_TARGET_MAX];
-	const char *why;
+	struct dp_err err;
 	int hport = -1, port;
 
 	c->scan = (struct hh_scan){0};
-	if (hh_req_parse(c->head, c->hlen, r, &why) < 0) {
-		conn_deny_local(c, why, c->sni, NULL, NULL);
+	if (hh_req_parse(c->head, c->hlen, r, &err) < 0) {
+		conn_deny_local(c, err.msg, c->sni, NULL, NULL);
 		return;
 	}
 	conn_span(method, sizeof(method), c->head, r->method);
@@ -437,6 +440,9 @@ static bool conn_buffers(struct conn *c)
 	return c->head && c->out;
 }
 
+/* Over 100 lines on purpose: one switch over a request's states (first bytes, head, body,
+ * refused, reset), each taking what it can of the application's bytes and handing the rest
+ * to the next state in the same loop. */
 ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool partial_ok)
 {
 	size_t used = 0;

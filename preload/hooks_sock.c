@@ -441,7 +441,9 @@ SHIM_EXPORT int close(int fd)
 
 /* ---- exec and spawn ---------------------------------------------------------------- */
 
-/* The new environment lives on the stack: a vfork child may be the caller. */
+/* The new environment lives on the stack: a vfork child may be the caller. That is also why
+ * each hook below repeats its two buffers rather than sharing a helper that would return
+ * them: they must live in the hook's own frame until the real call. */
 #define SOCK_ENV_SLOTS 2048
 #define SOCK_ENV_STR 8192
 

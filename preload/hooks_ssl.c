@@ -262,14 +262,15 @@ void ssl_note_handshake_fd(int fd)
 	pthread_mutex_unlock(&ssl_lock);
 }
 
-SHIM_EXPORT int SSL_connect(SSL *s)
+/* Both handshake entry points: the socket a handshake writes to first is the SSL object's
+ * when it has no fd of its own (ssl_note_handshake_fd). */
+static int ssl_handshake(SSL *s, int (*real)(SSL *), const char *name)
 {
-	__typeof__(&SSL_connect) real = REAL(SSL_connect);
 	void *outer = ssl_handshaking;
 	int r;
 
 	if (!real) {
-		ssl_missing("SSL_connect");
+		ssl_missing(name);
 		return -1;
 	}
 	if (shim_guard)
@@ -280,22 +281,14 @@ SHIM_EXPORT int SSL_connect(SSL *s)
 	return r;
 }
 
+SHIM_EXPORT int SSL_connect(SSL *s)
+{
+	return ssl_handshake(s, REAL(SSL_connect), "SSL_connect");
+}
+
 SHIM_EXPORT int SSL_do_handshake(SSL *s)
 {
-	__typeof__(&SSL_do_handshake) real = REAL(SSL_do_handshake);
-	void *outer = ssl_handshaking;
-	int r;
-
-	if (!real) {
-		ssl_missing("SSL_do_handshake");
-		return -1;
-	}
-	if (shim_guard)
-		return real(s);
-	ssl_handshaking = s;
-	r = real(s);
-	ssl_handshaking = outer;
-	return r;
+	return ssl_handshake(s, REAL(SSL_do_handshake), "SSL_do_handshake");
 }
 
 /* ---- how a mediated SSL object sends --------------------------------------------------- */
@@ -657,38 +650,45 @@ static int ssl_alpn_filter(const unsigned char *in, unsigned int len, unsigned c
 	return (int)o;
 }
 
+/* The list to hand on: protos itself, or its copy in buf without h2. */
+static const unsigned char *ssl_alpn_offer(const unsigned char *protos, unsigned int *len,
+					   unsigned char *buf, unsigned int cap)
+{
+	int n;
+
+	if (shim_guard || !protos || (n = ssl_alpn_filter(protos, *len, buf, cap)) < 0)
+		return protos;
+	if ((unsigned int)n != *len)
+		shim_debug("ALPN: h2 removed, HTTP/1.1 only");
+	*len = (unsigned int)n;
+	return buf;
+}
+
+/* The two setters take different objects (SSL_CTX, SSL): one hook each. */
 SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *protos, unsigned int len)
 {
 	__typeof__(&SSL_CTX_set_alpn_protos) real = REAL(SSL_CTX_set_alpn_protos);
 	unsigned char buf[1024];
-	int n;
 
 	shim_init();
 	if (!real) {
 		ssl_missing("SSL_CTX_set_alpn_protos");
 		return 1; /* this API returns 0 on success */
 	}
-	if (shim_guard || !protos || (n = ssl_alpn_filter(protos, len, buf, sizeof(buf))) < 0)
-		return real(ctx, protos, len);
-	if ((unsigned int)n != len)
-		shim_debug("ALPN: h2 removed, HTTP/1.1 only");
-	return real(ctx, buf, (unsigned int)n);
+	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	return real(ctx, protos, len);
 }
 
 SHIM_EXPORT int SSL_set_alpn_protos(SSL *s, const unsigned char *protos, unsigned int len)
 {
 	__typeof__(&SSL_set_alpn_protos) real = REAL(SSL_set_alpn_protos);
 	unsigned char buf[1024];
-	int n;
 
 	shim_init();
 	if (!real) {
 		ssl_missing("SSL_set_alpn_protos");
 		return 1;
 	}
-	if (shim_guard || !protos || (n = ssl_alpn_filter(protos, len, buf, sizeof(buf))) < 0)
-		return real(s, protos, len);
-	if ((unsigned int)n != len)
-		shim_debug("ALPN: h2 removed, HTTP/1.1 only");
-	return real(s, buf, (unsigned int)n);
+	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	return real(s, protos, len);
 }

@@ -43,6 +43,7 @@ int cmd_report(int argc, char **argv)
 	int opt, rc;
 
 	optind = 1;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "Ho:k:s:h", opts, NULL)) != -1) {
 		if (opt == 'H')
 			html = true;

@@ -109,20 +109,14 @@ static int run_go(int go, const char *session, const char *bundle)
 static int run_child_main(int go, char **cmd, const char *shim, const char *sock)
 {
 	char msg[DP_ID_LEN + PATH_MAX + 2];
-	size_t n = 0;
+	ssize_t got;
+	size_t n;
 
 	signal(SIGINT, SIG_DFL);
 	signal(SIGQUIT, SIG_DFL);
-	while (n < sizeof(msg) - 1) {
-		ssize_t r = read(go, msg + n, sizeof(msg) - 1 - n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
+	got = dp_read_upto(go, msg, sizeof(msg) - 1);
 	close(go);
+	n = got > 0 ? (size_t)got : 0;
 	msg[n] = '\0';
 	if (n < DP_ID_LEN || msg[DP_ID_LEN - 1] != '\n')
 		return 127;
@@ -191,6 +185,9 @@ static int run_wait(void)
 	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
+/* Over 100 lines on purpose: deputy run's steps in the order that matters (not dumpable
+ * before the grant is read, the child forked before the session opens so that deputyd can
+ * move it in, then the go message), read top to bottom rather than across helpers. */
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -392,6 +389,7 @@ int cmd_audit(int argc, char **argv)
 		return 2;
 	}
 	optind = 2;
+	/* The getopt loop every command has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "k:s:h", opts, NULL)) != -1) {
 		if (opt == 'k')
 			jwks_path = optarg;

@@ -334,6 +334,7 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 	return rc;
 }
 
+/* An opaque handle's destructor and accessor, shaped like every module's (sessca.c, key.c). */
 void audit_log_free(struct audit_log *log)
 {
 	if (!log)

@@ -115,7 +115,9 @@ static void token_cache_put(struct session *s, const char *aud, const char *scop
 	e->exp = exp;
 }
 
-/* scope: the route's, or the one an MCP call needs. */
+/* scope: the route's, or the one an MCP call needs. Long, over 100 lines, because it is one
+ * path read top to bottom: every check the grant makes before a token exists, then the mint,
+ * then the record written before the answer. */
 static void delegate(struct deputyd *d, struct session *s, const struct decide_req *r,
 		     const struct dp_route *rt, const char *scope, const char *method,
 		     const char *htu, struct decide_res *out)

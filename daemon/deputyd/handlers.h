@@ -21,6 +21,7 @@ struct handler_req {
 typedef int (*handler_fn)(struct deputyd *d, struct conn *c, const struct handler_req *r,
 			  struct dp_err *err);
 
+/* One handler per message, all of type handler_fn: dispatch.c's table names them. */
 int handle_session_open(struct deputyd *d, struct conn *c, const struct handler_req *r,
 			struct dp_err *err);
 int handle_session_close(struct deputyd *d, struct conn *c, const struct handler_req *r,

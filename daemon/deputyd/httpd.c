@@ -149,13 +149,14 @@ static void httpd_client_respond(struct httpd_client *c, int status, const char 
 static void httpd_client_handle_head(struct dp_httpd *h, struct httpd_client *c, size_t head_len)
 {
 	struct hh_req req;
-	const char *why, *target, *q;
+	const char *target, *q;
+	struct dp_err err;
 	size_t plen;
 	bool is_get, is_head, ok;
 	char *doc = NULL;
 	int status;
 
-	ok = hh_req_parse(c->in, head_len, &req, &why) == 0 && req.method.len <= 16 &&
+	ok = hh_req_parse(c->in, head_len, &req, &err) == 0 && req.method.len <= 16 &&
 	     req.target.len <= HTTPD_TARGET_MAX && c->in[req.target.off] == '/';
 	for (uint32_t i = 0; ok && i < req.target.len; i++)
 		ok = (unsigned char)c->in[req.target.off + i] < 0x7f;

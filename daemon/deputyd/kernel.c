@@ -505,13 +505,12 @@ int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, str
 		pr_info("kernel: discarding stale pinned state in %s", k->pin_dir);
 		kernel_unpin_all(k->pin_dir);
 	}
-	r = dp_mkdir_p(k->pin_dir, 0700);
-	if (r < 0) {
-		dp_err_set(err, "creating %s: %s", k->pin_dir, strerror(-r));
-		goto fail;
-	}
-
 	for (int attempt = 0;; attempt++) {
+		r = dp_mkdir_p(k->pin_dir, 0700);
+		if (r < 0) {
+			dp_err_set(err, "creating %s: %s", k->pin_dir, strerror(-r));
+			goto fail;
+		}
 		k->skel = deputy_bpf__open();
 		if (!k->skel) {
 			r = -errno;
@@ -528,11 +527,6 @@ int kernel_open(const char *parent_cgroup, dp_kernel_event_fn fn, void *ctx, str
 		/* Most likely pinned maps of an older layout: start from scratch once. */
 		pr_warn("kernel: %s; retrying without pinned state", err->msg);
 		kernel_unpin_all(k->pin_dir);
-		r = dp_mkdir_p(k->pin_dir, 0700);
-		if (r < 0) {
-			dp_err_set(err, "creating %s: %s", k->pin_dir, strerror(-r));
-			goto fail;
-		}
 	}
 
 	for (int p = 0; p < KP_N_; p++) {

@@ -27,6 +27,9 @@ struct timespec kernel_event_realtime(uint64_t ts_ns)
 
 /* ---- naming, for the audit log ------------------------------------------------------- */
 
+/* Each value's name spelled out in a switch, as config_action_name does: a lookup table
+ * would need the values dense and in range, and these come from the kernel. */
+
 const char *kernel_family_name(unsigned int family)
 {
 	switch (family) {

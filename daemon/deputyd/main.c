@@ -204,6 +204,7 @@ int main(int argc, char **argv)
 	struct dp_err err;
 	int opt, rc = 1;
 
+	/* The getopt loop every program has: alike in shape, each with its own options. */
 	while ((opt = getopt_long(argc, argv, "c:fvth", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':

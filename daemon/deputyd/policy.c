@@ -62,15 +62,8 @@ static void host_addr_add(const char *host, int family, const void *addr)
 		if (host_addrs[i].family == family && strcmp(host_addrs[i].host, host) == 0 &&
 		    memcmp(host_addrs[i].addr, addr, alen) == 0)
 			return;
-	if (n_host_addrs == cap_host_addrs) {
-		size_t cap = cap_host_addrs ? cap_host_addrs * 2 : 32;
-		struct host_addr *n = realloc(host_addrs, cap * sizeof(*n));
-
-		if (!n)
-			return;
-		host_addrs = n;
-		cap_host_addrs = cap;
-	}
+	if (dp_grow(&host_addrs, &cap_host_addrs, n_host_addrs, sizeof(*host_addrs)))
+		return;
 	h = &host_addrs[n_host_addrs];
 	memset(h, 0, sizeof(*h));
 	if (!(h->host = strdup(host)))
@@ -94,15 +87,8 @@ static void allow_add(int family, const void *addr, int prefix, uint16_t port, u
 			allow[i].rule |= rule;
 			return;
 		}
-	if (n_allow == cap_allow) {
-		size_t cap = cap_allow ? cap_allow * 2 : 32;
-		struct dp_kallow *n = realloc(allow, cap * sizeof(*n));
-
-		if (!n)
-			return;
-		allow = n;
-		cap_allow = cap;
-	}
+	if (dp_grow(&allow, &cap_allow, n_allow, sizeof(*allow)))
+		return;
 	a = &allow[n_allow++];
 	memset(a, 0, sizeof(*a));
 	a->family = family;

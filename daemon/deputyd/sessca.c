@@ -136,6 +136,7 @@ fail:
 	return NULL;
 }
 
+/* Shaped like every opaque handle's destructor and accessor (key.c, audit_log.c). */
 void sessca_free(struct sessca *ca)
 {
 	if (!ca)

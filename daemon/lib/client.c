@@ -61,22 +61,11 @@ uint32_t dcli_next_seq(struct dcli *c)
 
 static int read_full(int fd, void *buf, size_t n)
 {
-	uint8_t *p = buf;
+	ssize_t r = dp_read_upto(fd, buf, n);
 
-	while (n > 0) {
-		ssize_t r = read(fd, p, n);
-
-		if (r == 0)
-			return -ECONNRESET;
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
+	if (r < 0)
+		return (int)r;
+	return (size_t)r == n ? 0 : -ECONNRESET;
 }
 
 int dcli_call(struct dcli *c, struct dp_msg *m, struct dp_err *err)

@@ -134,14 +134,8 @@ static int cfg_parse_route(struct cfg_ctx *c, json_t *obj, struct dp_route *rt)
 	const char *s = NULL;
 	int r;
 
-	if (!json_is_object(obj))
-		return cfg_fail(c, NULL, "must be an object");
-	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
-		return r;
-
-	if (!(v = json_object_get(obj, "host")))
-		return cfg_fail(c, "host", "required");
-	if ((r = cfg_get_string(c, "host", v, &s)))
+	if ((r = cfg_check_object(c, obj, keys, DP_ARRAY_SIZE(keys))) ||
+	    (r = cfg_required_string(c, obj, "host", &s)))
 		return r;
 	if (url_host_normalize(s, host, sizeof(host)))
 		return cfg_fail(c, "host", "must be a host name, an IPv4 or an IPv6 address");
@@ -597,6 +591,8 @@ int config_load_report(const char *path, struct dp_config **out, struct dp_err *
 	return 0;
 }
 
+/* Field by field, like trust_free and session_free: the structs differ, only the shape of
+ * freeing them is common. */
 void config_free(struct dp_config *cfg)
 {
 	if (!cfg)

@@ -94,21 +94,11 @@ int cfg_parse_issuer_entry(struct cfg_ctx *c, json_t *obj, struct dp_trusted_iss
 {
 	static const char *const keys[] = {"issuer",	"jwks_file", "jwks_uri",
 					   "discovery", "ca_file",   "claims"};
-	struct url_parts parts;
 	json_t *v;
-	const char *s = NULL;
 	int r;
 
-	if (!json_is_object(obj))
-		return cfg_fail(c, NULL, "must be an object");
-	if ((r = cfg_check_keys(c, obj, keys, DP_ARRAY_SIZE(keys))))
-		return r;
-	v = json_object_get(obj, "issuer");
-	if (!v)
-		return cfg_fail(c, "issuer", "required");
-	if ((r = cfg_get_string(c, "issuer", v, &s)) ||
-	    (r = cfg_check_uri(c, "issuer", s, &parts)) ||
-	    (r = cfg_dup_string(c, "issuer", s, &ti->issuer)))
+	if ((r = cfg_check_object(c, obj, keys, DP_ARRAY_SIZE(keys))) ||
+	    (r = cfg_get_issuer(c, obj, &ti->issuer)))
 		return r;
 	if ((v = json_object_get(obj, "ca_file")) &&
 	    (r = cfg_get_abs_path(c, "ca_file", v, CFG_MAX_PATH, &ti->ca_file)))

@@ -136,6 +136,8 @@ int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, i
 {
 	json_int_t i;
 
+	if (!v)
+		return 0;
 	if (!json_is_integer(v))
 		return cfg_fail(c, key, "must be an integer from %d to %d", lo, hi);
 	i = json_integer_value(v);
@@ -147,6 +149,8 @@ int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, i
 
 int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out)
 {
+	if (!v)
+		return 0;
 	if (!json_is_boolean(v))
 		return cfg_fail(c, key, "must be true or false");
 	*out = json_is_true(v);
@@ -159,6 +163,8 @@ int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
 {
 	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
 
+	if (!v)
+		return 0;
 	if (s && strcmp(s, a) == 0)
 		*out = 0;
 	else if (s && strcmp(s, b) == 0)
@@ -233,6 +239,34 @@ int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, s
 	return r;
 }
 
+int cfg_check_object(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n)
+{
+	if (!json_is_object(obj))
+		return cfg_fail(c, NULL, "must be an object");
+	return cfg_check_keys(c, obj, allowed, n);
+}
+
+int cfg_required_string(struct cfg_ctx *c, json_t *obj, const char *key, const char **out)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!v)
+		return cfg_fail(c, key, "required");
+	return cfg_get_string(c, key, v, out);
+}
+
+int cfg_get_issuer(struct cfg_ctx *c, json_t *obj, char **out)
+{
+	struct url_parts parts;
+	const char *s = NULL;
+	int r;
+
+	if ((r = cfg_required_string(c, obj, "issuer", &s)) ||
+	    (r = cfg_check_uri(c, "issuer", s, &parts)))
+		return r;
+	return cfg_dup_string(c, "issuer", s, out);
+}
+
 /* Arrays of objects: counted, bounded, each element parsed with its index in the path. */
 int cfg_parse_array(struct cfg_ctx *c, const char *key, json_t *arr, size_t max, size_t elsize,
 		    void **out, size_t *n_out, int (*parse_one)(struct cfg_ctx *, json_t *, void *))
@@ -280,7 +314,11 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 {
 	char host[INET6_ADDRSTRLEN + 1];
 	const char *colon, *h = text, *he;
+	struct sockaddr_in6 *s6;
+	struct sockaddr_in *s4;
 	char *end;
+	void *addr;
+	int family;
 	long port;
 
 	if (!text || strlen(text) > INET6_ADDRSTRLEN + 8)
@@ -311,27 +349,20 @@ int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_stor
 		return -EINVAL;
 
 	memset(ss, 0, sizeof(*ss));
-	if (text[0] == '[') {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-			return -EINVAL;
-		if (!url_addr_is_loopback(AF_INET6, &s6->sin6_addr))
-			return -EADDRNOTAVAIL;
-		s6->sin6_family = AF_INET6;
+	s6 = (struct sockaddr_in6 *)ss;
+	s4 = (struct sockaddr_in *)ss;
+	family = text[0] == '[' ? AF_INET6 : AF_INET;
+	addr = family == AF_INET6 ? (void *)&s6->sin6_addr : (void *)&s4->sin_addr;
+	if (inet_pton(family, host, addr) != 1)
+		return -EINVAL;
+	if (!url_addr_is_loopback(family, addr))
+		return -EADDRNOTAVAIL;
+	ss->ss_family = (sa_family_t)family;
+	if (family == AF_INET6)
 		s6->sin6_port = htons((uint16_t)port);
-		*sslen = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-			return -EINVAL;
-		if (!url_addr_is_loopback(AF_INET, &s4->sin_addr))
-			return -EADDRNOTAVAIL;
-		s4->sin_family = AF_INET;
+	else
 		s4->sin_port = htons((uint16_t)port);
-		*sslen = sizeof(*s4);
-	}
+	*sslen = family == AF_INET6 ? sizeof(*s6) : sizeof(*s4);
 	return 0;
 }
 

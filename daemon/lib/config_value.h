@@ -32,6 +32,8 @@ bool cfg_is_scope_token(const char *s);
 /* Each takes the JSON value v of key; 0 or -EINVAL/-ENOMEM with err set. */
 int cfg_get_string(struct cfg_ctx *c, const char *key, json_t *v, const char **out);
 int cfg_dup_string(struct cfg_ctx *c, const char *key, const char *s, char **out);
+/* These three take v == NULL (an optional key not given) as nothing to do: 0, *out untouched,
+ * so that optional settings read as one call each. */
 int cfg_get_int(struct cfg_ctx *c, const char *key, json_t *v, int lo, int hi, int *out);
 int cfg_get_bool(struct cfg_ctx *c, const char *key, json_t *v, bool *out);
 /* One of two words; *out is 0 for the first, 1 for the second. */
@@ -51,6 +53,12 @@ const char *cfg_glob_problem(const char *s);
 /* Refuses any key of obj not in allowed: each one reported, with the allowed key it most
  * likely meant ("did you mean"). */
 int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
+/* An object with only the allowed keys: what every object of the config is checked for first. */
+int cfg_check_object(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
+/* obj's string key, which must be there. */
+int cfg_required_string(struct cfg_ctx *c, json_t *obj, const char *key, const char **out);
+/* obj's "issuer": required, an http(s) URI (the top level's and a trusted issuer's). */
+int cfg_get_issuer(struct cfg_ctx *c, json_t *obj, char **out);
 /* An array of at most max objects of elsize bytes each, *out calloc'd (also on failure, with
  * *n_out set, so that the caller frees what was filled), each parsed by parse_one with its
  * index in the key path. */

@@ -56,6 +56,7 @@ static void hh_sink_put(struct hh_body *b, const char *p, size_t n)
 	b->sink_len += n;
 }
 
+/* A hex digit's value (util.c's b64url_value is the same shape for another alphabet). */
 static int hh_hexval(unsigned char c)
 {
 	if (c >= '0' && c <= '9')
@@ -68,7 +69,8 @@ static int hh_hexval(unsigned char c)
 }
 
 /* Over 100 lines on purpose: one state machine (RFC 9112 §7.1) that takes the bytes in any
- * split; its states read best in one switch. */
+ * split; its states read best in one switch. The CR LF states look alike (and like
+ * httphead.c's) because each checks one byte; folded, they would not say which was wrong. */
 static ssize_t hh_chunked_feed(struct hh_body *b, const char *p, size_t n, bool *done)
 {
 	size_t i = 0;

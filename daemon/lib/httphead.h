@@ -51,9 +51,10 @@ struct hh_req {
 	} hdr[HH_MAX_HEADERS];
 };
 
-/* Parses a complete head (as delimited by hh_scan_feed). 0, or -EBADMSG with *why set to a
- * short static reason (used in the 403 and the audit log). */
-int hh_req_parse(const char *buf, size_t len, struct hh_req *r, const char **why);
+/* Parses a complete head (as delimited by hh_scan_feed). 0, or -EBADMSG with a short reason
+ * in err (used in the 403 and the audit log). */
+struct dp_err;
+int hh_req_parse(const char *buf, size_t len, struct hh_req *r, struct dp_err *err);
 
 /* Copies the head to out with every header named `name` (case-insensitive) removed and
  * "name: value" added as the last header. Returns the new length, -ENOSPC (cap too small),

@@ -155,30 +155,37 @@ static void jw_string(struct jw *w, const char *str, size_t n)
 	jw_put(w, "\"", 1);
 }
 
-void jw_obj_open(struct jw *w)
+static void jw_open(struct jw *w, const char *bracket)
 {
 	jw_sep(w);
-	jw_put(w, "{", 1);
+	jw_put(w, bracket, 1);
 	w->comma = false;
+}
+
+static void jw_close(struct jw *w, const char *bracket)
+{
+	jw_put(w, bracket, 1);
+	w->comma = true;
+}
+
+void jw_obj_open(struct jw *w)
+{
+	jw_open(w, "{");
 }
 
 void jw_obj_close(struct jw *w)
 {
-	jw_put(w, "}", 1);
-	w->comma = true;
+	jw_close(w, "}");
 }
 
 void jw_arr_open(struct jw *w)
 {
-	jw_sep(w);
-	jw_put(w, "[", 1);
-	w->comma = false;
+	jw_open(w, "[");
 }
 
 void jw_arr_close(struct jw *w)
 {
-	jw_put(w, "]", 1);
-	w->comma = true;
+	jw_close(w, "]");
 }
 
 void jw_keyn(struct jw *w, const char *key, size_t n)

@@ -197,7 +197,8 @@ static int key_file_read(const char *path, bool strict_mode, char **out, size_t 
 {
 	struct stat st;
 	char *buf;
-	size_t n = 0;
+	size_t n;
+	ssize_t got;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
 	if (fd < 0) {
@@ -231,16 +232,14 @@ static int key_file_read(const char *path, bool strict_mode, char **out, size_t 
 		close(fd);
 		return -ENOMEM;
 	}
-	while (n < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + n, (size_t)st.st_size - n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
+	got = dp_read_upto(fd, buf, (size_t)st.st_size);
 	close(fd);
+	if (got < 0) {
+		OPENSSL_clear_free(buf, (size_t)st.st_size + 1); /* may hold part of a key */
+		dp_err_set(err, "%s: %s", path, strerror((int)-got));
+		return (int)got;
+	}
+	n = (size_t)got;
 	buf[n] = '\0';
 	*out = buf;
 	*len = n;

@@ -267,6 +267,43 @@ void dp_timestamp_at(const struct timespec *ts, char out[DP_TS_LEN])
 	out[n] = '\0';
 }
 
+int dp_grow(void *arrp, size_t *cap, size_t n, size_t elsize)
+{
+	size_t ncap = *cap ? *cap * 2 : 32;
+	void *arr, *grown;
+
+	if (n < *cap)
+		return 0;
+	if (ncap < *cap || ncap > SIZE_MAX / elsize)
+		return -ENOMEM;
+	/* through memcpy: arrp is a T ** for some T, not a void ** */
+	memcpy(&arr, arrp, sizeof(arr));
+	grown = realloc(arr, ncap * elsize);
+	if (!grown)
+		return -ENOMEM;
+	memcpy(arrp, &grown, sizeof(grown));
+	*cap = ncap;
+	return 0;
+}
+
+ssize_t dp_read_upto(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
 int dp_read_file(const char *path, size_t max, char **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * util: logging, errors, base64url, randomness and time, shared by deputyd, the deputy CLI
- * and the verification library. Nothing here allocates except where it says so.
+ * util: logging, errors, base64url, randomness and time, reads and growing arrays, shared by
+ * deputyd, the deputy CLI and the verification library. Nothing here allocates except where
+ * it says so.
  */
 #ifndef DEPUTY_UTIL_H
 #define DEPUTY_UTIL_H
@@ -59,6 +60,15 @@ int64_t dp_now(void);
 void dp_timestamp(char out[DP_TS_LEN]);
 struct timespec;
 void dp_timestamp_at(const struct timespec *ts, char out[DP_TS_LEN]); /* CLOCK_REALTIME */
+
+/* Room for one more element in a growing array: arrp points to the array pointer, *cap is
+ * its size in elements, n how many are used. Doubles it (from 32) when full; 0, or -ENOMEM
+ * with the array as it was. */
+int dp_grow(void *arrp, size_t *cap, size_t n, size_t elsize) DP_WUR;
+
+/* Reads until n bytes or end of file, through EINTR: the count read (short only at end of
+ * file), or -errno. */
+ssize_t dp_read_upto(int fd, void *buf, size_t n) DP_WUR;
 
 /* Whole-file helpers. dp_read_file allocates (NUL-terminated), refuses files > max. */
 int dp_read_file(const char *path, size_t max, char **out, size_t *len) DP_WUR;

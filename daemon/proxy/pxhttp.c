@@ -10,24 +10,26 @@
 #include <string.h>
 #include <strings.h>
 
-int pxhttp_host(const char *buf, const struct hh_req *r, char host[HH_HOST_MAX], const char **why)
+#include "util.h"
+
+int pxhttp_host(const char *buf, const struct hh_req *r, char host[HH_HOST_MAX], struct dp_err *err)
 {
 	int port;
 
 	if (r->is_connect || r->upgrade) {
-		*why = "the proxy does not tunnel (CONNECT, Upgrade)";
+		dp_err_set(err, "the proxy does not tunnel (CONNECT, Upgrade)");
 		return -EBADMSG;
 	}
 	if (r->host.len == 0) {
-		*why = "no Host header";
+		dp_err_set(err, "no Host header");
 		return -EBADMSG;
 	}
 	if (hh_host_norm(buf + r->host.off, r->host.len, host, HH_HOST_MAX, &port) != 0) {
-		*why = "malformed Host header";
+		dp_err_set(err, "malformed Host header");
 		return -EBADMSG;
 	}
 	if (r->absolute_form && strcasecmp(r->abs_host, host) != 0) {
-		*why = "the request target and Host name different hosts";
+		dp_err_set(err, "the request target and Host name different hosts");
 		return -EBADMSG;
 	}
 	return 0;

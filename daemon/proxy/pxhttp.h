@@ -15,8 +15,9 @@
 
 /* The host a request names: its Host header (exactly one, required), lower-cased, without
  * port; an absolute-form target must name the same host. Upgrades and CONNECT are refused:
- * the proxy mediates HTTP/1.1 requests, not tunnels. 0, or -EBADMSG with *why set. */
-int pxhttp_host(const char *buf, const struct hh_req *r, char host[HH_HOST_MAX], const char **why);
+ * the proxy mediates HTTP/1.1 requests, not tunnels. 0, or -EBADMSG with err set. */
+int pxhttp_host(const char *buf, const struct hh_req *r, char host[HH_HOST_MAX],
+		struct dp_err *err);
 
 /* The head to send upstream: for a delegated request every `header` the agent sent is
  * replaced by "header: Bearer token"; otherwise (header NULL) the head unchanged. Returns

@@ -281,13 +281,12 @@ static int agent_start(struct conn *c)
 /* ---- requests ------------------------------------------------------------------------ */
 
 /* Reads until c->in starts with a complete request head of *head_len bytes. 1, 0 at a clean
- * end before a new request, -1 with *why. */
-static int read_head(struct conn *c, size_t *head_len, const char **why)
+ * end before a new request, -1 with err set. */
+static int read_head(struct conn *c, size_t *head_len, struct dp_err *err)
 {
 	struct hh_scan sc = {0};
 	size_t scanned = 0;
 
-	*why = "the agent's connection failed";
 	for (;;) {
 		ssize_t n;
 
@@ -296,7 +295,7 @@ static int read_head(struct conn *c, size_t *head_len, const char **why)
 			int r = hh_scan_feed(&sc, c->in + scanned, c->in_len - scanned, &used);
 
 			if (r < 0) {
-				*why = "malformed request head";
+				dp_err_set(err, "malformed request head");
 				return -1;
 			}
 			scanned += used;
@@ -306,12 +305,16 @@ static int read_head(struct conn *c, size_t *head_len, const char **why)
 			}
 		}
 		if (scanned >= HH_HEAD_MAX) {
-			*why = "request head too large";
+			dp_err_set(err, "request head too large");
 			return -1;
 		}
 		n = pxio_read(&c->io, c->in + c->in_len, sizeof(c->in) - c->in_len);
-		if (n <= 0)
-			return n == 0 && c->in_len == 0 ? 0 : -1;
+		if (n == 0 && c->in_len == 0)
+			return 0;
+		if (n <= 0) {
+			dp_err_set(err, "the agent's connection failed");
+			return -1;
+		}
 		c->in_len += (size_t)n;
 	}
 }
@@ -594,15 +597,15 @@ static int mcp_call(struct conn *c, size_t head_len, const char *host)
 static int one_request(struct conn *c, size_t head_len)
 {
 	char host[HH_HOST_MAX];
-	const char *why;
+	struct dp_err err;
 	ssize_t out_len;
 	bool last;
 	int rc;
 
-	if (hh_req_parse(c->in, head_len, &c->req, &why) != 0 ||
-	    pxhttp_host(c->in, &c->req, host, &why) != 0) {
-		tell_deny(c, why);
-		refuse(c, why, "", "");
+	if (hh_req_parse(c->in, head_len, &c->req, &err) != 0 ||
+	    pxhttp_host(c->in, &c->req, host, &err) != 0) {
+		tell_deny(c, err.msg);
+		refuse(c, err.msg, "", "");
 		return 1;
 	}
 	c->requests++;
@@ -665,8 +668,8 @@ void relay_conn(int fd)
 	if (attribute(c) == 0 && agent_start(c) == 0) {
 		for (;;) {
 			size_t head_len;
-			const char *why;
-			int r = read_head(c, &head_len, &why);
+			struct dp_err err;
+			int r = read_head(c, &head_len, &err);
 
 			if (r == 0) {
 				orderly = true;
@@ -674,7 +677,7 @@ void relay_conn(int fd)
 			}
 			if (r < 0) {
 				if (c->in_len > 0)
-					tell_deny(c, why);
+					tell_deny(c, err.msg);
 				break;
 			}
 			r = one_request(c, head_len);

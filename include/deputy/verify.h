@@ -14,6 +14,11 @@
  * 60 s in the future, and `sub`, `jti`, `act.sub` present.
  * Link with libdeputy-verify.a and -ljansson -lcurl -lssl -lcrypto -lpthread; the library
  * exports only the four functions below.
+ *
+ * Reasons come back as (char *err, size_t errlen), not as deputy's internal struct dp_err:
+ * a public C API should not make backends include or track deputy's internal structs, and
+ * a caller-sized buffer is what C libraries hand reasons back in. This is the one place
+ * outside that convention (README, Deviations).
  */
 #ifndef DEPUTY_VERIFY_H
 #define DEPUTY_VERIFY_H

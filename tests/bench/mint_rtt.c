@@ -240,6 +240,7 @@ static void *mr_worker_main(void *arg)
 	return NULL;
 }
 
+/* Over 100 lines: a benchmark's options, steps and report, read top to bottom. */
 int main(int argc, char **argv)
 {
 	static struct mr_worker workers[MR_MAX_THREADS];

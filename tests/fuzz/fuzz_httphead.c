@@ -33,7 +33,7 @@ static void fz_request(const uint8_t *d, size_t n, size_t step)
 	while (off < n) {
 		size_t k = n - off < step ? n - off : step, used = 0;
 		int rc = hh_scan_feed(&sc, (const char *)d + off, k, &used);
-		const char *why;
+		struct dp_err err = {""};
 
 		if (rc < 0 || hlen + used > HH_HEAD_MAX)
 			return;
@@ -42,7 +42,7 @@ static void fz_request(const uint8_t *d, size_t n, size_t step)
 		off += used;
 		if (rc == 0)
 			continue;
-		if (hh_req_parse(fz_head, hlen, &fz_r, &why) == 0) {
+		if (hh_req_parse(fz_head, hlen, &fz_r, &err) == 0) {
 			ssize_t m = hh_req_rewrite(fz_head, hlen, &fz_r, "Authorization",
 						   "Bearer a.b.c", fz_out, sizeof(fz_out));
 
@@ -52,12 +52,12 @@ static void fz_request(const uint8_t *d, size_t n, size_t step)
 				return;
 			if (m <= 0 || (size_t)m > sizeof(fz_out))
 				abort();
-			if (hh_req_parse(fz_out, (size_t)m, &fz_r2, &why) != 0)
+			if (hh_req_parse(fz_out, (size_t)m, &fz_r2, &err) != 0)
 				abort();
 			if (fz_r2.content_length != fz_r.content_length ||
 			    fz_r2.chunked != fz_r.chunked)
 				abort();
-		} else if (!why) {
+		} else if (!err.msg[0]) {
 			abort();
 		}
 		hlen = 0;

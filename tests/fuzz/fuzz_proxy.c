@@ -12,6 +12,7 @@
 #include "../../daemon/lib/httpbody.c"
 #include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/jsonw.c"
+#include "../../daemon/lib/util.c"
 #include "../../daemon/proxy/hello.c"
 #include "../../daemon/proxy/pxhttp.c"
 
@@ -51,14 +52,14 @@ static void fz_http(const uint8_t *d, size_t n)
 {
 	struct hh_scan sc = {0};
 	size_t used = 0;
-	const char *why;
+	struct dp_err err;
 	char host[HH_HOST_MAX], host2[HH_HOST_MAX];
 	ssize_t m;
 	int auth = 0;
 
 	if (hh_scan_feed(&sc, (const char *)d, n, &used) != 1 ||
-	    hh_req_parse((const char *)d, used, &fz_r, &why) != 0 ||
-	    pxhttp_host((const char *)d, &fz_r, host, &why) != 0)
+	    hh_req_parse((const char *)d, used, &fz_r, &err) != 0 ||
+	    pxhttp_host((const char *)d, &fz_r, host, &err) != 0)
 		return;
 	if (strlen(host) >= HH_HOST_MAX)
 		abort();
@@ -75,8 +76,8 @@ static void fz_http(const uint8_t *d, size_t n)
 		return;
 	if (m <= 0)
 		abort();
-	if (hh_req_parse(fz_out, (size_t)m, &fz_r2, &why) != 0 ||
-	    pxhttp_host(fz_out, &fz_r2, host2, &why) != 0 || strcmp(host, host2) != 0 ||
+	if (hh_req_parse(fz_out, (size_t)m, &fz_r2, &err) != 0 ||
+	    pxhttp_host(fz_out, &fz_r2, host2, &err) != 0 || strcmp(host, host2) != 0 ||
 	    fz_r2.content_length != fz_r.content_length || fz_r2.chunked != fz_r.chunked ||
 	    fz_r2.method.len != fz_r.method.len ||
 	    memcmp(fz_out + fz_r2.method.off, d + fz_r.method.off, fz_r.method.len) != 0)

@@ -114,35 +114,35 @@ class StandIn:
         self.s6.close()
 
 
-class Stack:
+class Stack(dt.Stack):
     """The TLS backend, a stand-in proxy and a deputyd whose routes name the backend's port
     on localhost (which deputyd resolves to 127.0.0.1) and on ::1."""
 
+    prefix = "deputy-redirect-case-"
+
     def __init__(self, tls="intercept", extra_routes=(), **config):
-        self.dir = dt.TempDir(prefix="deputy-redirect-case-")
-        self.d = dt.Deputyd(routes=[])
-        self.be = dt.Backend(self.dir.path, certs=certs(),
-                             jwks=os.path.join(self.d.state, "jwks.json"), audience=AUD)
-        self.be.start()
-        self.proxy = StandIn()
-        p = self.be.port
-        self.d.config["routes"] = [
+        self.tls = tls
+        super().__init__("email:read files:write", AUD, certs=certs(),
+                         extra_routes=extra_routes, config=config)
+
+    def routes(self, p):
+        tls = self.tls
+        return [
             {"host": "localhost", "port": p, "method": "GET", "path": "/read*",
              "action": "delegate", "audience": AUD, "scope": "email:read", "tls": tls},
             {"host": "localhost", "port": p, "path": "/files*",
              "action": "delegate", "audience": AUD, "scope": "files:write", "tls": tls},
             {"host": "localhost", "port": p, "path": "/admin*", "action": "deny", "tls": tls},
             {"host": "::1", "port": p, "action": "passthrough", "tls": tls},
-        ] + list(extra_routes)
+        ]
+
+    def prepare(self):
+        self.proxy = StandIn()
+        self.on_close(self.proxy.close)
         self.d.config["proxy_listen"] = self.proxy.listen()
-        self.d.config.update(config)
-        self.d.write_config()
-        self.d.start()
-        self.grant = self.d.idp.grant(user="alice", scope="email:read files:write",
-                                      resource=[AUD])
 
     def url(self, path):
-        return "https://localhost:%d%s" % (self.be.port, path)
+        return super().url(path, host="localhost")
 
     def curl(self, *args):
         return ["curl", "-sS", "--cacert", certs().ca] + list(args)
@@ -153,22 +153,8 @@ class Stack:
         return self.d.run(self.grant, cmd, user=dt.unprivileged_user(), timeout=timeout)
 
     def records(self):
-        ss = self.d.sessions()
-        check(ss, "no session")
-        sid = ss[-1].get("session") or ss[-1].get("id")
+        sid = self.session()
         return sid, self.d.wait_closed(sid, kernel=True)
-
-    def close(self):
-        self.proxy.close()
-        self.be.stop()
-        self.d.cleanup()
-        self.dir.__exit__()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def tcp_connects(recs, port):

@@ -23,32 +23,33 @@ OTHER = "127.0.0.2"  # another server on the host, reachable through allow_cidrs
 certs = dt.shared_certs
 
 
-class Stack:
+class Stack(dt.Stack):
     """The API (api.test and localhost on 127.0.0.1:P), another server on OTHER:P, and a
     deputyd whose routes deny /api/admin* and delegate the rest of /api/."""
+
+    prefix = "deputy-route-case-"
 
     def __init__(self, kernel=None):
         if not dt.is_root():
             dt.skip("needs root to run the agent as nobody")
-        self.dir = dt.TempDir(prefix="deputy-route-case-")
-        self.d = dt.Deputyd(routes=[], kernel=kernel)
-        jwks = os.path.join(self.d.state, "jwks.json")
-        self.api = dt.Backend(self.dir.path, certs=certs(), jwks=jwks, audience=AUD,
-                              name="api").start()
-        p = self.port = self.api.port
-        self.other = dt.Backend(self.dir.path, certs=certs(), jwks=jwks, audience=AUD,
-                                listen="%s:%d" % (OTHER, p), name="other").start()
+        super().__init__("email:send", AUD, certs=certs(), kernel=kernel, name="api")
+
+    def routes(self, p):
         api = {"port": p, "action": "delegate", "audience": AUD, "scope": "email:send"}
-        self.d.config["routes"] = [
+        return [
             {"host": "api.test", "port": p, "path": "/api/admin*", "action": "deny"},
             dict(api, host="api.test", path="/api/*", addrs=["127.0.0.1"]),
             dict(api, host="localhost", path="/send*"),  # where it is: as resolved
         ]
+
+    def prepare(self):
+        self.api = self.be
+        self.port = self.be.port
+        self.other = dt.Backend(self.dir.path, certs=certs(), jwks=self.jwks, audience=AUD,
+                                listen="%s:%d" % (OTHER, self.port), name="other").start()
+        self.on_close(self.other.stop)
         # The premise of the attack: the agent may reach other loopback addresses.
         self.d.config["allow_cidrs"] = ["127.0.0.0/8"]
-        self.d.write_config()
-        self.d.start()
-        self.grant = self.d.idp.grant(scope="email:send", resource=[AUD])
 
     def curl(self, url, *args, host="api.test", addr="127.0.0.1"):
         """curl as nobody in a session; (status, JSON body or text)."""
@@ -64,18 +65,6 @@ class Stack:
         except ValueError:
             pass
         return int(status), body
-
-    def close(self):
-        self.api.stop()
-        self.other.stop()
-        self.d.cleanup()
-        self.dir.__exit__()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def refused(status, body, *words):

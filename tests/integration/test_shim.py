@@ -27,17 +27,20 @@ URLLIB_CLIENT = os.path.join(dt.LIB, "urllib_client.py")
 certs = dt.shared_certs
 
 
-class Stack:
+class Stack(dt.Stack):
     """A backend (TLS unless plain) and a deputyd whose routes point at it."""
 
+    prefix = "deputy-shim-case-"
+
     def __init__(self, plain=False, echo=False, h2=False, extra_routes=(), addrs=True, **config):
-        self.dir = dt.TempDir(prefix="deputy-shim-case-")
-        self.d = dt.Deputyd(routes=[], **config)
-        self.be = dt.Backend(self.dir.path, certs=None if plain else certs(), echo=echo, h2=h2,
-                             jwks=os.path.join(self.d.state, "jwks.json"), audience=AUD)
-        self.be.start()
-        p = self.be.port
-        self.d.config["routes"] = [
+        self.addrs = addrs
+        # The backend is on loopback under made-up names: let the kernel layer allow it.
+        super().__init__(GRANT_SCOPE, AUD, certs=None if plain else certs(), echo=echo, h2=h2,
+                         extra_routes=extra_routes,
+                         config={"allow_cidrs": ["127.0.0.0/8", "::1/128"], **config})
+
+    def routes(self, p):
+        return [
             {"host": "api.test", "port": p, "method": "POST", "path": "/send*",
              "action": "delegate", "audience": AUD, "scope": "email:send"},
             {"host": "api.test", "port": p, "method": "GET", "path": "/read*",
@@ -48,44 +51,19 @@ class Stack:
              "action": "delegate", "audience": AUD, "scope": "admin:all"},
             {"host": "echo.test", "port": p, "action": "passthrough"},
             {"host": "mail.test", "port": p, "action": "deny"},
-        ] + list(extra_routes)
+        ]
+
+    def prepare(self):
         # api.test is a made-up name for the backend on loopback: say where it is, or no
         # token would go there. That makes the backend a delegate route's destination: the
         # kernel sends unclaimed connects there to the proxy and the shim refuses what is not
         # HTTP, so cases about traffic left alone leave it out (addrs=False).
         for rt in self.d.config["routes"]:
-            if rt["action"] == "delegate" and addrs:
+            if rt["action"] == "delegate" and self.addrs:
                 rt.setdefault("addrs", ["127.0.0.1", "::1"])
-        # The backend is on loopback under made-up names: let the kernel layer allow it.
-        self.d.config["allow_cidrs"] = ["127.0.0.0/8", "::1/128"]
-        self.d.write_config()
-        self.d.start()
-        self.grant = self.d.idp.grant(scope=GRANT_SCOPE, resource=[AUD])
-
-    def url(self, path, host="api.test"):
-        return self.be.url(host, path)
 
     def run(self, cmd, timeout=120, **env):
-        e = self.d.env(**env)
-        r = self.d.run(self.grant, cmd, env=e, timeout=timeout)
-        return r
-
-    def session(self):
-        ss = self.d.sessions()
-        check(ss, "no session")
-        s = ss[-1]
-        return s.get("session") or s.get("id")
-
-    def close(self):
-        self.be.stop()
-        self.d.cleanup()
-        self.dir.__exit__()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return self.d.run(self.grant, cmd, env=self.d.env(**env), timeout=timeout)
 
 
 def ran(r, what="agent"):

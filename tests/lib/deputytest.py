@@ -31,7 +31,8 @@ The API, by part:
   wait_closed, ...), the wire protocol (`Conn`, `frame`, `MSG`, `TAG`, `VERDICT`),
   `agent_requests()`, `decode_jwt()`, `b64url()`, `b64url_decode()`.
 - the HTTPS side: `make_certs(dir)` (a test CA and server certificate; `shared_certs()`
-  makes them once per program), `Backend` (the test backend, tests/backend.c),
+  makes them once per program), `Backend` (the test backend, tests/backend.c), `Stack`
+  (deputyd, a backend its routes name and a grant: subclassed by the agent tests),
   `route_conn_fields()` (a DECIDE's connection, as the shim sends it), `TestIssuer` (tokens
   shaped like deputy's, without deputyd),
   `parse_client_output()`, `pattern()`, `sha256()`, `header()`, `body_bytes()`,
@@ -1026,6 +1027,70 @@ class Backend:
             return len(recs) >= count
         wait_until(enough, timeout, interval=0.02)
         return recs
+
+
+class Stack:
+    """deputyd, the test backend its routes name and a grant for them: the scene of the tests
+    that play an agent through the shim, the kernel layer or the proxy. A test subclasses it:
+    routes(port) returns the routes to the backend's port (extra_routes are added after
+    them); prepare() sets the rest of the scene before deputyd starts (more servers: have
+    them stopped with on_close); config is applied last. Use as a context manager: close()
+    stops what was started, newest first, also when the constructor fails half way."""
+
+    prefix = "deputy-case-"
+
+    def __init__(self, scope, audience, certs=None, kernel=None, user="alice", extra_routes=(),
+                 config=None, **backend):
+        self.dir = TempDir(prefix=self.prefix)
+        self._closers = [self.dir.__exit__]
+        try:
+            self.d = Deputyd(routes=[], kernel=kernel)
+            self.on_close(self.d.cleanup)
+            self.be = Backend(self.dir.path, certs=certs, jwks=self.jwks, audience=audience,
+                              **backend).start()
+            self.on_close(self.be.stop)
+            self.d.config["routes"] = self.routes(self.be.port) + list(extra_routes)
+            self.prepare()
+            self.d.config.update(config or {})
+            self.d.write_config()
+            self.d.start()
+            self.grant = self.d.idp.grant(user=user, scope=scope, resource=[audience])
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def jwks(self):
+        """deputyd's public keys, which the backends verify tokens with."""
+        return os.path.join(self.d.state, "jwks.json")
+
+    def routes(self, port):
+        return []
+
+    def prepare(self):
+        pass
+
+    def on_close(self, fn):
+        self._closers.append(fn)
+
+    def url(self, path, host="api.test"):
+        return self.be.url(host, path)
+
+    def session(self):
+        """The id of the newest session."""
+        ss = self.d.sessions()
+        check(ss, "no session")
+        return ss[-1].get("session") or ss[-1].get("id")
+
+    def close(self):
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def header(rec, name):

@@ -14,6 +14,7 @@
 #include "grant.h"
 #include "mint.h"
 
+/* Over 100 lines: a test program's options, then verify and mint, read top to bottom. */
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {

@@ -477,7 +477,8 @@ static inline const char *tc_find_crlf(const char *p, const char *end)
 /*
  * Parses one response from buf[0, len). eof: no more bytes will come. Returns the bytes it
  * used (>0) with *r filled, 0 when it needs more, -1 when malformed. 1xx answers are
- * consumed and reported as used bytes with r->status set (callers loop).
+ * consumed and reported as used bytes with r->status set (callers loop). Over 100 lines:
+ * the status line, headers and body framing checked in one pass, as the tests read them.
  */
 static inline long tc_parse_response(const char *buf, size_t len, bool eof, bool head_only,
 				     struct tc_response *r)

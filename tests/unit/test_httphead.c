@@ -21,6 +21,7 @@ struct framer {
 	size_t body_len[16];
 	char body_bytes[16][256];
 	const char *why;
+	struct dp_err perr;
 	int err;
 };
 
@@ -78,7 +79,8 @@ static void framer_feed(struct framer *f, const char *p, size_t n)
 			n -= used;
 			if (rc == 0)
 				return;
-			if (hh_req_parse(f->head, f->hlen, &r, &f->why) < 0) {
+			if (hh_req_parse(f->head, f->hlen, &r, &f->perr) < 0) {
+				f->why = f->perr.msg;
 				f->err = -1;
 				return;
 			}
@@ -160,6 +162,7 @@ static void test_pipelined_every_two_way_split(void)
 
 static int parse(const char *s, struct hh_req *r, const char **why)
 {
+	static struct dp_err err;
 	struct hh_scan sc = {0};
 	size_t used = 0, n = strlen(s);
 	int rc = hh_scan_feed(&sc, s, n, &used);
@@ -172,7 +175,8 @@ static int parse(const char *s, struct hh_req *r, const char **why)
 		*why = "incomplete";
 		return -EAGAIN;
 	}
-	return hh_req_parse(s, n, r, why);
+	*why = err.msg;
+	return hh_req_parse(s, n, r, &err);
 }
 
 static void expect_refused(const char *req, const char *want_why)
@@ -264,9 +268,10 @@ static void test_head_too_large(void)
 	big[o] = 0;
 	{
 		static struct hh_req r;
-		const char *why;
+		struct dp_err err;
 
-		check(hh_req_parse(big, o, &r, &why) == -EBADMSG);
+		check(hh_req_parse(big, o, &r, &err) == -EBADMSG);
+		check_str(err.msg, "request head too large");
 	}
 }
 
@@ -402,7 +407,7 @@ static void test_rewrite_stays_within_the_parser_limits(void)
 {
 	static char req[HH_MAX_HEADERS * 16 + 64], out[sizeof(req) + 64];
 	static struct hh_req r;
-	const char *why;
+	struct dp_err err;
 	size_t n = 0;
 	ssize_t m;
 
@@ -410,12 +415,12 @@ static void test_rewrite_stays_within_the_parser_limits(void)
 	for (int i = 1; i < HH_MAX_HEADERS; i++)
 		n += sprintf(req + n, "X-%d: v\r\n", i);
 	n += sprintf(req + n, "\r\n");
-	check(hh_req_parse(req, n, &r, &why) == 0);
+	check(hh_req_parse(req, n, &r, &err) == 0);
 	check(hh_req_rewrite(req, n, &r, "Authorization", "Bearer t", out, sizeof(out)) == -E2BIG);
 	/* replacing a header keeps the count: allowed, and the result parses */
 	m = hh_req_rewrite(req, n, &r, "X-1", "Bearer t", out, sizeof(out));
 	check(m > 0);
-	check(hh_req_parse(out, (size_t)m, &r, &why) == 0);
+	check(hh_req_parse(out, (size_t)m, &r, &err) == 0);
 }
 
 static void test_method_prefix(void)

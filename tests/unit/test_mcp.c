@@ -121,9 +121,10 @@ static void test_headers(void)
 				  "Mcp-Method: tools/call\r\nContent-Length: 2\r\n\r\n";
 	struct hh_req r;
 	struct mcp_call c = {.method = "tools/call", .name = "send_email"};
+	struct dp_err err;
 	const char *why;
 
-	check(hh_req_parse(head, strlen(head), &r, &why) == 0);
+	check(hh_req_parse(head, strlen(head), &r, &err) == 0);
 	check(mcp_headers_check(head, &r, &c, &why) == 0);
 	strcpy(c.name, "read_inbox");
 	check(mcp_headers_check(head, &r, &c, &why) == -EBADMSG);
@@ -131,7 +132,7 @@ static void test_headers(void)
 	strcpy(c.name, "send_email");
 	strcpy(c.method, "tools/list");
 	check(mcp_headers_check(head, &r, &c, &why) == -EBADMSG);
-	check(hh_req_parse(dup, strlen(dup), &r, &why) == 0);
+	check(hh_req_parse(dup, strlen(dup), &r, &err) == 0);
 	strcpy(c.method, "tools/call");
 	check(mcp_headers_check(dup, &r, &c, &why) == -EBADMSG);
 }

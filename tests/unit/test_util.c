@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* Unit tests for daemon/lib/util.c: escaping text quoted back from input, one-line errors. */
+/* Unit tests for daemon/lib/util.c: escaping text quoted back from input, one-line errors,
+ * reading to a count, growing arrays. */
+#include <errno.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -59,11 +61,63 @@ static void test_log_is_one_line(void)
 	check_str(buf, "test: a line\\nforged: record\\x1b[0m\n");
 }
 
+/* Short reads and the end of the pipe: what the CLI's frame reader and key files rely on. */
+static void test_read_upto(void)
+{
+	int fds[2];
+	char buf[16];
+
+	if (pipe(fds) < 0)
+		fail("pipe");
+	check(write(fds[1], "abc", 3) == 3);
+	check(dp_read_upto(fds[0], buf, 2) == 2);
+	check(memcmp(buf, "ab", 2) == 0);
+	check(write(fds[1], "defg", 4) == 4);
+	close(fds[1]);
+	/* asks for more than there is: all of it, short only at the end */
+	check(dp_read_upto(fds[0], buf, sizeof(buf)) == 5);
+	check(memcmp(buf, "cdefg", 5) == 0);
+	check(dp_read_upto(fds[0], buf, sizeof(buf)) == 0);
+	close(fds[0]);
+	check(dp_read_upto(-1, buf, 1) == -EBADF);
+}
+
+static void test_grow(void)
+{
+	long *a = NULL;
+	size_t cap = 0, n;
+
+	for (n = 0; n < 100; n++) {
+		if (dp_grow(&a, &cap, n, sizeof(*a)) != 0)
+			fail("grow at %zu", n);
+		check(cap > n);
+		a[n] = (long)n;
+	}
+	check(cap == 128);
+	for (n = 0; n < 100; n++)
+		check(a[n] == (long)n);
+	/* room left: nothing moves */
+	{
+		long *before = a;
+
+		check(dp_grow(&a, &cap, 100, sizeof(*a)) == 0 && a == before && cap == 128);
+	}
+	/* a size that cannot be counted: refused, the array as it was */
+	{
+		size_t huge = (size_t)-1 / 2 + 1;
+
+		check(dp_grow(&a, &huge, huge, sizeof(*a)) == -ENOMEM && a[99] == 99);
+	}
+	free(a);
+}
+
 int main(void)
 {
 	RUN(test_escape);
 	RUN(test_escape_never_cuts_an_escape);
 	RUN(test_error_is_one_line);
 	RUN(test_log_is_one_line);
+	RUN(test_read_upto);
+	RUN(test_grow);
 	UNIT_EXIT();
 }
