@@ -60,6 +60,7 @@ struct audit_log {
 	uint64_t failed_turn; /* audit_turn of the flush that failed */
 	char last_type[32];   /* of the last record, written or read back */
 	bool no_export;	      /* deputyd's host log: not a session's record */
+	char prev_seal[AUDIT_HASH_HEX], prev_seal_session[DP_ID_LEN]; /* for the seal; "": none */
 };
 
 /* Logs with pending records, and the flush_all round (starts at 1: 0 is "never failed"). */
@@ -489,6 +490,11 @@ int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key 
 	if (fields)
 		json_object_set_new(fields, "sig", json_string(sig));
 	free(sig);
+	if (fields && log->prev_seal[0]) {
+		json_object_set_new(fields, "prev_seal", json_string(log->prev_seal));
+		json_object_set_new(fields, "prev_seal_session",
+				    json_string(log->prev_seal_session));
+	}
 	json_decref(empty);
 	if (!fields) {
 		dp_err_set(err, "out of memory");
@@ -533,6 +539,18 @@ const char *audit_log_path(const struct audit_log *log)
 uint64_t audit_log_next_seq(const struct audit_log *log)
 {
 	return log->seq;
+}
+
+void audit_log_set_prev_seal(struct audit_log *log, const char *session, const char *hash)
+{
+	snprintf(log->prev_seal, sizeof(log->prev_seal), "%s", hash ? hash : "");
+	snprintf(log->prev_seal_session, sizeof(log->prev_seal_session), "%s",
+		 session ? session : "");
+}
+
+const char *audit_log_last_hash(const struct audit_log *log)
+{
+	return log->prev;
 }
 
 const char *audit_log_last_ts(const struct audit_log *log)

@@ -64,6 +64,10 @@ int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key 
 void audit_log_free(struct audit_log *log);
 const char *audit_log_path(const struct audit_log *log);
 uint64_t audit_log_next_seq(const struct audit_log *log);
+/* The host chain (chain.h): what the seal says was sealed before it (NULL/"": nothing). */
+void audit_log_set_prev_seal(struct audit_log *log, const char *session, const char *hash);
+/* Hex SHA-256 of the last line written (after audit_log_seal: of the seal). */
+const char *audit_log_last_hash(const struct audit_log *log);
 /* The ts of the last record written, or read back by audit_log_reopen ("" if none). */
 const char *audit_log_last_ts(const struct audit_log *log);
 /* The type of that record ("" if none). */

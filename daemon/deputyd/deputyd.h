@@ -97,6 +97,7 @@ struct session {
 	uint64_t table_gen;
 	uint64_t *table_page; /* NULL until a shim asks for the table */
 	int table_fd;
+	bool dry; /* a `deputy route test` stand-in: decide() logs and mints nothing for it */
 };
 
 struct deputyd {
@@ -114,6 +115,8 @@ struct deputyd {
 	int wake_fd; /* eventfd: a worker thread (keyfetch.c, policy.c) has a result */
 	bool stopping;
 	uint64_t lost_reported;
+	char seal_session[DP_ID_LEN], seal_hash[AUDIT_HASH_HEX]; /* the newest seal (chain.c) */
+	int64_t retention_next; /* when retention.c looks for old logs again */
 	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
 };
 
@@ -154,6 +157,9 @@ int session_log_at(struct session *s, const char *type, json_t *fields,
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
+/* "NAME" or "agent:NAME" -> "agent:NAME" (malloc'd); -EINVAL for a name outside
+ * 1-64 of [A-Za-z0-9._-]. */
+int session_agent_name(const char *agent, char **out);
 bool session_id_valid(const char *id);
 
 /* session_end.c: deputyd ends a session on its own account. reason is a static string of
@@ -264,6 +270,10 @@ void policy_collect(struct deputyd *d);
 bool policy_stop(struct deputyd *d);
 /* The Unix sockets sessions may reach: deputyd's own and allow_unix. 0 or -errno. */
 int policy_unix_apply(struct deputyd *d);
+/* A route host on this port that the last resolution could not resolve, or NULL. */
+const char *policy_unresolved(int port);
+/* `deputyd -t`: warns about each route host that does not resolve; how many. */
+int policy_check_hosts(const struct dp_config *cfg);
 /* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
  * policy call. */
 struct dp_kallow;

@@ -50,6 +50,10 @@ static const struct {
     {DP_MSG_KILL, "kill", DISPATCH_F_ACK, TAG(DP_T_SESSION), handle_kill},
     {DP_MSG_REVOKE, "revoke", 0, 0, handle_revoke},
     {DP_MSG_REVOKE_LIST, "revoke list", 0, 0, handle_revoke_list},
+    {DP_MSG_ROUTE_TEST, "route test", 0,
+     TAG(DP_T_GRANT) | TAG(DP_T_AGENT) | TAG(DP_T_SCHEME) | TAG(DP_T_HOST) | TAG(DP_T_PORT) |
+	 TAG(DP_T_METHOD) | TAG(DP_T_TARGET),
+     handle_route_test},
 };
 
 static int dispatch_check(struct deputyd *d, struct conn *c, unsigned flags, uint64_t need,

@@ -49,5 +49,7 @@ int handle_revoke_list(struct deputyd *d, struct conn *c, const struct handler_r
 		       struct dp_err *err);
 int handle_host_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
 			 struct dp_err *err);
+int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		      struct dp_err *err); /* route_test.c */
 
 #endif

@@ -18,6 +18,7 @@
 #include "cgroup.h"
 #include "hostlog.h"
 #include "hostwatch.h"
+#include "chain.h"
 #include "httpd.h"
 #include "kernel.h"
 #include "notify.h"
@@ -74,6 +75,7 @@ static int setup_dirs(struct deputyd *d)
 	rc = dp_mkdir_p(d->log_dir, 0750);
 	if (rc)
 		return fail("state_dir", "%s: %s", d->log_dir, strerror(-rc));
+	chain_load(d);
 	return 0;
 }
 
@@ -241,6 +243,23 @@ static int setup_socket(struct deputyd *d)
 	return 0;
 }
 
+/* Every error of the file, one line each: fixed in one go, not one per start. */
+static int load_config(const char *path, struct dp_config **cfg)
+{
+	static struct config_report report;
+	struct dp_err err;
+
+	if (config_load_report(path, cfg, &err, &report) == 0)
+		return 0;
+	if (report.n == 0)
+		return fail("config", "%s", err.msg);
+	for (size_t i = 0; i < report.n; i++)
+		fail("config", "%s: %s", path, report.line[i]);
+	if (report.more)
+		fail("config", "%s: and %zu more errors", path, report.more);
+	return 1;
+}
+
 /* -t: the file itself, and the issuers' key sets (a missing jwks_file is not ok). */
 static int check_config(const char *path, struct dp_config *cfg)
 {
@@ -252,6 +271,9 @@ static int check_config(const char *path, struct dp_config *cfg)
 		config_free(cfg);
 		return fail("trusted_issuers", "%s", err.msg);
 	}
+	/* resolved here only to warn: the running deputyd resolves again, and a name may come
+	 * to resolve later */
+	policy_check_hosts(cfg);
 	printf("%s: ok (%zu routes, %zu trusted issuers)\n", path, cfg->n_routes, cfg->n_issuers);
 	trust_free(trust);
 	config_free(cfg);
@@ -351,8 +373,8 @@ int main(int argc, char **argv)
 	if (getenv("DEPUTY_DEBUG") && strcmp(getenv("DEPUTY_DEBUG"), "1") == 0)
 		verbose = true;
 	dp_log_init("deputyd", verbose ? DP_LOG_DEBUG : DP_LOG_INFO);
-	if (config_load(config_path, &d.cfg, &err) != 0)
-		return fail("config", "%s", err.msg);
+	if (load_config(config_path, &d.cfg) != 0)
+		return 1;
 	if (check_only)
 		return check_config(config_path, d.cfg);
 	reload_remember(config_path);

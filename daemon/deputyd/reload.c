@@ -107,6 +107,7 @@ void reload_config(struct deputyd *d)
 	trust_free(d->trust);
 	d->trust = trust;
 	policy_refresh(d);
+	d->retention_next = 0; /* a changed retention_days applies now, not tomorrow */
 	/* A shim's table was made from the old routes: the next request asks again. */
 	table_invalidate_all(d);
 	proxyd_reload(d);

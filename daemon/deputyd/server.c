@@ -30,6 +30,7 @@
 #include "proxyd.h"
 #include "keyfetch.h"
 #include "reload.h"
+#include "retention.h"
 
 #define TICK_MS 200
 /* A burst of this many tokens is signed from precomputed nonces (~150 bytes a pair). */
@@ -107,6 +108,7 @@ static void server_tick(struct deputyd *d, int64_t *last_policy)
 	session_tick(d);
 	hostwatch_tick(d);
 	proxyd_tick(d);
+	retention_tick(d);
 	if (dp_now() - *last_policy >= d->cfg->resolve_interval) {
 		*last_policy = dp_now();
 		policy_refresh(d);

@@ -29,6 +29,7 @@
 
 #include "cgroup.h"
 #include "hostlog.h"
+#include "chain.h"
 #include "kernel.h"
 #include "proc.h"
 #include "revoke.h"
@@ -94,6 +95,10 @@ int session_log_at(struct session *s, const char *type, json_t *fields, const st
 
 	if (!fields)
 		return -ENOMEM;
+	if (s->dry) { /* `deputy route test`: decided, never recorded */
+		json_decref(fields);
+		return 0;
+	}
 	rc = audit_log_append_at(s->log, type, fields, when, &err);
 	json_decref(fields);
 	if (rc == -EFBIG) {
@@ -111,7 +116,7 @@ int session_log_at(struct session *s, const char *type, json_t *fields, const st
 
 /* ---- open ------------------------------------------------------------------------------ */
 
-static int agent_normalize(const char *agent, char **out)
+int session_agent_name(const char *agent, char **out)
 {
 	const char *name = strncmp(agent, "agent:", 6) == 0 ? agent + 6 : agent;
 	size_t n = strlen(name);
@@ -267,7 +272,7 @@ static int session_admit(struct deputyd *d, struct session *s, const struct sess
 	pid_t ppid;
 	int rc;
 
-	if (agent_normalize(q->agent, &s->agent) != 0) {
+	if (session_agent_name(q->agent, &s->agent) != 0) {
 		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
 		return -EINVAL;
 	}
@@ -384,12 +389,13 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	jargv = json_array();
 	for (size_t i = 0; i < q->argc; i++)
 		json_array_append_new(jargv, session_text(q->argv[i]));
-	rc =
-	    session_log(s, "session_open",
-			json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
-				  "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
-				  s->grant->jti, "argv", jargv, "uid", (json_int_t)q->uid, "pid",
-				  (json_int_t)q->leader, "cgroup", s->cg_rel));
+	rc = session_log(
+	    s, "session_open",
+	    chain_put_prev(d, json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user",
+					s->grant->sub, "agent", s->agent, "grant_iss",
+					s->grant->iss, "grant_jti", s->grant->jti, "argv", jargv,
+					"uid", (json_int_t)q->uid, "pid", (json_int_t)q->leader,
+					"cgroup", s->cg_rel)));
 	if (rc == 0)
 		rc = session_save_state(d, s);
 	if (rc) {
@@ -470,12 +476,15 @@ static void session_finish(struct deputyd *d, struct session *s)
 	    "log_dropped", (json_int_t)s->log_dropped, "exit_status", (json_int_t)s->exit_status);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
+	chain_before_seal(d, s->log);
 	why = session_end_fields(s);
 	if (!counts || !why)
 		pr_warn("session %s: cannot seal the audit log: out of memory", s->id);
 	else if (audit_log_seal(s->log, AUDIT_SEAL_SESSION, d->key, d->cfg->issuer, counts, why,
 				&serr) != 0)
 		pr_warn("session %s: cannot seal the audit log: %s", s->id, serr.msg);
+	else
+		chain_after_seal(d, s->id, s->log);
 	json_decref(counts);
 	json_decref(why);
 	session_state_path(d, s->id, path, sizeof(path));

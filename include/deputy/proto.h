@@ -50,6 +50,11 @@ enum dp_msg_type {
 	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
 	DP_MSG_JWKS = 33,	/* -> DATA_REPLY (deputyd's JWKS JSON) */
 	DP_MSG_DATA_REPLY = 34, /* reply: DATA */
+	/* deputy route test: GRANT, AGENT, SCHEME, HOST, PORT, METHOD, TARGET -> DATA_REPLY
+	 * (JSON: the route and the decision a session of that grant would get; nothing sent,
+	 * logged or minted). SESSIONS may carry filters: USER, AGENT, SESSION (an id prefix),
+	 * STATUS (1: open only), SINCE, UNTIL. */
+	DP_MSG_ROUTE_TEST = 35,
 	/* deputy-proxy <-> deputyd, only on the socketpair deputyd started the proxy with. The
 	 * proxy names connections by the CONN id deputyd gave it, never by session. */
 	DP_MSG_PROXY_CONN = 40,	    /* the accepted socket as SCM_RIGHTS -> PROXY_CONN_OK */
@@ -110,7 +115,11 @@ enum dp_tag {
 	/* DECISION for a tools/list under "filter_list": repeatable "+NAME" / "-NAME", NAME "*"
 	 * for the rest: the tools the grant allows. */
 	DP_T_MCP_RULE = 37,
-	DP_T_MAX_ = 38,
+	/* SESSIONS: sessions that ran at some time in [SINCE, UNTIL], as RFC 3339 UTC
+	 * timestamps with microseconds, the records' own form (compared as strings). */
+	DP_T_SINCE = 38,
+	DP_T_UNTIL = 39,
+	DP_T_MAX_ = 40,
 };
 
 enum dp_verdict {

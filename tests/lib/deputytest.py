@@ -709,13 +709,15 @@ def route_conns_close():
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
        "KILL": 13, "REVOKE": 14, "REVOKE_LIST": 15, "DECIDE": 20, "DECISION": 21,
        "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24, "TABLE": 25, "USES": 26,
-       "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34}
+       "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34,
+       "ROUTE_TEST": 35}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
        "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23, "CONN": 24, "CA": 25,
        "SNI": 26, "HOST_LOG": 27, "ENTRY": 30, "USE": 31, "GEN": 32, "EXP": 33,
-       "MCP_METHOD": 34, "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37}
+       "MCP_METHOD": 34, "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37, "SINCE": 38,
+       "UNTIL": 39}
 U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN", "GEN", "EXP",
        "HOST_LOG"}
 TAG_NAME = {v: k for k, v in TAG.items()}
