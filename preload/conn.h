@@ -146,6 +146,8 @@ struct conn {
 void *conn_map(size_t n);
 void conn_refuse(struct conn *c, const char *reason);
 void conn_enqueue(struct conn *c, const char *jti);
+/* conn.c, for conn_resp.c: serve what waits in memory from now on (c->lock held). */
+void conn_serve_now(struct conn *c);
 /* deputyd answered DP_VERDICT_MCP_BODY for the head in c->head: hold it, read the body. */
 void conn_mcp_start(struct conn *c, const char *host, int port, const char *method,
 		    const char *target);
