@@ -38,6 +38,10 @@ SHIM_SANFLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
 else
 BUILD    ?= build
 endif
+# One spelling for one directory: the dependency files (.d) name their targets as BUILD spells
+# them, so a BUILD given absolute (tests run `make install BUILD=/abs/build`) and the relative
+# default would otherwise be two sets of targets, and header changes would not rebuild objects.
+override BUILD := $(patsubst $(CURDIR)/%,%,$(abspath $(BUILD)))
 
 V ?= 0
 ifeq ($(V),1)
@@ -73,8 +77,8 @@ DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
 # and hidden (so they add no exported symbol): never copies of them.
 SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c daemon/lib/mcp.c \
-		daemon/lib/mcp_json.c daemon/lib/sha256.c daemon/lib/route.c daemon/lib/urlpath.c \
-		daemon/lib/sesstable.c
+		daemon/lib/mcp_json.c daemon/lib/mcp_filter.c daemon/lib/sha256.c daemon/lib/route.c \
+		daemon/lib/urlpath.c daemon/lib/sesstable.c
 SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)

@@ -336,6 +336,12 @@ static int dpc_parse_decision(const struct dp_hdr *rh, struct dpc_decision *d)
 		case DP_T_GEN:
 			d->table_hint = true;
 			break;
+		case DP_T_MCP_RULE:
+			d->mcp_filter = true;
+			if (vlen > 1 && d->mcp_rules_len + vlen < sizeof(d->mcp_rules) &&
+			    dpc_copy(d->mcp_rules + d->mcp_rules_len, vlen + 1u, val, vlen) == 0)
+				d->mcp_rules_len += vlen + 1u;
+			break;
 		default:
 			break; /* newer deputyd: fields this shim does not use */
 		}

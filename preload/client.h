@@ -8,20 +8,27 @@
 #ifndef DEPUTY_SHIM_CLIENT_H
 #define DEPUTY_SHIM_CLIENT_H
 
+#include "deputy/proto.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 struct dpc_decision {
-	int verdict;	 /* enum dp_verdict */
-	bool table_hint; /* deputyd has a session table for this session (DP_T_GEN) */
+	int verdict;		/* enum dp_verdict */
+	bool table_hint;	/* deputyd has a session table for this session (DP_T_GEN) */
+	bool mcp_filter;	/* a tools/list under "filter_list": cut to mcp_rules */
+	uint32_t mcp_rules_len; /* bytes of mcp_rules: "+NAME" / "-NAME", each NUL-ended */
 	char reason[512];
 	char header[128];
 	char token[8192];
 	char jti[128];
 	char scope[256];
 	char user[256];
+	/* What does not fit is dropped from the end: deputyd sends refusals first, so what
+	 * is lost is an allowed tool (hidden, still callable), never a refusal. */
+	char mcp_rules[DP_PROTO_MAX_PAYLOAD];
 };
 
 /* Asks for a decision. sni (or "") and peer (the socket's peer, or NULL) let deputyd check

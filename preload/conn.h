@@ -52,6 +52,9 @@ struct conn_ops {
 	ssize_t (*send)(struct conn *c, const void *buf, size_t n, int flags);
 	/* Was the last failure a would-block (EAGAIN, EINTR, WANT_WRITE)? */
 	bool (*would_block)(struct conn *c);
+	/* Reads from the real connection for the shim itself (conn_list.c): > 0 bytes, 0 at
+	 * its end, -1 (c->ssl_ret set) otherwise. NULL: the shim never reads for itself. */
+	ssize_t (*recv)(struct conn *c, void *buf, size_t n);
 };
 
 #define CONN_MAX_INFLIGHT 32
@@ -115,6 +118,7 @@ struct conn {
 	struct {
 		char jti[128];
 		bool head, connect, upgrade;
+		bool filter; /* a tools/list answer to cut (conn_list.c) */
 	} inflight[CONN_MAX_INFLIGHT];
 	int qhead, qlen;
 	bool upgraded;
@@ -131,6 +135,10 @@ struct conn {
 	bool swapped;	   /* ...by the socketpair now behind the fd (plain sockets) */
 	char deny_buf[MCP_DENY_RESP_MAX];
 	size_t deny_len, deny_off;
+
+	/* what the shim answers itself ahead of the connection (conn_list.c; mapped on first
+	 * use, guarded by lock) */
+	struct conn_list *list;
 };
 
 /* Between conn.c and conn_mcp.c only: anonymous memory; the refusal in c->deny_buf served
@@ -138,11 +146,30 @@ struct conn {
 void *conn_map(size_t n);
 void conn_refuse(struct conn *c, const char *reason);
 void conn_enqueue(struct conn *c, const char *jti);
+/* conn.c, for conn_resp.c: serve what waits in memory from now on (c->lock held). */
+void conn_serve_now(struct conn *c);
 /* deputyd answered DP_VERDICT_MCP_BODY for the head in c->head: hold it, read the body. */
 void conn_mcp_start(struct conn *c, const char *host, int port, const char *method,
 		    const char *target);
 /* Body bytes of that call: how many were taken. At its end the call is decided. */
 size_t conn_mcp_take(struct conn *c, const char *p, size_t n);
+
+/* Answers the shim gives the agent itself, on a connection that goes on (conn_list.c): an
+ * interim response (100 Continue) queued for the agent's next read; a tools/list answer
+ * under "filter_list" (the request just queued, d its DECISION) read whole by the shim and
+ * handed over cut to the tools the grant allows, or replaced by a JSON-RPC error when it
+ * cannot be (fail closed). */
+void conn_list_interim(struct conn *c, const char *resp, size_t n);
+void conn_list_expect(struct conn *c, const struct dpc_decision *d, const char *id);
+/* A read the shim serves: > 0 bytes copied (kept unless peek), 0 when the read is the
+ * connection's, -1 when the shim's own read failed (c->ssl_ret says how). */
+ssize_t conn_list_read(struct conn *c, char *buf, size_t n, bool peek);
+/* Bytes of the conn_list_read answers waiting. */
+size_t conn_list_pending(struct conn *c);
+/* conn_after_read left bytes to the shim (a tools/list answer to cut begins there): it
+ * takes p[0..n) and reads on. */
+void conn_list_take(struct conn *c, const char *p, size_t n);
+void conn_list_free(struct conn *c);
 
 /* A new conn for fd (ssl NULL) or for an SSL object on fd. NULL when out of memory. */
 struct conn *conn_new(const struct conn_ops *ops, int fd, void *ssl);
@@ -152,8 +179,9 @@ void conn_free(struct conn *c);
  * or -1 (see conn_ops.send). */
 ssize_t conn_write(struct conn *c, const char *buf, size_t len, int flags, bool partial_ok);
 
-/* Observes n bytes the caller just read from the real connection. */
-void conn_after_read(struct conn *c, const char *buf, size_t n);
+/* Observes n bytes the caller just read from the real connection. Returns how many the
+ * caller keeps: the rest, where a tools/list answer to cut begins, is for conn_list_take. */
+size_t conn_after_read(struct conn *c, const char *buf, size_t n);
 /* The real connection ended (EOF or error): a waiting refusal is served now. */
 void conn_after_eof(struct conn *c);
 /* Must reads be answered from the shim's memory (the 403) instead of the connection? */

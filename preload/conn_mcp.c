@@ -7,8 +7,11 @@
  * asked again with the call and the body's hash. Then head and body leave together, or
  * the agent reads the refusal as a JSON-RPC error for its request id.
  *
- * The tools/list filter ("filter_list") is the proxy's only: the shim passes the list as the
- * server wrote it. Every call is decided on its own either way.
+ * An Expect: 100-continue is answered by the shim, as the proxy does: the agent would
+ * otherwise wait for its own timeout before sending the body deputyd decides on. The header
+ * still goes to the server with the body (the server's own 100 then reaches the agent too,
+ * which HTTP/1.1 clients must accept). A tools/list under "filter_list" has its answer cut
+ * to the granted tools (conn_list.c).
  */
 #include "conn.h"
 
@@ -65,6 +68,11 @@ void conn_mcp_start(struct conn *c, const char *host, int port, const char *meth
 		     r->chunked ? 0 : (uint64_t)r->content_length);
 	hh_body_sink(&c->body, c->mcp_body, MCP_BODY_MAX);
 	c->rq = RQ_MCP;
+	if (r->expect_continue) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+		conn_list_interim(c, cont, sizeof(cont) - 1);
+	}
 }
 
 /* The body is complete: the call decided, head and body queued for the network. */
@@ -92,6 +100,10 @@ static void conn_mcp_decide(struct conn *c)
 		conn_mcp_deny(c, true, d->reason[0] ? d->reason : "denied", d->scope, d->user);
 		return;
 	}
+	if (d->mcp_filter && !c->ops->recv) {
+		conn_mcp_refuse_local(c, "tools/list under filter_list needs TLS in the shim");
+		return;
+	}
 	if (d->verdict == DP_VERDICT_DELEGATE) {
 		snprintf(value, sizeof(value), "Bearer %s", d->token);
 		n = hh_req_rewrite(c->head, c->hlen, &c->req, d->header, value, c->out,
@@ -110,6 +122,7 @@ static void conn_mcp_decide(struct conn *c)
 	c->out_len = (size_t)n + c->mcp_raw_len;
 	c->out_off = 0;
 	conn_enqueue(c, d->jti);
+	conn_list_expect(c, d, c->mcp_call.id);
 	c->hlen = 0;
 	c->rq = RQ_HEAD;
 }

@@ -20,4 +20,9 @@ extern __thread void *ssl_handshaking __attribute__((tls_model("initial-exec")))
 /* The socket hooks saw the handshaking SSL object write to fd. */
 void ssl_note_handshake_fd(int fd);
 
+/* The ALPN list to hand on: protos itself, or its copy in buf (cap bytes) without "h2"
+ * (alpn.c); *len is updated. */
+const unsigned char *alpn_offer(const unsigned char *protos, unsigned int *len, unsigned char *buf,
+				unsigned int cap);
+
 #endif

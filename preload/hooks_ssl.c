@@ -332,7 +332,28 @@ static bool ssl_would_block(struct conn *c)
 	return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ;
 }
 
-static const struct conn_ops ssl_ops = {.send = ssl_send, .would_block = ssl_would_block};
+/* The shim's own reads (conn_list.c): the end of the stream, however it ended, is the end of
+ * the answer being read; a would-block is the caller's to wait for. */
+static ssize_t ssl_recv(struct conn *c, void *buf, size_t n)
+{
+	__typeof__(&SSL_read_ex) rex = REAL(SSL_read_ex);
+	__typeof__(&SSL_get_error) ge = REAL(SSL_get_error);
+	size_t got = 0;
+	int e;
+
+	if (!rex || !ge)
+		return 0;
+	shim_guard++;
+	c->ssl_ret = rex(c->ssl, buf, n, &got);
+	e = c->ssl_ret == 1 ? SSL_ERROR_NONE : ge(c->ssl, c->ssl_ret);
+	shim_guard--;
+	if (c->ssl_ret == 1)
+		return (ssize_t)got;
+	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? -1 : 0;
+}
+
+static const struct conn_ops ssl_ops = {
+    .send = ssl_send, .would_block = ssl_would_block, .recv = ssl_recv};
 
 static struct conn *ssl_hooked(SSL *s, bool classify)
 {
@@ -417,9 +438,17 @@ static int ssl_mediated_read(struct conn *c, SSL *s, void *buf, size_t num, bool
 	int saved = errno;
 
 	*real_fail = false;
-	for (int again = 0; again < 2; again++) {
+	for (int again = 0; again < 3; again++) {
+		ssize_t mine = conn_list_read(c, buf, num, peek);
 		int ok;
 
+		if (mine != 0) {
+			c->fake_err = 0;
+			*real_fail = mine < 0;
+			*readbytes = mine > 0 ? (size_t)mine : 0;
+			errno = saved;
+			return mine > 0 ? (int)mine : -1;
+		}
 		if (conn_serves_from_memory(c)) {
 			size_t k = conn_deny_read(c, buf, num, peek);
 
@@ -439,9 +468,15 @@ static int ssl_mediated_read(struct conn *c, SSL *s, void *buf, size_t num, bool
 		ok = rex(s, buf, num, readbytes);
 		shim_guard--;
 		if (ok == 1) {
-			if (!peek)
-				conn_after_read(c, buf, *readbytes);
-			return (int)*readbytes;
+			size_t kept = peek ? *readbytes : conn_after_read(c, buf, *readbytes);
+
+			if (kept == *readbytes)
+				return (int)*readbytes;
+			conn_list_take(c, (char *)buf + kept, *readbytes - kept);
+			if (kept == 0)
+				continue; /* all of it was the shim's: its answer, or a wait */
+			*readbytes = kept;
+			return (int)kept;
 		}
 		if (ge && c->deny_pending) {
 			int e;
@@ -533,7 +568,10 @@ SHIM_EXPORT int SSL_pending(const SSL *s)
 {
 	__typeof__(&SSL_pending) real = REAL(SSL_pending);
 	struct conn *c = ssl_hooked((SSL *)s, false);
+	size_t mine = c ? conn_list_pending(c) : 0;
 
+	if (mine)
+		return mine > INT_MAX ? INT_MAX : (int)mine;
 	if (c && conn_serves_from_memory(c)) {
 		size_t k = conn_deny_pending_bytes(c);
 
@@ -623,47 +661,6 @@ SHIM_EXPORT long SSL_ctrl(SSL *s, int cmd, long larg, void *parg)
 
 /* ---- ALPN ------------------------------------------------------------------------------ */
 
-/* Rewrites a wire-format protocol list without "h2". Returns the new length, or -1 to
- * leave the list alone (malformed: OpenSSL will say so). */
-static int ssl_alpn_filter(const unsigned char *in, unsigned int len, unsigned char *out,
-			   unsigned int cap)
-{
-	unsigned int i = 0, o = 0;
-
-	if (len > cap)
-		return -1;
-	while (i < len) {
-		unsigned int l = in[i];
-
-		if (l == 0 || i + 1 + l > len)
-			return -1;
-		if (!(l == 2 && memcmp(in + i + 1, "h2", 2) == 0)) {
-			memcpy(out + o, in + i, 1 + l);
-			o += 1 + l;
-		}
-		i += 1 + l;
-	}
-	if (o == 0 && len > 0) {
-		memcpy(out, "\x08http/1.1", 9);
-		o = 9;
-	}
-	return (int)o;
-}
-
-/* The list to hand on: protos itself, or its copy in buf without h2. */
-static const unsigned char *ssl_alpn_offer(const unsigned char *protos, unsigned int *len,
-					   unsigned char *buf, unsigned int cap)
-{
-	int n;
-
-	if (shim_guard || !protos || (n = ssl_alpn_filter(protos, *len, buf, cap)) < 0)
-		return protos;
-	if ((unsigned int)n != *len)
-		shim_debug("ALPN: h2 removed, HTTP/1.1 only");
-	*len = (unsigned int)n;
-	return buf;
-}
-
 /* The two setters take different objects (SSL_CTX, SSL): one hook each. */
 SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *protos, unsigned int len)
 {
@@ -675,7 +672,7 @@ SHIM_EXPORT int SSL_CTX_set_alpn_protos(SSL_CTX *ctx, const unsigned char *proto
 		ssl_missing("SSL_CTX_set_alpn_protos");
 		return 1; /* this API returns 0 on success */
 	}
-	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	protos = alpn_offer(protos, &len, buf, sizeof(buf));
 	return real(ctx, protos, len);
 }
 
@@ -689,6 +686,6 @@ SHIM_EXPORT int SSL_set_alpn_protos(SSL *s, const unsigned char *protos, unsigne
 		ssl_missing("SSL_set_alpn_protos");
 		return 1;
 	}
-	protos = ssl_alpn_offer(protos, &len, buf, sizeof(buf));
+	protos = alpn_offer(protos, &len, buf, sizeof(buf));
 	return real(s, protos, len);
 }

@@ -15,8 +15,8 @@
 int cmd_grant(int argc, char **argv);	 /* cli_token.c */
 int cmd_verify(int argc, char **argv);	 /* cli_token.c */
 int cmd_run(int argc, char **argv);	 /* cli_session.c */
-int cmd_sessions(int argc, char **argv); /* cli_session.c */
-int cmd_logs(int argc, char **argv);	 /* cli_session.c */
+int cmd_sessions(int argc, char **argv); /* cmd_sessions.c */
+int cmd_logs(int argc, char **argv);	 /* cmd_logs.c */
 int cmd_audit(int argc, char **argv);	 /* cli_session.c */
 int cmd_login(int argc, char **argv);	 /* cmd_login.c */
 
@@ -32,9 +32,17 @@ int cli_grant_store(const char *path, const char *token);
 char *cli_read_token(const char *path);
 
 int cmd_report(int argc, char **argv); /* cmd_report.c */
+int cmd_kill(int argc, char **argv);   /* cmd_ops.c */
+int cmd_revoke(int argc, char **argv); /* cmd_ops.c */
+/* `deputy logs --host` (cmd_ops.c): argv as cmd_logs got it. */
+int cli_logs_host(int argc, char **argv);
+int cmd_route(int argc, char **argv);  /* cmd_route.c */
+/* `deputy audit verify --all [DIR]` (audit_all.c): the exit status. */
+int cli_audit_all(const char *dir, const char *jwks_path, const char *config);
 
 /* cmd_session.c's requests to deputyd, shared with logsrc.c: a request with at most a
- * session and an offset (its reply in c), and a whole session log from *offset on. */
+ * session and an offset (its reply in c), and a whole session log from *offset on
+ * (session NULL: deputyd's host log). */
 int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t offset,
 		struct dp_err *err);
 int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uint64_t *offset,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * cli_session: `deputy run`, `deputy sessions`, `deputy logs`, `deputy audit verify`.
+ * cli_session: `deputy run` and `deputy audit verify` (sessions: cmd_sessions.c, logs:
+ * cmd_logs.c, verify --all: audit_all.c).
  *
  * `deputy run` forks the child that will run CMD and keeps it waiting, asks deputyd to open a
  * session for it (deputyd verifies the grant and moves the child into the session's
@@ -31,12 +32,14 @@
 #include "cli.h"
 #include "client.h"
 #include "jws.h"
+#include "locate.h"
 #include "logsrc.h"
 
 /* ---- deputy run --------------------------------------------------------------------------- */
 
 static const char run_help[] =
-    "usage: deputy run [--grant FILE] --agent NAME [--socket PATH] -- CMD [ARG…]\n"
+    "usage: deputy run [--grant FILE] --agent NAME [--socket PATH] [--config FILE]\n"
+    "                  -- CMD [ARG…]\n"
     "Runs CMD as a session of agent \"agent:NAME\" for the user of the grant. deputyd\n"
     "verifies the grant; CMD runs with LD_PRELOAD=libdeputy.so, DEPUTY_SOCKET and\n"
     "DEPUTY_SESSION=<session id>. Exits with CMD's status (128+N if killed by signal N).\n"
@@ -44,7 +47,11 @@ static const char run_help[] =
     "  --grant FILE   the user's grant (a JWT; '-' reads it from standard input); by\n"
     "                 default the one `deputy login --agent NAME` stored\n"
     "  --agent NAME   the agent's name (letters, digits, '.', '_', '-')\n"
-    "  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET or " DP_DEFAULT_SOCKET ")\n"
+    "  --socket PATH  deputyd's socket (default $DEPUTY_SOCKET, else the `socket` of\n"
+    "                 deputyd's config: --config FILE, $DEPUTY_CONFIG or\n"
+    "                 /etc/deputy/deputy.json, else " DP_DEFAULT_SOCKET ")\n"
+    "Run agents as an unprivileged user: a process with root privileges can leave any\n"
+    "session (move itself out of its cgroup, detach the eBPF programs).\n"
     "The shim is $DEPUTY_PRELOAD if set, else libdeputy.so beside this program or in\n"
     "../lib/deputy/.\n";
 
@@ -187,12 +194,11 @@ static int run_wait(void)
  * move it in, then the go message), read top to bottom rather than across helpers. */
 int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = {{"grant", required_argument, NULL, 'g'},
-					     {"agent", required_argument, NULL, 'a'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
-	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *sock;
+	static const struct option opts[] = {
+	    {"grant", required_argument, NULL, 'g'},  {"agent", required_argument, NULL, 'a'},
+	    {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0}};
+	const char *grant_path = NULL, *agent = NULL, *sock_opt = NULL, *config = NULL, *sock;
 	static uint8_t buf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 	static struct dcli c;
 	char shim[PATH_MAX], stored[PATH_MAX], *grant, *session, *ca, *bundle = NULL;
@@ -214,6 +220,9 @@ int cmd_run(int argc, char **argv)
 			break;
 		case 's':
 			sock_opt = optarg;
+			break;
+		case 'c':
+			config = optarg;
 			break;
 		case 'h':
 			fputs(run_help, stdout);
@@ -241,11 +250,18 @@ int cmd_run(int argc, char **argv)
 		free(grant);
 		return cli_fail("run", "cannot read the grant from %s", grant_path);
 	}
-	sock = dcli_socket_path(sock_opt);
-	if (dcli_connect(&c, sock, &err) != 0) {
+	sock = cli_socket(sock_opt, config, &err);
+	if (!sock || dcli_connect(&c, sock, &err) != 0) {
 		free(grant);
 		return cli_fail("run", "%s", err.msg);
 	}
+	/* deputyd cannot stop a root agent from leaving: said, not refused (root may test).
+	 * Said to a person at a terminal: scripts that run root agents on purpose (CI, tests)
+	 * keep a clean stderr. */
+	if (geteuid() == 0 && isatty(STDERR_FILENO))
+		fprintf(stderr, "deputy: run: warning: running as root: a process with root "
+				"privileges can leave any session; run agents as an unprivileged "
+				"user\n");
 	if (pipe2(go, O_CLOEXEC) < 0 || (run_child = fork()) < 0) {
 		free(grant);
 		dcli_close(&c);
@@ -310,6 +326,8 @@ int simple_call(struct dcli *c, uint16_t type, const char *session, uint64_t off
 		dp_msg_put_str(&m, DP_T_SESSION, session);
 	if (type == DP_MSG_LOG_READ)
 		dp_msg_put_u64(&m, DP_T_OFFSET, offset);
+	if (type == DP_MSG_LOG_READ && !session)
+		dp_msg_put_u64(&m, DP_T_HOST_LOG, 1);
 	return dcli_call(c, &m, err);
 }
 
@@ -343,345 +361,30 @@ int fetch_log(struct dcli *c, const char *session, char **text, size_t *len, uin
 	}
 }
 
-/* ---- deputy sessions ------------------------------------------------------------------------ */
-
-static const char sessions_help[] =
-    "usage: deputy sessions [--json] [--socket PATH]\n"
-    "Lists sessions, open and closed, with their counts (yours; root sees all).\n";
-
-static long long count_of(json_t *e, const char *k)
-{
-	return json_integer_value(json_object_get(json_object_get(e, "counts"), k));
-}
-
-static int by_opened(const void *a, const void *b)
-{
-	const char *x = json_string_value(json_object_get(*(json_t *const *)a, "opened"));
-	const char *y = json_string_value(json_object_get(*(json_t *const *)b, "opened"));
-
-	return strcmp(x ? x : "", y ? y : "");
-}
-
-int cmd_sessions(int argc, char **argv)
-{
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
-	static struct dcli c;
-	const char *sock_opt = NULL;
-	bool as_json = false;
-	struct dp_err err;
-	json_t *list, *e, **sorted;
-	char *data;
-	size_t i, n;
-	int opt;
-
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "js:h", opts, NULL)) != -1) {
-		if (opt == 'j')
-			as_json = true;
-		else if (opt == 's')
-			sock_opt = optarg;
-		else if (opt == 'h')
-			return fputs(sessions_help, stdout), 0;
-		else
-			return fputs(sessions_help, stderr), 2;
-	}
-	if (dcli_connect(&c, dcli_socket_path(sock_opt), &err) != 0 ||
-	    simple_call(&c, DP_MSG_SESSIONS, NULL, 0, &err) != 0)
-		return cli_fail("sessions", "%s", err.msg);
-	data = dcli_field_str(&c, DP_T_DATA);
-	dcli_close(&c);
-	list = data ? json_loads(data, 0, NULL) : NULL;
-	free(data);
-	if (!json_is_array(list))
-		return cli_fail("sessions", "deputyd sent a malformed list");
-	n = json_array_size(list);
-	sorted = calloc(n + 1, sizeof(*sorted));
-	if (!sorted)
-		return cli_fail("sessions", "out of memory");
-	json_array_foreach(list, i, e) sorted[i] = e;
-	qsort(sorted, n, sizeof(*sorted), by_opened);
-	if (!as_json)
-		printf("%-22s  %-6s  %-27s  %-16s  %-20s  %6s %6s %8s %7s %10s\n", "SESSION",
-		       "STATE", "OPENED", "USER", "AGENT", "TOKENS", "DENIES", "CONNECTS",
-		       "BLOCKED", "UNMEDIATED");
-	for (i = 0; i < n; i++) {
-		e = sorted[i];
-		if (as_json) {
-			char *line = json_dumps(e, JSON_COMPACT);
-
-			if (line)
-				puts(line);
-			free(line);
-			continue;
-		}
-		printf("%-22s  %-6s  %-27s  %-16s  %-20s  %6lld %6lld %8lld %7lld %10lld\n",
-		       json_string_value(json_object_get(e, "session")) ?: "?",
-		       json_string_value(json_object_get(e, "state")) ?: "?",
-		       json_string_value(json_object_get(e, "opened")) ?: "?",
-		       json_string_value(json_object_get(e, "user")) ?: "?",
-		       json_string_value(json_object_get(e, "agent")) ?: "?", count_of(e, "tokens"),
-		       count_of(e, "denies"), count_of(e, "connects"), count_of(e, "blocked"),
-		       count_of(e, "unmediated"));
-	}
-	free(sorted);
-	json_decref(list);
-	return 0;
-}
-
-/* ---- deputy logs --------------------------------------------------------------------------- */
-
-static const char logs_help[] =
-    "usage: deputy logs SESSION [--json] [--follow] [--socket PATH]\n"
-    "Shows a session's records: time, pid/comm, what, verdict, and the chain\n"
-    "user→agent→scope→status. --json prints the raw records, one per line; --follow\n"
-    "keeps printing until the session closes.\n";
-
-struct log_view {
-	json_t *status_by_jti; /* jti -> response status, for the chain column */
-	char *user, *agent;
-};
-
-static const char *js(json_t *rec, const char *k)
-{
-	const char *v = json_string_value(json_object_get(rec, k));
-
-	return v ? v : "";
-}
-
-/* One case per record type, side by side so the text view's columns are seen together:
- * long (over 100 lines) because each type is a few lines and splitting them apart would
- * hide how they line up. */
-static void print_record(struct log_view *lv, json_t *rec)
-{
-	const char *type = js(rec, "type"), *ts = js(rec, "ts");
-	char when[16] = "", who[40] = "-", what[512] = "", verdict[40] = "", chain[512] = "";
-	json_int_t pid = json_integer_value(json_object_get(rec, "pid"));
-
-	if (strlen(ts) >= 23)
-		snprintf(when, sizeof(when), "%.12s", ts + 11);
-	if (pid)
-		snprintf(who, sizeof(who), "%lld/%s", (long long)pid, js(rec, "comm"));
-	if (strcmp(type, "session_open") == 0) {
-		char *argv = json_dumps(json_object_get(rec, "argv"), JSON_COMPACT);
-
-		free(lv->user);
-		free(lv->agent);
-		lv->user = strdup(js(rec, "user"));
-		lv->agent = strdup(js(rec, "agent"));
-		snprintf(what, sizeof(what), "session_open %s", argv ? argv : "");
-		snprintf(verdict, sizeof(verdict), "open");
-		snprintf(chain, sizeof(chain), "%s→%s", js(rec, "user"), js(rec, "agent"));
-		free(argv);
-	} else if (strcmp(type, "token") == 0) {
-		json_t *st = json_object_get(lv->status_by_jti, js(rec, "jti"));
-		char status[16] = "…";
-
-		if (st)
-			snprintf(status, sizeof(status), "%lld", (long long)json_integer_value(st));
-		snprintf(what, sizeof(what), "%s %s", js(rec, "htm"), js(rec, "htu"));
-		snprintf(verdict, sizeof(verdict), "delegate");
-		snprintf(chain, sizeof(chain), "%s→%s→%s→%s", lv->user ? lv->user : "?",
-			 lv->agent ? lv->agent : "?", js(rec, "scope"), status);
-	} else if (strcmp(type, "deny") == 0) {
-		json_t *enf = json_object_get(rec, "enforced");
-
-		snprintf(what, sizeof(what), "%s%s%s%s", js(rec, "method"),
-			 *js(rec, "method") ? " " : "", js(rec, "url"),
-			 *js(rec, "url") ? ": " : "");
-		snprintf(what + strlen(what), sizeof(what) - strlen(what), "%s", js(rec, "reason"));
-		snprintf(verdict, sizeof(verdict), "deny(%s)%s", js(rec, "layer"),
-			 json_is_false(enf) ? " not enforced" : "");
-		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
-			 lv->agent ? lv->agent : "?", *js(rec, "scope") ? js(rec, "scope") : "-");
-	} else if (strcmp(type, "token_use") == 0) {
-		/* Requests the shim sent with the session's token from its table, a batch. */
-		json_t *uses = json_object_get(rec, "uses"), *u0 = json_array_get(uses, 0);
-
-		snprintf(what, sizeof(what), "%s %s%s", js(u0, "htm"), js(u0, "htu"),
-			 json_array_size(uses) > 1 ? " …" : "");
-		snprintf(verdict, sizeof(verdict), "delegate ×%zu", json_array_size(uses));
-		snprintf(chain, sizeof(chain), "%s→%s→%s", lv->user ? lv->user : "?",
-			 lv->agent ? lv->agent : "?", js(u0, "scope"));
-	} else if (strcmp(type, "passthrough") == 0) {
-		snprintf(what, sizeof(what), "%s %s", js(rec, "method"), js(rec, "url"));
-		snprintf(verdict, sizeof(verdict), "passthrough");
-	} else if (strcmp(type, "response") == 0) {
-		snprintf(what, sizeof(what), "response to %s", js(rec, "jti"));
-		snprintf(verdict, sizeof(verdict), "%lld",
-			 (long long)json_integer_value(json_object_get(rec, "status")));
-	} else if (strcmp(type, "connect") == 0) {
-		if (strcmp(js(rec, "family"), "unix") == 0)
-			snprintf(what, sizeof(what), "unix %s", js(rec, "path"));
-		else
-			snprintf(what, sizeof(what), "%s %s%s%s:%lld", js(rec, "protocol"),
-				 strcmp(js(rec, "family"), "inet6") == 0 ? "[" : "",
-				 js(rec, "daddr"),
-				 strcmp(js(rec, "family"), "inet6") == 0 ? "]" : "",
-				 (long long)json_integer_value(json_object_get(rec, "dport")));
-		snprintf(verdict, sizeof(verdict), "%s%s", js(rec, "verdict"),
-			 json_is_false(json_object_get(rec, "enforced")) ? " not enforced" : "");
-		snprintf(chain, sizeof(chain), "%s",
-			 json_is_true(json_object_get(rec, "mediated")) ? "mediated"
-									: "UNMEDIATED");
-	} else if (strcmp(type, "disconnect") == 0) {
-		snprintf(what, sizeof(what), "closed %s:%lld after %.3f ms", js(rec, "daddr"),
-			 (long long)json_integer_value(json_object_get(rec, "dport")),
-			 (double)json_integer_value(json_object_get(rec, "duration_us")) / 1000.0);
-	} else if (strcmp(type, "session_close") == 0) {
-		json_t *cn = json_object_get(rec, "counts");
-
-		snprintf(what, sizeof(what),
-			 "session_close: exit %lld, %lld tokens, %lld denies, %lld connects "
-			 "(%lld blocked, %lld unmediated)",
-			 (long long)json_integer_value(json_object_get(cn, "exit_status")),
-			 (long long)json_integer_value(json_object_get(cn, "tokens")),
-			 (long long)json_integer_value(json_object_get(cn, "denies")),
-			 (long long)json_integer_value(json_object_get(cn, "connects")),
-			 (long long)json_integer_value(json_object_get(cn, "blocked")),
-			 (long long)json_integer_value(json_object_get(cn, "unmediated")));
-		snprintf(verdict, sizeof(verdict), "sealed%s%s%s", *js(rec, "reason") ? " (" : "",
-			 js(rec, "reason"), *js(rec, "reason") ? ")" : "");
-	} else if (strcmp(type, "repeated") == 0) {
-		snprintf(what, sizeof(what), "%lld more like record %lld, the last at %.12s",
-			 (long long)json_integer_value(json_object_get(rec, "count")),
-			 (long long)json_integer_value(json_object_get(rec, "of")),
-			 strlen(js(rec, "until")) >= 23 ? js(rec, "until") + 11 : "");
-		snprintf(verdict, sizeof(verdict), "repeated");
-	} else {
-		snprintf(what, sizeof(what), "%s", type);
-	}
-	{
-		/* comm, argv, targets and reasons come from the agent: no control byte of
-		 * theirs reaches the auditor's terminal */
-		char line[1280], safe[sizeof(line) * 4];
-
-		snprintf(line, sizeof(line), "%-12s  %-22s  %-60s  %-22s  %s", when, who, what,
-			 verdict, chain);
-		puts(dp_escape(line, strlen(line), safe, sizeof(safe)));
-	}
-}
-
-static void print_lines(struct log_view *lv, char *text, size_t len, size_t *done, bool as_json)
-{
-	while (*done < len) {
-		char *line = text + *done, *nl = memchr(line, '\n', len - *done);
-		json_t *rec;
-
-		if (!nl)
-			return; /* an incomplete line waits for the next chunk */
-		*nl = '\0';
-		*done += (size_t)(nl - line) + 1;
-		if (as_json) {
-			puts(line);
-			continue;
-		}
-		rec = json_loads(line, 0, NULL);
-		if (rec)
-			print_record(lv, rec);
-		json_decref(rec);
-	}
-}
-
-static void index_responses(struct log_view *lv, const char *text, size_t len)
-{
-	size_t off = 0;
-
-	while (off < len) {
-		const char *nl = memchr(text + off, '\n', len - off);
-		size_t n = nl ? (size_t)(nl - (text + off)) : len - off;
-		json_t *rec = json_loadb(text + off, n, 0, NULL);
-
-		if (strcmp(js(rec, "type"), "response") == 0 && *js(rec, "jti"))
-			json_object_set(lv->status_by_jti, js(rec, "jti"),
-					json_object_get(rec, "status"));
-		json_decref(rec);
-		off += n + 1;
-	}
-}
-
-int cmd_logs(int argc, char **argv)
-{
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-					     {"follow", no_argument, NULL, 'f'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
-	static struct dcli c;
-	const char *sock_opt = NULL, *session;
-	bool as_json = false, follow = false, closed = false;
-	struct log_view lv = {0};
-	struct dp_err err;
-	char *text = NULL;
-	size_t len = 0, done = 0;
-	uint64_t offset = 0;
-	int opt, rc = 0;
-
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "jfs:h", opts, NULL)) != -1) {
-		if (opt == 'j')
-			as_json = true;
-		else if (opt == 'f')
-			follow = true;
-		else if (opt == 's')
-			sock_opt = optarg;
-		else if (opt == 'h')
-			return fputs(logs_help, stdout), 0;
-		else
-			return fputs(logs_help, stderr), 2;
-	}
-	if (optind != argc - 1) {
-		fputs(logs_help, stderr);
-		return 2;
-	}
-	session = argv[optind];
-	if (dcli_connect(&c, dcli_socket_path(sock_opt), &err) != 0)
-		return cli_fail("logs", "%s", err.msg);
-	lv.status_by_jti = json_object();
-	if (!as_json)
-		printf("%-12s  %-22s  %-60s  %-22s  %s\n", "TIME", "PID/COMM", "WHAT", "VERDICT",
-		       "USER→AGENT→SCOPE→STATUS");
-	for (;;) {
-		size_t before = len;
-
-		if (fetch_log(&c, session, &text, &len, &offset, &closed, &err) != 0) {
-			rc = cli_fail("logs", "%s: %s", session, err.msg);
-			break;
-		}
-		if (len > before)
-			index_responses(&lv, text + before, len - before);
-		print_lines(&lv, text, len, &done, as_json);
-		fflush(stdout);
-		if (!follow || closed)
-			break;
-		usleep(200 * 1000);
-	}
-	dcli_close(&c);
-	json_decref(lv.status_by_jti);
-	free(lv.user);
-	free(lv.agent);
-	free(text);
-	return rc;
-}
-
 /* ---- deputy audit verify --------------------------------------------------------------------- */
 
 static const char audit_help[] =
     "usage: deputy audit verify SESSION|FILE [--jwks FILE] [--socket PATH]\n"
+    "       deputy audit verify --host [--socket PATH]\n"
+    "       deputy audit verify --all [DIR] [--jwks FILE] [--config FILE]\n"
     "Checks a session log's hash chain and, once the session is closed, the signature of\n"
     "its session_close record by deputyd's key. A FILE is checked locally against --jwks\n"
-    "(default: jwks.json in the log's state directory); a SESSION id is fetched from\n"
-    "deputyd. Exits 0 if intact, 1 naming the first bad line.\n";
+    "(default: jwks.json in the log's state directory); a SESSION id (or a unique prefix\n"
+    "of one) is fetched from deputyd. Exits 0 if intact, 1 naming the first bad line.\n"
+    "--all checks every session log of the state directory DIR (default: the state_dir of\n"
+    "deputyd's config: --config, $DEPUTY_CONFIG, /etc/deputy/deputy.json) and the chain\n"
+    "of seals across them: a deleted or cut session log fails, one removed by retention\n"
+    "does not. Exits 1 naming each problem.\n";
 
 int cmd_audit(int argc, char **argv)
 {
-	static const struct option opts[] = {{"jwks", required_argument, NULL, 'k'},
-					     {"socket", required_argument, NULL, 's'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
-	const char *jwks_path = NULL, *sock_opt = NULL, *target;
+	static const struct option opts[] = {
+	    {"jwks", required_argument, NULL, 'k'}, {"socket", required_argument, NULL, 's'},
+	    {"all", no_argument, NULL, 'A'},	    {"config", required_argument, NULL, 'c'},
+	    {"host", no_argument, NULL, 'H'},	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	const char *jwks_path = NULL, *sock_opt = NULL, *config = NULL, *target;
+	bool all = false, host = false;
 	struct logsrc_verdict v;
 	struct logsrc ls;
 	struct dp_err err;
@@ -698,27 +401,35 @@ int cmd_audit(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "k:s:h", opts, NULL)) != -1) {
 		if (opt == 'k')
 			jwks_path = optarg;
+		else if (opt == 'H')
+			host = true;
 		else if (opt == 's')
 			sock_opt = optarg;
+		else if (opt == 'A')
+			all = true;
+		else if (opt == 'c')
+			config = optarg;
 		else if (opt == 'h')
 			return fputs(audit_help, stdout), 0;
 		else
 			return fputs(audit_help, stderr), 2;
 	}
-	if (optind != argc - 1) {
+	if (all && !host && optind >= argc - 1)
+		return cli_audit_all(optind < argc ? argv[optind] : NULL, jwks_path, config);
+	if (all || optind != argc - !host) {
 		fputs(audit_help, stderr);
 		return 2;
 	}
-	target = argv[optind];
+	target = host ? NULL : argv[optind];
 	if (logsrc_load(&ls, target, jwks_path, sock_opt, &err) != 0 ||
 	    logsrc_verify(&ls, &v, &err) != 0) {
 		cli_fail("audit", "%s", err.msg);
 	} else if (v.sealed) {
-		printf("%s: intact: %zu records, sealed by deputyd\n", target, v.records);
+		printf("%s: intact: %zu records, sealed by deputyd\n", ls.target, v.records);
 		rc = 0;
 	} else {
-		printf("%s: intact so far: %zu records (session open, not sealed yet)\n", target,
-		       v.records);
+		printf("%s: intact so far: %zu records (%s, not sealed yet)\n", ls.target,
+		       v.records, host ? "deputyd running" : "session open");
 		rc = 0;
 	}
 	logsrc_free(&ls);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <deputy/verify.h>
 
@@ -40,7 +41,10 @@ static const char grant_usage[] =
     "  --aud URI        deputyd's issuer URI (claim aud); by default the \"issuer\" of\n"
     "                   deputyd's config: --config FILE, $DEPUTY_CONFIG, or\n"
     "                   /etc/deputy/deputy.json\n"
-    "  --jwks           print the public JWKS of --key instead (for a jwks_file) and exit\n";
+    "  --jwks           print the public JWKS of --key instead (for a jwks_file) and exit\n"
+    "\n"
+    "A grant lets whoever holds it run agents as USER: keep the file it goes to readable by\n"
+    "that user only, mode 0600 (umask 077).\n";
 
 static const char verify_usage[] =
     "usage: deputy verify --jwks FILE|URL --audience AUD [--scope S] [--issuer ISS] TOKEN\n"
@@ -252,9 +256,17 @@ int cmd_grant(int argc, char **argv)
 	if (!*agent || strpbrk(agent, " \t") || !plain_text(agent) || strlen(agent) > 200)
 		return cli_fail("grant", "--agent: \"%s\" is not an agent name", agent);
 	snprintf(agent_id, sizeof(agent_id), "agent:%s", agent);
-	for (size_t i = 0; i < n_res; i++)
+	for (size_t i = 0; i < n_res; i++) {
 		if (!plain_text(resources[i]) || strpbrk(resources[i], " \t"))
 			return cli_fail("grant", "--resource: \"%s\" is not a URI", resources[i]);
+		/* a route's audience is an http(s) URI: a bare host could never match one */
+		if (strncmp(resources[i], "https://", 8) != 0 &&
+		    strncmp(resources[i], "http://", 7) != 0)
+			return cli_fail("grant",
+					"--resource: \"%s\" has no scheme: an API base URI such "
+					"as https://%s",
+					resources[i], resources[i]);
+	}
 	if (ttl_text && (ttl = parse_duration(ttl_text)) < 0)
 		return cli_fail("grant",
 				"--ttl: \"%s\" is not a duration like 3600, 90s, 15m, 8h, 1d",
@@ -299,6 +311,11 @@ int cmd_grant(int argc, char **argv)
 		goto out;
 	}
 	printf("%s\n", tok);
+	if (!isatty(STDOUT_FILENO))
+		fprintf(stderr,
+			"deputy: grant: whoever can read this grant can run agents as %s "
+			"until it expires: keep its file mode 0600\n",
+			user);
 	rc = 0;
 out:
 	free(tok);

@@ -17,6 +17,7 @@
 
 #include "audit.h"
 #include "cli.h"
+#include "locate.h"
 
 /* A session log can grow to session_log_max (64 MiB by default); leave room above it. */
 #define LOGSRC_MAX_FILE (256u << 20)
@@ -51,13 +52,19 @@ static int logsrc_from_file(struct logsrc *ls, const char *jwks_path, struct dp_
 static int logsrc_from_deputyd(struct logsrc *ls, const char *sock_opt, struct dp_err *err)
 {
 	static struct dcli c;
-	uint64_t offset = 0;
 	struct dp_err why;
+	const char *sock = cli_socket(sock_opt, NULL, &why);
+	char id[DP_ID_LEN];
+	uint64_t offset = 0;
 	int rc;
 
-	rc = dcli_connect(&c, dcli_socket_path(sock_opt), &why);
+	rc = sock ? dcli_connect(&c, sock, &why) : -EINVAL;
+	/* the host log has no session id to resolve */
+	if (!rc && !ls->host)
+		rc = cli_session_id(&c, ls->target, id, &why);
 	if (!rc)
-		rc = fetch_log(&c, ls->target, &ls->text, &ls->len, &offset, &ls->closed, &why);
+		rc = fetch_log(&c, ls->host ? NULL : id, &ls->text, &ls->len, &offset, &ls->closed,
+			       &why);
 	if (!rc)
 		rc = simple_call(&c, DP_MSG_JWKS, NULL, 0, &why);
 	if (rc) {
@@ -79,7 +86,10 @@ int logsrc_load(struct logsrc *ls, const char *target, const char *jwks_path, co
 		struct dp_err *err)
 {
 	memset(ls, 0, sizeof(*ls));
-	ls->target = target;
+	ls->target = target ? target : "host log";
+	ls->host = !target;
+	if (ls->host)
+		return logsrc_from_deputyd(ls, sock_opt, err);
 	/* A session id never holds '/'; a file name in the current directory is tried as one. */
 	if (strchr(target, '/') || access(target, F_OK) == 0)
 		return logsrc_from_file(ls, jwks_path, err);
@@ -109,8 +119,8 @@ int logsrc_verify(const struct logsrc *ls, struct logsrc_verdict *v, struct dp_e
 	}
 	if (!v->sealed && ls->closed) {
 		v->broken = true;
-		dp_err_set(err, "%s: chain intact but the log is not sealed by session_close",
-			   ls->target);
+		dp_err_set(err, "%s: chain intact but the log is not sealed by %s", ls->target,
+			   ls->host ? AUDIT_SEAL_HOST : AUDIT_SEAL_SESSION);
 		return -EBADMSG;
 	}
 	return 0;

@@ -15,6 +15,7 @@ struct logsrc {
 	char *jwks; /* deputyd's public keys, to check the seal with */
 	size_t jwks_len;
 	bool closed; /* no record will be added: a file, or a session deputyd closed */
+	bool host;   /* deputyd's host log, asked from deputyd */
 };
 
 struct logsrc_verdict {
@@ -23,8 +24,9 @@ struct logsrc_verdict {
 	bool broken; /* the chain, a signature or the seal is wrong (err says where) */
 };
 
-/* target: a session id (asked from deputyd at sock_opt, else $DEPUTY_SOCKET or the default)
- * or a file (checked against jwks_path, default <state_dir>/jwks.json beside it). */
+/* target: a session id (asked from deputyd at sock_opt, else $DEPUTY_SOCKET or the default),
+ * a file (checked against jwks_path, default <state_dir>/jwks.json beside it), or NULL for
+ * deputyd's host log (asked from deputyd). */
 int logsrc_load(struct logsrc *ls, const char *target, const char *jwks_path, const char *sock_opt,
 		struct dp_err *err) DP_WUR;
 /* 0 when intact (sealed, or open and intact so far); else v->broken or no usable JWKS, and

@@ -19,6 +19,9 @@ static const struct {
     {"verify", cmd_verify, "verify a delegation token as a backend does, or a grant"},
     {"report", cmd_report, "write a session's log as one HTML page for an auditor"},
     {"login", cmd_login, "get a grant from an OpenID Provider (device flow)"},
+    {"kill", cmd_kill, "end a live session now"},
+    {"revoke", cmd_revoke, "refuse a grant or a user from now on, ending their sessions"},
+    {"route", cmd_route, "show the route and decision for a request, nothing sent"},
 };
 
 static void usage(FILE *out)
@@ -27,8 +30,10 @@ static void usage(FILE *out)
 	for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "  %-10s %s\n", "--version", "print deputy's version");
-	fprintf(out, "\n'deputy COMMAND --help' tells more. deputyd is found at --socket PATH,\n"
-		     "$DEPUTY_SOCKET, or /run/deputy/deputy.sock.\n");
+	fprintf(out, "\n'deputy help COMMAND' or 'deputy COMMAND --help' tells more. deputyd is\n"
+		     "found at --socket PATH, $DEPUTY_SOCKET, the `socket` of deputyd's config\n"
+		     "(--config FILE, $DEPUTY_CONFIG, /etc/deputy/deputy.json), or\n"
+		     "/run/deputy/deputy.sock.\n");
 }
 
 int main(int argc, char **argv)
@@ -36,6 +41,16 @@ int main(int argc, char **argv)
 	dp_log_init("deputy", DP_LOG_WARN);
 	if (argc < 2) {
 		usage(stderr);
+		return 2;
+	}
+	/* `deputy help CMD` is `deputy CMD --help`, as git and systemctl take it */
+	if (strcmp(argv[1], "help") == 0 && argc >= 3) {
+		char *help_argv[] = {argv[2], "--help", NULL};
+
+		for (size_t i = 0; i < DP_ARRAY_SIZE(commands); i++)
+			if (strcmp(argv[2], commands[i].name) == 0)
+				return commands[i].fn(2, help_argv);
+		cli_fail(argv[2], "unknown command (see 'deputy --help')");
 		return 2;
 	}
 	if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) {

@@ -58,6 +58,9 @@ struct audit_log {
 	struct audit_log *dirty_next; /* on audit_dirty while pend holds something */
 	bool dirty;
 	uint64_t failed_turn; /* audit_turn of the flush that failed */
+	char last_type[32];   /* of the last record, written or read back */
+	bool no_export;	      /* deputyd's host log: not a session's record */
+	char prev_seal[AUDIT_HASH_HEX], prev_seal_session[DP_ID_LEN]; /* for the seal; "": none */
 };
 
 /* Logs with pending records, and the flush_all round (starts at 1: 0 is "never failed"). */
@@ -167,6 +170,8 @@ int audit_log_reopen(const char *dir, const char *session, struct audit_log **ou
 		log->seq = (uint64_t)json_integer_value(seq) + 1;
 		snprintf(log->last_ts, sizeof(log->last_ts), "%s",
 			 json_string_value(json_object_get(rec, "ts")) ?: "");
+		snprintf(log->last_type, sizeof(log->last_type), "%s",
+			 json_string_value(json_object_get(rec, "type")) ?: "");
 		json_decref(rec);
 	}
 	log->fd = open(log->path, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -428,6 +433,7 @@ static int audit_log_write(struct audit_log *log, const char *type, const json_t
 	log->seq++;
 	log->size += len + 1;
 	memcpy(log->last_ts, ts, sizeof(ts));
+	snprintf(log->last_type, sizeof(log->last_type), "%s", type);
 	return 0;
 }
 
@@ -450,8 +456,9 @@ static json_t *audit_seal_claims(const char *issuer, const char *session, uint64
 			 session, "seq", (json_int_t)seq, "prev", prev, "counts", counts);
 }
 
-int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
-		   const json_t *counts, const char *reason, struct dp_err *err)
+int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key *key,
+		   const char *issuer, const json_t *counts, const json_t *extra,
+		   struct dp_err *err)
 {
 	json_t *empty = NULL, *claims, *fields;
 	struct dp_err jerr;
@@ -461,6 +468,10 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 	if (!counts)
 		counts = empty = json_object();
 	claims = audit_seal_claims(issuer, log->session, log->seq, log->prev, counts);
+	/* The seal is the last line: no later prev covers it, so what it says beyond the counts
+	 * (why the session ended, who ended it) is signed too. */
+	if (claims && extra)
+		json_object_update_missing(claims, (json_t *)extra);
 	if (!claims) {
 		json_decref(empty);
 		dp_err_set(err, "out of memory");
@@ -473,16 +484,23 @@ int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *
 		json_decref(empty);
 		return -EIO;
 	}
-	fields = reason
-		     ? json_pack("{s:O, s:s, s:s}", "counts", counts, "reason", reason, "sig", sig)
-		     : json_pack("{s:O, s:s}", "counts", counts, "sig", sig);
+	fields = json_pack("{s:O}", "counts", counts);
+	if (fields && extra)
+		json_object_update(fields, (json_t *)extra);
+	if (fields)
+		json_object_set_new(fields, "sig", json_string(sig));
 	free(sig);
+	if (fields && log->prev_seal[0]) {
+		json_object_set_new(fields, "prev_seal", json_string(log->prev_seal));
+		json_object_set_new(fields, "prev_seal_session",
+				    json_string(log->prev_seal_session));
+	}
 	json_decref(empty);
 	if (!fields) {
 		dp_err_set(err, "out of memory");
 		return -ENOMEM;
 	}
-	rc = audit_log_write(log, "session_close", fields, NULL, true, err);
+	rc = audit_log_write(log, type, fields, NULL, true, err);
 	json_decref(fields);
 	if (rc == 0)
 		rc = audit_log_flush(log, err);
@@ -523,7 +541,29 @@ uint64_t audit_log_next_seq(const struct audit_log *log)
 	return log->seq;
 }
 
+void audit_log_set_prev_seal(struct audit_log *log, const char *session, const char *hash)
+{
+	snprintf(log->prev_seal, sizeof(log->prev_seal), "%s", hash ? hash : "");
+	snprintf(log->prev_seal_session, sizeof(log->prev_seal_session), "%s",
+		 session ? session : "");
+}
+
+const char *audit_log_last_hash(const struct audit_log *log)
+{
+	return log->prev;
+}
+
 const char *audit_log_last_ts(const struct audit_log *log)
 {
 	return log->last_ts;
+}
+
+const char *audit_log_last_type(const struct audit_log *log)
+{
+	return log->last_type;
+}
+
+void audit_log_no_export(struct audit_log *log)
+{
+	log->no_export = true;
 }

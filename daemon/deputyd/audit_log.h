@@ -55,14 +55,24 @@ void audit_log_turn_begin(void);
 bool audit_log_failed(const struct audit_log *log);
 /* Bytes the log may hold (0: no limit). */
 void audit_log_set_max(struct audit_log *log, uint64_t max);
-/* Append session_close with counts (borrowed), reason (unless NULL) and the signature, then
- * fdatasync. The log's limit does not apply to it. */
-int audit_log_seal(struct audit_log *log, const struct dp_key *key, const char *issuer,
-		   const json_t *counts, const char *reason, struct dp_err *err) DP_WUR;
+/* Append the sealing record of type (AUDIT_SEAL_SESSION, or AUDIT_SEAL_HOST for deputyd's host
+ * log) with counts (borrowed), the members of extra (borrowed; may be NULL) and the
+ * signature, then fdatasync. The log's limit does not apply to it. */
+int audit_log_seal(struct audit_log *log, const char *type, const struct dp_key *key,
+		   const char *issuer, const json_t *counts, const json_t *extra,
+		   struct dp_err *err) DP_WUR;
 void audit_log_free(struct audit_log *log);
 const char *audit_log_path(const struct audit_log *log);
 uint64_t audit_log_next_seq(const struct audit_log *log);
+/* The host chain (chain.h): what the seal says was sealed before it (NULL/"": nothing). */
+void audit_log_set_prev_seal(struct audit_log *log, const char *session, const char *hash);
+/* Hex SHA-256 of the last line written (after audit_log_seal: of the seal). */
+const char *audit_log_last_hash(const struct audit_log *log);
 /* The ts of the last record written, or read back by audit_log_reopen ("" if none). */
 const char *audit_log_last_ts(const struct audit_log *log);
+/* The type of that record ("" if none). */
+const char *audit_log_last_type(const struct audit_log *log);
+/* Its records are not sent to audit_export (deputyd's host log). */
+void audit_log_no_export(struct audit_log *log);
 
 #endif

@@ -85,7 +85,11 @@ struct session {
 	int64_t proxy_wait; /* when the seal began waiting for the proxy's last reports */
 	struct session_counts counts;
 	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
-	uint64_t log_dropped;	  /* records not written: the log was at session_log_max */
+	bool close_by_set;	  /* close_by says who ended it (deputy kill) */
+	bool blocked;		  /* its kernel policy is block-all: never widen it again */
+	uid_t close_by;
+	char *close_text;     /* the operator's words for it, or NULL */
+	uint64_t log_dropped; /* records not written: the log was at session_log_max */
 	struct session_repeat repeat[SESSION_REPEAT_SLOTS];
 	struct token_cache_entry *tokens;
 	size_t n_tokens;
@@ -94,6 +98,7 @@ struct session {
 	uint64_t table_gen;
 	uint64_t *table_page; /* NULL until a shim asks for the table */
 	int table_fd;
+	bool dry; /* a `deputy route test` stand-in: decide() logs and mints nothing for it */
 };
 
 struct deputyd {
@@ -111,6 +116,8 @@ struct deputyd {
 	int wake_fd; /* eventfd: a worker thread (keyfetch.c, policy.c) has a result */
 	bool stopping;
 	uint64_t lost_reported;
+	char seal_session[DP_ID_LEN], seal_hash[AUDIT_HASH_HEX]; /* the newest seal (chain.c) */
+	int64_t retention_next; /* when retention.c looks for old logs again */
 	void (*session_gone)(struct deputyd *d, struct session *s); /* see session_on_gone */
 };
 
@@ -151,7 +158,36 @@ int session_log_at(struct session *s, const char *type, json_t *fields,
  * not UTF-8, which jansson refuses, are written as \xNN so the record is never lost. */
 json_t *session_text(const char *s);
 int session_recover(struct deputyd *d);
+/* "NAME" or "agent:NAME" -> "agent:NAME" (malloc'd); -EINVAL for a name outside
+ * 1-64 of [A-Za-z0-9._-]. */
+int session_agent_name(const char *agent, char **out);
 bool session_id_valid(const char *id);
+
+/* session_end.c: deputyd ends a session on its own account. reason is a static string of
+ * the design's list; by (when by_set) and text are who and why, for the seal. The kernel
+ * policy goes to block-all first; a session already ending is only killed again. */
+struct session_end_why {
+	const char *reason;
+	bool by_set;
+	uid_t by;
+	const char *text;
+	/* A host log record written once the policy blocks and before anything is killed, so
+	 * its time bounds every connection the session was allowed (NULL: none). */
+	const char *host_type;
+	json_t *host_fields; /* stolen */
+};
+void session_end(struct deputyd *d, struct session *s, const struct session_end_why *why);
+/* Ends the open sessions whose grant's jti (kind "grant") or sub ("user") is value; the
+ * ids ended, as a JSON array. */
+json_t *session_end_revoked(struct deputyd *d, const char *kind, const char *value,
+			    const struct session_end_why *why);
+/* "on_grant_expiry": "end": ends the sessions whose grant expired. Every tick. */
+void session_end_tick(struct deputyd *d);
+/* session_close's reason, by and text (a new object). */
+json_t *session_end_fields(const struct session *s);
+/* Why a resumed session's grant that failed verification ends it: "grant_expired" when its
+ * (unverified) exp is past, else "revoked" (the trust it was given was withdrawn). */
+const char *session_end_unverified(const char *token);
 
 /* session_logs.c: sessions' logs as the CLI reads them, open or closed. */
 json_t *session_list_json(struct deputyd *d);
@@ -258,6 +294,10 @@ void policy_collect(struct deputyd *d);
 bool policy_stop(struct deputyd *d);
 /* The Unix sockets sessions may reach: deputyd's own and allow_unix. 0 or -errno. */
 int policy_unix_apply(struct deputyd *d);
+/* A route host on this port that the last resolution could not resolve, or NULL. */
+const char *policy_unresolved(int port);
+/* `deputyd -t`: warns about each route host that does not resolve; how many. */
+int policy_check_hosts(const struct dp_config *cfg);
 /* The allow list computed afresh from d->cfg (resolving route hosts); valid until the next
  * policy call. */
 struct dp_kallow;

@@ -45,8 +45,15 @@ static const struct {
     {DP_MSG_USES, "use report", DISPATCH_F_SESSION | DISPATCH_F_NOREPLY | DISPATCH_F_ACK, 0,
      handle_uses},
     {DP_MSG_SESSIONS, "sessions", 0, 0, handle_sessions},
-    {DP_MSG_LOG_READ, "log read", 0, TAG(DP_T_SESSION), handle_log_read},
+    {DP_MSG_LOG_READ, "log read", 0, 0, handle_log_read},
     {DP_MSG_JWKS, "jwks", 0, 0, handle_jwks},
+    {DP_MSG_KILL, "kill", DISPATCH_F_ACK, TAG(DP_T_SESSION), handle_kill},
+    {DP_MSG_REVOKE, "revoke", 0, 0, handle_revoke},
+    {DP_MSG_REVOKE_LIST, "revoke list", 0, 0, handle_revoke_list},
+    {DP_MSG_ROUTE_TEST, "route test", 0,
+     TAG(DP_T_GRANT) | TAG(DP_T_AGENT) | TAG(DP_T_SCHEME) | TAG(DP_T_HOST) | TAG(DP_T_PORT) |
+	 TAG(DP_T_METHOD) | TAG(DP_T_TARGET),
+     handle_route_test},
 };
 
 static int dispatch_check(struct deputyd *d, struct conn *c, unsigned flags, uint64_t need,

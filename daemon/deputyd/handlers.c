@@ -232,6 +232,37 @@ static int session_entry_cmp(const void *a, const void *b)
 		      json_string_value(json_object_get(y, "opened")) ?: "");
 }
 
+static const char *entry_str(json_t *e, const char *k)
+{
+	return json_string_value(json_object_get(e, k)) ?: "";
+}
+
+/* The SESSIONS request's filters, applied here rather than in the CLI: the reply holds at
+ * most one frame, so filtering after the cut would lose older matches. A session matches
+ * SINCE..UNTIL when it ran at some time in that window (RFC 3339 UTC strings of one form
+ * compare as times); one not sealed counts as running until now. */
+static bool sessions_wanted(const struct wire_fields *f, json_t *e)
+{
+	const char *closed = entry_str(e, "closed"), *agent = f->str[DP_T_AGENT];
+
+	if (f->str[DP_T_USER] && strcmp(f->str[DP_T_USER], entry_str(e, "user")) != 0)
+		return false;
+	if (agent && strcmp(agent, entry_str(e, "agent")) != 0 &&
+	    !(strncmp(entry_str(e, "agent"), "agent:", 6) == 0 &&
+	      strcmp(agent, entry_str(e, "agent") + 6) == 0))
+		return false;
+	if (f->str[DP_T_SESSION] &&
+	    strncmp(f->str[DP_T_SESSION], entry_str(e, "session"), strlen(f->str[DP_T_SESSION])))
+		return false;
+	if (f->u64[DP_T_STATUS] == 1 && strcmp(entry_str(e, "state"), "open") != 0)
+		return false;
+	if (f->str[DP_T_UNTIL] && strcmp(entry_str(e, "opened"), f->str[DP_T_UNTIL]) > 0)
+		return false;
+	if (f->str[DP_T_SINCE] && closed[0] && strcmp(closed, f->str[DP_T_SINCE]) < 0)
+		return false;
+	return true;
+}
+
 int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req *r,
 		    struct dp_err *err)
 {
@@ -251,8 +282,10 @@ int handle_sessions(struct deputyd *d, struct conn *c, const struct handler_req 
 		v = calloc(json_array_size(list) + 1, sizeof(*v));
 	json_array_foreach(list, i, e)
 	{
-		if (v && may_see(c, home, json_string_value(json_object_get(e, "session")) ?: "",
-				 (uid_t)json_integer_value(json_object_get(e, "uid"))))
+		if (v &&
+		    may_see(c, home, json_string_value(json_object_get(e, "session")) ?: "",
+			    (uid_t)json_integer_value(json_object_get(e, "uid"))) &&
+		    sessions_wanted(r->f, e))
 			v[n++] = e;
 	}
 	if (v) {
@@ -298,7 +331,9 @@ int handle_log_read(struct deputyd *d, struct conn *c, const struct handler_req 
 	bool open;
 	ssize_t n;
 
-	if (session_log_owner(d, id, &owner, &open) != 0 ||
+	if (r->f->has[DP_T_HOST_LOG])
+		return handle_host_log_read(d, c, r, err);
+	if (!id || session_log_owner(d, id, &owner, &open) != 0 ||
 	    peer_home(d, c->pid, c->pidfd, home) != 0 || !may_see(c, home, id, owner)) {
 		/* The same answer for "absent" and "not yours": ids are not disclosed. */
 		dp_err_set(err, "no such session");

@@ -41,5 +41,15 @@ int handle_table_get(struct deputyd *d, struct conn *c, const struct handler_req
 		     struct dp_err *err);
 int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
 int handle_jwks(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
+/* handlers_ops.c */
+int handle_kill(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err);
+int handle_revoke(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		  struct dp_err *err);
+int handle_revoke_list(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		       struct dp_err *err);
+int handle_host_log_read(struct deputyd *d, struct conn *c, const struct handler_req *r,
+			 struct dp_err *err);
+int handle_route_test(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		      struct dp_err *err); /* route_test.c */
 
 #endif

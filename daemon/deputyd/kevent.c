@@ -157,11 +157,28 @@ static void kevent_unix(struct deputyd *d, struct session *s, const struct dp_ev
 			       when);
 }
 
+/* A blocked connect's reason; when a route host on that port did not resolve, it is named:
+ * the agent probably meant it, and only deputyd's own log said why it allows nothing. */
+static const char *kevent_block_reason(const struct dp_event *ev, char *buf, size_t n)
+{
+	const char *host = policy_unresolved(ev->port);
+
+	if (ev->flags & DP_EVF_UNMEDIATED)
+		return "not mediated";
+	if (!host)
+		return "destination not allowed by the session's routes";
+	snprintf(buf, n,
+		 "destination not allowed by the session's routes (route host %s port %d does "
+		 "not resolve, so it allows no address)",
+		 host, (int)ev->port);
+	return buf;
+}
+
 void kevent_record(void *ctx, const struct dp_event *ev)
 {
 	struct deputyd *d = ctx;
 	struct session *s = session_by_cgid(d, ev->cgid);
-	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "";
+	char comm[DP_EV_COMM_LEN + 1], addr[INET6_ADDRSTRLEN] = "", reason[384];
 	bool block = ev->verdict == DP_EV_BLOCK;
 	struct timespec when = kernel_event_realtime(ev->ts_ns);
 	bool repeated = false;
@@ -191,16 +208,14 @@ void kevent_record(void *ctx, const struct dp_event *ev)
 				(unsigned long long)ev->cookie);
 		session_log_at(s, "connect", kevent_connect_fields(d, ev, comm, addr), &when);
 		if (block && ev->enforced)
-			session_log_at(
-			    s, "deny",
-			    json_pack(
-				"{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer", "kernel", "reason",
-				ev->flags & DP_EVF_UNMEDIATED
-				    ? "not mediated"
-				    : "destination not allowed by the session's routes",
-				"pid", (json_int_t)ev->tgid, "comm", session_text(comm), "daddr",
-				addr, "dport", (json_int_t)ev->port, "enforced", true),
-			    &when);
+			session_log_at(s, "deny",
+				       json_pack("{s:s, s:s, s:I, s:o, s:s, s:I, s:b}", "layer",
+						 "kernel", "reason",
+						 kevent_block_reason(ev, reason, sizeof(reason)),
+						 "pid", (json_int_t)ev->tgid, "comm",
+						 session_text(comm), "daddr", addr, "dport",
+						 (json_int_t)ev->port, "enforced", true),
+				       &when);
 		break;
 	case DP_EV_UNIX_CONNECT:
 	case DP_EV_UNIX_SENDMSG:

@@ -16,9 +16,14 @@
 
 #include "audit_export.h"
 #include "cgroup.h"
+#include "hostlog.h"
+#include "hostwatch.h"
+#include "chain.h"
 #include "httpd.h"
 #include "kernel.h"
 #include "notify.h"
+#include "reload.h"
+#include "revoke.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -41,6 +46,9 @@ static int fail(const char *what, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	pr_warn("%s: %s", what, why);
+	/* once the host log is open, a start that fails is in it too */
+	hostlog_write(strcmp(what, "kernel") == 0 ? "kernel_load_failed" : "start_failed",
+		      json_pack("{s:s, s:s}", "what", what, "reason", why));
 	return 1;
 }
 
@@ -67,6 +75,28 @@ static int setup_dirs(struct deputyd *d)
 	rc = dp_mkdir_p(d->log_dir, 0750);
 	if (rc)
 		return fail("state_dir", "%s: %s", d->log_dir, strerror(-rc));
+	chain_load(d);
+	return 0;
+}
+
+/* The host log first, so that everything after it that fails is recorded; a revocation
+ * list that cannot be read stops deputyd: starting without it would honour revoked grants. */
+static int setup_hostlog(struct deputyd *d, const char *config_path, char *down_since)
+{
+	struct dp_err err;
+	bool sealed;
+
+	if (hostlog_open(d->cfg->state_dir, &sealed, &err) != 0)
+		return fail("state_dir", "host log: %s", err.msg);
+	down_since[0] = '\0';
+	if (!sealed)
+		snprintf(down_since, DP_TS_LEN, "%s", hostlog_last_ts());
+	hostlog_write("deputyd_start",
+		      json_pack("{s:s, s:I, s:s, s:b, s:b}", "version", DEPUTY_VERSION, "pid",
+				(json_int_t)getpid(), "config", config_path, "kernel",
+				d->cfg->kernel, "previous_stop_clean", sealed));
+	if (revoke_load(d->cfg->state_dir, &err) != 0)
+		return fail("revocations", "%s", err.msg);
 	return 0;
 }
 
@@ -213,6 +243,23 @@ static int setup_socket(struct deputyd *d)
 	return 0;
 }
 
+/* Every error of the file, one line each: fixed in one go, not one per start. */
+static int load_config(const char *path, struct dp_config **cfg)
+{
+	static struct config_report report;
+	struct dp_err err;
+
+	if (config_load_report(path, cfg, &err, &report) == 0)
+		return 0;
+	if (report.n == 0)
+		return fail("config", "%s", err.msg);
+	for (size_t i = 0; i < report.n; i++)
+		fail("config", "%s: %s", path, report.line[i]);
+	if (report.more)
+		fail("config", "%s: and %zu more errors", path, report.more);
+	return 1;
+}
+
 /* -t: the file itself, and the issuers' key sets (a missing jwks_file is not ok). */
 static int check_config(const char *path, struct dp_config *cfg)
 {
@@ -224,6 +271,9 @@ static int check_config(const char *path, struct dp_config *cfg)
 		config_free(cfg);
 		return fail("trusted_issuers", "%s", err.msg);
 	}
+	/* resolved here only to warn: the running deputyd resolves again, and a name may come
+	 * to resolve later */
+	policy_check_hosts(cfg);
 	printf("%s: ok (%zu routes, %zu trusted issuers)\n", path, cfg->n_routes, cfg->n_issuers);
 	trust_free(trust);
 	config_free(cfg);
@@ -242,6 +292,40 @@ static int start_httpd(struct deputyd *d, struct dp_httpd **out)
 	return *out ? 0 : -1;
 }
 
+/* Sessions a crashed deputyd left, and the outage the host log then notes. */
+static void recover(struct deputyd *d, const char *down_since)
+{
+	session_recover(d);
+	if (down_since[0])
+		hostlog_write("deputyd_outage",
+			      json_pack("{s:s, s:I}", "down_since", down_since, "sessions_resumed",
+					(json_int_t)d->n_sessions));
+	hostwatch_start(d);
+}
+
+/* Whatever was set up, in reverse; the host log sealed once the key is there to sign. */
+static void teardown(struct deputyd *d, struct dp_httpd *httpd)
+{
+	if (d->key) {
+		json_t *counts = hostwatch_counts(d);
+
+		hostlog_seal(d->key, d->cfg->issuer, counts);
+		json_decref(counts);
+	}
+	hostlog_close();
+	revoke_free();
+	close_export();
+	httpd_stop(httpd);
+	if (d->kernel)
+		kernel_close(d->kernel);
+	if (d->cg_parent[0] && rmdir(d->cg_parent) < 0 && errno != ENOENT && errno != EBUSY)
+		pr_warn("cannot remove %s: %s", d->cg_parent, strerror(errno));
+	trust_free(d->trust);
+	dp_key_free(d->key);
+	free(d->jwks_json);
+	config_free(d->cfg);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
@@ -252,6 +336,7 @@ int main(int argc, char **argv)
 	struct deputyd d = {
 	    .listen_fd = -1, .epfd = -1, .signal_fd = -1, .timer_fd = -1, .wake_fd = -1};
 	struct dp_httpd *httpd = NULL;
+	char down_since[DP_TS_LEN];
 	struct dp_err err;
 	int opt, rc = 1, ready_fd = -1;
 
@@ -288,10 +373,11 @@ int main(int argc, char **argv)
 	if (getenv("DEPUTY_DEBUG") && strcmp(getenv("DEPUTY_DEBUG"), "1") == 0)
 		verbose = true;
 	dp_log_init("deputyd", verbose ? DP_LOG_DEBUG : DP_LOG_INFO);
-	if (config_load(config_path, &d.cfg, &err) != 0)
-		return fail("config", "%s", err.msg);
+	if (load_config(config_path, &d.cfg) != 0)
+		return 1;
 	if (check_only)
 		return check_config(config_path, d.cfg);
+	reload_remember(config_path);
 	if (geteuid() != 0) {
 		config_free(d.cfg);
 		return fail("start",
@@ -308,7 +394,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (setup_dirs(&d) || setup_key(&d) || setup_export(&d))
+	if (setup_dirs(&d) || setup_hostlog(&d, config_path, down_since) || setup_key(&d) ||
+	    setup_export(&d))
 		goto out;
 	d.trust = trust_new(d.cfg, &err);
 	if (!d.trust) {
@@ -319,7 +406,7 @@ int main(int argc, char **argv)
 		goto out;
 	if (d.cfg->http_listen && start_httpd(&d, &httpd) != 0)
 		goto out;
-	session_recover(&d);
+	recover(&d, down_since);
 	if (setup_socket(&d) != 0)
 		goto out;
 	if (ready_fd >= 0)
@@ -329,15 +416,6 @@ int main(int argc, char **argv)
 	notify_send("READY=1\nSTATUS=serving");
 	rc = server_run(&d) ? 1 : 0;
 out:
-	close_export();
-	httpd_stop(httpd);
-	if (d.kernel)
-		kernel_close(d.kernel);
-	if (d.cg_parent[0] && rmdir(d.cg_parent) < 0 && errno != ENOENT && errno != EBUSY)
-		pr_warn("cannot remove %s: %s", d.cg_parent, strerror(errno));
-	trust_free(d.trust);
-	dp_key_free(d.key);
-	free(d.jwks_json);
-	config_free(d.cfg);
+	teardown(&d, httpd);
 	return rc;
 }

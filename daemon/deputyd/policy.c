@@ -42,11 +42,20 @@ struct host_addr { /* one resolved address of a route host */
 	uint8_t addr[16];
 };
 
+#define POLICY_MAX_UNRESOLVED 16
+
 struct policy_tables {
 	struct dp_kallow *allow; /* what sessions get */
 	size_t n_allow, cap_allow;
 	struct host_addr *hosts; /* where route hosts are (binding) */
 	size_t n_hosts, cap_hosts;
+	/* Route hosts the resolution could not resolve, so a kernel deny can name the host
+	 * the agent most likely meant (a bare address says little). */
+	struct {
+		char host[256];
+		int port;
+	} unresolved[POLICY_MAX_UNRESOLVED];
+	size_t n_unresolved;
 };
 
 /* One resolution in a thread: its own copy of everything it reads. */
@@ -133,6 +142,11 @@ static void allow_host(struct policy_tables *t, const char *host, int port, uint
 
 	if (rc != 0) {
 		pr_warn("policy: cannot resolve route host %s: %s", host, gai_strerror(rc));
+		if (t->n_unresolved < POLICY_MAX_UNRESOLVED) {
+			snprintf(t->unresolved[t->n_unresolved].host, sizeof(t->unresolved[0].host),
+				 "%s", host);
+			t->unresolved[t->n_unresolved++].port = port;
+		}
 		return;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
@@ -179,6 +193,39 @@ static uint32_t policy_route_rule(const struct dp_route *rt)
 	if (rt->action == DP_ACTION_DENY)
 		return strict;
 	return DP_RULE_ALLOW | strict | (rt->tls_opaque ? DP_RULE_OPAQUE : DP_RULE_ROUTE);
+}
+
+const char *policy_unresolved(int port)
+{
+	for (size_t i = 0; i < current.n_unresolved; i++)
+		if (current.unresolved[i].port == port)
+			return current.unresolved[i].host;
+	return NULL;
+}
+
+int policy_check_hosts(const struct dp_config *cfg)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	int warned = 0;
+
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct dp_route *rt = &cfg->routes[i];
+		int rc;
+
+		/* a deny route allows nothing; "addrs" says where a host is without DNS */
+		if (rt->action == DP_ACTION_DENY || rt->n_addrs)
+			continue;
+		rc = getaddrinfo(rt->host, NULL, &hints, &res);
+		if (rc == 0) {
+			freeaddrinfo(res);
+			continue;
+		}
+		pr_warn("warning: routes[%zu].host: %s does not resolve (%s): the kernel layer "
+			"will allow no connection to it (\"addrs\" can say where it is)",
+			i, rt->host, gai_strerror(rc));
+		warned++;
+	}
+	return warned;
 }
 
 static void policy_job_free(struct policy_job *j)
@@ -261,9 +308,10 @@ static void policy_apply_all(struct deputyd *d)
 {
 	if (!d->kernel)
 		return;
+	/* A killed session's block-all is never widened again. */
 	for (struct session *s = d->sessions; s; s = s->next)
-		if (kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce, current.allow,
-				       current.n_allow) != 0)
+		if (!s->blocked && kernel_session_set(d->kernel, s->cg_id, d->cfg->enforce,
+						      current.allow, current.n_allow) != 0)
 			pr_warn("session %s: cannot update kernel policy", s->id);
 }
 

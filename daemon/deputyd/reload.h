@@ -7,5 +7,7 @@
 
 /* Keeps the running config, with a logged reason, when the new one does not load. */
 void reload_config(struct deputyd *d);
+/* Keep the config file's JSON as it is at start, to say later which keys a reload changed. */
+void reload_remember(const char *path);
 
 #endif

@@ -24,11 +24,13 @@
 
 #include "conn.h"
 #include "dispatch.h"
+#include "hostwatch.h"
 #include "kernel.h"
 #include "notify.h"
 #include "proxyd.h"
 #include "keyfetch.h"
 #include "reload.h"
+#include "retention.h"
 
 #define TICK_MS 200
 /* A burst of this many tokens is signed from precomputed nonces (~150 bytes a pair). */
@@ -102,8 +104,11 @@ static void server_tick(struct deputyd *d, int64_t *last_policy)
 		/* nothing to do: the next tick comes anyway */
 	}
 	conn_accept_pause(d, false);
+	session_end_tick(d);
 	session_tick(d);
+	hostwatch_tick(d);
 	proxyd_tick(d);
+	retention_tick(d);
 	if (dp_now() - *last_policy >= d->cfg->resolve_interval) {
 		*last_policy = dp_now();
 		policy_refresh(d);

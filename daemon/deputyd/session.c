@@ -28,9 +28,12 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "hostlog.h"
+#include "chain.h"
 #include "kernel.h"
 #include "proc.h"
 #include "proxyreq.h"
+#include "revoke.h"
 
 #define CLOSE_GRACE_SECONDS 5 /* after this, a closing session's cgroup is killed again */
 
@@ -93,6 +96,10 @@ int session_log_at(struct session *s, const char *type, json_t *fields, const st
 
 	if (!fields)
 		return -ENOMEM;
+	if (s->dry) { /* `deputy route test`: decided, never recorded */
+		json_decref(fields);
+		return 0;
+	}
 	rc = audit_log_append_at(s->log, type, fields, when, &err);
 	json_decref(fields);
 	if (rc == -EFBIG) {
@@ -108,67 +115,9 @@ int session_log_at(struct session *s, const char *type, json_t *fields, const st
 	return rc;
 }
 
-/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
-json_t *session_text(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s), o = 0;
-	json_t *j = json_stringn(s, n);
-	char *out;
-
-	if (j)
-		return j;
-	out = malloc(n * 4 + 1);
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq(p + i, n - i);
-
-		if (k == 0) {
-			o += (size_t)sprintf(out + o, "\\x%02x", p[i]);
-			i++;
-			continue;
-		}
-		memcpy(out + o, p + i, k);
-		o += k;
-		i += k;
-	}
-	j = json_stringn(out, o);
-	free(out);
-	return j;
-}
-
 /* ---- open ------------------------------------------------------------------------------ */
 
-static int agent_normalize(const char *agent, char **out)
+int session_agent_name(const char *agent, char **out)
 {
 	const char *name = strncmp(agent, "agent:", 6) == 0 ? agent + 6 : agent;
 	size_t n = strlen(name);
@@ -220,6 +169,7 @@ static void session_free(struct session *s)
 	if (s->leader_pidfd >= 0)
 		close(s->leader_pidfd);
 	free(s->agent);
+	free(s->close_text);
 	audit_log_free(s->log);
 	for (size_t i = 0; i < s->n_tokens; i++) {
 		free(s->tokens[i].audience);
@@ -323,7 +273,7 @@ static int session_admit(struct deputyd *d, struct session *s, const struct sess
 	pid_t ppid;
 	int rc;
 
-	if (agent_normalize(q->agent, &s->agent) != 0) {
+	if (session_agent_name(q->agent, &s->agent) != 0) {
 		dp_err_set(err, "agent: name must be 1-64 of [A-Za-z0-9._-]");
 		return -EINVAL;
 	}
@@ -340,6 +290,13 @@ static int session_admit(struct deputyd *d, struct session *s, const struct sess
 		dp_err_set(err, "%s", gerr.msg);
 		return rc;
 	}
+	if (rc == 0 && revoke_match(s->grant)) {
+		dp_err_set(&gerr, "grant revoked (%s %s is on deputyd's revocation list)",
+			   revoke_match(s->grant),
+			   strcmp(revoke_match(s->grant), "user") == 0 ? s->grant->sub
+								       : s->grant->jti);
+		rc = -EACCES;
+	}
 	if (rc) {
 		pr_info("grant refused for uid %u (%s): %s", (unsigned)s->uid, s->agent, gerr.msg);
 		dp_err_set(err, "grant refused: %s", gerr.msg);
@@ -355,6 +312,32 @@ static int session_admit(struct deputyd *d, struct session *s, const struct sess
 		return -EIO;
 	}
 	return 0;
+}
+
+/* A refused session in the host log: who asked (the kernel's uid), for which agent, and
+ * what the grant claims to be (unverified: it may be forged; the reason says so). */
+static void session_refused_record(const struct session_req *q, const struct dp_err *why)
+{
+	struct dp_jws jws = {0};
+	struct dp_err jerr;
+	json_t *rec =
+	    json_pack("{s:I, s:o, s:o}", "uid", (json_int_t)q->uid, "agent",
+		      session_text(q->agent ? q->agent : ""), "reason", session_text(why->msg));
+
+	if (rec && q->grant && dp_jws_parse(q->grant, &jws, &jerr) == 0) {
+		static const char *const claimed[][2] = {
+		    {"sub", "user"}, {"iss", "grant_iss"}, {"jti", "grant_jti"}};
+
+		for (size_t i = 0; i < DP_ARRAY_SIZE(claimed); i++) {
+			const char *v =
+			    json_string_value(json_object_get(jws.claims, claimed[i][0]));
+
+			if (v && strlen(v) <= 1024)
+				json_object_set_new(rec, claimed[i][1], session_text(v));
+		}
+	}
+	dp_jws_clear(&jws);
+	hostlog_write("session_refused", rec);
 }
 
 int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
@@ -380,6 +363,7 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	if (rc == 0)
 		rc = session_admit(d, s, q, &child_pidfd, err);
 	if (rc) {
+		session_refused_record(q, err);
 		if (child_pidfd >= 0)
 			close(child_pidfd);
 		session_free(s);
@@ -406,12 +390,13 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	jargv = json_array();
 	for (size_t i = 0; i < q->argc; i++)
 		json_array_append_new(jargv, session_text(q->argv[i]));
-	rc =
-	    session_log(s, "session_open",
-			json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user", s->grant->sub,
-				  "agent", s->agent, "grant_iss", s->grant->iss, "grant_jti",
-				  s->grant->jti, "argv", jargv, "uid", (json_int_t)q->uid, "pid",
-				  (json_int_t)q->leader, "cgroup", s->cg_rel));
+	rc = session_log(
+	    s, "session_open",
+	    chain_put_prev(d, json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "user",
+					s->grant->sub, "agent", s->agent, "grant_iss",
+					s->grant->iss, "grant_jti", s->grant->jti, "argv", jargv,
+					"uid", (json_int_t)q->uid, "pid", (json_int_t)q->leader,
+					"cgroup", s->cg_rel)));
 	if (rc == 0)
 		rc = session_save_state(d, s);
 	if (rc) {
@@ -436,6 +421,7 @@ int session_open(struct deputyd *d, struct conn *c, const struct session_req *q,
 	*out = s;
 	return 0;
 fail:
+	session_refused_record(q, err);
 	close(child_pidfd);
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
@@ -473,7 +459,7 @@ static void session_finish(struct deputyd *d, struct session *s)
 	struct dp_kernel_stats ks = {0};
 	char path[PATH_MAX];
 	struct dp_err serr;
-	json_t *counts;
+	json_t *counts, *why;
 
 	/* The session's last events go in before the counts are taken and the log sealed: they
 	 * may still be in the ring buffer when the timer or deputy run says the session ended. */
@@ -492,17 +478,23 @@ static void session_finish(struct deputyd *d, struct session *s)
 	    "proxy_unflushed", (json_int_t)proxyreq_open(s->id));
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
-	if (!counts)
+	chain_before_seal(d, s->log);
+	why = session_end_fields(s);
+	if (!counts || !why)
 		pr_warn("session %s: cannot seal the audit log: out of memory", s->id);
-	else if (audit_log_seal(s->log, d->key, d->cfg->issuer, counts, s->close_reason, &serr) !=
-		 0)
+	else if (audit_log_seal(s->log, AUDIT_SEAL_SESSION, d->key, d->cfg->issuer, counts, why,
+				&serr) != 0)
 		pr_warn("session %s: cannot seal the audit log: %s", s->id, serr.msg);
+	else
+		chain_after_seal(d, s->id, s->log);
 	json_decref(counts);
+	json_decref(why);
 	session_state_path(d, s->id, path, sizeof(path));
 	unlink(path);
 	if (cgroup_remove(s->cg_path) != 0)
 		pr_warn("session %s: cannot remove %s: %s", s->id, s->cg_path, strerror(errno));
-	pr_info("session %s closed (exit status %d)", s->id, s->exit_status);
+	pr_info("session %s closed (%s, exit status %d)", s->id,
+		s->close_reason ? s->close_reason : "exit", s->exit_status);
 	if (d->session_gone)
 		d->session_gone(d, s);
 	for (struct session **pp = &d->sessions; *pp; pp = &(*pp)->next)
@@ -566,10 +558,13 @@ void session_close_all(struct deputyd *d)
 {
 	for (int i = 0; i < 50 && d->sessions; i++) {
 		for (struct session *s = d->sessions; s; s = s->next)
-			if (s->state != SESSION_CLOSING)
+			if (s->state != SESSION_CLOSING) {
+				if (!s->close_reason)
+					s->close_reason = "deputyd_stopped";
 				session_request_close(d, s, -1);
-			else
+			} else {
 				cgroup_kill(s->cg_path);
+			}
 		session_tick(d);
 		if (d->sessions)
 			usleep(100000);
@@ -677,6 +672,13 @@ static void session_recover_one(struct deputyd *d, const char *id)
 	populated = cgroup_populated(s->cg_path);
 	rc = grant_verify(d->trust, json_string_value(json_object_get(st, "grant")) ?: "",
 			  d->cfg->issuer, s->agent, dp_now(), &s->grant, &err);
+	if (rc == 0 && revoke_match(s->grant)) {
+		rc = -EACCES;
+		dp_err_set(&err, "grant revoked");
+	}
+	if (rc)
+		s->close_reason =
+		    session_end_unverified(json_string_value(json_object_get(st, "grant")) ?: "");
 	json_decref(st);
 	s->next = d->sessions;
 	d->sessions = s;

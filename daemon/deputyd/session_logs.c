@@ -112,6 +112,8 @@ static json_t *session_summary(const char *id, json_t *first, json_t *last, bool
 	    strcmp(json_string_value(json_object_get(last, "type")) ?: "", "session_close") == 0) {
 		json_object_set(e, "closed", json_object_get(last, "ts"));
 		json_object_set(e, "counts", json_object_get(last, "counts"));
+		if (json_is_string(json_object_get(last, "reason")))
+			json_object_set(e, "reason", json_object_get(last, "reason"));
 	}
 	return e;
 }

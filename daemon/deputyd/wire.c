@@ -14,7 +14,7 @@ bool wire_tag_is_u64(uint16_t t)
 {
 	return t == DP_T_PORT || t == DP_T_COOKIE || t == DP_T_PID || t == DP_T_STATUS ||
 	       t == DP_T_FAMILY || t == DP_T_OFFSET || t == DP_T_VERDICT || t == DP_T_CONN ||
-	       t == DP_T_GEN || t == DP_T_EXP;
+	       t == DP_T_GEN || t == DP_T_EXP || t == DP_T_HOST_LOG;
 }
 
 static char *wire_strdup(struct wire_fields *f, const uint8_t *v, uint16_t n)

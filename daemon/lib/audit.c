@@ -20,9 +20,13 @@ void audit_hash_line(const char *line, size_t len, char out[AUDIT_HASH_HEX])
 	dp_hex(md, sizeof(md), out);
 }
 
-/* Checks a session_close record's signature against keys and the chain position. */
-static int audit_verify_seal(json_t *rec, const struct dp_keyset *keys, const char *session,
-			     uint64_t seq, const char *prev, struct dp_err *err)
+/* Members of a seal record that its signature covers besides the counts, when present. */
+static const char *const audit_seal_extra[] = {"reason", "by", "text"};
+
+/* Checks a seal record's signature against keys and the chain position. */
+static int audit_verify_seal(json_t *rec, const char *type, const struct dp_keyset *keys,
+			     const char *session, uint64_t seq, const char *prev,
+			     struct dp_err *err)
 {
 	const char *sig = json_string_value(json_object_get(rec, "sig"));
 	json_t *counts = json_object_get(rec, "counts");
@@ -33,21 +37,21 @@ static int audit_verify_seal(json_t *rec, const struct dp_keyset *keys, const ch
 	int rc = -EBADMSG;
 
 	if (!sig) {
-		dp_err_set(err, "session_close has no sig");
+		dp_err_set(err, "%s has no sig", type);
 		return -EBADMSG;
 	}
 	if (dp_jws_parse(sig, &jws, &jerr)) {
-		dp_err_set(err, "session_close sig: %s", jerr.msg);
+		dp_err_set(err, "%s sig: %s", type, jerr.msg);
 		return -EBADMSG;
 	}
 	key = jws.kid ? dp_keyset_find(keys, jws.kid) : NULL;
 	if (!key) {
-		dp_err_set(err, "session_close sig: key \"%s\" not in deputyd's JWKS",
+		dp_err_set(err, "%s sig: key \"%s\" not in deputyd's JWKS", type,
 			   jws.kid ? jws.kid : "");
 		goto out;
 	}
 	if (dp_jws_verify(&jws, key, &jerr)) {
-		dp_err_set(err, "session_close sig: %s", jerr.msg);
+		dp_err_set(err, "%s sig: %s", type, jerr.msg);
 		goto out;
 	}
 	c = jws.claims;
@@ -57,8 +61,23 @@ static int audit_verify_seal(json_t *rec, const struct dp_keyset *keys, const ch
 	    !json_is_string(json_object_get(c, "prev")) ||
 	    strcmp(json_string_value(json_object_get(c, "prev")), prev) != 0 ||
 	    !json_equal(json_object_get(c, "counts"), counts)) {
-		dp_err_set(err, "session_close sig does not match the record");
+		dp_err_set(err, "%s sig does not match the record", type);
 		goto out;
+	}
+	/* Why it ended and who ended it are signed where the seal has a reason (seals made
+	 * before that carry none, and then neither may the record say who). */
+	for (size_t i = 0; i < DP_ARRAY_SIZE(audit_seal_extra); i++) {
+		json_t *signed_v = json_object_get(c, audit_seal_extra[i]);
+		json_t *rec_v = json_object_get(rec, audit_seal_extra[i]);
+		bool ok = json_object_get(c, "reason")
+			      ? (signed_v ? rec_v && json_equal(signed_v, rec_v) : !rec_v)
+			      : i == 0 || !rec_v; /* an old seal: an unsigned reason, no more */
+
+		if (!ok) {
+			dp_err_set(err, "%s sig does not match the record's %s", type,
+				   audit_seal_extra[i]);
+			goto out;
+		}
 	}
 	rc = 0;
 out:
@@ -73,7 +92,7 @@ int audit_verify(const char *text, size_t len, const struct dp_keyset *keys, boo
 	char *session = NULL;
 	size_t off = 0;
 	uint64_t lineno = 0;
-	bool closed = false;
+	bool closed = false, seal_last = false;
 	int rc = 0;
 
 	*sealed = false;
@@ -130,12 +149,14 @@ int audit_verify(const char *text, size_t len, const struct dp_keyset *keys, boo
 			rc = -EBADMSG;
 		} else if (!session && !(session = strdup(rsession))) {
 			rc = -ENOMEM;
-		} else if (strcmp(type, "session_close") == 0) {
-			closed = true;
+		} else if ((seal_last = strcmp(type, AUDIT_SEAL_SESSION) == 0 ||
+					(strcmp(type, AUDIT_SEAL_HOST) == 0 &&
+					 strcmp(session, "host") == 0))) {
+			closed = strcmp(type, AUDIT_SEAL_SESSION) == 0;
 			if (keys) {
 				struct dp_err serr;
 
-				if (audit_verify_seal(rec, keys, session, lineno - 1, prev,
+				if (audit_verify_seal(rec, type, keys, session, lineno - 1, prev,
 						      &serr)) {
 					dp_err_set(err, "line %llu: %s", (unsigned long long)lineno,
 						   serr.msg);
@@ -153,7 +174,7 @@ int audit_verify(const char *text, size_t len, const struct dp_keyset *keys, boo
 		rc = -EBADMSG;
 	}
 	if (rc == 0)
-		*sealed = closed && keys;
+		*sealed = seal_last && keys;
 	free(session);
 	return rc;
 }

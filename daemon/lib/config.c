@@ -32,148 +32,16 @@
 #define CFG_MAX_CIDRS 1024
 #define CFG_MAX_ROUTE_ADDRS 64
 #define CFG_MAX_GLOB 2048
-#define CFG_MAX_TOKEN 64 /* HTTP methods and header names */
-#define CFG_MAX_CGROUP 255
+#define CFG_MAX_TOKEN 64     /* HTTP methods and header names */
 #define CFG_SUN_PATH_MAX 107 /* sizeof(sun_path) - 1 */
 
-int config_parse_listen(const char *text, bool allow_port0, struct sockaddr_storage *ss,
-			socklen_t *sslen)
+/* Keeps the first error in *first and says whether r is one: parsing goes on after an
+ * error so that all of them are reported (cfg_fail records each). */
+static bool cfg_keep(int *first, int r)
 {
-	char host[INET6_ADDRSTRLEN + 1];
-	const char *colon, *h = text, *he;
-	struct sockaddr_in6 *s6;
-	struct sockaddr_in *s4;
-	char *end;
-	void *addr;
-	int family;
-	long port;
-
-	if (!text || strlen(text) > INET6_ADDRSTRLEN + 8)
-		return -EINVAL;
-	if (text[0] == '[') {
-		const char *rb = strchr(text, ']');
-
-		if (!rb || rb[1] != ':')
-			return -EINVAL;
-		h = text + 1;
-		he = rb;
-		colon = rb + 1;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon || memchr(text, ':', (size_t)(colon - text)))
-			return -EINVAL; /* an IPv6 address needs its brackets here */
-		he = colon;
-	}
-	if (he == h || (size_t)(he - h) >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, h, (size_t)(he - h));
-	host[he - h] = '\0';
-	if (!isdigit((unsigned char)colon[1]))
-		return -EINVAL;
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno || *end || port < (allow_port0 ? 0 : 1) || port > 65535)
-		return -EINVAL;
-
-	memset(ss, 0, sizeof(*ss));
-	s6 = (struct sockaddr_in6 *)ss;
-	s4 = (struct sockaddr_in *)ss;
-	family = text[0] == '[' ? AF_INET6 : AF_INET;
-	addr = family == AF_INET6 ? (void *)&s6->sin6_addr : (void *)&s4->sin_addr;
-	if (inet_pton(family, host, addr) != 1)
-		return -EINVAL;
-	if (!url_addr_is_loopback(family, addr))
-		return -EADDRNOTAVAIL;
-	ss->ss_family = (sa_family_t)family;
-	if (family == AF_INET6)
-		s6->sin6_port = htons((uint16_t)port);
-	else
-		s4->sin_port = htons((uint16_t)port);
-	*sslen = family == AF_INET6 ? sizeof(*s6) : sizeof(*s4);
-	return 0;
-}
-
-/*
- * "10.0.0.0/8", "fd00::/8", or a bare address (one host). Host bits set beyond the prefix
- * are refused rather than silently masked: "10.1.2.3/8" is more likely a typo for a /32
- * than a wish to open a whole /8.
- */
-static int cfg_parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct dp_cidr *out)
-{
-	char addr[INET6_ADDRSTRLEN + 1];
-	const char *slash = strchr(s, '/');
-	size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-	int maxp, prefix;
-
-	if (alen == 0 || alen >= sizeof(addr))
-		return cfg_fail(c, key, "\"%s\" is not an address or CIDR", s);
-	memcpy(addr, s, alen);
-	addr[alen] = '\0';
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, addr, out->addr) == 1) {
-		out->family = AF_INET;
-		maxp = 32;
-	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
-		out->family = AF_INET6;
-		maxp = 128;
-	} else {
-		return cfg_fail(c, key, "\"%s\" is not an address or CIDR", s);
-	}
-	prefix = maxp;
-	if (slash) {
-		const char *p = slash + 1;
-
-		/* digits only: no sign, no spaces, no leading zeros beyond "0" */
-		if (!*p || strlen(p) > 3 || (p[0] == '0' && p[1]))
-			return cfg_fail(c, key, "\"%s\": bad prefix length", s);
-		prefix = 0;
-		for (; *p; p++) {
-			if (!isdigit((unsigned char)*p))
-				return cfg_fail(c, key, "\"%s\": bad prefix length", s);
-			prefix = prefix * 10 + (*p - '0');
-		}
-		if (prefix > maxp)
-			return cfg_fail(c, key, "\"%s\": prefix length must be at most %d", s,
-					maxp);
-	}
-	for (int bit = prefix; bit < maxp; bit++) {
-		if (out->addr[bit / 8] & (0x80 >> (bit % 8)))
-			return cfg_fail(c, key,
-					"\"%s\": address has bits set beyond the /%d prefix", s,
-					prefix);
-	}
-	out->prefix = prefix;
-	return cfg_dup_string(c, key, s, &out->text);
-}
-
-/*
- * A relative cgroup path under the cgroup2 root: components of [A-Za-z0-9._-], none of
- * them "." or "..", no leading, trailing or doubled '/'. deputyd creates and removes
- * directories under it as root, so nothing may point outside the hierarchy.
- */
-static bool cfg_cgroup_path_ok(const char *s)
-{
-	size_t n = strlen(s);
-	const char *comp = s;
-
-	if (n == 0 || n > CFG_MAX_CGROUP)
-		return false;
-	for (size_t i = 0; i <= n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '/' || ch == '\0') {
-			size_t clen = (size_t)(s + i - comp);
-
-			if (clen == 0 || (clen == 1 && comp[0] == '.') ||
-			    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
-				return false;
-			comp = s + i + 1;
-			continue;
-		}
-		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
-			return false;
-	}
-	return true;
+	if (r && !*first)
+		*first = r;
+	return r != 0;
 }
 
 /* ---- objects ----------------------------------------------------------------------- */
@@ -188,7 +56,7 @@ static const char *const cfg_forbidden_headers[] = {
 static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *rt)
 {
 	char norm[CFG_MAX_GLOB + 1];
-	const char *s = NULL;
+	const char *s = NULL, *why;
 	int r;
 
 	if ((r = cfg_get_string(c, "path", v, &s)))
@@ -202,6 +70,8 @@ static int cfg_parse_route_path(struct cfg_ctx *c, json_t *v, struct dp_route *r
 	/* matched against the path without query or fragment: '#' could never match */
 	if (strchr(s, '#'))
 		return cfg_fail(c, "path", "must not contain '#'");
+	if ((why = cfg_glob_problem(s)))
+		return cfg_fail(c, "path", "the glob \"%s\" %s", s, why);
 	/* requests are normalised before matching, so a pattern that is not could
 	 * never match what it seems to say */
 	url_path_normalize(s, strlen(s), norm);
@@ -364,6 +234,7 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	cfg->allow_resolvers = true;
 	cfg->resolve_interval = 300;
 	cfg->session_log_max = 64 << 20;
+	cfg->retention_days = 90;
 	cfg->proxy = true;
 	cfg->proxy_listen = strdup("127.0.0.1:8472");
 	if (!cfg->socket || !cfg->state_dir || !cfg->http_listen || !cfg->cgroup ||
@@ -372,31 +243,36 @@ static int cfg_set_defaults(struct dp_config *cfg)
 	return 0;
 }
 
-/* The proxy's keys, and one "tls" per destination: the kernel redirects by address and
- * port, so routes naming the same host and port cannot want different things. */
+/* The proxy's keys. */
 static int cfg_parse_proxy(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
 	struct sockaddr_storage ss;
 	const char *s = NULL;
 	socklen_t sl;
 	json_t *v;
-	int r, choice;
+	int r, choice, first = 0;
 
-	if ((v = json_object_get(root, "proxy"))) {
-		if ((r = cfg_get_choice(c, "proxy", v, "on", "off", &choice)))
-			return r;
+	if ((v = json_object_get(root, "proxy")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "proxy", v, "on", "off", &choice)))
 		cfg->proxy = choice == 0;
-	}
 	if ((v = json_object_get(root, "proxy_listen"))) {
 		if ((r = cfg_get_string(c, "proxy_listen", v, &s)))
-			return r;
-		if (config_parse_listen(s, false, &ss, &sl) != 0 || ss.ss_family != AF_INET)
-			return cfg_fail(c, "proxy_listen",
-					"must be a loopback IPv4 \"ADDRESS:PORT\" such as "
-					"\"127.0.0.1:8472\"");
-		if ((r = cfg_dup_string(c, "proxy_listen", s, &cfg->proxy_listen)))
-			return r;
+			;
+		else if (config_parse_listen(s, false, &ss, &sl) != 0 || ss.ss_family != AF_INET)
+			r = cfg_fail(c, "proxy_listen",
+				     "must be a loopback IPv4 \"ADDRESS:PORT\" such as "
+				     "\"127.0.0.1:8472\"");
+		else
+			r = cfg_dup_string(c, "proxy_listen", s, &cfg->proxy_listen);
+		cfg_keep(&first, r);
 	}
+	return first;
+}
+
+/* One "tls" per destination: the kernel redirects by address and port, so routes naming
+ * the same host and port cannot want different things. */
+static int cfg_check_routes_tls(struct cfg_ctx *c, const struct dp_config *cfg)
+{
 	for (size_t i = 1; i < cfg->n_routes; i++)
 		for (size_t j = 0; j < i; j++) {
 			const struct dp_route *a = &cfg->routes[i], *b = &cfg->routes[j];
@@ -444,46 +320,54 @@ static int cfg_parse_http_listen(struct cfg_ctx *c, json_t *v, struct dp_config 
 /* The optional settings that choose a mode or a bound. */
 static int cfg_parse_switches(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	int r, unrouted = -1, kernel = -1, binding = -1;
 	const char *s = NULL;
+	int first = 0, choice;
 	json_t *v;
 
-	/* session_log_max: at most what a restarted deputyd reads back to resume a session
-	 * (audit_log_reopen); at least room for a few records of the largest size. */
-	if ((r = cfg_get_choice(c, "unrouted", json_object_get(root, "unrouted"), "deny", "monitor",
-				&unrouted)) ||
-	    (r = cfg_get_bool(c, "enforce", json_object_get(root, "enforce"), &cfg->enforce)) ||
-	    (r = cfg_get_choice(c, "kernel", json_object_get(root, "kernel"), "on", "off",
-				&kernel)) ||
-	    (r = cfg_get_choice(c, "token_binding", json_object_get(root, "token_binding"),
-				"request", "session", &binding)) ||
-	    (r = cfg_get_bool(c, "allow_resolvers", json_object_get(root, "allow_resolvers"),
-			      &cfg->allow_resolvers)) ||
-	    (r = cfg_get_int(c, "resolve_interval", json_object_get(root, "resolve_interval"), 10,
-			     86400, &cfg->resolve_interval)) ||
-	    (r = cfg_get_int(c, "session_log_max", json_object_get(root, "session_log_max"),
-			     1 << 20, 256 << 20, &cfg->session_log_max)))
-		return r;
-	if (unrouted >= 0)
-		cfg->unrouted = unrouted ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
-	if (kernel >= 0)
-		cfg->kernel = kernel == 0;
-	if (binding >= 0)
-		cfg->token_binding = binding ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
+	if ((v = json_object_get(root, "unrouted")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "unrouted", v, "deny", "monitor", &choice)))
+		cfg->unrouted = choice ? DP_UNROUTED_MONITOR : DP_UNROUTED_DENY;
+	if ((v = json_object_get(root, "enforce")))
+		cfg_keep(&first, cfg_get_bool(c, "enforce", v, &cfg->enforce));
+	if ((v = json_object_get(root, "kernel")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "kernel", v, "on", "off", &choice)))
+		cfg->kernel = choice == 0;
+	if ((v = json_object_get(root, "token_binding")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "token_binding", v, "request", "session", &choice)))
+		cfg->token_binding = choice ? DP_BINDING_SESSION : DP_BINDING_REQUEST;
+	if ((v = json_object_get(root, "on_grant_expiry")) &&
+	    !cfg_keep(&first, cfg_get_choice(c, "on_grant_expiry", v, "deny", "end", &choice)))
+		cfg->on_grant_expiry = choice ? DP_EXPIRY_END : DP_EXPIRY_DENY;
+	if ((v = json_object_get(root, "allow_resolvers")))
+		cfg_keep(&first, cfg_get_bool(c, "allow_resolvers", v, &cfg->allow_resolvers));
+	if ((v = json_object_get(root, "resolve_interval")))
+		cfg_keep(&first,
+			 cfg_get_int(c, "resolve_interval", v, 10, 86400, &cfg->resolve_interval));
+	/* At most what a restarted deputyd reads back to resume a session (audit_log_reopen);
+	 * at least room for a few records of the largest size. */
+	if ((v = json_object_get(root, "session_log_max")))
+		cfg_keep(&first, cfg_get_int(c, "session_log_max", v, 1 << 20, 256 << 20,
+					     &cfg->session_log_max));
+	/* 0 keeps logs forever; the upper bound only catches a unit mistake (seconds?) */
+	if ((v = json_object_get(root, "retention_days")))
+		cfg_keep(&first,
+			 cfg_get_int(c, "retention_days", v, 0, 36500, &cfg->retention_days));
 	if ((v = json_object_get(root, "cgroup"))) {
-		if ((r = cfg_get_string(c, "cgroup", v, &s)))
-			return r;
-		if (!cfg_cgroup_path_ok(s))
-			return cfg_fail(c, "cgroup",
-					"must be a relative cgroup path of [A-Za-z0-9._-] "
-					"components (no \"..\", no leading '/')");
-		if ((r = cfg_dup_string(c, "cgroup", s, &cfg->cgroup)))
-			return r;
+		if (cfg_keep(&first, cfg_get_string(c, "cgroup", v, &s)))
+			;
+		else if (!cfg_cgroup_path_ok(s))
+			cfg_keep(&first,
+				 cfg_fail(c, "cgroup",
+					  "must be a relative cgroup path of [A-Za-z0-9._-] "
+					  "components (no \"..\", no leading '/')"));
+		else
+			cfg_keep(&first, cfg_dup_string(c, "cgroup", s, &cfg->cgroup));
 	}
-	if ((v = json_object_get(root, "upstream_ca_file")) &&
-	    (r = cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH, &cfg->upstream_ca_file)))
-		return r;
-	return cfg_parse_proxy(c, root, cfg);
+	if ((v = json_object_get(root, "upstream_ca_file")))
+		cfg_keep(&first, cfg_get_abs_path(c, "upstream_ca_file", v, CFG_MAX_PATH,
+						  &cfg->upstream_ca_file));
+	cfg_keep(&first, cfg_parse_proxy(c, root, cfg));
+	return first;
 }
 
 /* "audit_export": {"syslog": PATH}: the object's presence turns the export on, so
@@ -508,35 +392,29 @@ static int cfg_parse_audit_export(struct cfg_ctx *c, json_t *v, struct dp_config
 	return r;
 }
 
-static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+/* issuer, socket, state_dir, signing_key, token_ttl, http_listen: where deputyd is. */
+static int cfg_parse_place(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	static const char *const keys[] = {
-	    "issuer",	     "socket",		"state_dir",	    "signing_key",
-	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
-	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
-	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
-	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
-	    "audit_export",  "allow_unix",
-	};
+	struct url_parts parts;
+	const char *s = NULL;
+	int first = 0, r;
 	json_t *v;
-	int r;
 
-	if (!json_is_object(root))
-		return cfg_fail(c, NULL, "the config must be a JSON object");
-	if ((r = cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys))) ||
-	    (r = cfg_get_issuer(c, root, &cfg->issuer)))
-		return r;
-
-	if ((v = json_object_get(root, "socket"))) {
-		if ((r = cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket)))
-			return r;
-	}
-	if ((v = json_object_get(root, "state_dir")) &&
-	    (r = cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir)))
-		return r;
+	if (!(v = json_object_get(root, "issuer")))
+		cfg_keep(&first, cfg_fail(c, "issuer", "required"));
+	else if (!(r = cfg_get_string(c, "issuer", v, &s)) &&
+		 !(r = cfg_check_uri(c, "issuer", s, &parts)))
+		r = cfg_dup_string(c, "issuer", s, &cfg->issuer);
+	if (v)
+		cfg_keep(&first, r);
+	if ((v = json_object_get(root, "socket")))
+		cfg_keep(&first, cfg_get_abs_path(c, "socket", v, CFG_SUN_PATH_MAX, &cfg->socket));
+	if ((v = json_object_get(root, "state_dir")))
+		cfg_keep(&first,
+			 cfg_get_abs_path(c, "state_dir", v, CFG_MAX_PATH - 64, &cfg->state_dir));
 	if ((v = json_object_get(root, "signing_key"))) {
-		if ((r = cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key)))
-			return r;
+		cfg_keep(&first,
+			 cfg_get_abs_path(c, "signing_key", v, CFG_MAX_PATH, &cfg->signing_key));
 	} else {
 		size_t n = strlen(cfg->state_dir) + sizeof("/signing-key.pem");
 
@@ -547,12 +425,17 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 		snprintf(cfg->signing_key, n, "%s%ssigning-key.pem", cfg->state_dir,
 			 cfg->state_dir[strlen(cfg->state_dir) - 1] == '/' ? "" : "/");
 	}
-	if ((v = json_object_get(root, "token_ttl")) &&
-	    (r = cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl)))
-		return r;
+	if ((v = json_object_get(root, "token_ttl")))
+		cfg_keep(&first, cfg_get_int(c, "token_ttl", v, 5, 86400, &cfg->token_ttl));
+	if ((v = json_object_get(root, "http_listen")))
+		cfg_keep(&first, cfg_parse_http_listen(c, v, cfg));
+	return first;
+}
 
-	if ((v = json_object_get(root, "http_listen")) && (r = cfg_parse_http_listen(c, v, cfg)))
-		return r;
+static int cfg_parse_issuers(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
+{
+	json_t *v;
+	int r;
 
 	if (!(v = json_object_get(root, "trusted_issuers")))
 		return cfg_fail(c, "trusted_issuers", "required");
@@ -569,30 +452,56 @@ static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 				snprintf(key, sizeof(key), "trusted_issuers[%zu].issuer", i);
 				return cfg_fail(c, key, "duplicate of trusted_issuers[%zu]", j);
 			}
-
-	if (!(v = json_object_get(root, "routes")))
-		return cfg_fail(c, "routes", "required");
-	if ((r = cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
-				 (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb)))
-		return r;
-
-	if ((v = json_object_get(root, "allow_cidrs")) &&
-	    (r = cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS, sizeof(*cfg->allow_cidrs),
-				 (void **)&cfg->allow_cidrs, &cfg->n_allow_cidrs,
-				 cfg_parse_cidr_cb)))
-		return r;
-	if ((r = cfg_parse_allow_unix(c, json_object_get(root, "allow_unix"), &cfg->allow_unix,
-				      &cfg->n_allow_unix)))
-		return r;
-
-	if ((v = json_object_get(root, "audit_export")) && (r = cfg_parse_audit_export(c, v, cfg)))
-		return r;
-	return cfg_parse_switches(c, root, cfg);
+	return 0;
 }
 
-int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
+/* Each top-level key is checked even after an error in another, so that every error of the
+ * file is reported at once; within one route or issuer, the first error is. */
+static int cfg_parse_top(struct cfg_ctx *c, json_t *root, struct dp_config *cfg)
 {
-	struct cfg_ctx c = {.err = err};
+	static const char *const keys[] = {
+	    "issuer",	     "socket",		"state_dir",	    "signing_key",
+	    "token_ttl",     "http_listen",	"trusted_issuers",  "routes",
+	    "allow_cidrs",   "unrouted",	"enforce",	    "kernel",
+	    "token_binding", "allow_resolvers", "resolve_interval", "cgroup",
+	    "proxy",	     "proxy_listen",	"upstream_ca_file", "session_log_max",
+	    "audit_export",  "retention_days",	"allow_unix",	    "on_grant_expiry",
+	};
+	int first = 0, routes_ok;
+	json_t *v;
+
+	if (!json_is_object(root))
+		return cfg_fail(c, NULL, "the config must be a JSON object");
+	cfg_keep(&first, cfg_check_keys(c, root, keys, DP_ARRAY_SIZE(keys)));
+	cfg_keep(&first, cfg_parse_place(c, root, cfg));
+	cfg_keep(&first, cfg_parse_issuers(c, root, cfg));
+	if (!(v = json_object_get(root, "routes")))
+		routes_ok = cfg_fail(c, "routes", "required");
+	else
+		routes_ok =
+		    cfg_parse_array(c, "routes", v, CFG_MAX_ROUTES, sizeof(*cfg->routes),
+				    (void **)&cfg->routes, &cfg->n_routes, cfg_parse_route_cb);
+	cfg_keep(&first, routes_ok);
+	if ((v = json_object_get(root, "allow_cidrs")))
+		cfg_keep(&first,
+			 cfg_parse_array(c, "allow_cidrs", v, CFG_MAX_CIDRS,
+					 sizeof(*cfg->allow_cidrs), (void **)&cfg->allow_cidrs,
+					 &cfg->n_allow_cidrs, cfg_parse_cidr_cb));
+	cfg_keep(&first, cfg_parse_allow_unix(c, json_object_get(root, "allow_unix"),
+					      &cfg->allow_unix, &cfg->n_allow_unix));
+	if ((v = json_object_get(root, "audit_export")))
+		cfg_keep(&first, cfg_parse_audit_export(c, v, cfg));
+	cfg_keep(&first, cfg_parse_switches(c, root, cfg));
+	/* across routes: only when each of them parsed */
+	if (routes_ok == 0)
+		cfg_keep(&first, cfg_check_routes_tls(c, cfg));
+	return first;
+}
+
+static int config_parse_report(const char *text, size_t len, struct dp_config **out,
+			       struct dp_err *err, struct config_report *report)
+{
+	struct cfg_ctx c = {.err = err, .report = report};
 	struct dp_config *cfg;
 	json_error_t jerr;
 	json_t *root;
@@ -600,6 +509,8 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	int r;
 
 	*out = NULL;
+	if (err)
+		err->msg[0] = '\0'; /* cfg_fail keeps the first error it is given */
 	for (i = 0; i < len; i++)
 		if (!isspace((unsigned char)text[i]))
 			break;
@@ -641,7 +552,18 @@ int config_parse(const char *text, size_t len, struct dp_config **out, struct dp
 	return 0;
 }
 
+int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err)
+{
+	return config_parse_report(text, len, out, err, NULL);
+}
+
 int config_load(const char *path, struct dp_config **out, struct dp_err *err)
+{
+	return config_load_report(path, out, err, NULL);
+}
+
+int config_load_report(const char *path, struct dp_config **out, struct dp_err *err,
+		       struct config_report *report)
 {
 	struct dp_err perr = {{0}};
 	char *text;
@@ -658,7 +580,7 @@ int config_load(const char *path, struct dp_config **out, struct dp_err *err)
 		dp_err_set(err, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	r = config_parse(text, len, out, &perr);
+	r = config_parse_report(text, len, out, &perr, report);
 	free(text);
 	if (r) {
 		dp_err_set(err, "%s: %s", path, perr.msg);

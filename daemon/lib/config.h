@@ -17,6 +17,7 @@
 
 enum dp_action { DP_ACTION_DELEGATE, DP_ACTION_PASSTHROUGH, DP_ACTION_DENY };
 enum dp_unrouted { DP_UNROUTED_DENY, DP_UNROUTED_MONITOR };
+enum dp_expiry { DP_EXPIRY_DENY, DP_EXPIRY_END };
 enum dp_binding { DP_BINDING_REQUEST, DP_BINDING_SESSION };
 
 struct dp_cidr;
@@ -104,15 +105,28 @@ struct dp_config {
 	bool allow_resolvers;	       /* default true: nameservers of /etc/resolv.conf, port 53 */
 	int resolve_interval;	       /* seconds between re-resolving route hosts, default 300 */
 	int session_log_max;	       /* bytes of one session's log, default 64 MiB */
+	int retention_days; /* closed session logs older than this are removed; 0: never */
 	char *cgroup; /* deputy's parent cgroup, relative to the cgroup2 root; default "deputy" */
 	bool proxy;   /* "proxy": "on" (default) / "off" */
 	char *proxy_listen;	/* loopback IPv4 ADDR:PORT, default 127.0.0.1:8472 */
 	char *upstream_ca_file; /* PEM the proxy verifies upstreams with; NULL: system store */
 	char *audit_syslog; /* audit_export.syslog: where records go as RFC 5424; NULL: nowhere */
+	enum dp_expiry on_grant_expiry; /* default deny: requests refused, the session goes on */
 };
 
-/* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem). */
+/* Every error of one config, one line each (without the file name), in file order: an
+ * operator fixes them in one go. The first is also what err says. */
+#define CONFIG_MAX_REPORT 32
+struct config_report {
+	size_t n, more; /* lines kept; errors beyond CONFIG_MAX_REPORT */
+	char line[CONFIG_MAX_REPORT][384];
+};
+
+/* Parse and validate. 0, or -EINVAL/-errno with err naming the key (or the file problem);
+ * with report, every error found goes there too. */
 int config_load(const char *path, struct dp_config **out, struct dp_err *err) DP_WUR;
+int config_load_report(const char *path, struct dp_config **out, struct dp_err *err,
+		       struct config_report *report) DP_WUR;
 int config_parse(const char *text, size_t len, struct dp_config **out, struct dp_err *err) DP_WUR;
 void config_free(struct dp_config *cfg);
 

@@ -11,15 +11,19 @@
 #include "util.h"
 
 #define CFG_MAX_SCOPE 256
+#define CFG_MAX_CGROUP 255
 #define CFG_MAX_PATH 4096
 
 /* A key path for error messages, built up as the parser descends ("routes[2].port"). */
+struct config_report;
 struct cfg_ctx {
 	struct dp_err *err;
 	char where[128];
+	struct config_report *report; /* every error, when the caller wants them all */
 };
 
-/* Sets err to "<where>.<key>: <why>" and returns -EINVAL. */
+/* Sets err to "<where>.<key>: <why>" (unless it holds an earlier error: the first stays),
+ * adds it to the report, and returns -EINVAL. */
 int cfg_fail(struct cfg_ctx *c, const char *key, const char *fmt, ...) DP_PRINTF(3, 4);
 
 /* RFC 6749 §3.3 scope-token of at most CFG_MAX_SCOPE bytes. */
@@ -38,7 +42,16 @@ int cfg_get_choice(struct cfg_ctx *c, const char *key, json_t *v, const char *a,
 int cfg_get_abs_path(struct cfg_ctx *c, const char *key, json_t *v, size_t max, char **out);
 /* An http(s) URI as issuers and audiences are written (url_parse_http, lower-case scheme). */
 int cfg_check_uri(struct cfg_ctx *c, const char *key, const char *s, struct url_parts *parts);
-/* Refuses any key of obj not in allowed. */
+/* "10.0.0.0/8", "fd00::/8" or a bare address into out (its text copied); host bits beyond
+ * the prefix are an error. */
+struct dp_cidr;
+int cfg_parse_cidr(struct cfg_ctx *c, const char *key, const char *s, struct dp_cidr *out);
+/* A relative cgroup path of [A-Za-z0-9._-] components, none "." or "..". */
+bool cfg_cgroup_path_ok(const char *s);
+/* Why fnmatch(3) would not read the glob s as written, or NULL. */
+const char *cfg_glob_problem(const char *s);
+/* Refuses any key of obj not in allowed: each one reported, with the allowed key it most
+ * likely meant ("did you mean"). */
 int cfg_check_keys(struct cfg_ctx *c, json_t *obj, const char *const *allowed, size_t n);
 /* "allow_unix": absolute socket paths or "@name" for abstract ones, at most 107 bytes of
  * name each (sun_path); v NULL gives the default, nscd's socket. */

@@ -68,4 +68,17 @@ bool mcp_rules_allow(const char *const *rules, size_t n, const char *tool);
 ssize_t mcp_filter_tools(const char *in, size_t len, bool sse, const char *const *rules, size_t n,
 			 char *out, size_t cap);
 
+/* A whole tools/list answer as the agent gets it: the head (as read, status status) without
+ * its framing headers and with a Content-Length, the body content filtered (an answer other
+ * than 200 keeps its body as it came). Length, or -EBADMSG (encoded, not parseable: the
+ * caller answers mcp_unfilterable_response) / -ENOSPC. */
+ssize_t mcp_filter_response(const char *head, size_t head_len, int status, const char *body,
+			    size_t len, const char *const *rules, size_t n, char *out, size_t cap);
+/* What the agent gets instead of a tools/list answer that cannot be filtered (fail closed:
+ * never the list unfiltered): 502 and a JSON-RPC error for id (JSON text; NULL: null) whose
+ * data is {"error":"deputy_upstream","reason":why}; the connection ends. why is a static
+ * reason without quotes. Length or -ENOSPC (MCP_UNFILTERABLE_MAX always does). */
+#define MCP_UNFILTERABLE_MAX (MCP_ID_MAX + 1024)
+ssize_t mcp_unfilterable_response(char *out, size_t cap, const char *id, const char *why);
+
 #endif

@@ -6,7 +6,9 @@
  * agent tools it could not call: each call is decided on its own whatever the list said.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mcp.h"
 #include "mcp_json.h"
@@ -178,4 +180,111 @@ ssize_t mcp_filter_tools(const char *in, size_t len, bool sse, const char *const
 	int r = sse ? mcpf_sse(&f, in, len) : mcpf_message(&f, in, len);
 
 	return r ? r : (ssize_t)f.len;
+}
+
+/* ---- the whole answer, as the shim and the proxy hand it to the agent ---------------- */
+
+static bool mcpf_line_is(const char *line, size_t n, const char *name)
+{
+	size_t k = strlen(name);
+
+	return n > k && line[k] == ':' && strncasecmp(line, name, k) == 0;
+}
+
+/* Does the head's field name (any of its lines) contain want (lower case), or exist at all
+ * when want is NULL? */
+static bool mcpf_head_has(const char *head, size_t len, const char *name, const char *want)
+{
+	for (const char *p = head, *end = head + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+		if (mcpf_line_is(p, n, name)) {
+			char v[256];
+
+			snprintf(v, sizeof(v), "%.*s", (int)n, p);
+			for (char *q = v; *q; q++)
+				*q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+			if (!want || strstr(v, want))
+				return true;
+		}
+		p += n + 1;
+	}
+	return false;
+}
+
+/* The head without its framing headers, with Content-Length: n. Length or -ENOSPC. */
+static ssize_t mcpf_head(const char *head, size_t len, size_t n, char *out, size_t cap)
+{
+	const char *end = head + len;
+	size_t o = 0;
+
+	for (const char *p = head; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t k = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+
+		if (k <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+			int w = snprintf(out + o, cap - o, "Content-Length: %zu\r\n\r\n", n);
+
+			return w < 0 || (size_t)w >= cap - o ? -ENOSPC : (ssize_t)(o + (size_t)w);
+		}
+		if (!mcpf_line_is(p, k, "content-length") &&
+		    !mcpf_line_is(p, k, "transfer-encoding")) {
+			if (o + k > cap)
+				return -ENOSPC;
+			memcpy(out + o, p, k);
+			o += k;
+		}
+		p += k;
+	}
+	return -EBADMSG;
+}
+
+ssize_t mcp_filter_response(const char *head, size_t head_len, int status, const char *body,
+			    size_t len, const char *const *rules, size_t n, char *out, size_t cap)
+{
+	/* The head only loses lines and gains one Content-Length line: the body is written
+	 * behind room for it, then moved next to it. */
+	size_t room = head_len + 48;
+	bool sse = mcpf_head_has(head, head_len, "content-type", "text/event-stream");
+	ssize_t bl, hl;
+
+	if (mcpf_head_has(head, head_len, "content-encoding", NULL) &&
+	    !mcpf_head_has(head, head_len, "content-encoding", "identity"))
+		return -EBADMSG;
+	if (cap < room)
+		return -ENOSPC;
+	if (status == 200) {
+		bl = mcp_filter_tools(body, len, sse, rules, n, out + room, cap - room);
+	} else { /* an error answer is not a list: as it came */
+		if (len > cap - room)
+			return -ENOSPC;
+		memcpy(out + room, body, len);
+		bl = (ssize_t)len;
+	}
+	if (bl < 0)
+		return bl;
+	if ((hl = mcpf_head(head, head_len, (size_t)bl, out, room)) < 0)
+		return hl;
+	memmove(out + hl, out + room, (size_t)bl);
+	return hl + bl;
+}
+
+ssize_t mcp_unfilterable_response(char *out, size_t cap, const char *id, const char *why)
+{
+	char body[MCP_ID_MAX + 512];
+	int bl = snprintf(body, sizeof(body),
+			  "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":{\"code\":-32603,"
+			  "\"message\":\"deputy: %s\",\"data\":{\"error\":\"deputy_upstream\","
+			  "\"reason\":\"%s\"}}}",
+			  id && *id ? id : "null", why, why);
+	int n;
+
+	if (bl < 0 || (size_t)bl >= sizeof(body))
+		return -ENOSPC;
+	n = snprintf(out, cap,
+		     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+		     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+		     bl, body);
+	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
 }

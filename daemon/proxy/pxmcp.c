@@ -133,66 +133,13 @@ void pxmcp_take_rules(struct pxmcp *m, const struct chan_reply *rep)
 
 /* ---- the tools/list answer ------------------------------------------------------------ */
 
-static bool pxmcp_line_is(const char *line, size_t n, const char *name)
+static void pxmcp_unfilterable(struct pxio *agent, const struct pxmcp *m, const char *why)
 {
-	size_t k = strlen(name);
+	char resp[MCP_UNFILTERABLE_MAX];
+	ssize_t n = mcp_unfilterable_response(resp, sizeof(resp), m->call.id, why);
 
-	return n > k && line[k] == ':' && strncasecmp(line, name, k) == 0;
-}
-
-/* The head's value of name (lower-cased prefix test): does it contain want? */
-static bool pxmcp_head_has(const char *head, size_t len, const char *name, const char *want)
-{
-	for (const char *p = head, *end = head + len; p < end;) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-
-		if (pxmcp_line_is(p, n, name)) {
-			char v[256];
-
-			snprintf(v, sizeof(v), "%.*s", (int)n, p);
-			for (char *q = v; *q; q++)
-				*q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
-			if (!want || strstr(v, want))
-				return true;
-		}
-		p += n + 1;
-	}
-	return false;
-}
-
-/* The response head without its framing headers, with Content-Length: n. */
-static int pxmcp_write_head(struct pxio *agent, const char *head, size_t len, size_t n)
-{
-	char cl[48];
-	const char *end = head + len;
-
-	for (const char *p = head; p < end;) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t k = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
-
-		if (k <= 2 && (p[0] == '\r' || p[0] == '\n')) {
-			snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n\r\n", n);
-			return pxio_write(agent, cl, strlen(cl));
-		}
-		if (!pxmcp_line_is(p, k, "content-length") &&
-		    !pxmcp_line_is(p, k, "transfer-encoding") && pxio_write(agent, p, k) != 0)
-			return -1;
-		p += k;
-	}
-	return -1;
-}
-
-static void pxmcp_unfilterable(struct pxio *agent, const char *why)
-{
-	char resp[512];
-	int n = snprintf(resp, sizeof(resp),
-			 "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n\r\n"
-			 "{\"error\":\"deputy_upstream\",\"reason\":\"%s\"}",
-			 strlen(why) + 41, why);
-
-	pxio_write(agent, resp, (size_t)n);
+	if (n > 0)
+		pxio_write(agent, resp, (size_t)n);
 }
 
 /* The response head into buf[0..*head_len), interim (1xx) heads passed on as they come.
@@ -245,7 +192,8 @@ int pxmcp_relay_filtered(struct pxio *up, struct pxio *agent, char *buf, size_t 
 	struct hh_body b;
 	size_t len = 0, head_len = 0, off;
 	char *body = NULL, *out = NULL;
-	bool done = false, sse;
+	size_t cap_out;
+	bool done = false;
 	ssize_t n;
 	int r, rc;
 
@@ -266,7 +214,7 @@ int pxmcp_relay_filtered(struct pxio *up, struct pxio *agent, char *buf, size_t 
 
 		if (k < 0 || b.sink_over) {
 			free(body);
-			pxmcp_unfilterable(agent,
+			pxmcp_unfilterable(agent, m,
 					   "the tools/list answer is malformed or too large");
 			return 1;
 		}
@@ -284,31 +232,20 @@ int pxmcp_relay_filtered(struct pxio *up, struct pxio *agent, char *buf, size_t 
 		len += (size_t)n;
 	}
 	rc = done && off == len ? 0 : 1;
-	sse = pxmcp_head_has(buf, head_len, "content-type", "text/event-stream");
-	if (pxmcp_head_has(buf, head_len, "content-encoding", NULL) &&
-	    !pxmcp_head_has(buf, head_len, "content-encoding", "identity")) {
-		free(body);
-		pxmcp_unfilterable(agent, "the tools/list answer is encoded");
-		return 1;
-	}
-	out = malloc(b.sink_len + 1);
-	n = out && rs.status == 200
-		? mcp_filter_tools(body, b.sink_len, sse, m->rules, m->n_rules, out, b.sink_len + 1)
-		: -EBADMSG;
-	if (rs.status != 200 && out) { /* an error answer is not a list: as it came */
-		memcpy(out, body, b.sink_len);
-		n = (ssize_t)b.sink_len;
-	}
+	cap_out = head_len + 48 + (rs.status == 200 ? b.sink_len + 1 : b.sink_len);
+	out = malloc(cap_out);
+	n = out ? mcp_filter_response(buf, head_len, rs.status, body, b.sink_len, m->rules,
+				      m->n_rules, out, cap_out)
+		: -ENOMEM;
 	free(body);
 	if (n < 0) {
 		free(out);
-		pxmcp_unfilterable(agent, "the tools/list answer cannot be filtered");
+		pxmcp_unfilterable(agent, m,
+				   n == -EBADMSG ? "the tools/list answer cannot be filtered"
+						 : "the tools/list answer is too large");
 		return 1;
 	}
-	r = pxmcp_write_head(agent, buf, head_len, (size_t)n) == 0 &&
-		    pxio_write(agent, out, (size_t)n) == 0
-		? rc
-		: -1;
+	r = pxio_write(agent, out, (size_t)n) == 0 ? rc : -1;
 	free(out);
 	return r;
 }

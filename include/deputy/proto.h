@@ -30,6 +30,9 @@ enum dp_msg_type {
 	DP_MSG_SESSION_OPEN = 10,   /* GRANT, AGENT, PID (the sender's child), ARGV… -> OPENED */
 	DP_MSG_SESSION_OPENED = 11, /* SESSION, USER [, CA] */
 	DP_MSG_SESSION_CLOSE = 12,  /* SESSION, STATUS -> OK */
+	DP_MSG_KILL = 13,	    /* SESSION [, REASON] -> OK: end it now (root or its user) */
+	DP_MSG_REVOKE = 14,	    /* JTI (a grant's) | USER, [REASON] -> DATA_REPLY (root) */
+	DP_MSG_REVOKE_LIST = 15,    /* -> DATA_REPLY (JSON: the revocation list) (root) */
 	DP_MSG_DECIDE = 20, /* SESSION, SCHEME, HOST, PORT, METHOD, TARGET [, COOKIE] -> DECISION */
 	DP_MSG_DECISION = 21, /* VERDICT, REASON, [HEADER, TOKEN, JTI], SCOPE, USER */
 	DP_MSG_RESPONSE = 22, /* SESSION, JTI, STATUS (usually NOREPLY) */
@@ -43,10 +46,15 @@ enum dp_msg_type {
 	DP_MSG_USES = 26,  /* SESSION, USE… (at most DP_USES_MAX; NOREPLY): tokens of the
 			    * table injected without asking */
 	DP_MSG_SESSIONS = 30,	/* -> DATA_REPLY (JSON array) */
-	DP_MSG_LOG_READ = 31,	/* SESSION, OFFSET -> LOG_DATA */
+	DP_MSG_LOG_READ = 31,	/* SESSION | HOST_LOG, OFFSET -> LOG_DATA */
 	DP_MSG_LOG_DATA = 32,	/* DATA, OFFSET (next), STATUS (1 = session closed) */
 	DP_MSG_JWKS = 33,	/* -> DATA_REPLY (deputyd's JWKS JSON) */
 	DP_MSG_DATA_REPLY = 34, /* reply: DATA */
+	/* deputy route test: GRANT, AGENT, SCHEME, HOST, PORT, METHOD, TARGET -> DATA_REPLY
+	 * (JSON: the route and the decision a session of that grant would get; nothing sent,
+	 * logged or minted). SESSIONS may carry filters: USER, AGENT, SESSION (an id prefix),
+	 * STATUS (1: open only), SINCE, UNTIL. */
+	DP_MSG_ROUTE_TEST = 35,
 	/* deputy-proxy <-> deputyd, only on the socketpair deputyd started the proxy with. The
 	 * proxy names connections by the CONN id deputyd gave it, never by session. */
 	DP_MSG_PROXY_CONN = 40,	    /* the accepted socket as SCM_RIGHTS -> PROXY_CONN_OK */
@@ -93,8 +101,9 @@ enum dp_tag {
 	/* DECIDE may also carry SNI (the TLS server name the client sent) and FAMILY + ADDR
 	 * (the socket's peer, as the shim knows it). */
 	DP_T_SNI = 26,
-	/* 27-29: ops-control. Session tables: ENTRY and USE are repeatable, each value a field
-	 * list of its own (the same encoding and tags, see below). */
+	DP_T_HOST_LOG = 27, /* LOG_READ: deputyd's own host log instead of a session's (u64 1) */
+	/* 28-29: unused. Session tables: ENTRY and USE are repeatable, each value a field list
+	 * of its own (the same encoding and tags, see below). */
 	DP_T_ENTRY = 30,
 	DP_T_USE = 31,
 	DP_T_GEN = 32, /* u64: the table's generation */
@@ -108,7 +117,11 @@ enum dp_tag {
 	/* DECISION for a tools/list under "filter_list": repeatable "+NAME" / "-NAME", NAME "*"
 	 * for the rest: the tools the grant allows. */
 	DP_T_MCP_RULE = 37,
-	DP_T_MAX_ = 38,
+	/* SESSIONS: sessions that ran at some time in [SINCE, UNTIL], as RFC 3339 UTC
+	 * timestamps with microseconds, the records' own form (compared as strings). */
+	DP_T_SINCE = 38,
+	DP_T_UNTIL = 39,
+	DP_T_MAX_ = 40,
 };
 
 enum dp_verdict {

@@ -133,7 +133,8 @@ static void fz_round_trip(const uint8_t *d, size_t n)
 			abort();
 		written[nrec++] = f;
 	}
-	if (audit_log_seal(log, fz_key, "https://deputy.fuzz", NULL, NULL, &err) != 0)
+	if (audit_log_seal(log, AUDIT_SEAL_SESSION, fz_key, "https://deputy.fuzz", NULL, NULL,
+			   &err) != 0)
 		abort();
 	if (dp_read_file(path, 1 << 20, &text, &len) != 0)
 		abort();

@@ -4,7 +4,9 @@
  * bodies and the tools/list filter, both fed hostile bytes (the agent writes the first, the
  * server the second). Checks invariants, not just the absence of crashes: a call read is a
  * NUL-free, control-free method and name and an id that is JSON text; the filter never
- * grows its input, and filtering its own output again changes nothing.
+ * grows its input, and filtering its own output again changes nothing; a whole answer
+ * (mcp_filter_response) is at most its head, one Content-Length line and its body, and the
+ * fail-closed replacement always fits.
  */
 #include "../../daemon/lib/httphead.c"
 #include "../../daemon/lib/httpbody.c"
@@ -58,6 +60,23 @@ static void fz_filter(const char *d, size_t n, bool sse)
 		abort();
 }
 
+/* The input's first line-ended part up to an empty line is the head, the rest the body. */
+static void fz_response(const char *d, size_t n)
+{
+	static const char *const rules[] = {"-send_email", "+read_inbox", "-*"};
+	const char *end = memmem(d, n, "\r\n\r\n", 4);
+	size_t hl = end ? (size_t)(end - d) + 4 : 0;
+	ssize_t k;
+
+	if (!end)
+		return;
+	k = mcp_filter_response(d, hl, 200, d + hl, n - hl, rules, 3, fz_again, sizeof(fz_again));
+	if (k != -EBADMSG && k != -ENOSPC && (k < 0 || (size_t)k > n + 48))
+		abort();
+	if (mcp_unfilterable_response(fz_resp, sizeof(fz_resp), "\"x\"", "cannot") <= 0)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *d = (const char *)data;
@@ -67,5 +86,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_call(d, size);
 	fz_filter(d, size, false);
 	fz_filter(d, size, true);
+	fz_response(d, size);
 	return 0;
 }

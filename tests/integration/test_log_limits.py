@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import deputytest as dt  # noqa: E402
@@ -58,29 +57,7 @@ def need_bpf():
         dt.skip("%s not built (make tests-build)" % NET_CONNECT, bpf=True)
 
 
-def script(d, text, name):
-    path = os.path.join(d.dir, name)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o644)
-    return path
-
-
-def start_agent(d, argv, user):
-    p = dt.track(subprocess.Popen(
-        [dt.DEPUTY, "run", "--grant", d.grant_file(d.idp.grant()), "--agent", "mailbot", "--"]
-        + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env(),
-        preexec_fn=dt.demote(user)))
-    line = p.stdout.readline()
-    if not line.startswith("session="):
-        p.kill()
-        dt.fail("session did not start: %r %r" % (line, p.stderr.read()))
-    return p, line.strip().split("=", 1)[1].split()[0]
-
-
-def ts_of(rec):
-    return datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc).timestamp()
+script, start_agent, ts_of = dt.script, dt.start_agent, dt.ts_of
 
 
 def verify(d, sid):

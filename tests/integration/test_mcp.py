@@ -308,6 +308,101 @@ def python_through_the_shim_one_scope_per_tool():
               for x in recs), "no shim deny record for the batch")
 
 
+# tools/list through the shim in both response modes (SSE: chunked text/event-stream; JSON),
+# each followed by a call on the same connection, which goes on after the cut answer.
+SHIM_LIST = r'''
+import http.client, json, ssl, sys
+ca, out = sys.argv[1], {}
+headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+for mode, port in zip(("sse", "json"), sys.argv[2:]):
+    c = http.client.HTTPSConnection("api.test", int(port), timeout=60,
+                                    context=ssl.create_default_context(cafile=ca))
+    res = []
+    for body in ({"jsonrpc": "2.0", "id": "list-1", "method": "tools/list"},
+                 {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                  "params": {"name": "read_inbox", "arguments": {}}}):
+        try:
+            c.request("POST", "/mcp", body=json.dumps(body).encode(), headers=headers)
+            r = c.getresponse()
+            res.append({"status": r.status, "type": r.getheader("Content-Type"),
+                        "body": r.read().decode()})
+        except Exception as e:
+            res.append({"error": repr(e)})
+    out[mode] = res
+    c.close()
+print("RESULT " + json.dumps(out))
+'''
+
+
+def listed_tools(answer):
+    """The tool names of a tools/list answer, JSON or SSE (its data lines)."""
+    body = answer["body"]
+    if "event-stream" in (answer.get("type") or ""):
+        msgs = [json.loads(x[5:]) for x in body.splitlines() if x.startswith("data:") and x[5:].strip()]
+    else:
+        msgs = [json.loads(body)]
+    return [t["name"] for m in msgs if "result" in m for t in m["result"]["tools"]]
+
+
+@case
+def python_through_the_shim_lists_only_granted_tools():
+    w = World.get()
+    d = w.deputyd()
+    script = os.path.join(w.js, "shim_list.py")
+    with open(script, "w") as f:
+        f.write(SHIM_LIST)
+    os.chmod(script, 0o644)
+    grant = d.idp.grant(scope="mcp:use email:read", resource=[AUD])
+    r = d.run(grant, [dt.PYTHON, script, w.ca, str(w.servers["sse"]["port"]),
+                      str(w.servers["json"]["port"])], user=NOBODY, timeout=180)
+    line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    check(line, "the client printed no result: %r %r" % (r.stdout[-800:], r.stderr[-800:]))
+    out = json.loads(line[-1][7:])
+    for mode, kind in (("sse", "text/event-stream"), ("json", "application/json")):
+        lst, call = out[mode]
+        eq(lst.get("status"), 200, "%s tools/list: %r" % (mode, lst))
+        check(kind in (lst.get("type") or ""), "%s: the answer's type: %r" % (mode, lst))
+        eq(listed_tools(lst), ["read_inbox"], "%s tools/list through the shim" % mode)
+        check('"list-1"' in lst["body"], "%s: the answer keeps its id" % mode)
+        eq(call.get("status"), 200, "%s: a call after the list, same connection: %r"
+           % (mode, call))
+        check("inbox: 3 messages" in call["body"], "%s: the call's answer" % mode)
+        seen = w.seen(mode)
+        check([x["method"] for x in seen[-2:]] == ["tools/list", "tools/call"],
+              "%s: the server answered both: %r" % (mode, seen[-2:]))
+    recs = records(d)
+    eq(len([x for x in recs if x["type"] == "response" and x.get("status") == 200]), 4,
+       "response records of the four answers")
+
+
+@case
+def curl_expect_100_continue_is_answered_by_the_shim():
+    """curl waits for 100 Continue before it sends the body the shim must read: the shim
+    answers it at once, so curl never gives up waiting (it says "Done waiting" when it
+    does, after --expect100-timeout)."""
+    w = World.get()
+    d = w.deputyd()
+    before = len(w.seen())
+    body = os.path.join(w.js, "call.json")
+    with open(body, "w") as f:
+        json.dump({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                   "params": {"name": "read_inbox", "arguments": {"pad": "x" * 4000}}}, f)
+    os.chmod(body, 0o644)
+    grant = d.idp.grant(scope="mcp:use email:read", resource=[AUD])
+    r = d.run(grant, ["curl", "-sS", "-v", "--cacert", w.ca, "--expect100-timeout", "30",
+                      "-H", "Content-Type: application/json",
+                      "-H", "Accept: application/json, text/event-stream",
+                      "-H", "Expect: 100-continue", "--data-binary", "@" + body, w.url()],
+              user=NOBODY, timeout=180)
+    eq(r.returncode, 0, "curl: %s" % r.stderr[-800:])
+    check("< HTTP/1.1 100 Continue" in r.stderr, "no 100 Continue: %s" % r.stderr[-1500:])
+    check("Done waiting for 100-continue" not in r.stderr,
+          "curl timed out waiting for 100 Continue: %s" % r.stderr[-1500:])
+    check("inbox: 3 messages" in r.stdout, "the tool's answer: %r" % r.stdout[-400:])
+    seen = w.seen()[before:]
+    eq([(x["method"], x["name"]) for x in seen], [("tools/call", "read_inbox")], "at the server")
+
+
 @case
 def a_lying_agent_gets_no_scope_outside_the_grant():
     """The agent speaks deputyd's protocol itself, as a tampered shim could: whatever call it

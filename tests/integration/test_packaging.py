@@ -304,8 +304,12 @@ def bash_completes_commands_options_and_sessions():
     env = d.env(PATH=os.path.dirname(dt.DEPUTY) + ":" + os.environ.get("PATH", ""))
     eq(complete("deputy rep", env), ["report"])
     eq(sorted(complete("deputy ", env)),
-       sorted(["run", "sessions", "logs", "audit", "report", "grant", "verify", "--help",
-               "--version"]))
+       sorted(["run", "sessions", "logs", "audit", "report", "grant", "verify", "login",
+               "route", "help", "kill", "revoke", "--help", "--version"]))
+    eq(complete("deputy logs --ve", env), ["--verdict"])
+    eq(complete("deputy logs --verdict b", env), ["block"])
+    eq(complete("deputy route ", env), ["test"])
+    eq(complete("deputy help ru", env), ["run"])
     eq(complete("deputy report S --h", env), ["--html", "--help"])
     eq(complete("deputy audit ", env), ["verify"])
     r = d.run(d.idp.grant(), ["true"])

@@ -719,16 +719,19 @@ def route_conns_close():
 # ---- the wire protocol, spoken from Python (include/deputy/proto.h) --------------------------
 
 MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_CLOSE": 12,
-       "DECIDE": 20, "DECISION": 21, "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24,
-       "TABLE": 25, "USES": 26, "PROXY_TABLE_GET": 47, "PROXY_USES": 48,
-       "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34}
+       "KILL": 13, "REVOKE": 14, "REVOKE_LIST": 15, "DECIDE": 20, "DECISION": 21,
+       "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24, "TABLE": 25, "USES": 26,
+       "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34,
+       "ROUTE_TEST": 35, "PROXY_TABLE_GET": 47, "PROXY_USES": 48}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
        "FAMILY": 20, "ADDR": 21, "OFFSET": 22, "DATA": 23, "CONN": 24, "CA": 25,
-       "SNI": 26, "ENTRY": 30, "USE": 31, "GEN": 32, "EXP": 33, "MCP_METHOD": 34,
-       "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37}
-U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN", "GEN", "EXP"}
+       "SNI": 26, "HOST_LOG": 27, "ENTRY": 30, "USE": 31, "GEN": 32, "EXP": 33,
+       "MCP_METHOD": 34, "MCP_NAME": 35, "BODY_SHA256": 36, "MCP_RULE": 37, "SINCE": 38,
+       "UNTIL": 39}
+U64 = {"PORT", "COOKIE", "PID", "STATUS", "FAMILY", "OFFSET", "VERDICT", "CONN", "GEN", "EXP",
+       "HOST_LOG"}
 TAG_NAME = {v: k for k, v in TAG.items()}
 MSG_NAME = {v: k for k, v in MSG.items()}
 VERDICT = {0: "deny", 1: "delegate", 2: "passthrough", 3: "mcp_body"}
@@ -838,6 +841,36 @@ def agent_requests(d, token, requests, user=None, agent="mailbot", env=None):
     r = d.run(token, [PYTHON, script, json.dumps(requests)], user=user, agent=agent, env=env)
     replies = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     return r, replies
+
+
+def script(d, text, name):
+    """A file of d's directory with text, readable by the agents' user."""
+    path = os.path.join(d.dir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def ts_of(rec):
+    """A record's ts as seconds since the epoch."""
+    from datetime import datetime, timezone
+    return datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+def start_agent(d, argv, user, token=None):
+    """`deputy run` of argv as user, whose first line says "session=ID"; returns (Popen, ID)
+    with the rest of its output still to read."""
+    p = track(subprocess.Popen(
+        [DEPUTY, "run", "--grant", d.grant_file(token or d.idp.grant()), "--agent", "mailbot",
+         "--"] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env(),
+        preexec_fn=demote(user)))
+    line = p.stdout.readline()
+    if not line.startswith("session="):
+        p.kill()
+        fail("session did not start: %r %r" % (line, p.stderr.read()))
+    return p, line.strip().split("=", 1)[1].split()[0]
 
 
 def decode_jwt(token):

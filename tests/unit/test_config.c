@@ -324,6 +324,36 @@ static void test_unknown_keys(void)
 		      "trusted_issuers[0]: unknown key \"kid\"");
 }
 
+/* Every error at once, in file order; the first is what err says; "did you mean". */
+static void test_all_errors_reported(void)
+{
+	static const char text[] =
+	    CFG(", \"enforcee\": true, \"token_ttl\": 1, \"frob\": 2",
+		"{\"host\": \"b.test\", \"port\": 0, \"action\": \"deny\"}, " DELEGATE
+		", \"scpoe\": 1}");
+	char path[] = "/tmp/deputy-test-config.XXXXXX";
+	struct config_report rep = {0};
+	struct dp_config *cfg = NULL;
+	struct dp_err err = {{0}};
+	int fd = mkstemp(path);
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		fail("mkstemp: %s", strerror(errno));
+	close(fd);
+	check(config_load_report(path, &cfg, &err, &rep) == -EINVAL && !cfg);
+	unlink(path);
+	check(rep.n == 5 && rep.more == 0);
+	check_str(rep.line[0], "unknown key \"enforcee\" (did you mean \"enforce\"?)");
+	check_str(rep.line[1], "unknown key \"frob\"");
+	check_str(rep.line[2], "token_ttl: must be an integer from 5 to 86400");
+	check_str(rep.line[3], "routes[0].port: must be an integer from 1 to 65535");
+	check_str(rep.line[4], "routes[1]: unknown key \"scpoe\" (did you mean \"scope\"?)");
+	check(strstr(err.msg, "enforcee") != NULL); /* the first */
+	check_refused(CFG(", \"retention_days\": -1", ""), "retention_days: must be an integer");
+	check_refused(CFG("", DELEGATE ", \"path\": \"/a/[b*\"}"), "without its closing ']'");
+	check_refused(CFG("", DELEGATE ", \"path\": \"/a\\\\\"}"), "escaping");
+}
+
 static void test_wrong_types(void)
 {
 	check_refused("{\"issuer\": 1, \"routes\": [], " MIN_ISSUERS "}",
@@ -809,6 +839,7 @@ int main(void)
 	RUN(test_bad_json);
 	RUN(test_missing_required);
 	RUN(test_unknown_keys);
+	RUN(test_all_errors_reported);
 	RUN(test_wrong_types);
 	RUN(test_impossible_values);
 	RUN(test_bad_issuers);

@@ -668,6 +668,22 @@ static void policy_replace_and_stats(void)
 	check(run_in(cg_s1, &pid, to_b) == EPERM); /* a refused update changes nothing */
 }
 
+/* What deputy kill, revoke and on_grant_expiry "end" set before killing (session_end.c):
+ * enforced and no rule blocks what the policy allowed, also one that only logged. */
+static void block_all_refuses_what_was_allowed(void)
+{
+	const char *to_a[] = {"net_connect", "127.0.0.1", pa, NULL};
+	pid_t pid;
+
+	check(set_policy(id_s1, false, port_a) == 0);
+	check(run_in(cg_s1, &pid, to_a) == 0);
+	check(drain(lis_a4) == 1);
+	check(kernel_session_set(kern, id_s1, true, NULL, 0) == 0);
+	check(run_in(cg_s1, &pid, to_a) == EPERM);
+	check(drain_n(lis_a4, true, 0) == 0);
+	check(set_policy(id_s1, true, port_a) == 0);
+}
+
 static void unix_connect_logged(void)
 {
 	struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -1262,6 +1278,7 @@ int main(void)
 	RUN(sub_cgroup_counts_as_session);
 	RUN(unenforced_logs_only);
 	RUN(policy_replace_and_stats);
+	RUN(block_all_refuses_what_was_allowed);
 	RUN(unix_connect_logged);
 	RUN(burst_no_event_lost);
 	RUN(redirect_v4);

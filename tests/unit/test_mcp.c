@@ -229,6 +229,35 @@ static void test_sha256(void)
 	}
 }
 
+/* A whole answer as the shim and the proxy hand it on: framing replaced, tools cut; what
+ * cannot be cut is refused, and its replacement is a JSON-RPC error for the request. */
+static void test_filter_response(void)
+{
+	static const char *const rules[] = {"+read_inbox", "-*"};
+	const char *head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+			   "Transfer-Encoding: chunked\r\nX-Keep: 1\r\n\r\n";
+	const char *body =
+	    "event: message\ndata: {\"result\":{\"tools\":[{\"name\":\"send_email\"},"
+	    "{\"name\":\"read_inbox\"}]},\"jsonrpc\":\"2.0\",\"id\":1}\n\n";
+	const char *want = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Keep: 1\r\n"
+			   "Content-Length: 90\r\n\r\nevent: message\ndata: {\"result\":{\"tools\":"
+			   "[{\"name\":\"read_inbox\"}]},\"jsonrpc\":\"2.0\",\"id\":1}\n\n";
+	const char *gz = "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n";
+	char out[1024];
+	ssize_t n = mcp_filter_response(head, strlen(head), 200, body, strlen(body), rules, 2, out,
+					sizeof(out));
+
+	check(n == (ssize_t)strlen(want) && memcmp(out, want, (size_t)n) == 0);
+	check(mcp_filter_response(gz, strlen(gz), 200, body, strlen(body), rules, 2, out,
+				  sizeof(out)) == -EBADMSG);
+	check(mcp_filter_response(head, strlen(head), 200, body, strlen(body), rules, 2, out, 64) ==
+	      -ENOSPC);
+	n = mcp_unfilterable_response(out, sizeof(out), "\"l1\"", "too large");
+	check(n > 0 && strncmp(out, "HTTP/1.1 502 Bad Gateway\r\n", 26) == 0);
+	check(strstr(out, "{\"jsonrpc\":\"2.0\",\"id\":\"l1\",\"error\":") != NULL);
+	check(strstr(out, "\"data\":{\"error\":\"deputy_upstream\"") != NULL);
+}
+
 int main(void)
 {
 	RUN(test_sha256);
@@ -239,5 +268,6 @@ int main(void)
 	RUN(test_deny_response);
 	RUN(test_rules);
 	RUN(test_filter);
+	RUN(test_filter_response);
 	return unit_failed ? 1 : 0;
 }
