@@ -70,14 +70,15 @@ MAINS        := daemon/deputyd/main.c daemon/cli/main.c
 # The proxy links only what it needs (util, the HTTP parser the shim uses), never deputyd's.
 PROXY_SRCS   := $(wildcard daemon/proxy/*.c)
 PROXY_OBJS   := $(PROXY_SRCS:%.c=$(BUILD)/%.o) \
-		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o mcp.o mcp_json.o mcp_filter.o)
+		$(addprefix $(BUILD)/daemon/lib/,httphead.o httpbody.o jsonw.o util.o mcp.o mcp_json.o mcp_filter.o \
+			route.o urlpath.o sesstable.o)
 DAEMON_SRCS  := $(filter-out $(MAINS) $(PROXY_SRCS),$(wildcard $(addsuffix /*.c,$(DAEMON_DIRS))))
 DAEMON_OBJS  := $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 # The shim also carries the shared modules it needs, compiled again position-independent
 # and hidden (so they add no exported symbol): never copies of them.
 SHIM_SHARED  := daemon/lib/httpbody.c daemon/lib/httphead.c daemon/lib/jsonw.c daemon/lib/mcp.c \
 		daemon/lib/mcp_json.c daemon/lib/mcp_filter.c daemon/lib/sha256.c daemon/lib/route.c \
-		daemon/lib/urlpath.c
+		daemon/lib/urlpath.c daemon/lib/sesstable.c
 SHIM_SRCS    := $(wildcard preload/*.c) $(SHIM_SHARED)
 SHIM_OBJS    := $(SHIM_SRCS:%.c=$(BUILD)/%.pic.o)
 BPF_SRCS     := $(wildcard bpf/*.bpf.c)

@@ -557,12 +557,7 @@ void dpc_use(const char *scheme, const char *jti, const char *method, const char
 	pthread_mutex_lock(&dpc_lock);
 	/* The USE's own field list, after a header that is not sent. */
 	dp_msg_init(&u, use, sizeof(use), 0, 0, 0);
-	dp_msg_put_str(&u, DP_T_SCHEME, scheme);
-	dp_msg_put_str(&u, DP_T_JTI, jti);
-	dp_msg_put_str(&u, DP_T_METHOD, method);
-	dp_msg_put_str(&u, DP_T_HOST, host);
-	dp_msg_put_u64(&u, DP_T_PORT, (uint64_t)port);
-	dp_msg_put_str(&u, DP_T_TARGET, target);
+	dp_use_put(&u, scheme, jti, method, host, port, target);
 	if (cookie)
 		dp_msg_put_u64(&u, DP_T_COOKIE, cookie);
 	if (u.err || u.len - DP_PROTO_HDR_LEN > 0xffff)

@@ -81,7 +81,8 @@ struct session {
 	struct conn *control; /* deputy run's connection (opaque here) */
 	int exit_status;      /* -1 until deputy run reports it */
 	int64_t opened, close_requested;
-	int64_t emptied; /* when the cgroup was first seen empty while deputy run lives */
+	int64_t emptied;    /* when the cgroup was first seen empty while deputy run lives */
+	int64_t proxy_wait; /* when the seal began waiting for the proxy's last reports */
 	struct session_counts counts;
 	const char *close_reason; /* set when deputyd itself ends the session ("log_limit") */
 	bool close_by_set;	  /* close_by says who ended it (deputy kill) */
@@ -210,6 +211,29 @@ void repeat_free(struct session *s);
 void table_invalidate(struct session *s);
 void table_invalidate_all(struct deputyd *d);
 void table_free(struct session *s);
+
+/* The session's TABLE reply (seq for its header), in static memory, and its page's fd to
+ * pass along; NULL with the reason in err. For a shim (handle_table_get) or the proxy. */
+struct dp_msg;
+const struct dp_msg *table_build(struct deputyd *d, struct session *s, uint32_t seq, int *page_fd,
+				 struct dp_err *err);
+
+/* Who reported uses: named in the records; check (optional) refuses a use the reporter may
+ * not make (the proxy: outside its connection's destination); cookie, when not 0, is the
+ * connection every use is counted on, whatever the use says. */
+struct wire_use;
+struct wire_fields;
+struct table_who {
+	pid_t pid;
+	const char *comm;
+	const char *mediator; /* NULL: the shim */
+	uint64_t cookie;
+	const char *(*check)(struct deputyd *d, void *ctx, const struct wire_use *u);
+	void *ctx;
+};
+/* A USES report: all logged as `token_use`, or refused whole (a `deny` record). */
+void table_uses(struct deputyd *d, struct session *s, const struct wire_fields *f,
+		const struct table_who *w, struct dp_err *err);
 
 /* cookie.c: a session's TCP connections and the mediated requests on each. open: the
  * kernel reported a connect (0, -EINVAL for cookie 0, -ENOSPC at the limit, -ENOMEM);

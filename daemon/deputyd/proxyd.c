@@ -454,6 +454,14 @@ bool proxyd_is_listener(const struct sockaddr_storage *ss)
 
 void proxyd_reply(struct deputyd *d, struct dp_msg *m)
 {
+	proxyd_reply_fd(d, m, -1);
+}
+
+void proxyd_reply_fd(struct deputyd *d, struct dp_msg *m, int fd)
+{
+	union dp_fd_cmsg ctl;
+	struct iovec iov;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t w;
 
 	if (dp_msg_finish(m) != 0)
@@ -461,7 +469,10 @@ void proxyd_reply(struct deputyd *d, struct dp_msg *m)
 	/* What the reply depends on is in the file first (audit_log.h); a decision whose
 	 * records were lost was already turned into a refusal (proxyreq.c). */
 	audit_log_flush_all();
-	w = send(px.chan, m->buf, m->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	iov = (struct iovec){m->buf, m->len};
+	if (fd >= 0)
+		dp_msghdr_fd(&mh, &ctl, fd);
+	w = sendmsg(px.chan, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 	/* The proxy waits for each reply: a full socket means it is not reading them. */
 	if (w != (ssize_t)m->len)
 		proxy_down(d, "does not read its replies");

@@ -33,6 +33,7 @@ struct dp_msg;
 struct sessca;
 struct sockaddr_storage;
 void proxyd_reply(struct deputyd *d, struct dp_msg *m);
+void proxyd_reply_fd(struct deputyd *d, struct dp_msg *m, int fd); /* fd as SCM_RIGHTS */
 bool proxyd_is_listener(const struct sockaddr_storage *ss);
 struct sessca *proxyd_sessca(const char *sid);
 

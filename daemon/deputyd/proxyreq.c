@@ -47,6 +47,15 @@ void proxyreq_forget_all(void)
 	n_conns = 0;
 }
 
+size_t proxyreq_open(const char *sid)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < n_conns; i++)
+		n += strcmp(conns[i].sid, sid) == 0;
+	return n;
+}
+
 struct pmsg {
 	struct dp_hdr h;
 	uint64_t conn; /* DP_T_CONN, 0 when absent */
@@ -303,8 +312,75 @@ static void on_decide(struct deputyd *d, struct pmsg *pm)
 	}
 	dp_msg_init(&m, buf, sizeof(buf), DP_MSG_DECISION, pm->h.seq, 0);
 	decide_put_reply(&m, &res, s);
+	/* As for a shim: the proxy may fetch the session's table (PROXY_TABLE_GET). */
+	if (d->cfg->token_binding == DP_BINDING_SESSION)
+		dp_msg_put_u64(&m, DP_T_GEN, s->table_gen);
 	free(res.token);
 	proxyd_reply(d, &m);
+}
+
+/* PROXY_TABLE_GET: the table of the session deputyd attributed the connection to. */
+static void on_table_get(struct deputyd *d, struct pmsg *pm)
+{
+	struct pconn *pc = conn_find(pm->conn);
+	struct session *s = pc ? conn_session(d, pc) : NULL;
+	const struct dp_msg *m;
+	struct dp_err err;
+	int fd;
+
+	if (!s || !pc->attested) {
+		reply_error(d, pm, "no such connection, or a refused one");
+		return;
+	}
+	m = table_build(d, s, pm->h.seq, &fd, &err);
+	if (!m) {
+		reply_error(d, pm, err.msg);
+		return;
+	}
+	proxyd_reply_fd(d, (struct dp_msg *)m, fd);
+}
+
+/* A use the proxy reports must be one its connection could carry: the scheme, the port of
+ * the original destination, and the host the handshake named (or, in plain HTTP, a route
+ * host of that destination) — as on_decide requires of a request. */
+static const char *use_check(struct deputyd *d, void *ctx, const struct wire_use *u)
+{
+	const struct pconn *pc = ctx;
+	bool tls = pc->tls_asked;
+
+	if (!pc->attested)
+		return "a use report for a connection deputyd refused";
+	if (strcmp(u->scheme[0] ? u->scheme : "https", tls ? "https" : "http") != 0 ||
+	    u->port != pc->orig.port ||
+	    (tls ? strcasecmp(u->host, pc->sni) != 0 : !host_serves(d, u->host, &pc->orig)))
+		return "a use report names a request its connection did not carry";
+	return NULL;
+}
+
+/* PROXY_USES: credited to the session deputyd attributed the connection to, whatever a
+ * use says. */
+static void on_uses(struct deputyd *d, struct pmsg *pm)
+{
+	struct pconn *pc = conn_find(pm->conn);
+	struct session *s = pc ? conn_session(d, pc) : NULL;
+	struct table_who w;
+	struct dp_err err;
+
+	if (!s) {
+		pr_warn("proxy: use report for an unknown connection %llu ignored",
+			(unsigned long long)pm->conn);
+		return;
+	}
+	w = (struct table_who){.pid = (pid_t)pc->orig.pid,
+			       .comm = pc->comm,
+			       .mediator = "proxy",
+			       .cookie = pc->orig.cookie,
+			       .check = use_check,
+			       .ctx = pc};
+	err.msg[0] = '\0';
+	table_uses(d, s, &pm->f, &w, &err);
+	if (err.msg[0])
+		pr_warn("session %s: %s", s->id, err.msg);
 }
 
 static void on_response(struct deputyd *d, struct pmsg *pm)
@@ -345,9 +421,14 @@ static const struct {
 	bool noreply;
 	void (*fn)(struct deputyd *d, struct pmsg *pm);
 } handlers[] = {
-    {DP_MSG_PROXY_CONN, false, on_conn},     {DP_MSG_PROXY_LEAF, false, on_leaf},
-    {DP_MSG_PROXY_DECIDE, false, on_decide}, {DP_MSG_PROXY_RESPONSE, true, on_response},
-    {DP_MSG_PROXY_DENY, true, on_deny},	     {DP_MSG_PROXY_CLOSE, true, on_close},
+    {DP_MSG_PROXY_CONN, false, on_conn},
+    {DP_MSG_PROXY_LEAF, false, on_leaf},
+    {DP_MSG_PROXY_DECIDE, false, on_decide},
+    {DP_MSG_PROXY_RESPONSE, true, on_response},
+    {DP_MSG_PROXY_DENY, true, on_deny},
+    {DP_MSG_PROXY_CLOSE, true, on_close},
+    {DP_MSG_PROXY_TABLE_GET, false, on_table_get},
+    {DP_MSG_PROXY_USES, true, on_uses},
 };
 
 /* One message: NULL, or why the proxy broke the protocol (it is then stopped). */

@@ -13,5 +13,8 @@
 const char *proxyreq_handle(struct deputyd *d, const uint8_t *buf, size_t n, int fd);
 /* The proxy is gone: so are its connections. */
 void proxyreq_forget_all(void);
+/* How many connections of the session the proxy has not closed yet: the reports of each
+ * (uses, responses) are in once its PROXY_CLOSE is, which comes after them. */
+size_t proxyreq_open(const char *sid);
 
 #endif

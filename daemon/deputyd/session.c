@@ -32,6 +32,7 @@
 #include "chain.h"
 #include "kernel.h"
 #include "proc.h"
+#include "proxyreq.h"
 #include "revoke.h"
 
 #define CLOSE_GRACE_SECONDS 5 /* after this, a closing session's cgroup is killed again */
@@ -468,12 +469,13 @@ static void session_finish(struct deputyd *d, struct session *s)
 	}
 	repeat_flush(s);
 	counts = json_pack(
-	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "tokens",
 	    (json_int_t)s->counts.tokens, "denies", (json_int_t)s->counts.denies, "passthrough",
 	    (json_int_t)s->counts.passthrough, "responses", (json_int_t)s->counts.responses,
 	    "connects", (json_int_t)s->counts.connects, "blocked", (json_int_t)s->counts.blocked,
 	    "unmediated", (json_int_t)s->counts.unmediated, "lost_events", (json_int_t)ks.n_lost,
-	    "log_dropped", (json_int_t)s->log_dropped, "exit_status", (json_int_t)s->exit_status);
+	    "log_dropped", (json_int_t)s->log_dropped, "exit_status", (json_int_t)s->exit_status,
+	    "proxy_unflushed", (json_int_t)proxyreq_open(s->id));
 	if (d->kernel)
 		kernel_session_remove(d->kernel, s->cg_id);
 	chain_before_seal(d, s->log);
@@ -504,6 +506,9 @@ static void session_finish(struct deputyd *d, struct session *s)
 	session_free(s);
 }
 
+/* How long a session's seal waits for the proxy to close the session's connections. */
+#define PROXY_FLUSH_SECONDS 2
+
 void session_tick(struct deputyd *d)
 {
 	struct session *s = d->sessions, *next;
@@ -526,6 +531,15 @@ void session_tick(struct deputyd *d)
 			if (!s->emptied)
 				s->emptied = now;
 			if (now - s->emptied < CLOSE_GRACE_SECONDS)
+				continue;
+		}
+		/* The agent's connections through the proxy are closed with it; the proxy's last
+		 * reports on them (sent before each PROXY_CLOSE) may still be on their way. The
+		 * seal waits for them, a bounded time: what is missing then is counted. */
+		if ((populated == 0 || populated == -ENOENT) && proxyreq_open(s->id) > 0) {
+			if (!s->proxy_wait)
+				s->proxy_wait = now;
+			if (now - s->proxy_wait < PROXY_FLUSH_SECONDS)
 				continue;
 		}
 		if (populated == 0 || populated == -ENOENT) {

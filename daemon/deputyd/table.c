@@ -204,27 +204,38 @@ static void table_put_entries(struct deputyd *d, struct session *s, struct dp_ms
 	}
 }
 
-int handle_table_get(struct deputyd *d, struct conn *c, const struct handler_req *r,
-		     struct dp_err *err)
+const struct dp_msg *table_build(struct deputyd *d, struct session *s, uint32_t seq, int *page_fd,
+				 struct dp_err *err)
 {
-	struct session *s = r->s;
-	struct dp_msg m;
+	static struct dp_msg m;
 	int rc = table_page_make(s);
 
 	if (rc) {
 		dp_err_set(err, "table: cannot make the session's page: %s", strerror(-rc));
-		return rc;
+		return NULL;
 	}
-	dp_msg_init(&m, table_reply, sizeof(table_reply), DP_MSG_TABLE, r->h->seq, 0);
+	dp_msg_init(&m, table_reply, sizeof(table_reply), DP_MSG_TABLE, seq, 0);
 	dp_msg_put_u64(&m, DP_T_GEN, s->table_gen);
 	if (d->cfg->token_binding == DP_BINDING_SESSION && s->state == SESSION_OPEN)
 		table_put_entries(d, s, &m);
 	if (m.err) {
 		/* Too big for one frame: an empty table, every request asks. */
-		dp_msg_init(&m, table_reply, sizeof(table_reply), DP_MSG_TABLE, r->h->seq, 0);
+		dp_msg_init(&m, table_reply, sizeof(table_reply), DP_MSG_TABLE, seq, 0);
 		dp_msg_put_u64(&m, DP_T_GEN, s->table_gen);
 	}
-	conn_send_fd(d, c, &m, s->table_fd);
+	*page_fd = s->table_fd;
+	return &m;
+}
+
+int handle_table_get(struct deputyd *d, struct conn *c, const struct handler_req *r,
+		     struct dp_err *err)
+{
+	int fd;
+	const struct dp_msg *m = table_build(d, r->s, r->h->seq, &fd, err);
+
+	if (!m)
+		return -EIO;
+	conn_send_fd(d, c, (struct dp_msg *)m, fd);
 	return 0;
 }
 
@@ -248,11 +259,11 @@ static json_t *table_text(const char *v)
 
 /* The batch is refused whole: a `deny` record says why and what the first bad use claimed,
  * nothing is counted as a token. */
-static void table_refuse(struct session *s, struct conn *c, const char *why,
+static void table_refuse(struct session *s, const struct table_who *w, const char *why,
 			 const struct wire_use *u)
 {
 	json_t *rec = json_pack("{s:s, s:s, s:I, s:o}", "layer", "daemon", "reason", why, "pid",
-				(json_int_t)c->pid, "comm", session_text(c->comm));
+				(json_int_t)w->pid, "comm", session_text(w->comm));
 
 	if (rec && u) {
 		json_object_set_new(rec, "method", table_text(u->method));
@@ -260,9 +271,11 @@ static void table_refuse(struct session *s, struct conn *c, const char *why,
 		json_object_set_new(rec, "target", table_text(u->target));
 		json_object_set_new(rec, "jti", table_text(u->jti));
 	}
+	if (rec && w->mediator)
+		json_object_set_new(rec, "mediator", json_string(w->mediator));
 	s->counts.denies++;
 	session_log(s, "deny", rec);
-	pr_warn("session %s: use report from pid %d refused: %s", s->id, (int)c->pid, why);
+	pr_warn("session %s: use report from pid %d refused: %s", s->id, (int)w->pid, why);
 }
 
 /* Does the use name a request its token's route covers, as deputyd would have decided it? */
@@ -282,21 +295,30 @@ static const char *table_use_check(struct deputyd *d, const struct token_cache_e
 	return NULL;
 }
 
-static int table_log_uses(struct session *s, struct conn *c, json_t *uses)
+static int table_log_uses(struct session *s, const struct table_who *w, json_t *uses)
 {
 	size_t n = json_array_size(uses);
+	json_t *rec = json_pack("{s:o, s:I, s:I, s:o}", "uses", uses, "n", (json_int_t)n, "pid",
+				(json_int_t)w->pid, "comm", session_text(w->comm));
 
-	return session_log(s, "token_use",
-			   json_pack("{s:o, s:I, s:I, s:o}", "uses", uses, "n", (json_int_t)n,
-				     "pid", (json_int_t)c->pid, "comm", session_text(c->comm)));
+	if (rec && w->mediator)
+		json_object_set_new(rec, "mediator", json_string(w->mediator));
+	return session_log(s, "token_use", rec);
 }
 
 int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, struct dp_err *err)
 {
+	struct table_who w = {.pid = c->pid, .comm = c->comm};
+
+	table_uses(d, r->s, r->f, &w, err);
+	return 0;
+}
+
+void table_uses(struct deputyd *d, struct session *s, const struct wire_fields *f,
+		const struct table_who *w, struct dp_err *err)
+{
 	static struct wire_use u[DP_USES_MAX];
-	const struct wire_fields *f = r->f;
 	const struct token_cache_entry *t[DP_USES_MAX];
-	struct session *s = r->s;
 	struct dp_err perr;
 	json_t *uses;
 	char why[128], url[8192 + 300];
@@ -304,25 +326,26 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 	if (f->n_uses == 0 || f->n_uses > DP_USES_MAX) {
 		snprintf(why, sizeof(why), "a use report with %zu uses (1 to %d)", f->n_uses,
 			 DP_USES_MAX);
-		table_refuse(s, c, why, NULL);
-		return 0;
+		table_refuse(s, w, why, NULL);
+		return;
 	}
 	for (size_t i = 0; i < f->n_uses; i++) {
 		const char *bad;
 
 		if (wire_use_parse(f->use[i], f->use_len[i], &u[i], &perr) != 0) {
-			table_refuse(s, c, perr.msg, NULL);
-			return 0;
+			table_refuse(s, w, perr.msg, NULL);
+			return;
 		}
 		t[i] = table_jti(s, u[i].jti);
 		if (!t[i]) {
-			table_refuse(s, c, "a use report names a token this session was not given",
+			table_refuse(s, w, "a use report names a token this session was not given",
 				     &u[i]);
-			return 0;
+			return;
 		}
-		if ((bad = table_use_check(d, t[i], &u[i]))) {
-			table_refuse(s, c, bad, &u[i]);
-			return 0;
+		if ((bad = table_use_check(d, t[i], &u[i])) ||
+		    (w->check && (bad = w->check(d, w->ctx, &u[i])))) {
+			table_refuse(s, w, bad, &u[i]);
+			return;
 		}
 	}
 	/* One record per batch, split where it would outgrow a log line (long URLs). */
@@ -331,7 +354,7 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 		if (mint_htu(u[i].scheme, u[i].host, u[i].port, u[i].target, url, sizeof(url)) != 0)
 			snprintf(url, sizeof(url), "(invalid)");
 		if (text + strlen(url) > TABLE_RECORD_TEXT && json_array_size(uses)) {
-			if (table_log_uses(s, c, uses) != 0)
+			if (table_log_uses(s, w, uses) != 0)
 				dp_err_set(err, "the audit log cannot be written");
 			uses = json_array();
 			text = 0;
@@ -341,10 +364,9 @@ int handle_uses(struct deputyd *d, struct conn *c, const struct handler_req *r, 
 						      "aud", t[i]->audience, "scope", t[i]->scope,
 						      "htm", session_text(u[i].method), "htu",
 						      session_text(url)));
-		kevent_request(d, s, u[i].cookie);
+		kevent_request(d, s, w->cookie ? w->cookie : u[i].cookie);
 	}
 	s->counts.tokens += f->n_uses;
-	if (uses && table_log_uses(s, c, uses) != 0)
+	if (uses && table_log_uses(s, w, uses) != 0)
 		dp_err_set(err, "the audit log cannot be written");
-	return 0;
 }

@@ -450,3 +450,17 @@ int dp_find_installed(const char *name, int amode, char *out, size_t outsz)
 	snprintf(out, outsz, "%s/../lib/deputy/%s", exe, name);
 	return access(out, amode) == 0 ? 0 : -ENOENT;
 }
+
+void dp_msghdr_fd(struct msghdr *mh, union dp_fd_cmsg *ctl, int fd)
+{
+	struct cmsghdr *c;
+
+	memset(ctl, 0, sizeof(*ctl));
+	mh->msg_control = ctl->buf;
+	mh->msg_controllen = sizeof(ctl->buf);
+	c = CMSG_FIRSTHDR(mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+}

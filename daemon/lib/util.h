@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define DP_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -84,5 +85,12 @@ int dp_find_installed(const char *name, int amode, char *out, size_t outsz);
 
 /* Hex encoding of a byte string (out needs 2n+1). */
 void dp_hex(const void *in, size_t n, char *out);
+
+/* One descriptor to pass along with a message (SCM_RIGHTS): ctl must live until sendmsg. */
+union dp_fd_cmsg {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+void dp_msghdr_fd(struct msghdr *mh, union dp_fd_cmsg *ctl, int fd);
 
 #endif

@@ -33,28 +33,15 @@ static void chan_lost(const char *what)
 
 static void chan_send_locked(struct dp_msg *m, int pass_fd)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cbuf;
+	union dp_fd_cmsg cbuf;
 	struct iovec iov = {m->buf, m->len};
 	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t w;
 
 	memcpy(m->buf + 8, &chan_seq, sizeof(chan_seq));
 	chan_seq++;
-	if (pass_fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = sizeof(cbuf.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-	}
+	if (pass_fd >= 0)
+		dp_msghdr_fd(&mh, &cbuf, pass_fd);
 	do
 		w = sendmsg(chan_fd, &mh, MSG_NOSIGNAL);
 	while (w < 0 && errno == EINTR);
@@ -62,19 +49,52 @@ static void chan_send_locked(struct dp_msg *m, int pass_fd)
 		chan_lost("send");
 }
 
+/* A descriptor deputyd sent along goes to *rfd, or is closed when the caller wants none. */
+static ssize_t chan_recv(struct chan_reply *rep, int *rfd)
+{
+	union dp_fd_cmsg ctl;
+	struct iovec iov = {rep, sizeof(*rep)};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl)};
+	ssize_t r;
+
+	do
+		r = recvmsg(chan_fd, &mh, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); r > 0 && c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int))) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c), sizeof(int));
+			if (rfd && *rfd < 0)
+				*rfd = fd;
+			else
+				close(fd);
+		}
+	return r;
+}
+
 int chan_call(struct dp_msg *m, int pass_fd, struct chan_reply *rep)
+{
+	return chan_call_fd(m, pass_fd, rep, NULL);
+}
+
+int chan_call_fd(struct dp_msg *m, int pass_fd, struct chan_reply *rep, int *rfd)
 {
 	uint32_t seq;
 	ssize_t r;
 
+	if (rfd)
+		*rfd = -1;
 	if (dp_msg_finish(m) != 0)
 		return -EMSGSIZE;
 	pthread_mutex_lock(&chan_mu);
 	seq = chan_seq;
 	chan_send_locked(m, pass_fd);
-	do
-		r = recv(chan_fd, rep, sizeof(*rep), 0);
-	while (r < 0 && errno == EINTR);
+	r = chan_recv(rep, rfd);
 	if (r < (ssize_t)DP_PROTO_HDR_LEN)
 		chan_lost(r == 0 ? "closed" : "receive");
 	if (dp_hdr_check(&rep->h) != 0 || rep->h.len != (size_t)r - DP_PROTO_HDR_LEN ||

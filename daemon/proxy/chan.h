@@ -20,6 +20,8 @@ void chan_init(int fd);
 /* Sends m (finished here), with pass_fd as SCM_RIGHTS when >= 0, and waits for the reply.
  * 0, or -errno (then the proxy is exiting). */
 int chan_call(struct dp_msg *m, int pass_fd, struct chan_reply *rep);
+/* The same; a descriptor the reply carries goes to *rfd (-1 when none): the caller's. */
+int chan_call_fd(struct dp_msg *m, int pass_fd, struct chan_reply *rep, int *rfd);
 /* Sends a DP_F_NOREPLY message. */
 void chan_tell(struct dp_msg *m);
 /* The first field `tag` of a reply; NULL when absent. */

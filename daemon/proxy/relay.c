@@ -22,14 +22,15 @@
 #include "chan.h"
 #include "hello.h"
 #include "io.h"
+#include "leaf.h"
 #include "pxhttp.h"
+#include "ptable.h"
 #include "pxmcp.h"
 #include "upstream.h"
 
 #define AGENT_TIMEOUT 60 /* seconds a silent agent keeps its connection */
 #define IN_CAP (HH_HEAD_MAX + 16384)
 #define OUT_CAP (HH_HEAD_MAX + 24576)
-#define LEAF_CACHE 64
 #define HELLO_TIMEOUT 10 /* seconds for a complete ClientHello or request line */
 
 struct conn {
@@ -41,9 +42,12 @@ struct conn {
 	uint64_t requests;
 	struct {
 		int verdict;
+		bool local; /* from the session's table: its use is reported in uses */
 		char reason[512], header[256], jti[64], scope[256], user[1100];
 		char token[20480];
+		char method[33], target[8193], host[HH_HOST_MAX]; /* of a local decision */
 	} d;
+	struct ptbl_uses uses;
 	char in[IN_CAP];
 	size_t in_len;
 	char out[OUT_CAP];
@@ -52,107 +56,6 @@ struct conn {
 	struct chan_reply rep;
 	uint8_t msgbuf[DP_PROTO_HDR_LEN + DP_PROTO_MAX_PAYLOAD];
 };
-
-/* ---- leaf certificates: one SSL_CTX per leaf deputyd minted, by its id ------------------- */
-
-static struct {
-	uint64_t id;
-	SSL_CTX *ctx;
-} leaves[LEAF_CACHE];
-static size_t leaf_next;
-static pthread_mutex_t leaf_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-		       const unsigned char *in, unsigned int inlen, void *arg)
-{
-	static const unsigned char h1[] = "http/1.1";
-
-	for (unsigned int i = 0; i < inlen; i += 1u + in[i])
-		if (in[i] == 8 && i + 9 <= inlen && memcmp(in + i + 1, h1, 8) == 0) {
-			*out = in + i + 1;
-			*outlen = 8;
-			return SSL_TLSEXT_ERR_OK;
-		}
-	return SSL_TLSEXT_ERR_ALERT_FATAL;
-}
-
-/* OpenSSL's own reading of the SNI must agree with the one deputyd approved the leaf for:
- * two parsers disagreeing is refused, not resolved. */
-static int sni_check(SSL *ssl, int *alert, void *arg)
-{
-	const char *want = SSL_get_app_data(ssl);
-	const char *got = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-
-	if (!want || !got || strcasecmp(want, got) != 0) {
-		*alert = SSL_AD_UNRECOGNIZED_NAME;
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	}
-	return SSL_TLSEXT_ERR_OK;
-}
-
-static SSL_CTX *leaf_ctx_new(const char *pem)
-{
-	BIO *b = BIO_new_mem_buf(pem, -1);
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	X509 *cert = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-	EVP_PKEY *key = cert ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
-	X509 *ca = key ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-	bool ok = ctx && key && SSL_CTX_use_certificate(ctx, cert) == 1 &&
-		  SSL_CTX_use_PrivateKey(ctx, key) == 1 &&
-		  (!ca || SSL_CTX_add1_chain_cert(ctx, ca) == 1);
-
-	if (ok) {
-		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-		SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-		SSL_CTX_set_tlsext_servername_callback(ctx, sni_check);
-		/* No tickets: a resumed session would skip the SNI callback's check. */
-		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-		SSL_CTX_set_num_tickets(ctx, 0);
-		/* A record in one read(), not a header and then a body: half the syscalls per
-		 * request. Nothing polls the socket once TLS is up, so bytes buffered ahead
-		 * are never missed. */
-		SSL_CTX_set_read_ahead(ctx, 1);
-	}
-	X509_free(cert);
-	X509_free(ca);
-	EVP_PKEY_free(key);
-	BIO_free(b);
-	ERR_clear_error();
-	if (!ok) {
-		SSL_CTX_free(ctx);
-		return NULL;
-	}
-	return ctx;
-}
-
-/* A referenced SSL_CTX for the leaf, or NULL. */
-static SSL_CTX *leaf_get(uint64_t id, const char *pem)
-{
-	SSL_CTX *ctx = NULL;
-
-	pthread_mutex_lock(&leaf_mu);
-	for (size_t i = 0; i < LEAF_CACHE; i++)
-		if (leaves[i].ctx && leaves[i].id == id) {
-			ctx = leaves[i].ctx;
-			SSL_CTX_up_ref(ctx);
-			break;
-		}
-	pthread_mutex_unlock(&leaf_mu);
-	if (ctx || !pem)
-		return ctx;
-	ctx = leaf_ctx_new(pem);
-	if (!ctx)
-		return NULL;
-	pthread_mutex_lock(&leaf_mu);
-	SSL_CTX_free(leaves[leaf_next].ctx);
-	leaves[leaf_next].id = id;
-	leaves[leaf_next].ctx = ctx;
-	SSL_CTX_up_ref(ctx);
-	leaf_next = (leaf_next + 1) % LEAF_CACHE;
-	pthread_mutex_unlock(&leaf_mu);
-	return ctx;
-}
 
 /* ---- deputyd ------------------------------------------------------------------------- */
 
@@ -319,6 +222,31 @@ static int read_head(struct conn *c, size_t *head_len, struct dp_err *err)
 	}
 }
 
+/* The session's table decides, if it covers the request exactly (ptable.h); the host of
+ * a TLS request must be its handshake's, as deputyd requires. */
+static bool ask_table(struct conn *c, const char *host)
+{
+	const struct hh_req *r = &c->req;
+	struct ptbl_out o = {c->d.header,      c->d.token,	    c->d.jti,
+			     c->d.scope,       sizeof(c->d.header), sizeof(c->d.token),
+			     sizeof(c->d.jti), sizeof(c->d.scope)};
+
+	if (r->method.len >= sizeof(c->d.method) || r->target.len >= sizeof(c->d.target) ||
+	    (c->up.tls && strcasecmp(host, c->sni) != 0))
+		return false;
+	memcpy(c->d.method, c->in + r->method.off, r->method.len);
+	c->d.method[r->method.len] = '\0';
+	memcpy(c->d.target, c->in + r->target.off, r->target.len);
+	c->d.target[r->target.len] = '\0';
+	if (!ptbl_decide(&c->up, c->id, host, c->d.method, c->d.target, &o))
+		return false;
+	snprintf(c->d.host, sizeof(c->d.host), "%s", host);
+	c->d.verdict = DP_VERDICT_DELEGATE;
+	c->d.local = true;
+	snprintf(c->d.reason, sizeof(c->d.reason), "delegated (session table)");
+	return true;
+}
+
 static int ask(struct conn *c, const char *host)
 {
 	const struct hh_req *r = &c->req;
@@ -332,6 +260,8 @@ static int ask(struct conn *c, const char *host)
 	if (c->mcp.active)
 		pxmcp_put_call(&m, &c->mcp);
 	memset(&c->d, 0, offsetof(__typeof__(c->d), token) + 1);
+	if (!c->mcp.active && ask_table(c, host))
+		return 0;
 	if (chan_call(&m, -1, &c->rep) != 0 || c->rep.h.type != DP_MSG_DECISION) {
 		c->d.verdict = DP_VERDICT_DENY;
 		if (chan_str(&c->rep, DP_T_REASON, c->d.reason, sizeof(c->d.reason)) != 0 || m.err)
@@ -339,6 +269,8 @@ static int ask(struct conn *c, const char *host)
 		return 0;
 	}
 	c->d.verdict = (int)chan_u64(&c->rep, DP_T_VERDICT);
+	if (chan_field(&c->rep, DP_T_GEN, &(uint16_t){0}))
+		ptbl_hint(c->up.tag);
 	chan_str(&c->rep, DP_T_REASON, c->d.reason, sizeof(c->d.reason));
 	chan_str(&c->rep, DP_T_SCOPE, c->d.scope, sizeof(c->d.scope));
 	chan_str(&c->rep, DP_T_USER, c->d.user, sizeof(c->d.user));
@@ -535,6 +467,16 @@ static int forward(struct conn *c, size_t head_len, size_t out_len)
 				goto retry;
 			return -1;
 		}
+		/* The token went out: its use is reported before the agent sees an answer, so
+		 * it reaches deputyd before anything the agent does next (a session's end, a
+		 * reload a test or an operator makes after the response) and is judged by the
+		 * config it was decided under. */
+		if (c->d.local) {
+			ptbl_use(&c->uses, c->id, c->up.tls ? "https" : "http", c->d.jti,
+				 c->d.method, c->d.host, c->up.port, c->d.target);
+			c->d.local = false;
+		}
+		ptbl_flush(&c->uses);
 		rc = c->mcp.filter ? pxmcp_relay_filtered(&u->io, &c->io, c->out, sizeof(c->out),
 							  &c->mcp, c->req.is_head, &status)
 				   : relay_response(c, u, &status);
@@ -634,6 +576,7 @@ static void conn_end(struct conn *c, bool orderly)
 	struct dp_msg m;
 
 	if (c->id) {
+		ptbl_flush(&c->uses); /* before the close: deputyd has every use of it */
 		msg_start(c, &m, DP_MSG_PROXY_CLOSE, DP_F_NOREPLY);
 		dp_msg_put_u64(&m, DP_T_STATUS, c->requests);
 		chan_tell(&m);

@@ -67,7 +67,9 @@ enum dp_msg_type {
 	DP_MSG_PROXY_RESPONSE = 44, /* CONN, JTI, STATUS (NOREPLY) */
 	DP_MSG_PROXY_DENY = 45,	    /* CONN, REASON [, METHOD, TARGET]: refused in the proxy */
 	DP_MSG_PROXY_CLOSE = 46,    /* CONN, STATUS (requests mediated on it) (NOREPLY) */
-	/* 47, 48: reserved for the proxy's session tables (TABLE_GET and USES by CONN). */
+	/* The proxy's session tables: as TABLE_GET and USES, by CONN instead of SESSION. */
+	DP_MSG_PROXY_TABLE_GET = 47, /* CONN -> TABLE, with the session's generation page */
+	DP_MSG_PROXY_USES = 48,	     /* CONN, USE… (NOREPLY): uses on that connection */
 };
 
 enum dp_tag {
@@ -212,6 +214,18 @@ static inline void dp_msg_put_u64(struct dp_msg *m, uint16_t tag, uint64_t v)
 }
 
 /* Finish: write the payload length into the header. 0 or the sticky error. */
+/* A USE's own field list (USES, PROXY_USES), into u started after a header not sent. */
+static inline void dp_use_put(struct dp_msg *u, const char *scheme, const char *jti,
+			      const char *method, const char *host, int port, const char *target)
+{
+	dp_msg_put_str(u, DP_T_SCHEME, scheme);
+	dp_msg_put_str(u, DP_T_JTI, jti);
+	dp_msg_put_str(u, DP_T_METHOD, method);
+	dp_msg_put_str(u, DP_T_HOST, host);
+	dp_msg_put_u64(u, DP_T_PORT, (uint64_t)port);
+	dp_msg_put_str(u, DP_T_TARGET, target);
+}
+
 static inline int dp_msg_finish(struct dp_msg *m)
 {
 	uint32_t plen;

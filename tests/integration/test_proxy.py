@@ -9,7 +9,8 @@ says `mediator: "proxy"`. Also: a client that does not trust the session CA fail
 API sees nothing; getpeername() in the agent is the original address; the proxy runs
 without root and capabilities; killed, it is restarted (in-flight requests fail, new ones
 work); an SNI that is not the route host, or a destination that is not its address, is
-refused; lower-case and unknown methods are refused.
+refused; lower-case and unknown methods are refused. (Session-bound tokens in the proxy:
+test_proxy_table.py, on this file's world.)
 
 Runs in a private mount namespace whose /etc/hosts names the test hosts (deputyd resolves
 route hosts itself, as for a real API). Needs root and BPF (SKIP otherwise, FAIL under

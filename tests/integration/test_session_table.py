@@ -171,12 +171,7 @@ def reload_removing_route_refuses_next_request():
             agent_cmd(s, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=s.d.env(), preexec_fn=dt.demote(NOBODY))
         try:
-            lines = []
-            while not (lines and lines[-1].startswith("waiting")):
-                line = p.stdout.readline()
-                if not line:
-                    dt.fail("agent ended early: %s" % p.stderr.read()[-800:])
-                lines.append(line)
+            lines = dt.lines_until(p, "waiting")
             eq([json.loads(l)["status"] for l in lines[:-1]], [200] * 3, "before reload")
             s.d.config["routes"] = [r for r in s.d.config["routes"]
                                     if r.get("scope") != "email:read"]

@@ -294,6 +294,18 @@ def main():
     finish()
 
 
+def lines_until(p, prefix):
+    """Lines of a running process's stdout up to and including the first that starts with
+    prefix (an agent saying it waits); fails the case if it ends before."""
+    lines = []
+    while not (lines and lines[-1].startswith(prefix)):
+        line = p.stdout.readline()
+        if not line:
+            fail("agent ended early: %s" % p.stderr.read()[-800:])
+        lines.append(line)
+    return lines
+
+
 def wait_until(cond, timeout=10, interval=0.05):
     """Calls cond() until it returns something true or timeout seconds passed; returns its
     last result (so the caller checks it and says what was missing)."""
@@ -710,7 +722,7 @@ MSG = {"OK": 1, "ERROR": 2, "SESSION_OPEN": 10, "SESSION_OPENED": 11, "SESSION_C
        "KILL": 13, "REVOKE": 14, "REVOKE_LIST": 15, "DECIDE": 20, "DECISION": 21,
        "RESPONSE": 22, "TABLE_GET": 23, "DENY_REPORT": 24, "TABLE": 25, "USES": 26,
        "SESSIONS": 30, "LOG_READ": 31, "LOG_DATA": 32, "JWKS": 33, "DATA_REPLY": 34,
-       "ROUTE_TEST": 35}
+       "ROUTE_TEST": 35, "PROXY_TABLE_GET": 47, "PROXY_USES": 48}
 TAG = {"REASON": 1, "GRANT": 2, "AGENT": 3, "ARGV": 4, "SESSION": 5, "USER": 6, "STATUS": 7,
        "SCHEME": 8, "HOST": 9, "PORT": 10, "METHOD": 11, "TARGET": 12, "COOKIE": 13,
        "VERDICT": 14, "HEADER": 15, "TOKEN": 16, "JTI": 17, "SCOPE": 18, "PID": 19,
