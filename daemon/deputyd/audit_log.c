@@ -331,8 +331,9 @@ static int audit_log_flush_one(struct audit_log *log, struct dp_err *err)
 		memcpy(log->last_ts, log->written.last_ts, sizeof(log->last_ts));
 		log->failed_turn = audit_turn;
 	} else {
-		/* only a record the session log holds is exported: the log stays the reference */
-		for (size_t i = 0; i < log->nrec; i++)
+		/* only a record the session log holds is exported: the log stays the reference;
+		 * the host log is deputyd's own, not a session's record */
+		for (size_t i = 0; i < log->nrec && !log->no_export; i++)
 			audit_export_record(log->recs[i].type, log->recs[i].ts,
 					    log->pend + log->recs[i].off, log->recs[i].len);
 		audit_mark_written(log);
