@@ -457,7 +457,11 @@ static void dpc_wait_ms(int ms)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
+	/* The condition variable measures against CLOCK_REALTIME (its default, and the static
+	 * initializer cannot choose another): a CLOCK_MONOTONIC deadline is long past on that
+	 * clock, the wait returned at once and the flusher ended and was started again for
+	 * nearly every request. A clock step only moves one flush. */
+	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += ms / 1000;
 	until.tv_nsec += (long)(ms % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {
