@@ -29,15 +29,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 
-# A private /etc/hosts needs a mount namespace: re-run this file inside one.
-if (os.geteuid() == 0 and os.environ.get("DEPUTY_PROXY_TEST_NS") != "1"
-        and shutil.which("unshare")):
-    env = dict(os.environ, DEPUTY_PROXY_TEST_NS="1")
-    os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                           sys.executable] + sys.argv, env)
-
 import deputytest as dt  # noqa: E402
 from deputytest import case, check, eq  # noqa: E402
+
+IN_NAMESPACE = dt.private_mount_namespace("DEPUTY_PROXY_TEST_NS")
 
 NOBODY = dt.unprivileged_user()
 BUN_BUILT = os.path.join(dt.SRC, "build", "npm", "node_modules", "@oven", "bun-linux-x64", "bin",
@@ -131,7 +126,7 @@ class World:
     def get(cls):
         if not dt.bpf_available():
             dt.skip("needs root and BPF (BTF, cgroup2) for the kernel layer", bpf=True)
-        if os.environ.get("DEPUTY_PROXY_TEST_NS") != "1":
+        if not IN_NAMESPACE:
             dt.skip("needs a mount namespace (unshare) for a private /etc/hosts", bpf=True)
         if not cls.inst:
             cls.inst = World()

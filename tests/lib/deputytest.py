@@ -349,6 +349,19 @@ def bpf_available():
     return is_root() and os.path.exists("/sys/kernel/btf/vmlinux")
 
 
+def private_mount_namespace(var):
+    """A private /etc/hosts needs a mount namespace: as root, re-runs the calling test file
+    inside a new one (once: the environment variable var marks the re-run). True when
+    running inside it; the cases that need it skip otherwise."""
+    if os.environ.get(var) == "1":
+        return True
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        env = dict(os.environ, **{var: "1"})
+        os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private", "--",
+                               sys.executable] + sys.argv, env)
+    return False
+
+
 def unprivileged_user():
     """(uid, gid) of an unprivileged account to run agents as."""
     import pwd
