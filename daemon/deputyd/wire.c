@@ -19,15 +19,7 @@ bool wire_tag_is_u64(uint16_t t)
 
 static char *wire_strdup(struct wire_fields *f, const uint8_t *v, uint16_t n)
 {
-	char *s;
-
-	if (memchr(v, '\0', n) || f->arena_used + n + 1 > sizeof(f->arena))
-		return NULL;
-	s = f->arena + f->arena_used;
-	memcpy(s, v, n);
-	s[n] = '\0';
-	f->arena_used += (size_t)n + 1;
-	return s;
+	return dp_field_str(f->arena, sizeof(f->arena), &f->arena_used, v, n);
 }
 
 int wire_parse(const uint8_t *p, size_t len, struct wire_fields *f, struct dp_err *err)

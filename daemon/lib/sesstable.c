@@ -16,17 +16,10 @@
 /* As deputyd: a token with less life left is not used; deputyd mints a new one. */
 #define STBL_TOKEN_MIN_LEFT 10
 
+/* A table's strings are never empty. */
 static const char *stbl_str(struct stbl *t, const uint8_t *v, uint16_t n)
 {
-	char *s;
-
-	if (n == 0 || memchr(v, 0, n) || t->arena_used + n + 1 > sizeof(t->arena))
-		return NULL;
-	s = t->arena + t->arena_used;
-	memcpy(s, v, n);
-	s[n] = '\0';
-	t->arena_used += (size_t)n + 1;
-	return s;
+	return n ? dp_field_str(t->arena, sizeof(t->arena), &t->arena_used, v, n) : NULL;
 }
 
 static int stbl_addr(struct stbl *t, const uint8_t *v, uint16_t n)

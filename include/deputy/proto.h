@@ -213,7 +213,6 @@ static inline void dp_msg_put_u64(struct dp_msg *m, uint16_t tag, uint64_t v)
 	dp_msg_put(m, tag, &v, sizeof(v));
 }
 
-/* Finish: write the payload length into the header. 0 or the sticky error. */
 /* A USE's own field list (USES, PROXY_USES), into u started after a header not sent. */
 static inline void dp_use_put(struct dp_msg *u, const char *scheme, const char *jti,
 			      const char *method, const char *host, int port, const char *target)
@@ -226,6 +225,24 @@ static inline void dp_use_put(struct dp_msg *u, const char *scheme, const char *
 	dp_msg_put_str(u, DP_T_TARGET, target);
 }
 
+/* A received string field as a C string: copied with its NUL into arena[*used..cap), which
+ * holds a message's strings without allocating. NULL when it has an inner NUL or there is
+ * no room. */
+static inline char *dp_field_str(char *arena, size_t cap, size_t *used, const uint8_t *v,
+				 uint16_t n)
+{
+	char *s;
+
+	if (memchr(v, '\0', n) || *used + n + 1 > cap)
+		return NULL;
+	s = arena + *used;
+	memcpy(s, v, n);
+	s[n] = '\0';
+	*used += (size_t)n + 1;
+	return s;
+}
+
+/* Finish: write the payload length into the header. 0 or the sticky error. */
 static inline int dp_msg_finish(struct dp_msg *m)
 {
 	uint32_t plen;
